@@ -1,8 +1,61 @@
-//! The crate's error type.
+//! The crate's error type: every failure is a value that says what was wrong and where.
+use crate::data::DataError;
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
-    #[error("shape error: {0}")]
-    Shape(String),
+    /// Tensor shapes or lengths that an op cannot take.
+    #[error("{op}: bad shape: {message}")]
+    Shape { op: &'static str, message: String },
+
+    /// An argument outside what an op accepts (a negative epsilon, a block of 2048 threads...).
+    #[error("{op}: bad argument: {message}")]
+    Argument { op: &'static str, message: String },
+
+    /// Tensors that live on different devices were given to one op.
+    #[error("{op}: device mismatch: expected {expected}, found {found}")]
+    DeviceMismatch { op: &'static str, expected: String, found: String },
+
+    /// The CUDA driver or a CUDA library is absent, or there is no such GPU.
+    #[error("CUDA unavailable: {0}")]
+    CudaUnavailable(String),
+
+    /// The CUDA driver reported an error.
+    #[error("CUDA driver error: {0}")]
+    Cuda(#[from] cudarc::driver::DriverError),
+
+    /// cuBLAS reported an error.
+    #[error("cuBLAS error: {0:?}")]
+    Cublas(#[from] cudarc::cublas::result::CublasError),
+
+    /// Run-time NVRTC compilation failed (only when the build embedded sources, not PTX).
+    #[error("NVRTC: {0}")]
+    Nvrtc(String),
+
+    /// A kernel name that no embedded family provides.
+    #[error("no kernel `{name}` in kernel family `{family}`")]
+    KernelNotFound { family: &'static str, name: &'static str },
+
+    /// The host emulator rejected or failed a launch.
+    #[error("emulator: {0}")]
+    Emulator(String),
+
+    /// A finite-difference gradient check found a mismatch.
+    #[error("gradient check: {0}")]
+    GradientCheck(String),
+
+    /// Reading or evaluating data.
+    #[error(transparent)]
+    Data(#[from] DataError),
+}
+
+impl Error {
+    pub(crate) fn shape(op: &'static str, message: impl Into<String>) -> Self {
+        Error::Shape { op, message: message.into() }
+    }
+    pub(crate) fn argument(op: &'static str, message: impl Into<String>) -> Self {
+        Error::Argument { op, message: message.into() }
+    }
 }

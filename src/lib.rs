@@ -1,3 +1,22 @@
-//! asif-kernels: hand-written CUDA kernels for ASIF (placeholder while the foundation lands).
+//! # asif-kernels
+//!
+//! Hand-written CUDA kernels for ASIF, the Aligned Side Information Fusion model for sequential
+//! recommendation (Wang et al., WWW'24), with a CPU reference for every op, an emulated device
+//! that runs the same kernels on the host for CI, and a small autograd tape.
+//!
+//! Layers (docs/architecture.md): [`kernels`] (what `build.rs` embedded), [`device`] (CPU
+//! reference, CUDA, emulated), [`Tensor`], [`ops`] (one module per op, each with a plain kernel
+//! API and a tape API), [`autograd`] (the tape and the finite-difference checker), [`data`] and
+//! [`metrics`] (RecBole data and full-ranking evaluation).
+pub mod autograd;
+pub mod data;
+pub mod device;
 pub mod error;
+pub mod kernels;
+pub mod metrics;
+pub mod ops;
+pub mod tensor;
+
+pub use device::Device;
 pub use error::{Error, Result};
+pub use tensor::Tensor;

@@ -1,0 +1,15 @@
+// elementwise.cu: small elementwise pieces shared by the tape and the model.
+//
+// What it computes:
+//   add_assign  y += x  (gradient accumulation on the tape; the residual add of spec §2 later)
+//
+// Launch shape (src/ops/add/cuda.rs): 1-D grid-stride loop, 256 threads per block.
+// Floor: reads x and y, writes y: 12 bytes per element (at 102400 × 256 fp32, 315 MB, about
+// 105 µs at 3.0 TB/s on an H100).
+#include "common.cuh"
+
+extern "C" __global__ void add_assign(float* __restrict__ y, const float* __restrict__ x, int len) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += blockDim.x * gridDim.x) {
+        y[i] += x[i];
+    }
+}

@@ -1,0 +1,127 @@
+//! Autograd-lite: a tape that records each op's backward closure and replays them in reverse,
+//! accumulating gradients (a tensor used twice gets the sum). Plus a public finite-difference
+//! gradient checker ([`gradcheck`]) so downstream crates can check their own ops the same way.
+//!
+//! ```
+//! use asif_kernels::{autograd::Tape, ops::gelu::gelu, Device, Tensor};
+//! let device = Device::cpu();
+//! let tape = Tape::new();
+//! let x = tape.leaf(Tensor::from_vec(&device, &[3], vec![-1.0, 0.0, 2.0])?);
+//! let y = gelu(&tape, &x)?;
+//! let grads = tape.backward(&y, Tensor::from_vec(&device, &[3], vec![1.0; 3])?)?;
+//! assert_eq!(grads.get(&x).unwrap().shape(), &[3]);
+//! # Ok::<(), asif_kernels::Error>(())
+//! ```
+pub mod gradcheck;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use crate::ops::add::add_assign;
+use crate::{Error, Result, Tensor};
+
+/// Identifies a value recorded on a tape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VarId(usize);
+
+/// A tensor recorded on a tape.
+#[derive(Debug, Clone)]
+pub struct Var {
+    id: VarId,
+    value: Tensor,
+}
+
+impl Var {
+    pub fn id(&self) -> VarId {
+        self.id
+    }
+    pub fn value(&self) -> &Tensor {
+        &self.value
+    }
+}
+
+/// A backward rule: given the gradient of the node's output, the gradients of its inputs.
+pub type BackwardFn = Box<dyn FnOnce(&Tensor) -> Result<Vec<(VarId, Tensor)>>>;
+
+struct Node {
+    output: VarId,
+    backward: BackwardFn,
+}
+
+#[derive(Default)]
+pub struct Tape {
+    nodes: RefCell<Vec<Node>>,
+    next_id: Cell<usize>,
+}
+
+impl Tape {
+    pub fn new() -> Self {
+        Tape::default()
+    }
+
+    fn fresh_id(&self) -> VarId {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        VarId(id)
+    }
+
+    /// An input (parameter or data) whose gradient is wanted.
+    pub fn leaf(&self, value: Tensor) -> Var {
+        Var { id: self.fresh_id(), value }
+    }
+
+    /// Records an op's output and its backward rule. Public so that downstream crates can put
+    /// their own ops on the tape.
+    pub fn record(&self, value: Tensor, backward: impl FnOnce(&Tensor) -> Result<Vec<(VarId, Tensor)>> + 'static) -> Var {
+        let id = self.fresh_id();
+        self.nodes.borrow_mut().push(Node { output: id, backward: Box::new(backward) });
+        Var { id, value }
+    }
+
+    /// Replays the recorded backward rules in reverse, starting from `grad_output` for `output`.
+    /// The tape is consumed (its nodes are run once); gradients of every recorded value that
+    /// received one are returned.
+    pub fn backward(&self, output: &Var, grad_output: Tensor) -> Result<Gradients> {
+        self.backward_from(vec![(output, grad_output)])
+    }
+
+    /// As [`Tape::backward`], seeded at several outputs at once (their contributions add up).
+    pub fn backward_from(&self, seeds: Vec<(&Var, Tensor)>) -> Result<Gradients> {
+        let mut gradients = Gradients { by_id: HashMap::new() };
+        for (output, grad_output) in seeds {
+            if grad_output.shape() != output.value.shape() {
+                return Err(Error::shape("Tape::backward", format!("gradient {:?} for output {:?}", grad_output.shape(), output.value.shape())));
+            }
+            gradients.accumulate(output.id, grad_output)?;
+        }
+        let nodes = std::mem::take(&mut *self.nodes.borrow_mut());
+        for node in nodes.into_iter().rev() {
+            let Some(grad) = gradients.by_id.get(&node.output).cloned() else { continue };
+            for (id, input_grad) in (node.backward)(&grad)? {
+                gradients.accumulate(id, input_grad)?;
+            }
+        }
+        Ok(gradients)
+    }
+}
+
+/// Gradients by variable.
+pub struct Gradients {
+    by_id: HashMap<VarId, Tensor>,
+}
+
+impl Gradients {
+    pub fn get(&self, var: &Var) -> Option<&Tensor> {
+        self.by_id.get(&var.id)
+    }
+
+    fn accumulate(&mut self, id: VarId, grad: Tensor) -> Result<()> {
+        match self.by_id.get_mut(&id) {
+            Some(existing) => add_assign(existing, &grad),
+            None => {
+                self.by_id.insert(id, grad);
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Device memory: a host `Vec` on the CPU and emulated devices, a `CudaSlice` on CUDA.
+use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
+
+/// Element types that can live on every device.
+pub trait Scalar: bytemuck::Pod + DeviceRepr + ValidAsZeroBits + Default + std::fmt::Debug + Send + Sync + 'static {
+    const NAME: &'static str;
+}
+impl Scalar for f32 {
+    const NAME: &'static str = "f32";
+}
+impl Scalar for i32 {
+    const NAME: &'static str = "i32";
+}
+impl Scalar for u32 {
+    const NAME: &'static str = "u32";
+}
+
+/// A buffer of `T` on some device.
+#[derive(Debug, Clone)]
+pub enum Buffer<T: Scalar> {
+    /// Host memory: the CPU reference device, and the emulated device's "device memory".
+    Host(Vec<T>),
+    Cuda(CudaSlice<T>),
+}
+
+impl<T: Scalar> Buffer<T> {
+    pub fn len(&self) -> usize {
+        match self {
+            Buffer::Host(v) => v.len(),
+            Buffer::Cuda(s) => s.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// "host" or "cuda", for error messages.
+    pub fn location(&self) -> &'static str {
+        match self {
+            Buffer::Host(_) => "host",
+            Buffer::Cuda(_) => "cuda",
+        }
+    }
+}

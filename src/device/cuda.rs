@@ -1,0 +1,151 @@
+//! The CUDA device: context, stream, cuBLAS handle (lazy) and a lazy per-family module cache.
+//!
+//! cudarc loads the driver and libraries by name at run time and panics when one is absent, so
+//! every entry point here checks presence first and returns [`Error::CudaUnavailable`].
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, PushKernelArg};
+use cudarc::nvrtc::Ptx;
+
+use super::{Buffer, KernelArg, LaunchConfig};
+use crate::kernels::{self, KernelRef};
+use crate::{Error, Result};
+
+pub struct CudaBackend {
+    ordinal: usize,
+    name: String,
+    compute_capability: (i32, i32),
+    context: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    blas: Mutex<Option<Arc<CudaBlas>>>,
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+}
+
+impl CudaBackend {
+    pub fn new(ordinal: usize) -> Result<Self> {
+        // SAFETY: only probes whether libcuda can be opened.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(Error::CudaUnavailable("the CUDA driver library (libcuda.so) is not installed on this machine".into()));
+        }
+        let context = CudaContext::new(ordinal).map_err(|e| Error::CudaUnavailable(format!("cannot open GPU {ordinal}: {e}")))?;
+        let compute_capability = context.compute_capability()?;
+        let name = context.name().unwrap_or_else(|_| "unknown GPU".into());
+        let stream = context.default_stream();
+        Ok(CudaBackend { ordinal, name, compute_capability, context, stream, blas: Mutex::new(None), modules: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+    pub fn device_name(&self) -> &str {
+        &self.name
+    }
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.compute_capability
+    }
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.context
+    }
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The cuBLAS handle, created on first use.
+    pub fn blas(&self) -> Result<Arc<CudaBlas>> {
+        let mut slot = self.blas.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(blas) = slot.as_ref() {
+            return Ok(blas.clone());
+        }
+        // SAFETY: only probes whether libcublas can be opened.
+        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+            return Err(Error::CudaUnavailable("the cuBLAS library (libcublas.so) is not on the loader path".into()));
+        }
+        let blas = Arc::new(CudaBlas::new(self.stream.clone())?);
+        *slot = Some(blas.clone());
+        Ok(blas)
+    }
+
+    /// The module of a kernel family: the sm_90 cubin on sm_90, else the embedded PTX, else the
+    /// embedded source compiled now with NVRTC.
+    fn module(&self, family_name: &'static str) -> Result<Arc<CudaModule>> {
+        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(module) = modules.get(family_name) {
+            return Ok(module.clone());
+        }
+        let family = kernels::family(family_name).ok_or(Error::KernelNotFound { family: family_name, name: "" })?;
+        let image = match (family.cubin_sm90, family.ptx) {
+            (Some(cubin), _) if self.compute_capability == (9, 0) => Ptx::from_binary(cubin.to_vec()),
+            (_, Some(ptx)) => Ptx::from_src(ptx),
+            _ => self.compile_at_run_time(family)?,
+        };
+        let module = self.context.load_module(image)?;
+        modules.insert(family_name, module.clone());
+        Ok(module)
+    }
+
+    fn compile_at_run_time(&self, family: &kernels::KernelFamily) -> Result<Ptx> {
+        // SAFETY: only probes whether libnvrtc can be opened.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(Error::CudaUnavailable(format!(
+                "kernel family `{}` was built without NVRTC and libnvrtc.so is not on the loader path to compile it now",
+                family.name
+            )));
+        }
+        let (major, minor) = self.compute_capability;
+        let options = cudarc::nvrtc::CompileOptions {
+            options: vec![format!("--gpu-architecture=compute_{major}{minor}"), "--std=c++17".into()],
+            ..Default::default()
+        };
+        cudarc::nvrtc::compile_ptx_with_opts(family.source, options).map_err(|e| Error::Nvrtc(format!("{}: {e:?}", family.name)))
+    }
+
+    fn function(&self, kernel: KernelRef) -> Result<CudaFunction> {
+        let module = self.module(kernel.family)?;
+        module.load_function(kernel.name).map_err(|_| Error::KernelNotFound { family: kernel.family, name: kernel.name })
+    }
+
+    pub(crate) fn launch(&self, kernel: KernelRef, config: LaunchConfig, args: &mut [KernelArg<'_>]) -> Result<()> {
+        let function = self.function(kernel)?;
+        let mut builder = self.stream.launch_builder(&function);
+        for arg in args.iter_mut() {
+            match arg {
+                KernelArg::F32In(b) => builder.arg(cuda_slice(b)?),
+                KernelArg::F32Out(b) => builder.arg(cuda_slice_mut(b)?),
+                KernelArg::I32In(b) => builder.arg(cuda_slice(b)?),
+                KernelArg::I32Out(b) => builder.arg(cuda_slice_mut(b)?),
+                KernelArg::I32(v) => builder.arg(&*v),
+                KernelArg::U32(v) => builder.arg(&*v),
+                KernelArg::F32(v) => builder.arg(&*v),
+            };
+        }
+        let config = cudarc::driver::LaunchConfig {
+            grid_dim: (config.grid[0], config.grid[1], config.grid[2]),
+            block_dim: (config.block[0], config.block[1], config.block[2]),
+            shared_mem_bytes: config.shared_bytes,
+        };
+        // SAFETY: the op's launcher passes arguments in the kernel's parameter order and type and
+        // checked every buffer's length against what the kernel touches.
+        unsafe { builder.launch(config) }?;
+        Ok(())
+    }
+}
+
+fn cuda_slice<T: super::Scalar>(buffer: &Buffer<T>) -> Result<&cudarc::driver::CudaSlice<T>> {
+    match buffer {
+        Buffer::Cuda(s) => Ok(s),
+        Buffer::Host(_) => Err(location_error()),
+    }
+}
+
+fn cuda_slice_mut<T: super::Scalar>(buffer: &mut Buffer<T>) -> Result<&mut cudarc::driver::CudaSlice<T>> {
+    match buffer {
+        Buffer::Cuda(s) => Ok(s),
+        Buffer::Host(_) => Err(location_error()),
+    }
+}
+
+fn location_error() -> Error {
+    Error::DeviceMismatch { op: "launch", expected: "cuda".into(), found: "host".into() }
+}

@@ -1,0 +1,63 @@
+//! The emulated device: kernels run on the host through `asif_emulator::launch`.
+use std::ffi::c_void;
+
+use super::{KernelArg, LaunchConfig};
+use crate::kernels::KernelRef;
+use crate::{Error, Result};
+
+/// `asif_emulator::launch`: kernel name, grid, block, dynamic shared bytes, CUDA-style argument
+/// pointers (`args[i]` points at the i-th argument's value).
+pub type EmulatorLaunchFn = unsafe fn(&str, [u32; 3], [u32; 3], u32, &[*mut c_void]) -> std::result::Result<(), String>;
+
+#[derive(Clone, Copy)]
+pub struct Emulator {
+    launch: EmulatorLaunchFn,
+}
+
+impl Emulator {
+    pub fn new(launch: EmulatorLaunchFn) -> Self {
+        Emulator { launch }
+    }
+
+    pub(crate) fn launch(&self, kernel: KernelRef, config: LaunchConfig, args: &mut [KernelArg<'_>]) -> Result<()> {
+        // Each argument's value in its own 8-byte slot; scalars sit in the low bytes, which is
+        // where a 4-byte read of the slot finds them on a little-endian host.
+        let mut slots: Vec<u64> = args
+            .iter_mut()
+            .map(|arg| match arg {
+                KernelArg::F32In(b) => host_ptr(b.host_slice()) as u64,
+                KernelArg::F32Out(b) => b.host_slice_mut().as_mut_ptr() as u64,
+                KernelArg::I32In(b) => host_ptr(b.host_slice()) as u64,
+                KernelArg::I32Out(b) => b.host_slice_mut().as_mut_ptr() as u64,
+                KernelArg::I32(v) => *v as u32 as u64,
+                KernelArg::U32(v) => *v as u64,
+                KernelArg::F32(v) => v.to_bits() as u64,
+            })
+            .collect();
+        let pointers: Vec<*mut c_void> = slots.iter_mut().map(|slot| slot as *mut u64 as *mut c_void).collect();
+        // SAFETY: the op's launcher passes arguments in the kernel's parameter order and type, and
+        // checked every buffer's length against what the kernel touches; `Device::launch` checked
+        // that every buffer is host memory. The buffers outlive the (synchronous) call.
+        unsafe { (self.launch)(kernel.name, config.grid, config.block, config.shared_bytes, &pointers) }.map_err(Error::Emulator)
+    }
+}
+
+fn host_ptr<T>(slice: &[T]) -> *const T {
+    slice.as_ptr()
+}
+
+impl<T: super::Scalar> super::Buffer<T> {
+    /// The host memory of a host buffer (empty for a CUDA buffer; `Device::launch` rules that out).
+    pub(crate) fn host_slice(&self) -> &[T] {
+        match self {
+            super::Buffer::Host(v) => v,
+            super::Buffer::Cuda(_) => &[],
+        }
+    }
+    pub(crate) fn host_slice_mut(&mut self) -> &mut [T] {
+        match self {
+            super::Buffer::Host(v) => v,
+            super::Buffer::Cuda(_) => &mut [],
+        }
+    }
+}

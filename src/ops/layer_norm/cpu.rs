@@ -1,0 +1,51 @@
+//! Reference layer norm, generic over the float type so the same code serves f32 parity tests and
+//! f64 finite-difference checks. Written for clarity: two passes per row, as the kernel.
+use num_traits::Float;
+
+/// Returns `(y, mean, rstd)` for `x` of `rows × cols` (row-major).
+pub fn forward<F: Float>(x: &[F], gamma: &[F], beta: &[F], cols: usize, eps: F) -> (Vec<F>, Vec<F>, Vec<F>) {
+    let rows = if cols == 0 { 0 } else { x.len() / cols };
+    let n = F::from(cols).unwrap_or(F::one());
+    let mut y = vec![F::zero(); x.len()];
+    let mut means = vec![F::zero(); rows];
+    let mut rstds = vec![F::zero(); rows];
+    for row in 0..rows {
+        let x_row = &x[row * cols..(row + 1) * cols];
+        let mean = x_row.iter().fold(F::zero(), |s, &v| s + v) / n;
+        let variance = x_row.iter().fold(F::zero(), |s, &v| s + (v - mean) * (v - mean)) / n;
+        let rstd = F::one() / (variance + eps).sqrt();
+        for c in 0..cols {
+            y[row * cols + c] = (x_row[c] - mean) * rstd * gamma[c] + beta[c];
+        }
+        means[row] = mean;
+        rstds[row] = rstd;
+    }
+    (y, means, rstds)
+}
+
+/// Returns `(dx, dgamma, dbeta)` given the forward's saved `mean` and `rstd` and the upstream `dy`.
+pub fn backward<F: Float>(x: &[F], gamma: &[F], mean: &[F], rstd: &[F], dy: &[F], cols: usize) -> (Vec<F>, Vec<F>, Vec<F>) {
+    let rows = mean.len();
+    let n = F::from(cols).unwrap_or(F::one());
+    let mut dx = vec![F::zero(); x.len()];
+    let mut dgamma = vec![F::zero(); cols];
+    let mut dbeta = vec![F::zero(); cols];
+    for row in 0..rows {
+        let at = row * cols;
+        let x_hat = |c: usize| (x[at + c] - mean[row]) * rstd[row];
+        let mut sum_g = F::zero();
+        let mut sum_g_xhat = F::zero();
+        for c in 0..cols {
+            let g = dy[at + c] * gamma[c];
+            sum_g = sum_g + g;
+            sum_g_xhat = sum_g_xhat + g * x_hat(c);
+            dgamma[c] = dgamma[c] + dy[at + c] * x_hat(c);
+            dbeta[c] = dbeta[c] + dy[at + c];
+        }
+        for c in 0..cols {
+            let g = dy[at + c] * gamma[c];
+            dx[at + c] = rstd[row] * (g - sum_g / n - x_hat(c) * sum_g_xhat / n);
+        }
+    }
+    (dx, dgamma, dbeta)
+}

@@ -1,0 +1,81 @@
+//! Launches of `kernels/layer_norm.cu`, shared by the CUDA and emulated devices.
+use crate::device::{Buffer, Device, LaunchConfig};
+use crate::kernels::KernelRef;
+use crate::{kernel_args, Result};
+
+const FORWARD: KernelRef = KernelRef::new("layer_norm", "layer_norm_forward");
+const BACKWARD_INPUT: KernelRef = KernelRef::new("layer_norm", "layer_norm_backward_input");
+const BACKWARD_PARAMS_PARTIAL: KernelRef = KernelRef::new("layer_norm", "layer_norm_backward_params_partial");
+const BACKWARD_PARAMS_FINISH: KernelRef = KernelRef::new("layer_norm", "layer_norm_backward_params_finish");
+/// Must match LAYER_NORM_ROWS_PER_CHUNK in the kernel.
+const ROWS_PER_CHUNK: usize = 64;
+
+/// One block per row with about one thread per column: a multiple of 32, at most 256.
+fn row_block(rows: usize, cols: usize) -> LaunchConfig {
+    let threads = cols.div_ceil(32).clamp(1, 8) as u32 * 32;
+    LaunchConfig::linear(rows as u32, threads)
+}
+
+pub(super) struct Forward {
+    pub y: Buffer<f32>,
+    pub mean: Buffer<f32>,
+    pub rstd: Buffer<f32>,
+}
+
+pub(super) fn forward(device: &Device, x: &Buffer<f32>, gamma: &Buffer<f32>, beta: &Buffer<f32>, rows: usize, cols: usize, eps: f32) -> Result<Forward> {
+    let mut y = device.zeros::<f32>(rows * cols)?;
+    let mut mean = device.zeros::<f32>(rows)?;
+    let mut rstd = device.zeros::<f32>(rows)?;
+    if rows > 0 {
+        device.launch(
+            FORWARD,
+            row_block(rows, cols),
+            &mut kernel_args![x, gamma, beta, &mut y, &mut mean, &mut rstd, rows as i32, cols as i32, eps],
+        )?;
+    }
+    Ok(Forward { y, mean, rstd })
+}
+
+pub(super) struct Backward {
+    pub dx: Buffer<f32>,
+    pub dgamma: Buffer<f32>,
+    pub dbeta: Buffer<f32>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward(
+    device: &Device,
+    x: &Buffer<f32>,
+    gamma: &Buffer<f32>,
+    mean: &Buffer<f32>,
+    rstd: &Buffer<f32>,
+    dy: &Buffer<f32>,
+    rows: usize,
+    cols: usize,
+) -> Result<Backward> {
+    let mut dx = device.zeros::<f32>(rows * cols)?;
+    let mut dgamma = device.zeros::<f32>(cols)?;
+    let mut dbeta = device.zeros::<f32>(cols)?;
+    if rows == 0 {
+        return Ok(Backward { dx, dgamma, dbeta });
+    }
+    let (rows_i, cols_i) = (rows as i32, cols as i32);
+    device.launch(BACKWARD_INPUT, row_block(rows, cols), &mut kernel_args![x, gamma, mean, rstd, dy, &mut dx, rows_i, cols_i])?;
+
+    let chunks = rows.div_ceil(ROWS_PER_CHUNK);
+    let mut dgamma_partial = device.zeros::<f32>(chunks * cols)?;
+    let mut dbeta_partial = device.zeros::<f32>(chunks * cols)?;
+    let partial = LaunchConfig { grid: [cols.div_ceil(32) as u32, chunks as u32, 1], block: [32, 8, 1], shared_bytes: 0 };
+    device.launch(
+        BACKWARD_PARAMS_PARTIAL,
+        partial,
+        &mut kernel_args![x, mean, rstd, dy, &mut dgamma_partial, &mut dbeta_partial, rows_i, cols_i],
+    )?;
+    let finish = LaunchConfig::linear(cols.div_ceil(256) as u32, 256);
+    device.launch(
+        BACKWARD_PARAMS_FINISH,
+        finish,
+        &mut kernel_args![&dgamma_partial, &dbeta_partial, &mut dgamma, &mut dbeta, chunks as i32, cols_i],
+    )?;
+    Ok(Backward { dx, dgamma, dbeta })
+}

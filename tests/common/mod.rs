@@ -1,0 +1,95 @@
+//! Shared by the integration tests: the devices a kernel test runs on, skip lines, random data
+//! and error measures.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::sync::OnceLock;
+
+use asif_kernels::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Prints one line saying what was skipped and why. Written straight to stderr, which libtest
+/// does not capture, so the line shows in every `cargo test` run.
+pub fn skip(what: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED {what}: {why}");
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+pub fn emulated() -> Device {
+    Device::emulated(asif_emulator::launch)
+}
+
+/// GPU 0 if usable. Without one the GPU tier is skipped with one printed line per test binary,
+/// unless ASIF_REQUIRE_GPU=1 (the GPU script sets it), which makes absence a failure.
+pub fn cuda() -> Option<Device> {
+    static CUDA: OnceLock<Option<Device>> = OnceLock::new();
+    CUDA.get_or_init(|| match Device::cuda(0) {
+        Ok(device) => Some(device),
+        Err(e) => {
+            assert!(!env_flag("ASIF_REQUIRE_GPU"), "ASIF_REQUIRE_GPU is set but {e}");
+            skip("GPU parity tier (tier 4) in this test binary", &e.to_string());
+            None
+        }
+    })
+    .clone()
+}
+
+/// The devices that run kernels: the emulator always, the GPU when there is one. One test body
+/// serves both tiers 2 (emulated) and 4 (GPU parity).
+pub fn kernel_devices() -> Vec<Device> {
+    let mut devices = vec![emulated()];
+    devices.extend(cuda());
+    devices
+}
+
+/// Every device: the CPU reference (its f32 dispatch) plus the kernel devices.
+pub fn all_devices() -> Vec<Device> {
+    let mut devices = vec![Device::cpu()];
+    devices.extend(kernel_devices());
+    devices
+}
+
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+/// Uniform values in [center − spread, center + spread).
+pub fn random(rng: &mut StdRng, len: usize, center: f64, spread: f64) -> Vec<f64> {
+    (0..len).map(|_| center + spread * (2.0 * rng.random::<f64>() - 1.0)).collect()
+}
+
+pub fn to_f32(values: &[f64]) -> Vec<f32> {
+    values.iter().map(|&v| v as f32).collect()
+}
+
+pub fn to_f64(values: &[f32]) -> Vec<f64> {
+    values.iter().map(|&v| v as f64).collect()
+}
+
+pub fn tensor(device: &Device, shape: &[usize], values: &[f64]) -> Tensor {
+    Tensor::from_vec(device, shape, to_f32(values)).expect("tensor")
+}
+
+/// ‖got − want‖ / ‖want‖ (absolute when `want` is zero).
+pub fn relative_error(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    let diff: f64 = got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).powi(2)).sum::<f64>().sqrt();
+    let norm: f64 = want.iter().map(|w| w * w).sum::<f64>().sqrt();
+    assert!(got.iter().all(|v| v.is_finite()), "non-finite output");
+    if norm == 0.0 {
+        diff
+    } else {
+        diff / norm
+    }
+}
+
+/// Asserts `got` (f32, from a device) matches the f64 reference within `tolerance`.
+pub fn assert_close(what: &str, device: &Device, got: &Tensor, want: &[f64], tolerance: f64) {
+    let values = got.to_vec().expect("download");
+    let error = relative_error(&values, want);
+    assert!(error <= tolerance, "{what} on {}: relative error {error:.3e} > {tolerance:.1e}", device.name());
+}
