@@ -20,8 +20,8 @@ use crate::data::dataset::{DatasetFiles, LoadConfig};
 use crate::data::error::DataError;
 use crate::data::rng::SplitMix64;
 
-/// Size and shape of the synthetic world. The default (about 1,000 users, 20 categories,
-/// 2,700 items, 35,000 interactions) generates in milliseconds and suits a short CPU run.
+/// Size and shape of the synthetic world. The default (1,000 users, 20 categories, 2,800
+/// items, about 35,000 interactions) generates in milliseconds and suits a short CPU run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SyntheticConfig {
     /// Dataset name: the files are `<dir>/<name>.inter` and `<dir>/<name>.item`.
@@ -58,9 +58,9 @@ impl Default for SyntheticConfig {
             seed: 2024,
             n_users: 1000,
             n_categories: 20,
-            active_per_category: 16,
-            churn_per_period: 2,
-            n_periods: 60,
+            active_per_category: 24,
+            churn_per_period: 4,
+            n_periods: 30,
             period_len: 86_400,
             min_len: 10,
             max_len: 60,
@@ -120,7 +120,7 @@ impl SyntheticConfig {
 pub struct SyntheticWorld {
     /// `transition[c]` = probabilities of the next category given category `c`.
     pub transition: Vec<Vec<f64>>,
-    /// Category index of each catalogue item, by item token `i<index>`.
+    /// Category index (0-based) of each catalogue item; item `k` has token `i<k+1>`.
     pub item_category: Vec<usize>,
     /// Interactions written.
     pub n_interactions: usize,
