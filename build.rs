@@ -51,7 +51,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=ASIF_NVRTC_HOME");
     println!("cargo:rerun-if-env-changed=ASIF_SKIP_NVRTC");
 
-    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()));
+    let manifest_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()));
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into()));
     let kernel_dir = manifest_dir.join("kernels");
 
@@ -111,7 +112,10 @@ fn main() {
 
 fn write(path: &Path, bytes: &[u8]) {
     if let Err(e) = fs::write(path, bytes) {
-        println!("cargo:warning=asif-kernels: cannot write {}: {e}", path.display());
+        println!(
+            "cargo:warning=asif-kernels: cannot write {}: {e}",
+            path.display()
+        );
     }
 }
 
@@ -160,17 +164,27 @@ impl Nvrtc {
         if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
             return Err(format!(
                 "no libnvrtc in {} nor on the loader path",
-                homes.iter().map(|h| h.display().to_string()).collect::<Vec<_>>().join(", ")
+                homes
+                    .iter()
+                    .map(|h| h.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         let (mut major, mut minor) = (0, 0);
         // SAFETY: the library is present (checked above); the out-pointers are valid.
         unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
-        Ok(Nvrtc { version: (major, minor), include_dirs })
+        Ok(Nvrtc {
+            version: (major, minor),
+            include_dirs,
+        })
     }
 
     fn options(&self, arch: &str) -> Vec<String> {
-        let mut options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".to_string()];
+        let mut options = vec![
+            format!("--gpu-architecture={arch}"),
+            "--std=c++17".to_string(),
+        ];
         for dir in &self.include_dirs {
             options.push(format!("--include-path={}", dir.display()));
         }
@@ -186,22 +200,36 @@ impl Nvrtc {
         let cubin_path = out_dir.join(format!("{name}.{CUBIN_ARCH}.cubin"));
         write(&ptx_path, &ptx.0);
         write(&cubin_path, &cubin);
-        Ok(Compiled { ptx_path, cubin_path, report })
+        Ok(Compiled {
+            ptx_path,
+            cubin_path,
+            report,
+        })
     }
 
     /// Compiles one program; returns the requested output and the compile log.
-    fn compile(&self, name: &str, source: &str, options: &[String], output: Output) -> Result<(Vec<u8>, String), String> {
+    fn compile(
+        &self,
+        name: &str,
+        source: &str,
+        options: &[String],
+        output: Output,
+    ) -> Result<(Vec<u8>, String), String> {
         use cudarc::nvrtc::{result, sys};
         let source = CString::new(source).map_err(|_| "source contains a NUL byte".to_string())?;
         let file_name = CString::new(format!("{name}.cu")).unwrap_or_default();
-        let program = result::create_program(&source, Some(&file_name)).map_err(|e| format!("{e:?}"))?;
+        let program =
+            result::create_program(&source, Some(&file_name)).map_err(|e| format!("{e:?}"))?;
         // SAFETY: `program` was just created and is destroyed exactly once below.
         let compiled = unsafe { result::compile_program(program, options) };
         let log = unsafe { result::get_program_log(program) }
             .map(|chars| c_chars_to_string(&chars))
             .unwrap_or_default();
         let outcome = match compiled {
-            Err(e) => Err(format!("NVRTC {}.{} error {e:?} compiling {name}.cu with {options:?}:\n{log}", self.version.0, self.version.1)),
+            Err(e) => Err(format!(
+                "NVRTC {}.{} error {e:?} compiling {name}.cu with {options:?}:\n{log}",
+                self.version.0, self.version.1
+            )),
             Ok(()) => match output {
                 Output::Ptx => unsafe { result::get_ptx(program) }
                     .map(|chars| c_chars_to_string(&chars).into_bytes())
@@ -210,9 +238,13 @@ impl Nvrtc {
                     let mut size = 0usize;
                     // SAFETY: the program compiled; the buffer is sized by NVRTC's own answer.
                     unsafe {
-                        sys::nvrtcGetCUBINSize(program, &mut size).result().map_err(|e| format!("{e:?}"))?;
+                        sys::nvrtcGetCUBINSize(program, &mut size)
+                            .result()
+                            .map_err(|e| format!("{e:?}"))?;
                         let mut bytes = vec![0u8; size];
-                        sys::nvrtcGetCUBIN(program, bytes.as_mut_ptr().cast()).result().map_err(|e| format!("{e:?}"))?;
+                        sys::nvrtcGetCUBIN(program, bytes.as_mut_ptr().cast())
+                            .result()
+                            .map_err(|e| format!("{e:?}"))?;
                         Ok(bytes)
                     }
                 }
@@ -231,7 +263,11 @@ enum Output {
 }
 
 fn c_chars_to_string(chars: &[std::ffi::c_char]) -> String {
-    let bytes: Vec<u8> = chars.iter().map(|&c| c as u8).take_while(|&b| b != 0).collect();
+    let bytes: Vec<u8> = chars
+        .iter()
+        .map(|&c| c as u8)
+        .take_while(|&b| b != 0)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -248,7 +284,10 @@ fn parse_ptxas_report(report: &str) -> Vec<Resources> {
     for line in report.lines() {
         if let Some(rest) = line.split("Compiling entry function '").nth(1) {
             let kernel = rest.split('\'').next().unwrap_or_default().to_string();
-            all.push(Resources { kernel, ..Default::default() });
+            all.push(Resources {
+                kernel,
+                ..Default::default()
+            });
             current = Some(all.len() - 1);
             continue;
         }
@@ -302,10 +341,22 @@ fn generate(families: &[Family], nvrtc: &Result<Nvrtc, String>) -> String {
         let _ = writeln!(out, "    KernelFamily {{");
         let _ = writeln!(out, "        name: {:?},", family.name);
         let _ = writeln!(out, "        entry_points: &{:?},", family.entry_points);
-        let _ = writeln!(out, "        source: include_str!({:?}),", family.source_path.display().to_string());
+        let _ = writeln!(
+            out,
+            "        source: include_str!({:?}),",
+            family.source_path.display().to_string()
+        );
         let _ = writeln!(out, "        ptx: {},", include_str(&family.ptx_path));
-        let _ = writeln!(out, "        cubin_sm90: {},", include_bytes(&family.cubin_path));
-        let _ = writeln!(out, "        ptxas_report: {},", include_str(&family.report_path));
+        let _ = writeln!(
+            out,
+            "        cubin_sm90: {},",
+            include_bytes(&family.cubin_path)
+        );
+        let _ = writeln!(
+            out,
+            "        ptxas_report: {},",
+            include_str(&family.report_path)
+        );
         let _ = writeln!(out, "        compile_error: {:?},", family.compile_error);
         let _ = writeln!(out, "        resources: &[");
         for r in &family.resources {

@@ -1,1 +1,98 @@
-fn main() {}
+//! Criterion benchmarks of the ops, with bytes moved per call as throughput.
+//!
+//! On the CPU reference at small sizes (always), and on GPU 0 at the paper's sizes
+//! (B·n = 102400 rows, d = 256) when there is one; otherwise one line says it was skipped.
+//! `cargo bench --bench ops`; the GPU script runs the same binary on the GPU machine.
+use std::io::Write;
+
+use asif_kernels::ops::{gelu, layer_norm};
+use asif_kernels::{Device, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+fn random_tensor(device: &Device, shape: &[usize], seed: u32) -> Tensor {
+    // A cheap deterministic pattern that is neither zeros nor constant.
+    let len: usize = shape.iter().product();
+    let values = (0..len)
+        .map(|i| {
+            (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / 16_777_216.0)
+                * 2.0
+                - 1.0
+        })
+        .collect();
+    Tensor::from_vec(device, shape, values).expect("tensor")
+}
+
+fn bench_device(c: &mut Criterion, device: &Device, rows: usize, cols: usize) {
+    let label = device.name();
+    let x = random_tensor(device, &[rows, cols], 1);
+    let dy = random_tensor(device, &[rows, cols], 2);
+    let gamma = random_tensor(device, &[cols], 3);
+    let beta = random_tensor(device, &[cols], 4);
+    let bytes = (rows * cols * 4) as u64;
+
+    let mut group = c.benchmark_group("layer_norm");
+    group.throughput(Throughput::Bytes(2 * bytes));
+    group.bench_function(
+        BenchmarkId::new("forward", format!("{label} {rows}x{cols}")),
+        |b| {
+            b.iter(|| {
+                let out =
+                    layer_norm::layer_norm_forward(&x, &gamma, &beta, 1e-12).expect("forward");
+                device.synchronize().expect("sync");
+                out
+            })
+        },
+    );
+    let (_, saved) = layer_norm::layer_norm_forward(&x, &gamma, &beta, 1e-12).expect("forward");
+    group.throughput(Throughput::Bytes(5 * bytes));
+    group.bench_function(
+        BenchmarkId::new("backward", format!("{label} {rows}x{cols}")),
+        |b| {
+            b.iter(|| {
+                let out =
+                    layer_norm::layer_norm_backward(&x, &gamma, &saved, &dy).expect("backward");
+                device.synchronize().expect("sync");
+                out
+            })
+        },
+    );
+    group.finish();
+
+    let mut group = c.benchmark_group("gelu");
+    group.throughput(Throughput::Bytes(2 * bytes));
+    group.bench_function(
+        BenchmarkId::new("forward", format!("{label} {rows}x{cols}")),
+        |b| {
+            b.iter(|| {
+                let out = gelu::gelu_forward(&x).expect("forward");
+                device.synchronize().expect("sync");
+                out
+            })
+        },
+    );
+    group.throughput(Throughput::Bytes(3 * bytes));
+    group.bench_function(
+        BenchmarkId::new("backward", format!("{label} {rows}x{cols}")),
+        |b| {
+            b.iter(|| {
+                let out = gelu::gelu_backward(&x, &dy).expect("backward");
+                device.synchronize().expect("sync");
+                out
+            })
+        },
+    );
+    group.finish();
+}
+
+fn ops(c: &mut Criterion) {
+    bench_device(c, &Device::cpu(), 2048, 256);
+    match Device::cuda(0) {
+        Ok(gpu) => bench_device(c, &gpu, 2048 * 50, 256),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "SKIPPED GPU benchmarks: {e}");
+        }
+    }
+}
+
+criterion_group!(benches, ops);
+criterion_main!(benches);

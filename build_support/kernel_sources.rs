@@ -22,7 +22,9 @@ pub fn kernel_files(kernel_dir: &Path) -> Vec<PathBuf> {
 
 /// The family name of a kernel file: `kernels/layer_norm.cu` -> `layer_norm`.
 pub fn family_name(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The source with every local `#include "x.cuh"` inlined once (`#pragma once` respected by
@@ -35,8 +37,14 @@ pub fn flatten(path: &Path, kernel_dir: &Path) -> Result<String, String> {
     Ok(out)
 }
 
-fn flatten_into(path: &Path, kernel_dir: &Path, seen: &mut HashSet<PathBuf>, out: &mut String) -> Result<(), String> {
-    let text = fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn flatten_into(
+    path: &Path,
+    kernel_dir: &Path,
+    seen: &mut HashSet<PathBuf>,
+    out: &mut String,
+) -> Result<(), String> {
+    let text =
+        fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     for line in text.lines() {
         let trimmed = line.trim_start();
         if trimmed.starts_with("#pragma once") {

@@ -16,7 +16,11 @@ pub enum Error {
 
     /// Tensors that live on different devices were given to one op.
     #[error("{op}: device mismatch: expected {expected}, found {found}")]
-    DeviceMismatch { op: &'static str, expected: String, found: String },
+    DeviceMismatch {
+        op: &'static str,
+        expected: String,
+        found: String,
+    },
 
     /// The CUDA driver or a CUDA library is absent, or there is no such GPU.
     #[error("CUDA unavailable: {0}")]
@@ -36,7 +40,10 @@ pub enum Error {
 
     /// A kernel name that no embedded family provides.
     #[error("no kernel `{name}` in kernel family `{family}`")]
-    KernelNotFound { family: &'static str, name: &'static str },
+    KernelNotFound {
+        family: &'static str,
+        name: &'static str,
+    },
 
     /// The host emulator rejected or failed a launch.
     #[error("emulator: {0}")]
@@ -53,9 +60,15 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn shape(op: &'static str, message: impl Into<String>) -> Self {
-        Error::Shape { op, message: message.into() }
+        Error::Shape {
+            op,
+            message: message.into(),
+        }
     }
     pub(crate) fn argument(op: &'static str, message: impl Into<String>) -> Self {
-        Error::Argument { op, message: message.into() }
+        Error::Argument {
+            op,
+            message: message.into(),
+        }
     }
 }

@@ -20,3 +20,8 @@ pub mod tensor;
 pub use device::Device;
 pub use error::{Error, Result};
 pub use tensor::Tensor;
+
+/// The README's code examples, compiled and run as doctests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -23,24 +23,42 @@ impl Tensor {
     pub fn from_vec(device: &Device, shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
         let expected: usize = shape.iter().product();
         if data.len() != expected {
-            return Err(Error::shape("Tensor::from_vec", format!("{} values for shape {shape:?} ({expected} expected)", data.len())));
+            return Err(Error::shape(
+                "Tensor::from_vec",
+                format!(
+                    "{} values for shape {shape:?} ({expected} expected)",
+                    data.len()
+                ),
+            ));
         }
         let buffer = match device {
             Device::Cuda(_) => device.upload(&data)?,
             Device::Cpu | Device::Emulated(_) => Buffer::Host(data),
         };
-        Ok(Tensor { shape: shape.to_vec(), storage: Arc::new(buffer), device: device.clone() })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            storage: Arc::new(buffer),
+            device: device.clone(),
+        })
     }
 
     pub fn zeros(device: &Device, shape: &[usize]) -> Result<Tensor> {
         let buffer = device.zeros::<f32>(shape.iter().product())?;
-        Ok(Tensor { shape: shape.to_vec(), storage: Arc::new(buffer), device: device.clone() })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            storage: Arc::new(buffer),
+            device: device.clone(),
+        })
     }
 
     /// Wraps a buffer that an op filled. The caller guarantees the length.
     pub(crate) fn from_buffer(device: &Device, shape: &[usize], buffer: Buffer<f32>) -> Tensor {
         debug_assert_eq!(buffer.len(), shape.iter().product::<usize>());
-        Tensor { shape: shape.to_vec(), storage: Arc::new(buffer), device: device.clone() }
+        Tensor {
+            shape: shape.to_vec(),
+            storage: Arc::new(buffer),
+            device: device.clone(),
+        }
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -76,9 +94,16 @@ impl Tensor {
     /// Same data, another shape of the same size.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if shape.iter().product::<usize>() != self.len() {
-            return Err(Error::shape("Tensor::reshape", format!("{:?} cannot become {shape:?}", self.shape)));
+            return Err(Error::shape(
+                "Tensor::reshape",
+                format!("{:?} cannot become {shape:?}", self.shape),
+            ));
         }
-        Ok(Tensor { shape: shape.to_vec(), storage: self.storage.clone(), device: self.device.clone() })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            storage: self.storage.clone(),
+            device: self.device.clone(),
+        })
     }
 
     /// The host values of a tensor on the CPU device (the reference path of every op).
@@ -89,7 +114,11 @@ impl Tensor {
     /// Checks that `other` lives on this tensor's device.
     pub(crate) fn same_device(&self, op: &'static str, other: &Tensor) -> Result<()> {
         if self.device != other.device {
-            return Err(Error::DeviceMismatch { op, expected: self.device.name(), found: other.device.name() });
+            return Err(Error::DeviceMismatch {
+                op,
+                expected: self.device.name(),
+                found: other.device.name(),
+            });
         }
         Ok(())
     }

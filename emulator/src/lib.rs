@@ -15,7 +15,10 @@ extern "C" {
         error: *mut c_char,
         error_len: usize,
     ) -> i32;
-    fn asif_emu_kernel_names(visit: extern "C" fn(*const c_char, *mut c_void), context: *mut c_void);
+    fn asif_emu_kernel_names(
+        visit: extern "C" fn(*const c_char, *mut c_void),
+        context: *mut c_void,
+    );
 }
 
 /// Runs the named kernel on the host: `grid` × `block` threads, `shared_bytes` of dynamic shared
@@ -24,7 +27,13 @@ extern "C" {
 /// # Safety
 /// `args` must match the kernel's parameters in number and type, and every pointer argument must
 /// point at host memory large enough for what the kernel reads and writes.
-pub unsafe fn launch(name: &str, grid: [u32; 3], block: [u32; 3], shared_bytes: u32, args: &[*mut c_void]) -> Result<(), String> {
+pub unsafe fn launch(
+    name: &str,
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared_bytes: u32,
+    args: &[*mut c_void],
+) -> Result<(), String> {
     let name = CString::new(name).map_err(|_| "kernel name contains a NUL byte".to_string())?;
     let mut error = [0 as c_char; 256];
     let mut args = args.to_vec();
@@ -40,7 +49,9 @@ pub unsafe fn launch(name: &str, grid: [u32; 3], block: [u32; 3], shared_bytes: 
     if status == 0 {
         Ok(())
     } else {
-        Err(CStr::from_ptr(error.as_ptr()).to_string_lossy().into_owned())
+        Err(CStr::from_ptr(error.as_ptr())
+            .to_string_lossy()
+            .into_owned())
     }
 }
 
@@ -49,7 +60,11 @@ pub fn kernel_names() -> Vec<String> {
     extern "C" fn visit(name: *const c_char, context: *mut c_void) {
         // SAFETY: `context` is the Vec passed below; `name` is a NUL-terminated static string.
         let names = unsafe { &mut *(context as *mut Vec<String>) };
-        names.push(unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned());
+        names.push(
+            unsafe { CStr::from_ptr(name) }
+                .to_string_lossy()
+                .into_owned(),
+        );
     }
     let mut names: Vec<String> = Vec::new();
     // SAFETY: `visit` only pushes into `names`, which outlives the call.

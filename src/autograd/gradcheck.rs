@@ -16,7 +16,11 @@ pub struct GradCheckOptions {
 
 impl Default for GradCheckOptions {
     fn default() -> Self {
-        GradCheckOptions { step: 1e-6, relative_tolerance: 1e-6, absolute_tolerance: 1e-8 }
+        GradCheckOptions {
+            step: 1e-6,
+            relative_tolerance: 1e-6,
+            absolute_tolerance: 1e-8,
+        }
     }
 }
 
@@ -29,7 +33,11 @@ pub struct GradCheckReport {
 }
 
 /// ∂f/∂x_i by central differences.
-pub fn finite_difference_gradient(mut f: impl FnMut(&[f64]) -> f64, x: &[f64], step: f64) -> Vec<f64> {
+pub fn finite_difference_gradient(
+    mut f: impl FnMut(&[f64]) -> f64,
+    x: &[f64],
+    step: f64,
+) -> Vec<f64> {
     let mut point = x.to_vec();
     (0..x.len())
         .map(|i| {
@@ -45,16 +53,31 @@ pub fn finite_difference_gradient(mut f: impl FnMut(&[f64]) -> f64, x: &[f64], s
 }
 
 /// Compares `analytic` with the finite-difference gradient of `f` at `x`.
-pub fn check_gradient(f: impl FnMut(&[f64]) -> f64, x: &[f64], analytic: &[f64], options: GradCheckOptions) -> Result<GradCheckReport> {
+pub fn check_gradient(
+    f: impl FnMut(&[f64]) -> f64,
+    x: &[f64],
+    analytic: &[f64],
+    options: GradCheckOptions,
+) -> Result<GradCheckReport> {
     if analytic.len() != x.len() {
-        return Err(Error::GradientCheck(format!("{} analytic entries for {} parameters", analytic.len(), x.len())));
+        return Err(Error::GradientCheck(format!(
+            "{} analytic entries for {} parameters",
+            analytic.len(),
+            x.len()
+        )));
     }
     let numeric = finite_difference_gradient(f, x, options.step);
-    let mut report = GradCheckReport { entries: x.len(), max_abs_error: 0.0, worst_index: None };
+    let mut report = GradCheckReport {
+        entries: x.len(),
+        max_abs_error: 0.0,
+        worst_index: None,
+    };
     for (i, (&a, &n)) in analytic.iter().zip(&numeric).enumerate() {
         let error = (a - n).abs();
-        let allowed = options.absolute_tolerance + options.relative_tolerance * a.abs().max(n.abs());
-        if !(error <= allowed) {
+        let allowed =
+            options.absolute_tolerance + options.relative_tolerance * a.abs().max(n.abs());
+        // NaN in either gradient fails too.
+        if error.is_nan() || error > allowed {
             return Err(Error::GradientCheck(format!(
                 "entry {i}: analytic {a:.10e}, finite difference {n:.10e}, error {error:.3e} > allowed {allowed:.3e}"
             )));

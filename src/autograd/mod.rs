@@ -67,14 +67,24 @@ impl Tape {
 
     /// An input (parameter or data) whose gradient is wanted.
     pub fn leaf(&self, value: Tensor) -> Var {
-        Var { id: self.fresh_id(), value }
+        Var {
+            id: self.fresh_id(),
+            value,
+        }
     }
 
     /// Records an op's output and its backward rule. Public so that downstream crates can put
     /// their own ops on the tape.
-    pub fn record(&self, value: Tensor, backward: impl FnOnce(&Tensor) -> Result<Vec<(VarId, Tensor)>> + 'static) -> Var {
+    pub fn record(
+        &self,
+        value: Tensor,
+        backward: impl FnOnce(&Tensor) -> Result<Vec<(VarId, Tensor)>> + 'static,
+    ) -> Var {
         let id = self.fresh_id();
-        self.nodes.borrow_mut().push(Node { output: id, backward: Box::new(backward) });
+        self.nodes.borrow_mut().push(Node {
+            output: id,
+            backward: Box::new(backward),
+        });
         Var { id, value }
     }
 
@@ -87,16 +97,27 @@ impl Tape {
 
     /// As [`Tape::backward`], seeded at several outputs at once (their contributions add up).
     pub fn backward_from(&self, seeds: Vec<(&Var, Tensor)>) -> Result<Gradients> {
-        let mut gradients = Gradients { by_id: HashMap::new() };
+        let mut gradients = Gradients {
+            by_id: HashMap::new(),
+        };
         for (output, grad_output) in seeds {
             if grad_output.shape() != output.value.shape() {
-                return Err(Error::shape("Tape::backward", format!("gradient {:?} for output {:?}", grad_output.shape(), output.value.shape())));
+                return Err(Error::shape(
+                    "Tape::backward",
+                    format!(
+                        "gradient {:?} for output {:?}",
+                        grad_output.shape(),
+                        output.value.shape()
+                    ),
+                ));
             }
             gradients.accumulate(output.id, grad_output)?;
         }
         let nodes = std::mem::take(&mut *self.nodes.borrow_mut());
         for node in nodes.into_iter().rev() {
-            let Some(grad) = gradients.by_id.get(&node.output).cloned() else { continue };
+            let Some(grad) = gradients.by_id.get(&node.output).cloned() else {
+                continue;
+            };
             for (id, input_grad) in (node.backward)(&grad)? {
                 gradients.accumulate(id, input_grad)?;
             }

@@ -2,7 +2,9 @@
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 
 /// Element types that can live on every device.
-pub trait Scalar: bytemuck::Pod + DeviceRepr + ValidAsZeroBits + Default + std::fmt::Debug + Send + Sync + 'static {
+pub trait Scalar:
+    bytemuck::Pod + DeviceRepr + ValidAsZeroBits + Default + std::fmt::Debug + Send + Sync + 'static
+{
     const NAME: &'static str;
 }
 impl Scalar for f32 {

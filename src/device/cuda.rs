@@ -27,13 +27,24 @@ impl CudaBackend {
     pub fn new(ordinal: usize) -> Result<Self> {
         // SAFETY: only probes whether libcuda can be opened.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
-            return Err(Error::CudaUnavailable("the CUDA driver library (libcuda.so) is not installed on this machine".into()));
+            return Err(Error::CudaUnavailable(
+                "the CUDA driver library (libcuda.so) is not installed on this machine".into(),
+            ));
         }
-        let context = CudaContext::new(ordinal).map_err(|e| Error::CudaUnavailable(format!("cannot open GPU {ordinal}: {e}")))?;
+        let context = CudaContext::new(ordinal)
+            .map_err(|e| Error::CudaUnavailable(format!("cannot open GPU {ordinal}: {e}")))?;
         let compute_capability = context.compute_capability()?;
         let name = context.name().unwrap_or_else(|_| "unknown GPU".into());
         let stream = context.default_stream();
-        Ok(CudaBackend { ordinal, name, compute_capability, context, stream, blas: Mutex::new(None), modules: Mutex::new(HashMap::new()) })
+        Ok(CudaBackend {
+            ordinal,
+            name,
+            compute_capability,
+            context,
+            stream,
+            blas: Mutex::new(None),
+            modules: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn ordinal(&self) -> usize {
@@ -60,7 +71,9 @@ impl CudaBackend {
         }
         // SAFETY: only probes whether libcublas can be opened.
         if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-            return Err(Error::CudaUnavailable("the cuBLAS library (libcublas.so) is not on the loader path".into()));
+            return Err(Error::CudaUnavailable(
+                "the cuBLAS library (libcublas.so) is not on the loader path".into(),
+            ));
         }
         let blas = Arc::new(CudaBlas::new(self.stream.clone())?);
         *slot = Some(blas.clone());
@@ -74,9 +87,14 @@ impl CudaBackend {
         if let Some(module) = modules.get(family_name) {
             return Ok(module.clone());
         }
-        let family = kernels::family(family_name).ok_or(Error::KernelNotFound { family: family_name, name: "" })?;
+        let family = kernels::family(family_name).ok_or(Error::KernelNotFound {
+            family: family_name,
+            name: "",
+        })?;
         let image = match (family.cubin_sm90, family.ptx) {
-            (Some(cubin), _) if self.compute_capability == (9, 0) => Ptx::from_binary(cubin.to_vec()),
+            (Some(cubin), _) if self.compute_capability == (9, 0) => {
+                Ptx::from_binary(cubin.to_vec())
+            }
             (_, Some(ptx)) => Ptx::from_src(ptx),
             _ => self.compile_at_run_time(family)?,
         };
@@ -95,18 +113,32 @@ impl CudaBackend {
         }
         let (major, minor) = self.compute_capability;
         let options = cudarc::nvrtc::CompileOptions {
-            options: vec![format!("--gpu-architecture=compute_{major}{minor}"), "--std=c++17".into()],
+            options: vec![
+                format!("--gpu-architecture=compute_{major}{minor}"),
+                "--std=c++17".into(),
+            ],
             ..Default::default()
         };
-        cudarc::nvrtc::compile_ptx_with_opts(family.source, options).map_err(|e| Error::Nvrtc(format!("{}: {e:?}", family.name)))
+        cudarc::nvrtc::compile_ptx_with_opts(family.source, options)
+            .map_err(|e| Error::Nvrtc(format!("{}: {e:?}", family.name)))
     }
 
     fn function(&self, kernel: KernelRef) -> Result<CudaFunction> {
         let module = self.module(kernel.family)?;
-        module.load_function(kernel.name).map_err(|_| Error::KernelNotFound { family: kernel.family, name: kernel.name })
+        module
+            .load_function(kernel.name)
+            .map_err(|_| Error::KernelNotFound {
+                family: kernel.family,
+                name: kernel.name,
+            })
     }
 
-    pub(crate) fn launch(&self, kernel: KernelRef, config: LaunchConfig, args: &mut [KernelArg<'_>]) -> Result<()> {
+    pub(crate) fn launch(
+        &self,
+        kernel: KernelRef,
+        config: LaunchConfig,
+        args: &mut [KernelArg<'_>],
+    ) -> Result<()> {
         let function = self.function(kernel)?;
         let mut builder = self.stream.launch_builder(&function);
         for arg in args.iter_mut() {
@@ -139,7 +171,9 @@ fn cuda_slice<T: super::Scalar>(buffer: &Buffer<T>) -> Result<&cudarc::driver::C
     }
 }
 
-fn cuda_slice_mut<T: super::Scalar>(buffer: &mut Buffer<T>) -> Result<&mut cudarc::driver::CudaSlice<T>> {
+fn cuda_slice_mut<T: super::Scalar>(
+    buffer: &mut Buffer<T>,
+) -> Result<&mut cudarc::driver::CudaSlice<T>> {
     match buffer {
         Buffer::Cuda(s) => Ok(s),
         Buffer::Host(_) => Err(location_error()),
@@ -147,5 +181,9 @@ fn cuda_slice_mut<T: super::Scalar>(buffer: &mut Buffer<T>) -> Result<&mut cudar
 }
 
 fn location_error() -> Error {
-    Error::DeviceMismatch { op: "launch", expected: "cuda".into(), found: "host".into() }
+    Error::DeviceMismatch {
+        op: "launch",
+        expected: "cuda".into(),
+        found: "host".into(),
+    }
 }

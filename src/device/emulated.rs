@@ -7,7 +7,8 @@ use crate::{Error, Result};
 
 /// `asif_emulator::launch`: kernel name, grid, block, dynamic shared bytes, CUDA-style argument
 /// pointers (`args[i]` points at the i-th argument's value).
-pub type EmulatorLaunchFn = unsafe fn(&str, [u32; 3], [u32; 3], u32, &[*mut c_void]) -> std::result::Result<(), String>;
+pub type EmulatorLaunchFn =
+    unsafe fn(&str, [u32; 3], [u32; 3], u32, &[*mut c_void]) -> std::result::Result<(), String>;
 
 #[derive(Clone, Copy)]
 pub struct Emulator {
@@ -19,7 +20,12 @@ impl Emulator {
         Emulator { launch }
     }
 
-    pub(crate) fn launch(&self, kernel: KernelRef, config: LaunchConfig, args: &mut [KernelArg<'_>]) -> Result<()> {
+    pub(crate) fn launch(
+        &self,
+        kernel: KernelRef,
+        config: LaunchConfig,
+        args: &mut [KernelArg<'_>],
+    ) -> Result<()> {
         // Each argument's value in its own 8-byte slot; scalars sit in the low bytes, which is
         // where a 4-byte read of the slot finds them on a little-endian host.
         let mut slots: Vec<u64> = args
@@ -34,11 +40,23 @@ impl Emulator {
                 KernelArg::F32(v) => v.to_bits() as u64,
             })
             .collect();
-        let pointers: Vec<*mut c_void> = slots.iter_mut().map(|slot| slot as *mut u64 as *mut c_void).collect();
+        let pointers: Vec<*mut c_void> = slots
+            .iter_mut()
+            .map(|slot| slot as *mut u64 as *mut c_void)
+            .collect();
         // SAFETY: the op's launcher passes arguments in the kernel's parameter order and type, and
         // checked every buffer's length against what the kernel touches; `Device::launch` checked
         // that every buffer is host memory. The buffers outlive the (synchronous) call.
-        unsafe { (self.launch)(kernel.name, config.grid, config.block, config.shared_bytes, &pointers) }.map_err(Error::Emulator)
+        unsafe {
+            (self.launch)(
+                kernel.name,
+                config.grid,
+                config.block,
+                config.shared_bytes,
+                &pointers,
+            )
+        }
+        .map_err(Error::Emulator)
     }
 }
 

@@ -17,7 +17,11 @@ pub const MAX_DEFAULT_SHARED_BYTES: u32 = 48 * 1024;
 impl LaunchConfig {
     /// A 1-D launch.
     pub fn linear(blocks: u32, threads: u32) -> Self {
-        LaunchConfig { grid: [blocks, 1, 1], block: [threads, 1, 1], shared_bytes: 0 }
+        LaunchConfig {
+            grid: [blocks, 1, 1],
+            block: [threads, 1, 1],
+            shared_bytes: 0,
+        }
     }
     /// A 1-D grid-stride launch over `len` elements with 256 threads per block.
     pub fn grid_stride(len: usize) -> Self {

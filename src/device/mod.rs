@@ -68,7 +68,9 @@ impl Device {
     pub fn name(&self) -> String {
         match self {
             Device::Cpu => "cpu".into(),
-            Device::Cuda(backend) => format!("cuda:{} ({})", backend.ordinal(), backend.device_name()),
+            Device::Cuda(backend) => {
+                format!("cuda:{} ({})", backend.ordinal(), backend.device_name())
+            }
             Device::Emulated(_) => "emulated".into(),
         }
     }
@@ -121,34 +123,62 @@ impl Device {
     /// Launches `kernel` with `config` and `args` (in the kernel's parameter order). The shared
     /// launch path of the CUDA and emulated devices: it checks the kernel exists, the launch
     /// shape is legal and every buffer lives on this device, then hands over.
-    pub fn launch(&self, kernel: KernelRef, config: LaunchConfig, args: &mut [KernelArg<'_>]) -> Result<()> {
-        let family = kernels::family(kernel.family).ok_or(Error::KernelNotFound { family: kernel.family, name: kernel.name })?;
+    pub fn launch(
+        &self,
+        kernel: KernelRef,
+        config: LaunchConfig,
+        args: &mut [KernelArg<'_>],
+    ) -> Result<()> {
+        let family = kernels::family(kernel.family).ok_or(Error::KernelNotFound {
+            family: kernel.family,
+            name: kernel.name,
+        })?;
         if !family.entry_points.contains(&kernel.name) {
-            return Err(Error::KernelNotFound { family: kernel.family, name: kernel.name });
+            return Err(Error::KernelNotFound {
+                family: kernel.family,
+                name: kernel.name,
+            });
         }
         let threads = config.threads_per_block();
         if threads == 0 || threads > 1024 || config.grid.contains(&0) {
             return Err(Error::argument(
                 "launch",
-                format!("{}: grid {:?} × block {:?} (1..1024 threads per block, no empty grid)", kernel.name, config.grid, config.block),
+                format!(
+                    "{}: grid {:?} × block {:?} (1..1024 threads per block, no empty grid)",
+                    kernel.name, config.grid, config.block
+                ),
             ));
         }
         if config.shared_bytes > MAX_DEFAULT_SHARED_BYTES {
             return Err(Error::argument(
                 "launch",
-                format!("{}: {} bytes of dynamic shared memory (at most {MAX_DEFAULT_SHARED_BYTES})", kernel.name, config.shared_bytes),
+                format!(
+                    "{}: {} bytes of dynamic shared memory (at most {MAX_DEFAULT_SHARED_BYTES})",
+                    kernel.name, config.shared_bytes
+                ),
             ));
         }
         let expected = self.memory_location();
-        if let Some(found) = args.iter().filter_map(KernelArg::location).find(|l| *l != expected) {
-            return Err(Error::DeviceMismatch { op: kernel.name, expected: expected.into(), found: found.into() });
+        if let Some(found) = args
+            .iter()
+            .filter_map(KernelArg::location)
+            .find(|l| *l != expected)
+        {
+            return Err(Error::DeviceMismatch {
+                op: kernel.name,
+                expected: expected.into(),
+                found: found.into(),
+            });
         }
         match self {
             Device::Cuda(backend) => backend.launch(kernel, config, args),
             Device::Emulated(emulator) => emulator.launch(kernel, config, args),
             Device::Cpu => Err(Error::argument(
                 "launch",
-                format!("{}: the CPU device runs the reference implementations, not kernels", kernel.name),
+                format!(
+                    "{}: the CPU device runs the reference implementations, not kernels",
+                    kernel.name
+                ),
             )),
         }
     }

@@ -5,9 +5,18 @@ use crate::{kernel_args, Result};
 
 const ADD_ASSIGN: KernelRef = KernelRef::new("elementwise", "add_assign");
 
-pub(super) fn add_assign(device: &Device, y: &mut Buffer<f32>, x: &Buffer<f32>, len: usize) -> Result<()> {
+pub(super) fn add_assign(
+    device: &Device,
+    y: &mut Buffer<f32>,
+    x: &Buffer<f32>,
+    len: usize,
+) -> Result<()> {
     if len == 0 {
         return Ok(());
     }
-    device.launch(ADD_ASSIGN, LaunchConfig::grid_stride(len), &mut kernel_args![y, x, len as i32])
+    device.launch(
+        ADD_ASSIGN,
+        LaunchConfig::grid_stride(len),
+        &mut kernel_args![y, x, len as i32],
+    )
 }

@@ -11,7 +11,10 @@ use crate::{Error, Result, Tensor};
 pub fn add_assign(y: &mut Tensor, x: &Tensor) -> Result<()> {
     y.same_device("add_assign", x)?;
     if y.shape() != x.shape() {
-        return Err(Error::shape("add_assign", format!("{:?} += {:?}", y.shape(), x.shape())));
+        return Err(Error::shape(
+            "add_assign",
+            format!("{:?} += {:?}", y.shape(), x.shape()),
+        ));
     }
     let device = y.device().clone();
     match &device {
@@ -20,6 +23,8 @@ pub fn add_assign(y: &mut Tensor, x: &Tensor) -> Result<()> {
             cpu::add_assign(y.buffer_mut().host_slice_mut(), &x_values);
             Ok(())
         }
-        Device::Cuda(_) | Device::Emulated(_) => cuda::add_assign(&device, y.buffer_mut(), x.buffer(), x.len()),
+        Device::Cuda(_) | Device::Emulated(_) => {
+            cuda::add_assign(&device, y.buffer_mut(), x.buffer(), x.len())
+        }
     }
 }

@@ -37,7 +37,9 @@ pub fn erf_f64(x: f64) -> f64 {
 pub fn forward<F: Float>(x: &[F]) -> Vec<F> {
     let half = F::from(0.5).unwrap_or(F::zero());
     let inv_sqrt2 = F::from(INV_SQRT_2).unwrap_or(F::zero());
-    x.iter().map(|&v| half * v * (F::one() + erf(v * inv_sqrt2))).collect()
+    x.iter()
+        .map(|&v| half * v * (F::one() + erf(v * inv_sqrt2)))
+        .collect()
 }
 
 pub fn backward<F: Float>(x: &[F], dy: &[F]) -> Vec<F> {

@@ -15,7 +15,10 @@ const OP: &str = "gelu";
 
 fn check_len(x: &Tensor) -> Result<usize> {
     if x.len() > i32::MAX as usize {
-        return Err(Error::shape(OP, format!("{} elements exceed the kernel's 32-bit indexing", x.len())));
+        return Err(Error::shape(
+            OP,
+            format!("{} elements exceed the kernel's 32-bit indexing", x.len()),
+        ));
     }
     Ok(x.len())
 }
@@ -34,12 +37,17 @@ pub fn gelu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
     let len = check_len(x)?;
     x.same_device(OP, dy)?;
     if dy.shape() != x.shape() {
-        return Err(Error::shape(OP, format!("dy {:?} must match x {:?}", dy.shape(), x.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("dy {:?} must match x {:?}", dy.shape(), x.shape()),
+        ));
     }
     let device = x.device();
     let dx = match device {
         Device::Cpu => Buffer::Host(cpu::backward(x.host(), dy.host())),
-        Device::Cuda(_) | Device::Emulated(_) => cuda::backward(device, x.buffer(), dy.buffer(), len)?,
+        Device::Cuda(_) | Device::Emulated(_) => {
+            cuda::backward(device, x.buffer(), dy.buffer(), len)?
+        }
     };
     Ok(Tensor::from_buffer(device, x.shape(), dx))
 }

@@ -3,8 +3,14 @@
 use num_traits::Float;
 
 /// Returns `(y, mean, rstd)` for `x` of `rows × cols` (row-major).
-pub fn forward<F: Float>(x: &[F], gamma: &[F], beta: &[F], cols: usize, eps: F) -> (Vec<F>, Vec<F>, Vec<F>) {
-    let rows = if cols == 0 { 0 } else { x.len() / cols };
+pub fn forward<F: Float>(
+    x: &[F],
+    gamma: &[F],
+    beta: &[F],
+    cols: usize,
+    eps: F,
+) -> (Vec<F>, Vec<F>, Vec<F>) {
+    let rows = x.len().checked_div(cols).unwrap_or(0);
     let n = F::from(cols).unwrap_or(F::one());
     let mut y = vec![F::zero(); x.len()];
     let mut means = vec![F::zero(); rows];
@@ -12,7 +18,10 @@ pub fn forward<F: Float>(x: &[F], gamma: &[F], beta: &[F], cols: usize, eps: F) 
     for row in 0..rows {
         let x_row = &x[row * cols..(row + 1) * cols];
         let mean = x_row.iter().fold(F::zero(), |s, &v| s + v) / n;
-        let variance = x_row.iter().fold(F::zero(), |s, &v| s + (v - mean) * (v - mean)) / n;
+        let variance = x_row
+            .iter()
+            .fold(F::zero(), |s, &v| s + (v - mean) * (v - mean))
+            / n;
         let rstd = F::one() / (variance + eps).sqrt();
         for c in 0..cols {
             y[row * cols + c] = (x_row[c] - mean) * rstd * gamma[c] + beta[c];
@@ -24,7 +33,14 @@ pub fn forward<F: Float>(x: &[F], gamma: &[F], beta: &[F], cols: usize, eps: F) 
 }
 
 /// Returns `(dx, dgamma, dbeta)` given the forward's saved `mean` and `rstd` and the upstream `dy`.
-pub fn backward<F: Float>(x: &[F], gamma: &[F], mean: &[F], rstd: &[F], dy: &[F], cols: usize) -> (Vec<F>, Vec<F>, Vec<F>) {
+pub fn backward<F: Float>(
+    x: &[F],
+    gamma: &[F],
+    mean: &[F],
+    rstd: &[F],
+    dy: &[F],
+    cols: usize,
+) -> (Vec<F>, Vec<F>, Vec<F>) {
     let rows = mean.len();
     let n = F::from(cols).unwrap_or(F::one());
     let mut dx = vec![F::zero(); x.len()];

@@ -5,8 +5,10 @@ use crate::{kernel_args, Result};
 
 const FORWARD: KernelRef = KernelRef::new("layer_norm", "layer_norm_forward");
 const BACKWARD_INPUT: KernelRef = KernelRef::new("layer_norm", "layer_norm_backward_input");
-const BACKWARD_PARAMS_PARTIAL: KernelRef = KernelRef::new("layer_norm", "layer_norm_backward_params_partial");
-const BACKWARD_PARAMS_FINISH: KernelRef = KernelRef::new("layer_norm", "layer_norm_backward_params_finish");
+const BACKWARD_PARAMS_PARTIAL: KernelRef =
+    KernelRef::new("layer_norm", "layer_norm_backward_params_partial");
+const BACKWARD_PARAMS_FINISH: KernelRef =
+    KernelRef::new("layer_norm", "layer_norm_backward_params_finish");
 /// Must match LAYER_NORM_ROWS_PER_CHUNK in the kernel.
 const ROWS_PER_CHUNK: usize = 64;
 
@@ -22,7 +24,15 @@ pub(super) struct Forward {
     pub rstd: Buffer<f32>,
 }
 
-pub(super) fn forward(device: &Device, x: &Buffer<f32>, gamma: &Buffer<f32>, beta: &Buffer<f32>, rows: usize, cols: usize, eps: f32) -> Result<Forward> {
+pub(super) fn forward(
+    device: &Device,
+    x: &Buffer<f32>,
+    gamma: &Buffer<f32>,
+    beta: &Buffer<f32>,
+    rows: usize,
+    cols: usize,
+    eps: f32,
+) -> Result<Forward> {
     let mut y = device.zeros::<f32>(rows * cols)?;
     let mut mean = device.zeros::<f32>(rows)?;
     let mut rstd = device.zeros::<f32>(rows)?;
@@ -30,7 +40,17 @@ pub(super) fn forward(device: &Device, x: &Buffer<f32>, gamma: &Buffer<f32>, bet
         device.launch(
             FORWARD,
             row_block(rows, cols),
-            &mut kernel_args![x, gamma, beta, &mut y, &mut mean, &mut rstd, rows as i32, cols as i32, eps],
+            &mut kernel_args![
+                x,
+                gamma,
+                beta,
+                &mut y,
+                &mut mean,
+                &mut rstd,
+                rows as i32,
+                cols as i32,
+                eps
+            ],
         )?;
     }
     Ok(Forward { y, mean, rstd })
@@ -60,22 +80,46 @@ pub(super) fn backward(
         return Ok(Backward { dx, dgamma, dbeta });
     }
     let (rows_i, cols_i) = (rows as i32, cols as i32);
-    device.launch(BACKWARD_INPUT, row_block(rows, cols), &mut kernel_args![x, gamma, mean, rstd, dy, &mut dx, rows_i, cols_i])?;
+    device.launch(
+        BACKWARD_INPUT,
+        row_block(rows, cols),
+        &mut kernel_args![x, gamma, mean, rstd, dy, &mut dx, rows_i, cols_i],
+    )?;
 
     let chunks = rows.div_ceil(ROWS_PER_CHUNK);
     let mut dgamma_partial = device.zeros::<f32>(chunks * cols)?;
     let mut dbeta_partial = device.zeros::<f32>(chunks * cols)?;
-    let partial = LaunchConfig { grid: [cols.div_ceil(32) as u32, chunks as u32, 1], block: [32, 8, 1], shared_bytes: 0 };
+    let partial = LaunchConfig {
+        grid: [cols.div_ceil(32) as u32, chunks as u32, 1],
+        block: [32, 8, 1],
+        shared_bytes: 0,
+    };
     device.launch(
         BACKWARD_PARAMS_PARTIAL,
         partial,
-        &mut kernel_args![x, mean, rstd, dy, &mut dgamma_partial, &mut dbeta_partial, rows_i, cols_i],
+        &mut kernel_args![
+            x,
+            mean,
+            rstd,
+            dy,
+            &mut dgamma_partial,
+            &mut dbeta_partial,
+            rows_i,
+            cols_i
+        ],
     )?;
     let finish = LaunchConfig::linear(cols.div_ceil(256) as u32, 256);
     device.launch(
         BACKWARD_PARAMS_FINISH,
         finish,
-        &mut kernel_args![&dgamma_partial, &dbeta_partial, &mut dgamma, &mut dbeta, chunks as i32, cols_i],
+        &mut kernel_args![
+            &dgamma_partial,
+            &dbeta_partial,
+            &mut dgamma,
+            &mut dbeta,
+            chunks as i32,
+            cols_i
+        ],
     )?;
     Ok(Backward { dx, dgamma, dbeta })
 }

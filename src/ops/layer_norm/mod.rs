@@ -31,28 +31,56 @@ const OP: &str = "layer_norm";
 /// Rows and columns of `x` for a parameter `gamma` of length `cols`.
 fn rows_cols(x: &Tensor, gamma: &Tensor) -> Result<(usize, usize)> {
     x.same_device(OP, gamma)?;
-    let cols = *x.shape().last().ok_or_else(|| Error::shape(OP, "x must have at least one axis"))?;
+    let cols = *x
+        .shape()
+        .last()
+        .ok_or_else(|| Error::shape(OP, "x must have at least one axis"))?;
     if cols == 0 {
         return Err(Error::shape(OP, "the normalised axis is empty"));
     }
     if gamma.shape() != [cols] {
-        return Err(Error::shape(OP, format!("x {:?} needs gamma of shape [{cols}], got {:?}", x.shape(), gamma.shape())));
+        return Err(Error::shape(
+            OP,
+            format!(
+                "x {:?} needs gamma of shape [{cols}], got {:?}",
+                x.shape(),
+                gamma.shape()
+            ),
+        ));
     }
     if x.len() > i32::MAX as usize {
-        return Err(Error::shape(OP, format!("{} elements exceed the kernel's 32-bit indexing", x.len())));
+        return Err(Error::shape(
+            OP,
+            format!("{} elements exceed the kernel's 32-bit indexing", x.len()),
+        ));
     }
     Ok((x.len() / cols, cols))
 }
 
 /// `y = (x - mean) / sqrt(var + eps) · gamma + beta` over the last axis of `x`.
-pub fn layer_norm_forward(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<(Tensor, LayerNormSaved)> {
+pub fn layer_norm_forward(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, LayerNormSaved)> {
     let (rows, cols) = rows_cols(x, gamma)?;
     x.same_device(OP, beta)?;
     if beta.shape() != [cols] {
-        return Err(Error::shape(OP, format!("x {:?} needs beta of shape [{cols}], got {:?}", x.shape(), beta.shape())));
+        return Err(Error::shape(
+            OP,
+            format!(
+                "x {:?} needs beta of shape [{cols}], got {:?}",
+                x.shape(),
+                beta.shape()
+            ),
+        ));
     }
     if !(eps >= 0.0 && eps.is_finite()) {
-        return Err(Error::argument(OP, format!("eps must be finite and non-negative, got {eps}")));
+        return Err(Error::argument(
+            OP,
+            format!("eps must be finite and non-negative, got {eps}"),
+        ));
     }
     let device = x.device();
     let stats_shape = [rows];
@@ -68,33 +96,71 @@ pub fn layer_norm_forward(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -
             ))
         }
         Device::Cuda(_) | Device::Emulated(_) => {
-            let out = cuda::forward(device, x.buffer(), gamma.buffer(), beta.buffer(), rows, cols, eps)?;
+            let out = cuda::forward(
+                device,
+                x.buffer(),
+                gamma.buffer(),
+                beta.buffer(),
+                rows,
+                cols,
+                eps,
+            )?;
             Ok((
                 Tensor::from_buffer(device, x.shape(), out.y),
-                LayerNormSaved { mean: Tensor::from_buffer(device, &stats_shape, out.mean), rstd: Tensor::from_buffer(device, &stats_shape, out.rstd) },
+                LayerNormSaved {
+                    mean: Tensor::from_buffer(device, &stats_shape, out.mean),
+                    rstd: Tensor::from_buffer(device, &stats_shape, out.rstd),
+                },
             ))
         }
     }
 }
 
 /// Gradients of layer norm given the upstream gradient `dy` (same shape as `x`).
-pub fn layer_norm_backward(x: &Tensor, gamma: &Tensor, saved: &LayerNormSaved, dy: &Tensor) -> Result<LayerNormGradients> {
+pub fn layer_norm_backward(
+    x: &Tensor,
+    gamma: &Tensor,
+    saved: &LayerNormSaved,
+    dy: &Tensor,
+) -> Result<LayerNormGradients> {
     let (rows, cols) = rows_cols(x, gamma)?;
     x.same_device(OP, dy)?;
     if dy.shape() != x.shape() {
-        return Err(Error::shape(OP, format!("dy {:?} must match x {:?}", dy.shape(), x.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("dy {:?} must match x {:?}", dy.shape(), x.shape()),
+        ));
     }
     if saved.mean.shape() != [rows] || saved.rstd.shape() != [rows] {
-        return Err(Error::shape(OP, format!("saved statistics must have shape [{rows}]")));
+        return Err(Error::shape(
+            OP,
+            format!("saved statistics must have shape [{rows}]"),
+        ));
     }
     let device = x.device();
     let (dx, dgamma, dbeta) = match device {
         Device::Cpu => {
-            let (dx, dgamma, dbeta) = cpu::backward(x.host(), gamma.host(), saved.mean.host(), saved.rstd.host(), dy.host(), cols);
+            let (dx, dgamma, dbeta) = cpu::backward(
+                x.host(),
+                gamma.host(),
+                saved.mean.host(),
+                saved.rstd.host(),
+                dy.host(),
+                cols,
+            );
             (Buffer::Host(dx), Buffer::Host(dgamma), Buffer::Host(dbeta))
         }
         Device::Cuda(_) | Device::Emulated(_) => {
-            let out = cuda::backward(device, x.buffer(), gamma.buffer(), saved.mean.buffer(), saved.rstd.buffer(), dy.buffer(), rows, cols)?;
+            let out = cuda::backward(
+                device,
+                x.buffer(),
+                gamma.buffer(),
+                saved.mean.buffer(),
+                saved.rstd.buffer(),
+                dy.buffer(),
+                rows,
+                cols,
+            )?;
             (out.dx, out.dgamma, out.dbeta)
         }
     };
@@ -112,6 +178,10 @@ pub fn layer_norm(tape: &Tape, x: &Var, gamma: &Var, beta: &Var, eps: f32) -> Re
     let (x_id, gamma_id, beta_id) = (x.id(), gamma.id(), beta.id());
     Ok(tape.record(y, move |dy| {
         let grads = layer_norm_backward(&x_value, &gamma_value, &saved, dy)?;
-        Ok(vec![(x_id, grads.dx), (gamma_id, grads.dgamma), (beta_id, grads.dbeta)])
+        Ok(vec![
+            (x_id, grads.dx),
+            (gamma_id, grads.dgamma),
+            (beta_id, grads.dbeta),
+        ])
     }))
 }

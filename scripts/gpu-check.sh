@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The GPU check (docs/gpu.md): build here, run there in one call.
+#
+#   scripts/gpu-check.sh prepare          # here: release test and bench binaries into .gpu-bundle/
+#   scripts/gpu-check.sh run              # on the GPU machine: device info, GPU parity tests,
+#                                         # benchmarks, a summary in $OUT (or .gpu-bundle/out)
+#   scripts/gpu-check.sh run --dry-run    # here: the same steps on the CPU (GPU tier skipped)
+#
+# Each section runs under its own time limit and writes its own log; a failed or timed-out
+# section is recorded and the next one still runs. The summary is printed last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bundle=.gpu-bundle
+mode="${1:-}"
+
+prepare() {
+  set -e
+  rm -rf "$bundle" && mkdir -p "$bundle/bin"
+  # The sm_90 cubin must be embedded (no NVRTC is needed on the GPU machine then).
+  scripts/install-nvrtc.sh
+  export ASIF_REQUIRE_NVRTC=1
+  for step in "test --release --no-run" "bench --bench ops --no-run"; do
+    # shellcheck disable=SC2086
+    cargo $step --message-format=json 2>/dev/null | python3 -c '
+import json, sys, shutil, os, re
+for line in sys.stdin:
+    try: msg = json.loads(line)
+    except ValueError: continue
+    exe = msg.get("executable")
+    if msg.get("reason") == "compiler-artifact" and exe and msg["target"]["kind"][0] in ("test", "bench"):
+        name = re.sub(r"-[0-9a-f]{16}$", "", os.path.basename(exe))
+        shutil.copy(exe, os.path.join(sys.argv[1], name))
+        print("bundled", name, msg["target"]["kind"][0])
+' "$bundle/bin"
+  done
+  strip "$bundle"/bin/* 2>/dev/null || true
+  cp scripts/gpu-check.sh "$bundle/"
+  git rev-parse --short HEAD > "$bundle/commit" 2>/dev/null || echo unknown > "$bundle/commit"
+  du -sh "$bundle" | awk '{print "bundle size: " $1 " (at most 64 MiB travels)"}'
+}
+
+section() { # name seconds command...
+  local name=$1 seconds=$2; shift 2
+  local started=$SECONDS
+  timeout "$seconds" "$@" >"$out/$name.log" 2>&1
+  local status=$?
+  local verdict=ok
+  [ $status -eq 124 ] && verdict="TIMED OUT after ${seconds}s"
+  [ $status -ne 0 ] && [ $status -ne 124 ] && verdict="FAILED (exit $status)"
+  printf '| %s | %s | %ss |\n' "$name" "$verdict" "$((SECONDS - started))" >>"$out/sections.md"
+  return 0
+}
+
+gpu_libraries() {
+  # cudarc's CUDA 12 bindings load libcublas.so / libnvrtc.so by plain or .12 names; the GPU
+  # machine ships CUDA 13 libraries in PyTorch's site-packages. Point plain names at them.
+  local links="$out/lib-links" site
+  mkdir -p "$links"
+  site=$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))' 2>/dev/null) || return 0
+  for lib in libcublas libcublasLt libnvrtc; do
+    local found
+    found=$(find "$site/nvidia" -name "$lib.so.*" 2>/dev/null | sort | tail -n 1)
+    [ -n "$found" ] && ln -sf "$found" "$links/$lib.so"
+  done
+  export LD_LIBRARY_PATH="$links:${LD_LIBRARY_PATH:-}"
+}
+
+run() {
+  local dry_run=0
+  [ "${1:-}" = "--dry-run" ] && dry_run=1
+  out="${OUT:-$bundle/out}"
+  mkdir -p "$out"
+  : >"$out/sections.md"
+  [ -d "$bundle/bin" ] || { echo "no $bundle/bin: run '$0 prepare' first" >&2; exit 2; }
+  if [ $dry_run -eq 0 ]; then
+    export ASIF_REQUIRE_GPU=1
+    gpu_libraries
+  fi
+  {
+    echo "commit: $(cat "$bundle/commit" 2>/dev/null)"
+    echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi (dry run or no GPU)"
+    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>/dev/null || echo "no PyTorch"
+  } >"$out/device.txt"
+  section device-info 30 cat "$out/device.txt"
+  if [ $dry_run -eq 0 ]; then
+    section copy-bandwidth 60 python3 -c '
+import torch
+x = torch.empty(256 * 2**20, dtype=torch.float32, device="cuda")  # 1 GiB
+y = torch.empty_like(x)
+for _ in range(3): y.copy_(x)
+start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+times = []
+for _ in range(20):
+    start.record(); y.copy_(x); end.record(); torch.cuda.synchronize(); times.append(start.elapsed_time(end))
+times.sort(); ms = times[len(times)//2]
+print(f"copy bandwidth: {2 * x.numel() * 4 / ms / 1e9:.0f} GB/s (read + write, median of 20, 1 GiB)")'
+  fi
+  for test in "$bundle"/bin/*; do
+    case "$(basename "$test")" in ops) continue ;; esac
+    section "test-$(basename "$test")" 120 "$test" --test-threads=1
+  done
+  [ -x "$bundle/bin/ops" ] && CRITERION_HOME="$out/criterion" section bench-ops 240 "$bundle/bin/ops" --bench --warm-up-time 1 --measurement-time 3
+
+  {
+    echo "# GPU check summary"
+    echo
+    echo '```'
+    cat "$out/device.txt"
+    grep -h "copy bandwidth" "$out"/copy-bandwidth.log 2>/dev/null
+    echo '```'
+    echo
+    echo "| section | result | time |"
+    echo "|---|---|---|"
+    cat "$out/sections.md"
+    echo
+    echo "Test results:"
+    echo '```'
+    for log in "$out"/test-*.log; do
+      printf '%s: %s\n' "$(basename "$log" .log)" "$(grep -h 'test result' "$log" | tail -n 1)"
+      grep -h "SKIPPED\|panicked" "$log" | sed 's/^/    /'
+    done
+    echo '```'
+    echo
+    echo "Benchmarks (criterion: [low median high]):"
+    echo '```'
+    grep -h -B1 "time:" "$out/bench-ops.log" 2>/dev/null | grep -v "^--" | paste - - | sed 's/  */ /g'
+    grep -h "SKIPPED" "$out/bench-ops.log" 2>/dev/null
+    echo '```'
+  } >"$out/summary.md"
+  cat "$out/summary.md"
+  ! grep -q "FAILED\|TIMED OUT" "$out/sections.md"
+}
+
+case "$mode" in
+prepare) prepare ;;
+run) shift; run "$@" ;;
+*) echo "usage: $0 prepare | run [--dry-run]" >&2; exit 2 ;;
+esac
