@@ -17,13 +17,22 @@ pub const PAD_ITEM: u32 = 0;
 /// The pessimistic 1-based rank of `target` in `scores` (one row over all item ids), or
 /// `None` when the target's score is NaN. `masked` items (besides 0 and the target) do not
 /// count; duplicates in `masked` are fine.
-pub fn pessimistic_rank(scores: &[f32], target: u32, masked: &[u32]) -> Result<Option<usize>, DataError> {
+pub fn pessimistic_rank(
+    scores: &[f32],
+    target: u32,
+    masked: &[u32],
+) -> Result<Option<usize>, DataError> {
     let mut seen = Vec::new();
     rank_with(scores, target, masked, &mut seen)
 }
 
 /// Rank with a reusable scratch buffer for de-duplicating `masked`.
-fn rank_with(scores: &[f32], target: u32, masked: &[u32], seen: &mut Vec<bool>) -> Result<Option<usize>, DataError> {
+fn rank_with(
+    scores: &[f32],
+    target: u32,
+    masked: &[u32],
+    seen: &mut Vec<bool>,
+) -> Result<Option<usize>, DataError> {
     let t = target as usize;
     if t == PAD_ITEM as usize || t >= scores.len() {
         return Err(DataError::InvalidArgument(format!(
@@ -111,7 +120,9 @@ impl Evaluator {
     /// An evaluator for the cut-offs `ks` (each ≥ 1), interacted items not masked.
     pub fn new(ks: &[usize]) -> Result<Evaluator, DataError> {
         if ks.is_empty() || ks.contains(&0) {
-            return Err(DataError::InvalidArgument(format!("cut-offs must be a non-empty list of K ≥ 1, got {ks:?}")));
+            return Err(DataError::InvalidArgument(format!(
+                "cut-offs must be a non-empty list of K ≥ 1, got {ks:?}"
+            )));
         }
         Ok(Evaluator {
             ks: ks.to_vec(),
@@ -137,8 +148,17 @@ impl Evaluator {
     /// Adds one row: `scores` over all item ids (index 0 is padding and ignored), its target,
     /// and the items the user interacted with before it (used only when masking is on).
     /// Returns the rank, or `None` for a miss (NaN target score).
-    pub fn add(&mut self, scores: &[f32], target: u32, interacted: &[u32]) -> Result<Option<usize>, DataError> {
-        let masked = if self.mask_interacted { interacted } else { &[] };
+    pub fn add(
+        &mut self,
+        scores: &[f32],
+        target: u32,
+        interacted: &[u32],
+    ) -> Result<Option<usize>, DataError> {
+        let masked = if self.mask_interacted {
+            interacted
+        } else {
+            &[]
+        };
         let rank = rank_with(scores, target, masked, &mut self.seen)?;
         self.add_rank(rank);
         Ok(rank)
@@ -149,7 +169,11 @@ impl Evaluator {
         self.count += 1;
         if let Some(r) = rank {
             let gain = 1.0 / ((r + 1) as f64).log2();
-            for (k, (h, d)) in self.ks.iter().zip(self.hits.iter_mut().zip(self.dcg.iter_mut())) {
+            for (k, (h, d)) in self
+                .ks
+                .iter()
+                .zip(self.hits.iter_mut().zip(self.dcg.iter_mut()))
+            {
                 if r <= *k {
                     *h += 1;
                     *d += gain;
@@ -160,7 +184,12 @@ impl Evaluator {
 
     /// Adds a batch: `scores` is B rows of `n_items` (row-major, n_items = items + padding),
     /// `targets` has B entries. No masking.
-    pub fn add_batch(&mut self, scores: &[f32], n_items: usize, targets: &[u32]) -> Result<(), DataError> {
+    pub fn add_batch(
+        &mut self,
+        scores: &[f32],
+        n_items: usize,
+        targets: &[u32],
+    ) -> Result<(), DataError> {
         self.check_batch(scores, n_items, targets.len())?;
         for (b, &t) in targets.iter().enumerate() {
             self.add(&scores[b * n_items..(b + 1) * n_items], t, &[])?;
@@ -226,8 +255,18 @@ impl Evaluator {
         let c = self.count.max(1) as f64;
         Metrics {
             count: self.count,
-            hr: self.ks.iter().zip(&self.hits).map(|(&k, &h)| (k, h as f64 / c)).collect(),
-            ndcg: self.ks.iter().zip(&self.dcg).map(|(&k, &d)| (k, d / c)).collect(),
+            hr: self
+                .ks
+                .iter()
+                .zip(&self.hits)
+                .map(|(&k, &h)| (k, h as f64 / c))
+                .collect(),
+            ndcg: self
+                .ks
+                .iter()
+                .zip(&self.dcg)
+                .map(|(&k, &d)| (k, d / c))
+                .collect(),
         }
     }
 }

@@ -40,11 +40,12 @@ impl Var {
     }
 }
 
-/// A backward rule: given the gradient of the node's output, the gradients of its inputs.
-pub type BackwardFn = Box<dyn FnOnce(&Tensor) -> Result<Vec<(VarId, Tensor)>>>;
+/// A backward rule: given the gradients of the node's outputs (`None` where an output received
+/// none: treat it as zeros), the gradients of its inputs.
+pub type BackwardFn = Box<dyn FnOnce(&[Option<Tensor>]) -> Result<Vec<(VarId, Tensor)>>>;
 
 struct Node {
-    output: VarId,
+    outputs: Vec<VarId>,
     backward: BackwardFn,
 }
 
@@ -80,12 +81,35 @@ impl Tape {
         value: Tensor,
         backward: impl FnOnce(&Tensor) -> Result<Vec<(VarId, Tensor)>> + 'static,
     ) -> Var {
-        let id = self.fresh_id();
+        let mut outputs =
+            self.record_many(vec![value], move |grads: &[Option<Tensor>]| {
+                match &grads[0] {
+                    Some(grad) => backward(grad),
+                    None => Ok(Vec::new()),
+                }
+            });
+        outputs.remove(0)
+    }
+
+    /// Records an op with several outputs (attention's O_X, O_A, O_P). The backward runs once,
+    /// when any output has a gradient, and gets `None` for outputs that have none.
+    pub fn record_many(
+        &self,
+        values: Vec<Tensor>,
+        backward: impl FnOnce(&[Option<Tensor>]) -> Result<Vec<(VarId, Tensor)>> + 'static,
+    ) -> Vec<Var> {
+        let vars: Vec<Var> = values
+            .into_iter()
+            .map(|value| Var {
+                id: self.fresh_id(),
+                value,
+            })
+            .collect();
         self.nodes.borrow_mut().push(Node {
-            output: id,
+            outputs: vars.iter().map(|v| v.id).collect(),
             backward: Box::new(backward),
         });
-        Var { id, value }
+        vars
     }
 
     /// Replays the recorded backward rules in reverse, starting from `grad_output` for `output`.
@@ -115,10 +139,15 @@ impl Tape {
         }
         let nodes = std::mem::take(&mut *self.nodes.borrow_mut());
         for node in nodes.into_iter().rev() {
-            let Some(grad) = gradients.by_id.get(&node.output).cloned() else {
+            let grads: Vec<Option<Tensor>> = node
+                .outputs
+                .iter()
+                .map(|id| gradients.by_id.get(id).cloned())
+                .collect();
+            if grads.iter().all(Option::is_none) {
                 continue;
-            };
-            for (id, input_grad) in (node.backward)(&grad)? {
+            }
+            for (id, input_grad) in (node.backward)(&grads)? {
                 gradients.accumulate(id, input_grad)?;
             }
         }

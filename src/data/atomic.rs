@@ -78,10 +78,21 @@ pub struct Header {
 impl Header {
     /// Parses a header line (without its line terminator). `path` and `line` are only used
     /// in error messages.
-    pub fn parse(text: &str, separator: char, path: &Path, line: usize) -> Result<Header, DataError> {
-        let err = |message: String| DataError::Header { path: path.to_path_buf(), line, message };
+    pub fn parse(
+        text: &str,
+        separator: char,
+        path: &Path,
+        line: usize,
+    ) -> Result<Header, DataError> {
+        let err = |message: String| DataError::Header {
+            path: path.to_path_buf(),
+            line,
+            message,
+        };
         if text.trim().is_empty() {
-            return Err(err("the header line is empty; expected cells `name:type`".into()));
+            return Err(err(
+                "the header line is empty; expected cells `name:type`".into()
+            ));
         }
         let mut fields: Vec<Field> = Vec::new();
         for (i, cell) in text.split(separator).enumerate() {
@@ -93,7 +104,9 @@ impl Header {
                 )));
             };
             if name.is_empty() {
-                return Err(err(format!("column {column}: expected a field name before `:{kind}`")));
+                return Err(err(format!(
+                    "column {column}: expected a field name before `:{kind}`"
+                )));
             }
             let Some(kind) = FieldType::parse(kind) else {
                 return Err(err(format!(
@@ -103,9 +116,15 @@ impl Header {
                 )));
             };
             if fields.iter().any(|f| f.name == name) {
-                return Err(err(format!("column {column}: field `{}` appears twice", quote(name))));
+                return Err(err(format!(
+                    "column {column}: field `{}` appears twice",
+                    quote(name)
+                )));
             }
-            fields.push(Field { name: name.to_string(), kind });
+            fields.push(Field {
+                name: name.to_string(),
+                kind,
+            });
         }
         Ok(Header { fields })
     }
@@ -131,7 +150,11 @@ impl Header {
         allowed: &[FieldType],
         path: &Path,
     ) -> Result<usize, DataError> {
-        let expected = allowed.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(" or ");
+        let expected = allowed
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(" or ");
         let missing = |expected: String| DataError::MissingField {
             path: path.to_path_buf(),
             line: 1,
@@ -212,11 +235,14 @@ impl<R: BufRead> AtomicReader<R> {
     /// Reads the next line into `buf` without its terminator; false at end of file.
     fn read_line(&mut self) -> Result<bool, DataError> {
         self.buf.clear();
-        let n = self.reader.read_until(b'\n', &mut self.buf).map_err(|source| DataError::Io {
-            path: self.path.clone(),
-            action: "cannot read",
-            source,
-        })?;
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|source| DataError::Io {
+                path: self.path.clone(),
+                action: "cannot read",
+                source,
+            })?;
         if n == 0 {
             return Ok(false);
         }
@@ -234,7 +260,10 @@ impl<R: BufRead> AtomicReader<R> {
         std::str::from_utf8(&self.buf).map_err(|e| DataError::Malformed {
             path: self.path.clone(),
             line: self.line_no,
-            message: format!("expected UTF-8 text, found an invalid byte at column {}", e.valid_up_to() + 1),
+            message: format!(
+                "expected UTF-8 text, found an invalid byte at column {}",
+                e.valid_up_to() + 1
+            ),
         })
     }
 
@@ -260,10 +289,19 @@ impl<R: BufRead> AtomicReader<R> {
         })?;
         self.spans.clear();
         let mut start = 0;
-        for (i, c) in text.char_indices() {
-            if c == self.separator {
+        if self.separator.is_ascii() {
+            // Byte search: an ASCII byte never occurs inside a multi-byte UTF-8 character.
+            let sep = self.separator as u8;
+            for (i, &b) in text.as_bytes().iter().enumerate() {
+                if b == sep {
+                    self.spans.push((start, i));
+                    start = i + 1;
+                }
+            }
+        } else {
+            for (i, m) in text.match_indices(self.separator) {
                 self.spans.push((start, i));
-                start = i + c.len_utf8();
+                start = i + m.len();
             }
         }
         self.spans.push((start, text.len()));
@@ -276,7 +314,13 @@ impl<R: BufRead> AtomicReader<R> {
                 found: self.spans.len(),
             });
         }
-        Ok(Some(Row { text, spans: &self.spans, header: &self.header, path: &self.path, line: self.line_no }))
+        Ok(Some(Row {
+            text,
+            spans: &self.spans,
+            header: &self.header,
+            path: &self.path,
+            line: self.line_no,
+        }))
     }
 }
 
@@ -360,6 +404,10 @@ impl<'a> Row<'a> {
 
     /// A free-form error about this row.
     pub fn error(&self, message: String) -> DataError {
-        DataError::Malformed { path: self.path.to_path_buf(), line: self.line, message }
+        DataError::Malformed {
+            path: self.path.to_path_buf(),
+            line: self.line,
+            message,
+        }
     }
 }

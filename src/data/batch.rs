@@ -83,7 +83,12 @@ pub struct Batcher<'a> {
 impl<'a> Batcher<'a> {
     /// Batches of `batch_size` rows with window `n` over `samples` (which must come from
     /// `dataset`, e.g. one part of [`Dataset::leave_one_out`]).
-    pub fn new(dataset: &'a Dataset, samples: &'a [Sample], batch_size: usize, n: usize) -> Result<Self, DataError> {
+    pub fn new(
+        dataset: &'a Dataset,
+        samples: &'a [Sample],
+        batch_size: usize,
+        n: usize,
+    ) -> Result<Self, DataError> {
         if batch_size == 0 || n == 0 {
             return Err(DataError::InvalidArgument(format!(
                 "batch size and window must be positive, got batch_size={batch_size}, n={n}"
@@ -101,7 +106,12 @@ impl<'a> Batcher<'a> {
                 )));
             }
         }
-        Ok(Batcher { dataset, samples, batch_size, n })
+        Ok(Batcher {
+            dataset,
+            samples,
+            batch_size,
+            n,
+        })
     }
 
     /// Batches per epoch.
@@ -120,7 +130,14 @@ impl<'a> Batcher<'a> {
         if let Order::Shuffled { seed, epoch } = order {
             SplitMix64::stream(seed, epoch).shuffle(&mut perm);
         }
-        Batches { dataset: self.dataset, samples: self.samples, perm, next: 0, batch_size: self.batch_size, n: self.n }
+        Batches {
+            dataset: self.dataset,
+            samples: self.samples,
+            perm,
+            next: 0,
+            batch_size: self.batch_size,
+            n: self.n,
+        }
     }
 }
 

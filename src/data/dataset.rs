@@ -106,7 +106,9 @@ impl LoadConfig {
 
     fn validate(&self) -> Result<(), DataError> {
         if self.seq_separator.is_empty() {
-            return Err(DataError::InvalidArgument("seq_separator must not be empty".into()));
+            return Err(DataError::InvalidArgument(
+                "seq_separator must not be empty".into(),
+            ));
         }
         if self.seq_separator.contains(self.field_separator) {
             return Err(DataError::InvalidArgument(
@@ -114,7 +116,9 @@ impl LoadConfig {
             ));
         }
         if self.field_separator == '\n' || self.field_separator == '\r' {
-            return Err(DataError::InvalidArgument("field_separator cannot be a line break".into()));
+            return Err(DataError::InvalidArgument(
+                "field_separator cannot be a line break".into(),
+            ));
         }
         for (i, a) in self.attribute_fields.iter().enumerate() {
             if *a == self.item_field || self.attribute_fields[..i].contains(a) {
@@ -180,7 +184,11 @@ impl TokenTable {
     }
     /// The most tokens any item has.
     pub fn max_tokens(&self) -> usize {
-        self.offsets.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0)
+        self.offsets
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as usize)
+            .max()
+            .unwrap_or(0)
     }
     /// A dense `n_rows × width` table, right-padded with 0; items with more than `width`
     /// tokens keep their first `width`.
@@ -257,30 +265,96 @@ pub struct Dataset {
     pub(crate) stats: LoadStats,
 }
 
+/// FxHash-style word hashing with a murmur3 finish: fast on short tokens. Files are local
+/// input, not an adversary, so no keyed (DoS-resistant) hash is needed.
+#[derive(Default, Clone, Copy)]
+struct FxHasher {
+    hash: u64,
+}
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().unwrap());
+            self.hash = (self.hash.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.hash = (self.hash.rotate_left(5) ^ b as u64).wrapping_mul(K);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write(&[i]);
+    }
+    fn finish(&self) -> u64 {
+        // The multiply only mixes upward; finish with murmur3's fmix64 so the low bits that
+        // pick a bucket depend on every input byte.
+        let mut h = self.hash;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+
+/// Tokens of up to this many bytes are stored inline in the map's key (no pointer to chase).
+const INLINE: usize = 23;
+
+/// A short token packed into 24 bytes: the bytes, zero-filled, then the length.
+fn inline_key(token: &str) -> Option<[u8; INLINE + 1]> {
+    let b = token.as_bytes();
+    (b.len() <= INLINE).then(|| {
+        let mut k = [0u8; INLINE + 1];
+        k[..b.len()].copy_from_slice(b);
+        k[INLINE] = b.len() as u8;
+        k
+    })
+}
+
 /// Token -> provisional id, first come first served; later turned into id -> token.
+/// Short tokens (nearly all ids) live inline in the hash table, which keeps a lookup to about
+/// one cache miss on files with millions of rows.
 #[derive(Default)]
 struct Interner {
-    map: HashMap<Box<str>, u32>,
+    short: HashMap<[u8; INLINE + 1], u32, FxBuild>,
+    long: HashMap<Box<str>, u32, FxBuild>,
 }
 
 impl Interner {
     fn get(&self, token: &str) -> Option<u32> {
-        self.map.get(token).copied()
+        match inline_key(token) {
+            Some(k) => self.short.get(&k).copied(),
+            None => self.long.get(token).copied(),
+        }
     }
     fn intern(&mut self, token: &str) -> u32 {
-        if let Some(&id) = self.map.get(token) {
-            return id;
+        let next = self.len() as u32;
+        match inline_key(token) {
+            Some(k) => *self.short.entry(k).or_insert(next),
+            None => {
+                if let Some(&id) = self.long.get(token) {
+                    return id;
+                }
+                self.long.insert(token.into(), next);
+                next
+            }
         }
-        let id = self.map.len() as u32;
-        self.map.insert(token.into(), id);
-        id
     }
     fn len(&self) -> usize {
-        self.map.len()
+        self.short.len() + self.long.len()
     }
     fn into_tokens(self) -> Vec<Box<str>> {
-        let mut out: Vec<Box<str>> = vec![Box::from(""); self.map.len()];
-        for (k, v) in self.map {
+        let mut out: Vec<Box<str>> = vec![Box::default(); self.len()];
+        for (k, v) in self.short {
+            let len = k[INLINE] as usize;
+            // The bytes came from a &str, so they are UTF-8.
+            out[v as usize] = String::from_utf8_lossy(&k[..len]).into();
+        }
+        for (k, v) in self.long {
             out[v as usize] = k;
         }
         out
@@ -289,8 +363,15 @@ impl Interner {
 
 /// A `.item` column as read: per item row, provisional ids (tokens) or values (floats).
 enum RawColumn {
-    Tokens { interner: Interner, offsets: Vec<u32>, ids: Vec<u32> },
-    Floats { offsets: Vec<u32>, values: Vec<f64> },
+    Tokens {
+        interner: Interner,
+        offsets: Vec<u32>,
+        ids: Vec<u32>,
+    },
+    Floats {
+        offsets: Vec<u32>,
+        values: Vec<f64>,
+    },
 }
 
 struct RawItems {
@@ -317,7 +398,12 @@ fn read_items(
     let mut reader = AtomicReader::open(path, cfg.field_separator)?;
     let header = reader.header().clone();
     let item_col = header.require(&cfg.item_field, &[FieldType::Token], path)?;
-    let any = [FieldType::Token, FieldType::TokenSeq, FieldType::Float, FieldType::FloatSeq];
+    let any = [
+        FieldType::Token,
+        FieldType::TokenSeq,
+        FieldType::Float,
+        FieldType::FloatSeq,
+    ];
     let mut cols = Vec::new();
     let mut columns = Vec::new();
     for name in &cfg.attribute_fields {
@@ -325,9 +411,16 @@ fn read_items(
         let kind = header.fields[c].kind;
         cols.push(c);
         let raw = if kind.is_token() {
-            RawColumn::Tokens { interner: Interner::default(), offsets: vec![0], ids: Vec::new() }
+            RawColumn::Tokens {
+                interner: Interner::default(),
+                offsets: vec![0],
+                ids: Vec::new(),
+            }
         } else {
-            RawColumn::Floats { offsets: vec![0], values: Vec::new() }
+            RawColumn::Floats {
+                offsets: vec![0],
+                values: Vec::new(),
+            }
         };
         columns.push((kind, raw));
     }
@@ -350,7 +443,11 @@ fn read_items(
         row_item.push(id);
         for (&c, (kind, raw)) in cols.iter().zip(columns.iter_mut()) {
             match raw {
-                RawColumn::Tokens { interner, offsets, ids } => {
+                RawColumn::Tokens {
+                    interner,
+                    offsets,
+                    ids,
+                } => {
                     if *kind == FieldType::Token {
                         let t = row.cell(c);
                         if !t.is_empty() {
@@ -361,7 +458,10 @@ fn read_items(
                             ids.push(interner.intern(t));
                         }
                     }
-                    offsets.push(u32::try_from(ids.len()).map_err(|_| too_large(path, "attribute tokens"))?);
+                    offsets.push(
+                        u32::try_from(ids.len())
+                            .map_err(|_| too_large(path, "attribute tokens"))?,
+                    );
                 }
                 RawColumn::Floats { offsets, values } => {
                     if *kind == FieldType::Float {
@@ -373,7 +473,10 @@ fn read_items(
                         row.floats(c, sep, &mut floats)?;
                         values.extend_from_slice(&floats);
                     }
-                    offsets.push(u32::try_from(values.len()).map_err(|_| too_large(path, "attribute values"))?);
+                    offsets.push(
+                        u32::try_from(values.len())
+                            .map_err(|_| too_large(path, "attribute values"))?,
+                    );
                 }
             }
         }
@@ -443,7 +546,11 @@ pub fn load(files: &DatasetFiles, cfg: &LoadConfig) -> Result<Dataset, DataError
                 stats.rows_read
             )
         };
-        return Err(DataError::Empty { path: path.to_path_buf(), stage: "reading", detail });
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+            stage: "reading",
+            detail,
+        });
     }
 
     // k-core filtering, iterated until stable (RecBole `_filter_by_inter_num`).
@@ -572,13 +679,18 @@ pub fn load(files: &DatasetFiles, cfg: &LoadConfig) -> Result<Dataset, DataError
     for u in 1..n_user_ids {
         let seg = &mut order[offsets[u]..offsets[u + 1]];
         match cfg.time_order {
-            TimeOrder::RecBoleF32 => {
-                seg.sort_by(|&a, &b| (row_time[a as usize] as f32).total_cmp(&(row_time[b as usize] as f32)))
+            TimeOrder::RecBoleF32 => seg.sort_by(|&a, &b| {
+                (row_time[a as usize] as f32).total_cmp(&(row_time[b as usize] as f32))
+            }),
+            TimeOrder::Exact => {
+                seg.sort_by(|&a, &b| row_time[a as usize].total_cmp(&row_time[b as usize]))
             }
-            TimeOrder::Exact => seg.sort_by(|&a, &b| row_time[a as usize].total_cmp(&row_time[b as usize])),
         }
     }
-    let seq_items: Vec<u32> = order.iter().map(|&r| item_final[row_item[r as usize] as usize]).collect();
+    let seq_items: Vec<u32> = order
+        .iter()
+        .map(|&r| item_final[row_item[r as usize] as usize])
+        .collect();
     let seq_times: Vec<f64> = order.iter().map(|&r| row_time[r as usize]).collect();
     drop(order);
     drop(row_user);
@@ -598,7 +710,11 @@ pub fn load(files: &DatasetFiles, cfg: &LoadConfig) -> Result<Dataset, DataError
         }
         for ((kind, column), name) in raw.columns.into_iter().zip(&cfg.attribute_fields) {
             let values = match column {
-                RawColumn::Tokens { interner, offsets: ro, ids: rids } => {
+                RawColumn::Tokens {
+                    interner,
+                    offsets: ro,
+                    ids: rids,
+                } => {
                     // Attribute ids: first appearance over the surviving item rows in file order.
                     let prov_tokens = interner.into_tokens();
                     let mut remap = vec![NONE; prov_tokens.len()];
@@ -620,13 +736,24 @@ pub fn load(files: &DatasetFiles, cfg: &LoadConfig) -> Result<Dataset, DataError
                     for &r in &item_row {
                         if r != NONE {
                             let r = r as usize;
-                            ids.extend(rids[ro[r] as usize..ro[r + 1] as usize].iter().map(|&t| remap[t as usize]));
+                            ids.extend(
+                                rids[ro[r] as usize..ro[r + 1] as usize]
+                                    .iter()
+                                    .map(|&t| remap[t as usize]),
+                            );
                         }
                         offsets.push(ids.len() as u32);
                     }
-                    AttributeValues::Tokens(TokenTable { vocab, offsets, ids })
+                    AttributeValues::Tokens(TokenTable {
+                        vocab,
+                        offsets,
+                        ids,
+                    })
                 }
-                RawColumn::Floats { offsets: ro, values: rv } => {
+                RawColumn::Floats {
+                    offsets: ro,
+                    values: rv,
+                } => {
                     let mut offsets = Vec::with_capacity(n_item_ids + 1);
                     let mut values = Vec::new();
                     offsets.push(0u32);
@@ -640,7 +767,11 @@ pub fn load(files: &DatasetFiles, cfg: &LoadConfig) -> Result<Dataset, DataError
                     AttributeValues::Floats(FloatTable { offsets, values })
                 }
             };
-            attributes.push(Attribute { name: name.clone(), kind, values });
+            attributes.push(Attribute {
+                name: name.clone(),
+                kind,
+                values,
+            });
         }
     }
 
@@ -658,7 +789,11 @@ pub fn load(files: &DatasetFiles, cfg: &LoadConfig) -> Result<Dataset, DataError
 
 impl Dataset {
     /// Loads `<dir>/<name>.inter` (and `.item` when present); see [`load`].
-    pub fn load_recbole(dir: impl AsRef<Path>, name: &str, cfg: &LoadConfig) -> Result<Dataset, DataError> {
+    pub fn load_recbole(
+        dir: impl AsRef<Path>,
+        name: &str,
+        cfg: &LoadConfig,
+    ) -> Result<Dataset, DataError> {
         load(&DatasetFiles::recbole(dir, name), cfg)
     }
 
@@ -696,11 +831,19 @@ impl Dataset {
     }
     /// The id of the item whose file token is `token` (a linear scan).
     pub fn item_id(&self, token: &str) -> Option<u32> {
-        self.item_tokens.iter().skip(1).position(|t| t == token).map(|p| p as u32 + 1)
+        self.item_tokens
+            .iter()
+            .skip(1)
+            .position(|t| t == token)
+            .map(|p| p as u32 + 1)
     }
     /// The id of the user whose file token is `token` (a linear scan).
     pub fn user_id(&self, token: &str) -> Option<u32> {
-        self.user_tokens.iter().skip(1).position(|t| t == token).map(|p| p as u32 + 1)
+        self.user_tokens
+            .iter()
+            .skip(1)
+            .position(|t| t == token)
+            .map(|p| p as u32 + 1)
     }
     /// User `user`'s items in time order (empty for 0).
     pub fn sequence(&self, user: u32) -> &[u32] {
@@ -726,7 +869,9 @@ impl Dataset {
     }
     /// One line: users, items, interactions, sequence lengths.
     pub fn summary(&self) -> String {
-        let mut lens: Vec<usize> = (1..self.n_user_ids()).map(|u| self.sequence(u as u32).len()).collect();
+        let mut lens: Vec<usize> = (1..self.n_user_ids())
+            .map(|u| self.sequence(u as u32).len())
+            .collect();
         lens.sort_unstable();
         let (min, median, max) = match lens.len() {
             0 => (0, 0, 0),

@@ -20,7 +20,11 @@ pub enum DataError {
 
     /// The header line is not a list of `name:type` cells.
     #[error("{}:{line}: malformed header: {message}", path.display())]
-    Header { path: PathBuf, line: usize, message: String },
+    Header {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
 
     /// A field the configuration asks for is not in the header (or has the wrong type).
     #[error("{}:{line}: field `{field}`: expected {expected}; the header has: {available}", path.display())]
@@ -34,7 +38,12 @@ pub enum DataError {
 
     /// A row has a different number of cells than the header.
     #[error("{}:{line}: expected {expected} tab-separated cells (as in the header), found {found}", path.display())]
-    CellCount { path: PathBuf, line: usize, expected: usize, found: usize },
+    CellCount {
+        path: PathBuf,
+        line: usize,
+        expected: usize,
+        found: usize,
+    },
 
     /// A cell could not be parsed as its declared type.
     #[error("{}:{line}: field `{field}`: expected {expected}, found `{value}`", path.display())]
@@ -48,11 +57,19 @@ pub enum DataError {
 
     /// Any other problem with one line (invalid UTF-8, empty id, duplicate item row).
     #[error("{}:{line}: {message}", path.display())]
-    Malformed { path: PathBuf, line: usize, message: String },
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
 
     /// Nothing (or not enough) is left after reading or filtering.
     #[error("{}: dataset is empty after {stage}: {detail}", path.display())]
-    Empty { path: PathBuf, stage: &'static str, detail: String },
+    Empty {
+        path: PathBuf,
+        stage: &'static str,
+        detail: String,
+    },
 
     /// A caller passed an argument that cannot work (batch size 0, score row too short, ...).
     #[error("invalid argument: {0}")]

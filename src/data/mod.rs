@@ -24,8 +24,8 @@ pub mod synthetic;
 pub use atomic::{AtomicReader, Field, FieldType, Header, Row};
 pub use batch::{Batch, Batcher, Batches, Order};
 pub use dataset::{
-    load, Attribute, AttributeValues, Dataset, DatasetFiles, FloatTable, LoadConfig, LoadStats, TimeOrder,
-    TokenTable, PAD_TOKEN,
+    load, Attribute, AttributeValues, Dataset, DatasetFiles, FloatTable, LoadConfig, LoadStats,
+    TimeOrder, TokenTable, PAD_TOKEN,
 };
 pub use error::DataError;
 pub use split::{Sample, Split};

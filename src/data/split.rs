@@ -28,19 +28,24 @@ pub struct Split {
 impl Dataset {
     /// Every prefix sample, in (user, time) order.
     pub fn samples(&self) -> impl Iterator<Item = Sample> + '_ {
-        (1..self.n_user_ids() as u32)
-            .flat_map(move |u| (1..self.sequence(u).len() as u32).map(move |pos| Sample { user: u, pos }))
+        (1..self.n_user_ids() as u32).flat_map(move |u| {
+            (1..self.sequence(u).len() as u32).map(move |pos| Sample { user: u, pos })
+        })
     }
 
     /// Number of prefix samples (interactions minus one per user).
     pub fn n_samples(&self) -> usize {
-        (1..self.n_user_ids() as u32).map(|u| self.sequence(u).len().saturating_sub(1)).sum()
+        (1..self.n_user_ids() as u32)
+            .map(|u| self.sequence(u).len().saturating_sub(1))
+            .sum()
     }
 
     /// The leave-one-out split. It has no randomness: the same files give the same split.
     pub fn leave_one_out(&self) -> Split {
         let mut split = Split::default();
-        split.train.reserve(self.n_samples().saturating_sub(2 * self.n_users()));
+        split
+            .train
+            .reserve(self.n_samples().saturating_sub(2 * self.n_users()));
         for u in 1..self.n_user_ids() as u32 {
             let len = self.sequence(u).len() as u32;
             let samples = len.saturating_sub(1);
@@ -54,10 +59,19 @@ impl Dataset {
             }
             match held {
                 2 => {
-                    split.valid.push(Sample { user: u, pos: len - 2 });
-                    split.test.push(Sample { user: u, pos: len - 1 });
+                    split.valid.push(Sample {
+                        user: u,
+                        pos: len - 2,
+                    });
+                    split.test.push(Sample {
+                        user: u,
+                        pos: len - 1,
+                    });
                 }
-                1 => split.test.push(Sample { user: u, pos: len - 1 }),
+                1 => split.test.push(Sample {
+                    user: u,
+                    pos: len - 1,
+                }),
                 _ => {}
             }
         }

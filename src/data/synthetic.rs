@@ -75,7 +75,10 @@ impl Default for SyntheticConfig {
 impl SyntheticConfig {
     /// The default world with another seed.
     pub fn with_seed(seed: u64) -> Self {
-        SyntheticConfig { seed, ..SyntheticConfig::default() }
+        SyntheticConfig {
+            seed,
+            ..SyntheticConfig::default()
+        }
     }
 
     /// The [`LoadConfig`] for the generated files: the `category` attribute, no filtering.
@@ -85,12 +88,17 @@ impl SyntheticConfig {
 
     /// Number of distinct item ids the catalogue will have.
     pub fn n_catalogue_items(&self) -> usize {
-        self.n_categories * (self.active_per_category + self.churn_per_period * self.n_periods.saturating_sub(1))
+        self.n_categories
+            * (self.active_per_category + self.churn_per_period * self.n_periods.saturating_sub(1))
     }
 
     fn validate(&self) -> Result<(), DataError> {
         let bad = |m: &str| Err(DataError::InvalidArgument(format!("synthetic config: {m}")));
-        if self.n_users == 0 || self.n_categories == 0 || self.active_per_category == 0 || self.n_periods == 0 {
+        if self.n_users == 0
+            || self.n_categories == 0
+            || self.active_per_category == 0
+            || self.n_periods == 0
+        {
             return bad("users, categories, active items and periods must be positive");
         }
         if self.churn_per_period > self.active_per_category {
@@ -99,7 +107,9 @@ impl SyntheticConfig {
         if self.min_len < 1 || self.min_len > self.max_len {
             return bad("need 1 <= min_len <= max_len");
         }
-        if self.period_len == 0 || !(self.mean_gap_periods > 0.0 && self.mean_gap_periods.is_finite()) {
+        if self.period_len == 0
+            || !(self.mean_gap_periods > 0.0 && self.mean_gap_periods.is_finite())
+        {
             return bad("period_len and mean_gap_periods must be positive");
         }
         if !(0.0..=1.0).contains(&self.stay_prob) || !self.popularity_sigma.is_finite() {
@@ -134,7 +144,11 @@ fn normal(rng: &mut SplitMix64) -> f64 {
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DataError + '_ {
-    move |source| DataError::Io { path: path.to_path_buf(), action: "cannot write", source }
+    move |source| DataError::Io {
+        path: path.to_path_buf(),
+        action: "cannot write",
+        source,
+    }
 }
 
 /// Generates the dataset into `dir` (created if needed) and returns where its files are.
@@ -143,7 +157,10 @@ pub fn generate(cfg: &SyntheticConfig, dir: &Path) -> Result<DatasetFiles, DataE
 }
 
 /// Like [`generate`], also returning the hidden world (chain, item categories).
-pub fn generate_world(cfg: &SyntheticConfig, dir: &Path) -> Result<(DatasetFiles, SyntheticWorld), DataError> {
+pub fn generate_world(
+    cfg: &SyntheticConfig,
+    dir: &Path,
+) -> Result<(DatasetFiles, SyntheticWorld), DataError> {
     cfg.validate()?;
     std::fs::create_dir_all(dir).map_err(|source| DataError::Io {
         path: dir.to_path_buf(),
@@ -183,7 +200,11 @@ pub fn generate_world(cfg: &SyntheticConfig, dir: &Path) -> Result<(DatasetFiles
     // active[p * c_n + c] = items of category c on the market in period p.
     let mut active: Vec<Vec<usize>> = Vec::with_capacity(cfg.n_periods * c_n);
     let mut current: Vec<std::collections::VecDeque<usize>> = (0..c_n)
-        .map(|c| (0..cfg.active_per_category).map(|_| new_item(c, &mut rng)).collect())
+        .map(|c| {
+            (0..cfg.active_per_category)
+                .map(|_| new_item(c, &mut rng))
+                .collect()
+        })
         .collect();
     for p in 0..cfg.n_periods {
         if p > 0 {
@@ -241,11 +262,25 @@ pub fn generate_world(cfg: &SyntheticConfig, dir: &Path) -> Result<(DatasetFiles
         }
         Ok(())
     })?;
-    let files = DatasetFiles { name: cfg.name.clone(), inter, item: Some(item) };
-    Ok((files, SyntheticWorld { transition, item_category, n_interactions: rows.len() }))
+    let files = DatasetFiles {
+        name: cfg.name.clone(),
+        inter,
+        item: Some(item),
+    };
+    Ok((
+        files,
+        SyntheticWorld {
+            transition,
+            item_category,
+            n_interactions: rows.len(),
+        },
+    ))
 }
 
-fn write_file(path: &PathBuf, body: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<(), DataError> {
+fn write_file(
+    path: &PathBuf,
+    body: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<(), DataError> {
     let file = File::create(path).map_err(|source| DataError::Io {
         path: path.clone(),
         action: "cannot create",

@@ -149,6 +149,7 @@ impl CudaBackend {
                 KernelArg::I32Out(b) => builder.arg(cuda_slice_mut(b)?),
                 KernelArg::I32(v) => builder.arg(&*v),
                 KernelArg::U32(v) => builder.arg(&*v),
+                KernelArg::U64(v) => builder.arg(&*v),
                 KernelArg::F32(v) => builder.arg(&*v),
             };
         }

@@ -37,6 +37,7 @@ impl Emulator {
                 KernelArg::I32Out(b) => b.host_slice_mut().as_mut_ptr() as u64,
                 KernelArg::I32(v) => *v as u32 as u64,
                 KernelArg::U32(v) => *v as u64,
+                KernelArg::U64(v) => *v,
                 KernelArg::F32(v) => v.to_bits() as u64,
             })
             .collect();

@@ -46,6 +46,8 @@ pub enum KernelArg<'a> {
     I32Out(&'a mut Buffer<i32>),
     I32(i32),
     U32(u32),
+    /// `unsigned long long` (seeds of counter-based RNGs).
+    U64(u64),
     F32(f32),
 }
 
@@ -77,6 +79,11 @@ impl From<i32> for KernelArg<'_> {
 impl From<u32> for KernelArg<'_> {
     fn from(v: u32) -> Self {
         KernelArg::U32(v)
+    }
+}
+impl From<u64> for KernelArg<'_> {
+    fn from(v: u64) -> Self {
+        KernelArg::U64(v)
     }
 }
 impl From<f32> for KernelArg<'_> {
