@@ -5,6 +5,7 @@
 // (emulator/include/cuda_emulator.h, force-included before this file). NVRTC has no libc
 // headers, so nothing here includes one.
 #pragma once
+#include "hash_rng.cuh"
 
 // Dynamic shared memory, declared the same way on the GPU and in the emulator.
 #ifndef ASIF_DYNAMIC_SHARED

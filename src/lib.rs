@@ -16,6 +16,7 @@ pub mod index_tensor;
 pub mod kernels;
 pub mod metrics;
 pub mod ops;
+pub mod rng;
 pub mod tensor;
 
 pub use device::Device;
