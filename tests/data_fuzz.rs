@@ -72,7 +72,11 @@ fn near_valid_file() -> impl Strategy<Value = String> {
     })
 }
 
-fn load_bytes(inter: &[u8], item: Option<&[u8]>, cfg: &LoadConfig) -> Result<asif_kernels::data::Dataset, DataError> {
+fn load_bytes(
+    inter: &[u8],
+    item: Option<&[u8]>,
+    cfg: &LoadConfig,
+) -> Result<asif_kernels::data::Dataset, DataError> {
     let dir = tempfile::tempdir().unwrap();
     let ip = dir.path().join("f.inter");
     std::fs::write(&ip, inter).unwrap();
@@ -81,7 +85,14 @@ fn load_bytes(inter: &[u8], item: Option<&[u8]>, cfg: &LoadConfig) -> Result<asi
         std::fs::write(&p, b).unwrap();
         p
     });
-    load(&DatasetFiles { name: "f".into(), inter: ip, item }, cfg)
+    load(
+        &DatasetFiles {
+            name: "f".into(),
+            inter: ip,
+            item,
+        },
+        cfg,
+    )
 }
 
 /// Everything a loaded dataset promises.
@@ -90,13 +101,21 @@ fn check_dataset(ds: &asif_kernels::data::Dataset, n: usize) {
     for u in 1..ds.n_user_ids() as u32 {
         let seq = ds.sequence(u);
         assert!(!seq.is_empty(), "every user has an interaction");
-        assert!(seq.iter().all(|&i| i >= 1 && (i as usize) < ds.n_item_ids()));
-        assert!(ds.times(u).windows(2).all(|w| (w[0] as f32) <= (w[1] as f32)));
+        assert!(seq
+            .iter()
+            .all(|&i| i >= 1 && (i as usize) < ds.n_item_ids()));
+        assert!(ds
+            .times(u)
+            .windows(2)
+            .all(|w| (w[0] as f32) <= (w[1] as f32)));
         interactions += seq.len();
     }
     assert_eq!(interactions, ds.n_interactions());
     let split = ds.leave_one_out();
-    assert_eq!(split.train.len() + split.valid.len() + split.test.len(), ds.n_samples());
+    assert_eq!(
+        split.train.len() + split.valid.len() + split.test.len(),
+        ds.n_samples()
+    );
     assert_eq!(ds.n_samples(), ds.n_interactions() - ds.n_users());
     if split.train.is_empty() {
         return;

@@ -44,12 +44,22 @@ fn ml100k_no_filter_counts() {
     assert_eq!(class.n_token_ids(), 20);
     assert_eq!(class.tokens(0), &[] as &[u32]);
     assert_eq!(class.max_tokens(), 6);
-    let total: usize = (1..ds.n_item_ids() as u32).map(|i| class.tokens(i).len()).sum();
-    assert!((total as f64 / 1682.0 - 1.72).abs() < 0.005, "mean genres {}", total as f64 / 1682.0);
+    let total: usize = (1..ds.n_item_ids() as u32)
+        .map(|i| class.tokens(i).len())
+        .sum();
+    assert!(
+        (total as f64 / 1682.0 - 1.72).abs() < 0.005,
+        "mean genres {}",
+        total as f64 / 1682.0
+    );
     assert!((1..ds.n_item_ids() as u32).all(|i| !class.tokens(i).is_empty()));
     // Item 1 of the file is Toy Story: Animation Children's Comedy.
     let toy = ds.item_id("1").unwrap();
-    let names: Vec<&str> = class.tokens(toy).iter().map(|&t| class.vocab()[t as usize].as_str()).collect();
+    let names: Vec<&str> = class
+        .tokens(toy)
+        .iter()
+        .map(|&t| class.vocab()[t as usize].as_str())
+        .collect();
     assert_eq!(names, ["Animation", "Children's", "Comedy"]);
     // The first row of the file (user 196, item 242) gives user id 1 and item id 1 (RecBole's order).
     assert_eq!(ds.user_token(1), "196");
@@ -59,7 +69,9 @@ fn ml100k_no_filter_counts() {
 #[test]
 fn ml100k_5core_counts() {
     let Some(dir) = ml100k_dir() else { return };
-    let cfg = LoadConfig::default().with_attributes(&["class"]).with_kcore(5);
+    let cfg = LoadConfig::default()
+        .with_attributes(&["class"])
+        .with_kcore(5);
     let ds = Dataset::load_recbole(&dir, "ml-100k", &cfg).unwrap();
     assert_eq!(ds.n_users(), 943);
     assert_eq!(ds.n_items(), 1349);
@@ -100,7 +112,10 @@ fn ml100k_order_and_batches() {
     let exact = Dataset::load_recbole(
         &dir,
         "ml-100k",
-        &LoadConfig { time_order: TimeOrder::Exact, ..LoadConfig::default() },
+        &LoadConfig {
+            time_order: TimeOrder::Exact,
+            ..LoadConfig::default()
+        },
     )
     .unwrap();
     for u in 1..=943u32 {
@@ -121,5 +136,8 @@ fn ml100k_order_and_batches() {
         }
     }
     assert_eq!(rows, 97_171);
-    assert!(full > rows / 2, "most ml-100k training samples have L_b = 50");
+    assert!(
+        full > rows / 2,
+        "most ml-100k training samples have L_b = 50"
+    );
 }

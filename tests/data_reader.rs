@@ -27,7 +27,10 @@ fn load_str(inter: &str, item: Option<&str>, cfg: &LoadConfig) -> Result<Dataset
 
 fn tokens(ds: &Dataset, user: &str) -> Vec<String> {
     let u = ds.user_id(user).unwrap();
-    ds.sequence(u).iter().map(|&i| ds.item_token(i).to_string()).collect()
+    ds.sequence(u)
+        .iter()
+        .map(|&i| ds.item_token(i).to_string())
+        .collect()
 }
 
 const INTER: &str = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n\
@@ -45,7 +48,10 @@ fn ids_follow_first_appearance_and_sequences_are_time_ordered() {
     assert_eq!(ds.user_token(0), "[PAD]");
     assert_eq!(ds.item_token(0), "[PAD]");
     assert_eq!((ds.user_token(1), ds.user_token(2)), ("a", "b"));
-    assert_eq!((ds.item_token(1), ds.item_token(2), ds.item_token(3)), ("x", "y", "z"));
+    assert_eq!(
+        (ds.item_token(1), ds.item_token(2), ds.item_token(3)),
+        ("x", "y", "z")
+    );
     assert_eq!(tokens(&ds, "a"), ["y", "z", "x"]);
     assert_eq!(tokens(&ds, "b"), ["x", "y"]);
     assert_eq!(ds.times(1), &[10.0, 20.0, 30.0]);
@@ -63,9 +69,23 @@ u\t881250949\tearly\n\
 u\t7\ttie1\n\
 u\t7\ttie2\n";
     let recbole = load_str(inter, None, &LoadConfig::default()).unwrap();
-    assert_eq!(tokens(&recbole, "u"), ["first", "tie1", "tie2", "late", "early"]);
-    let exact = load_str(inter, None, &LoadConfig { time_order: TimeOrder::Exact, ..LoadConfig::default() }).unwrap();
-    assert_eq!(tokens(&exact, "u"), ["first", "tie1", "tie2", "early", "late"]);
+    assert_eq!(
+        tokens(&recbole, "u"),
+        ["first", "tie1", "tie2", "late", "early"]
+    );
+    let exact = load_str(
+        inter,
+        None,
+        &LoadConfig {
+            time_order: TimeOrder::Exact,
+            ..LoadConfig::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        tokens(&exact, "u"),
+        ["first", "tie1", "tie2", "early", "late"]
+    );
 }
 
 #[test]
@@ -97,9 +117,26 @@ fn unicode_tokens_custom_separators_crlf_bom_and_blank_lines() {
     let year = ds.attribute("year").unwrap().tokens().unwrap();
     assert_eq!(year.tokens(film), &[1]);
     assert_eq!(year.tokens(book), &[] as &[u32]);
-    assert_eq!(ds.attribute("score").unwrap().floats().unwrap().values(film), &[4.5]);
-    assert_eq!(ds.attribute("score").unwrap().floats().unwrap().values(book), &[] as &[f64]);
-    assert_eq!(ds.attribute("vec").unwrap().floats().unwrap().values(film), &[1.0, 2.5]);
+    assert_eq!(
+        ds.attribute("score")
+            .unwrap()
+            .floats()
+            .unwrap()
+            .values(film),
+        &[4.5]
+    );
+    assert_eq!(
+        ds.attribute("score")
+            .unwrap()
+            .floats()
+            .unwrap()
+            .values(book),
+        &[] as &[f64]
+    );
+    assert_eq!(
+        ds.attribute("vec").unwrap().floats().unwrap().values(film),
+        &[1.0, 2.5]
+    );
 }
 
 #[test]
@@ -114,7 +151,10 @@ y\tY W1\n";
     assert_eq!(ds.stats().dropped_unknown_item, 1);
     assert_eq!(ds.n_interactions(), 4);
     // x, y from the interactions first, then w (only in .item).
-    assert_eq!((ds.item_token(1), ds.item_token(2), ds.item_token(3)), ("x", "y", "w"));
+    assert_eq!(
+        (ds.item_token(1), ds.item_token(2), ds.item_token(3)),
+        ("x", "y", "w")
+    );
     assert_eq!(ds.n_items(), 3);
     let class = ds.attribute("class").unwrap().tokens().unwrap();
     // Attribute ids follow the .item file order: W1, W2, X, Y.
@@ -123,11 +163,17 @@ y\tY W1\n";
     assert_eq!(class.tokens(2), &[4, 1]);
     assert_eq!(class.tokens(3), &[1, 2]);
     // Without the filter, z stays and has no attributes.
-    let cfg = LoadConfig { filter_inter_by_item: false, ..cfg };
+    let cfg = LoadConfig {
+        filter_inter_by_item: false,
+        ..cfg
+    };
     let ds = load_str(INTER, Some(item), &cfg).unwrap();
     assert_eq!(ds.n_interactions(), 5);
     let z = ds.item_id("z").unwrap();
-    assert_eq!(ds.attribute("class").unwrap().tokens().unwrap().tokens(z), &[] as &[u32]);
+    assert_eq!(
+        ds.attribute("class").unwrap().tokens().unwrap().tokens(z),
+        &[] as &[u32]
+    );
     // With item 2-core, the never-seen w is gone as in RecBole.
     let ds = load_str(INTER, Some(item), &LoadConfig::default().with_kcore(2)).unwrap();
     assert!(ds.item_id("w").is_none());
@@ -145,16 +191,26 @@ c\tm\t1\n\
 d\tp\t1\nd\tq\t2\n\
 e\tp\t1\ne\tm\t2\n";
     let ds = load_str(inter, None, &LoadConfig::default().with_kcore(2)).unwrap();
-    let users: Vec<&str> = (1..ds.n_user_ids() as u32).map(|u| ds.user_token(u)).collect();
+    let users: Vec<&str> = (1..ds.n_user_ids() as u32)
+        .map(|u| ds.user_token(u))
+        .collect();
     assert_eq!(users, ["a", "b"]);
     assert_eq!(ds.n_items(), 2);
     assert_eq!(ds.n_interactions(), 4);
     assert_eq!(ds.stats().kcore_rounds, 4, "{:?}", ds.stats());
     assert_eq!(ds.stats().dropped_by_kcore, 5);
     // Off by default.
-    assert_eq!(load_str(inter, None, &LoadConfig::default()).unwrap().n_interactions(), 9);
+    assert_eq!(
+        load_str(inter, None, &LoadConfig::default())
+            .unwrap()
+            .n_interactions(),
+        9
+    );
     // Users only.
-    let cfg = LoadConfig { user_min_interactions: Some(2), ..LoadConfig::default() };
+    let cfg = LoadConfig {
+        user_min_interactions: Some(2),
+        ..LoadConfig::default()
+    };
     assert_eq!(load_str(inter, None, &cfg).unwrap().n_interactions(), 8);
 }
 
@@ -174,7 +230,12 @@ fn augmentation_and_leave_one_out() {
     let ds = seq_dataset(&[1, 2, 3, 4, 6]);
     assert_eq!(ds.n_samples(), 11);
     let split = ds.leave_one_out();
-    let by_user = |v: &[Sample], u: u32| v.iter().filter(|s| s.user == u).map(|s| s.pos).collect::<Vec<_>>();
+    let by_user = |v: &[Sample], u: u32| {
+        v.iter()
+            .filter(|s| s.user == u)
+            .map(|s| s.pos)
+            .collect::<Vec<_>>()
+    };
     // 1 interaction: no sample. 2 interactions = 1 sample: min(2, 0) = 0 held out, so it trains.
     assert_eq!(by_user(&split.train, 1), [] as [u32; 0]);
     assert_eq!(by_user(&split.train, 2), [1]);
@@ -184,11 +245,24 @@ fn augmentation_and_leave_one_out() {
     assert_eq!(by_user(&split.valid, 3), [] as [u32; 0]);
     assert_eq!(by_user(&split.test, 3), [2]);
     // 4 interactions = 3 samples: train 1, valid 2, test 3.
-    assert_eq!((by_user(&split.train, 4), by_user(&split.valid, 4), by_user(&split.test, 4)), (vec![1], vec![2], vec![3]));
+    assert_eq!(
+        (
+            by_user(&split.train, 4),
+            by_user(&split.valid, 4),
+            by_user(&split.test, 4)
+        ),
+        (vec![1], vec![2], vec![3])
+    );
     // 6 interactions: train 1..=3, valid 4, test 5.
     assert_eq!(by_user(&split.train, 5), [1, 2, 3]);
-    assert_eq!((by_user(&split.valid, 5), by_user(&split.test, 5)), (vec![4], vec![5]));
-    assert_eq!(split.train.len() + split.valid.len() + split.test.len(), ds.n_samples());
+    assert_eq!(
+        (by_user(&split.valid, 5), by_user(&split.test, 5)),
+        (vec![4], vec![5])
+    );
+    assert_eq!(
+        split.train.len() + split.valid.len() + split.test.len(),
+        ds.n_samples()
+    );
 
     // Inputs: the last <= n items before the target; test input includes the valid target.
     let u = 5;
@@ -213,7 +287,12 @@ fn batches_are_padded_and_shuffles_reproducible() {
     let n = 4;
     let batcher = Batcher::new(&ds, &split.train, 5, n).unwrap();
     assert_eq!(batcher.n_batches(), split.train.len().div_ceil(5));
-    let collect = |order| batcher.epoch(order).flat_map(|b| b.samples).collect::<Vec<_>>();
+    let collect = |order| {
+        batcher
+            .epoch(order)
+            .flat_map(|b| b.samples)
+            .collect::<Vec<_>>()
+    };
     let seq = collect(Order::Sequential);
     assert_eq!(seq, split.train);
     let e0 = collect(Order::Shuffled { seed: 1, epoch: 0 });
@@ -238,7 +317,10 @@ fn batches_are_padded_and_shuffles_reproducible() {
             assert!(batch.row(b)[l..].iter().all(|&i| i == 0));
             assert_eq!(batch.targets[b], ds.target(s));
             assert_eq!(batch.users[b], s.user);
-            assert!(mask[b * n..(b + 1) * n].iter().enumerate().all(|(t, &m)| m == if t < l { 1.0 } else { 0.0 }));
+            assert!(mask[b * n..(b + 1) * n]
+                .iter()
+                .enumerate()
+                .all(|(t, &m)| m == if t < l { 1.0 } else { 0.0 }));
         }
     }
     assert!(Batcher::new(&ds, &split.train, 0, 4).is_err());
@@ -251,7 +333,12 @@ fn batches_are_padded_and_shuffles_reproducible() {
 fn batch_attribute_tokens_are_ready_for_pooling() {
     let inter = "user_id:token\titem_id:token\ttimestamp:float\nu\ta\t1\nu\tb\t2\nu\tc\t3\n";
     let item = "item_id:token\tclass:token_seq\na\tA B C\nb\tB\nc\tC A\n";
-    let ds = load_str(inter, Some(item), &LoadConfig::default().with_attributes(&["class"])).unwrap();
+    let ds = load_str(
+        inter,
+        Some(item),
+        &LoadConfig::default().with_attributes(&["class"]),
+    )
+    .unwrap();
     let split = ds.leave_one_out();
     let batcher = Batcher::new(&ds, &split.test, 8, 3).unwrap();
     let batch = batcher.epoch(Order::Sequential).next().unwrap();
@@ -260,7 +347,10 @@ fn batch_attribute_tokens_are_ready_for_pooling() {
     assert_eq!(class.max_tokens(), 3);
     // width 2: a -> A B (cut), b -> B, pad -> nothing
     assert_eq!(batch.attribute_tokens(class, 2), vec![1, 2, 2, 0, 0, 0]);
-    assert_eq!(batch.attribute_tokens(class, 3), vec![1, 2, 3, 2, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        batch.attribute_tokens(class, 3),
+        vec![1, 2, 3, 2, 0, 0, 0, 0, 0]
+    );
 }
 
 fn err(inter: &str, item: Option<&str>, cfg: &LoadConfig) -> (DataError, String) {
@@ -279,84 +369,207 @@ fn bad_files_give_typed_errors_with_file_line_and_expectation() {
     assert!(m.contains("t.inter:1") && m.contains("empty"), "{m}");
 
     let (e, m) = err("user_id\titem_id:token\ttimestamp:float\n", None, &cfg);
-    assert!(matches!(e, DataError::Header { line: 1, .. }) && m.contains("`name:type`"), "{m}");
+    assert!(
+        matches!(e, DataError::Header { line: 1, .. }) && m.contains("`name:type`"),
+        "{m}"
+    );
 
     let (e, m) = err("user_id:token\titem_id:int\ttimestamp:float\n", None, &cfg);
-    assert!(matches!(e, DataError::Header { .. }) && m.contains("token, token_seq, float or float_seq") && m.contains("`int`"), "{m}");
+    assert!(
+        matches!(e, DataError::Header { .. })
+            && m.contains("token, token_seq, float or float_seq")
+            && m.contains("`int`"),
+        "{m}"
+    );
 
     let (e, m) = err("user_id:token\tuser_id:token\n", None, &cfg);
-    assert!(matches!(e, DataError::Header { .. }) && m.contains("twice"), "{m}");
+    assert!(
+        matches!(e, DataError::Header { .. }) && m.contains("twice"),
+        "{m}"
+    );
 
     let (e, m) = err("user_id:token\titem_id:token\n", None, &cfg);
-    assert!(matches!(&e, DataError::MissingField { field, line: 1, .. } if field == "timestamp"), "{m}");
-    assert!(m.contains("t.inter:1") && m.contains("timestamp:float") && m.contains("user_id:token, item_id:token"), "{m}");
+    assert!(
+        matches!(&e, DataError::MissingField { field, line: 1, .. } if field == "timestamp"),
+        "{m}"
+    );
+    assert!(
+        m.contains("t.inter:1")
+            && m.contains("timestamp:float")
+            && m.contains("user_id:token, item_id:token"),
+        "{m}"
+    );
 
-    let (e, m) = err("user_id:token\titem_id:token_seq\ttimestamp:float\n", None, &cfg);
-    assert!(matches!(&e, DataError::MissingField { field, .. } if field == "item_id") && m.contains("found token_seq"), "{m}");
+    let (e, m) = err(
+        "user_id:token\titem_id:token_seq\ttimestamp:float\n",
+        None,
+        &cfg,
+    );
+    assert!(
+        matches!(&e, DataError::MissingField { field, .. } if field == "item_id")
+            && m.contains("found token_seq"),
+        "{m}"
+    );
 
     let (e, m) = err(&format!("{head}a\tx\t1\nb\ty\n"), None, &cfg);
-    assert!(matches!(e, DataError::CellCount { line: 3, expected: 3, found: 2, .. }), "{m}");
+    assert!(
+        matches!(
+            e,
+            DataError::CellCount {
+                line: 3,
+                expected: 3,
+                found: 2,
+                ..
+            }
+        ),
+        "{m}"
+    );
     assert!(m.contains("t.inter:3"), "{m}");
 
     let (e, m) = err(&format!("{head}a\tx\t1\tEXTRA\n"), None, &cfg);
-    assert!(matches!(e, DataError::CellCount { line: 2, expected: 3, found: 4, .. }), "{m}");
+    assert!(
+        matches!(
+            e,
+            DataError::CellCount {
+                line: 2,
+                expected: 3,
+                found: 4,
+                ..
+            }
+        ),
+        "{m}"
+    );
 
     let (e, m) = err(&format!("{head}a\tx\t1\n\nb\ty\tyesterday\n"), None, &cfg);
-    assert!(matches!(&e, DataError::Parse { line: 4, field, .. } if field == "timestamp"), "{m}");
-    assert!(m.contains("t.inter:4") && m.contains("a finite number") && m.contains("`yesterday`"), "{m}");
+    assert!(
+        matches!(&e, DataError::Parse { line: 4, field, .. } if field == "timestamp"),
+        "{m}"
+    );
+    assert!(
+        m.contains("t.inter:4") && m.contains("a finite number") && m.contains("`yesterday`"),
+        "{m}"
+    );
 
     let (e, m) = err(&format!("{head}a\tx\tNaN\n"), None, &cfg);
     assert!(matches!(e, DataError::Parse { line: 2, .. }), "{m}");
 
     let (e, m) = err(&format!("{head}\tx\t1\n"), None, &cfg);
-    assert!(matches!(&e, DataError::Parse { field, .. } if field == "user_id") && m.contains("non-empty token"), "{m}");
+    assert!(
+        matches!(&e, DataError::Parse { field, .. } if field == "user_id")
+            && m.contains("non-empty token"),
+        "{m}"
+    );
 
     let mut bytes = format!("{head}a\tx\t1\n").into_bytes();
     bytes.extend_from_slice(b"b\t\xff\xfe\t2\n");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("t.inter"), &bytes).unwrap();
     let e = load(&DatasetFiles::recbole(dir.path(), "t"), &cfg).unwrap_err();
-    assert!(matches!(e, DataError::Malformed { line: 3, .. }) && e.to_string().contains("UTF-8"), "{e}");
+    assert!(
+        matches!(e, DataError::Malformed { line: 3, .. }) && e.to_string().contains("UTF-8"),
+        "{e}"
+    );
 
     let (e, m) = err(head, None, &cfg);
-    assert!(matches!(e, DataError::Empty { .. }) && m.contains("no rows"), "{m}");
+    assert!(
+        matches!(e, DataError::Empty { .. }) && m.contains("no rows"),
+        "{m}"
+    );
 
-    let (e, m) = err(&format!("{head}a\tx\t1\nb\ty\t2\n"), None, &cfg.clone().with_kcore(2));
-    assert!(matches!(e, DataError::Empty { stage: "k-core filtering", .. }), "{m}");
+    let (e, m) = err(
+        &format!("{head}a\tx\t1\nb\ty\t2\n"),
+        None,
+        &cfg.clone().with_kcore(2),
+    );
+    assert!(
+        matches!(
+            e,
+            DataError::Empty {
+                stage: "k-core filtering",
+                ..
+            }
+        ),
+        "{m}"
+    );
     assert!(m.contains("t.inter"), "{m}");
 
     let item = "item_id:token\tclass:token_seq\nx\tA\nq\tB\n";
     let (e, m) = err(&format!("{head}a\tz\t1\n"), Some(item), &cfg);
-    assert!(matches!(e, DataError::Empty { .. }) && m.contains(".item"), "{m}");
+    assert!(
+        matches!(e, DataError::Empty { .. }) && m.contains(".item"),
+        "{m}"
+    );
 
     let item = "item_id:token\tclass:token_seq\nx\tA\nx\tB\n";
     let (e, m) = err(&format!("{head}a\tx\t1\n"), Some(item), &cfg);
-    assert!(matches!(e, DataError::Malformed { line: 3, .. }) && m.contains("t.item:3") && m.contains("line 2"), "{m}");
+    assert!(
+        matches!(e, DataError::Malformed { line: 3, .. })
+            && m.contains("t.item:3")
+            && m.contains("line 2"),
+        "{m}"
+    );
 
     let item = "item_id:token\tclass:token_seq\nx\tA\n";
-    let (e, m) = err(&format!("{head}a\tx\t1\n"), Some(item), &cfg.clone().with_attributes(&["genre"]));
-    assert!(matches!(&e, DataError::MissingField { field, .. } if field == "genre") && m.contains("t.item:1"), "{m}");
+    let (e, m) = err(
+        &format!("{head}a\tx\t1\n"),
+        Some(item),
+        &cfg.clone().with_attributes(&["genre"]),
+    );
+    assert!(
+        matches!(&e, DataError::MissingField { field, .. } if field == "genre")
+            && m.contains("t.item:1"),
+        "{m}"
+    );
 
     let item = "item_id:token\tscore:float\nx\thigh\n";
-    let (e, m) = err(&format!("{head}a\tx\t1\n"), Some(item), &cfg.clone().with_attributes(&["score"]));
-    assert!(matches!(e, DataError::Parse { line: 2, .. }) && m.contains("t.item:2"), "{m}");
+    let (e, m) = err(
+        &format!("{head}a\tx\t1\n"),
+        Some(item),
+        &cfg.clone().with_attributes(&["score"]),
+    );
+    assert!(
+        matches!(e, DataError::Parse { line: 2, .. }) && m.contains("t.item:2"),
+        "{m}"
+    );
 
     // Missing files and impossible configurations.
     let e = load(
-        &DatasetFiles { name: "none".into(), inter: "/nonexistent/none.inter".into(), item: None },
+        &DatasetFiles {
+            name: "none".into(),
+            inter: "/nonexistent/none.inter".into(),
+            item: None,
+        },
         &cfg,
     )
     .unwrap_err();
-    assert!(matches!(e, DataError::Io { .. }) && e.to_string().contains("/nonexistent/none.inter"), "{e}");
-    let (e, _) = err(&format!("{head}a\tx\t1\n"), None, &cfg.clone().with_attributes(&["class"]));
+    assert!(
+        matches!(e, DataError::Io { .. }) && e.to_string().contains("/nonexistent/none.inter"),
+        "{e}"
+    );
+    let (e, _) = err(
+        &format!("{head}a\tx\t1\n"),
+        None,
+        &cfg.clone().with_attributes(&["class"]),
+    );
     assert!(matches!(e, DataError::InvalidArgument(_)));
-    let (e, _) = err(&format!("{head}a\tx\t1\n"), None, &LoadConfig { seq_separator: String::new(), ..cfg.clone() });
+    let (e, _) = err(
+        &format!("{head}a\tx\t1\n"),
+        None,
+        &LoadConfig {
+            seq_separator: String::new(),
+            ..cfg.clone()
+        },
+    );
     assert!(matches!(e, DataError::InvalidArgument(_)));
 }
 
 #[test]
 fn error_accessors_name_file_and_line() {
-    let (e, _) = err("user_id:token\titem_id:token\ttimestamp:float\na\tb\n", None, &LoadConfig::default());
+    let (e, _) = err(
+        "user_id:token\titem_id:token\ttimestamp:float\na\tb\n",
+        None,
+        &LoadConfig::default(),
+    );
     assert_eq!(e.line(), Some(2));
     assert!(e.path().unwrap().ends_with("t.inter"));
 }

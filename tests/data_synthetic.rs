@@ -25,11 +25,23 @@ fn synthetic_is_fast_and_reproducible() {
     let gen = start.elapsed();
     let ds = load(&files, &cfg.load_config()).unwrap();
     let total = start.elapsed();
-    let _ = writeln!(std::io::stderr(), "synthetic: generated in {gen:?}, loaded by {total:?}; {}", ds.summary());
+    let _ = writeln!(
+        std::io::stderr(),
+        "synthetic: generated in {gen:?}, loaded by {total:?}; {}",
+        ds.summary()
+    );
     assert!(gen.as_secs_f64() < 1.0, "generation took {gen:?}");
     assert_eq!(ds.n_users(), cfg.n_users);
-    assert!(ds.n_items() > 2000 && ds.n_items() <= cfg.n_catalogue_items(), "{}", ds.n_items());
-    assert!(ds.n_interactions() > 25_000 && ds.n_interactions() < 45_000, "{}", ds.n_interactions());
+    assert!(
+        ds.n_items() > 2000 && ds.n_items() <= cfg.n_catalogue_items(),
+        "{}",
+        ds.n_items()
+    );
+    assert!(
+        ds.n_interactions() > 25_000 && ds.n_interactions() < 45_000,
+        "{}",
+        ds.n_interactions()
+    );
 
     // Same seed: byte-identical files. Another seed: different files.
     let inter = std::fs::read(&files.inter).unwrap();
@@ -38,7 +50,8 @@ fn synthetic_is_fast_and_reproducible() {
     let again = synthetic::generate(&cfg, dir2.path()).unwrap();
     assert_eq!(inter, std::fs::read(&again.inter).unwrap());
     assert_eq!(item, std::fs::read(again.item.as_ref().unwrap()).unwrap());
-    let other = synthetic::generate(&SyntheticConfig::with_seed(cfg.seed + 1), dir2.path()).unwrap();
+    let other =
+        synthetic::generate(&SyntheticConfig::with_seed(cfg.seed + 1), dir2.path()).unwrap();
     assert_ne!(inter, std::fs::read(&other.inter).unwrap());
 
     // One category token per item, 20 categories (+ padding).
@@ -56,7 +69,9 @@ struct RecentPopularity {
 
 impl RecentPopularity {
     fn new(ds: &Dataset, train_end: &[usize], period: f64) -> Self {
-        let max_t = (1..ds.n_user_ids() as u32).flat_map(|u| ds.times(u).iter().copied()).fold(0.0, f64::max);
+        let max_t = (1..ds.n_user_ids() as u32)
+            .flat_map(|u| ds.times(u).iter().copied())
+            .fold(0.0, f64::max);
         let n_p = (max_t / period) as usize + 1;
         let mut counts = vec![vec![0u32; ds.n_item_ids()]; n_p];
         for u in 1..ds.n_user_ids() as u32 {
@@ -77,7 +92,11 @@ impl RecentPopularity {
     }
 }
 
-fn evaluate(ds: &Dataset, samples: &[Sample], mut score: impl FnMut(Sample, &mut [f32])) -> Metrics {
+fn evaluate(
+    ds: &Dataset,
+    samples: &[Sample],
+    mut score: impl FnMut(Sample, &mut [f32]),
+) -> Metrics {
     let mut ev = Evaluator::new(&[10, 20]).unwrap();
     let mut row = vec![0f32; ds.n_item_ids()];
     for &s in samples {
@@ -108,7 +127,9 @@ pub fn compare(cfg: &SyntheticConfig) -> Comparison {
     let pop = RecentPopularity::new(&ds, &train_end, cfg.period_len as f64);
     let cat = ds.attribute("category").unwrap().tokens().unwrap();
     let n_cat = cat.n_token_ids();
-    let item_cat: Vec<usize> = (0..n as u32).map(|i| cat.tokens(i).first().copied().unwrap_or(0) as usize).collect();
+    let item_cat: Vec<usize> = (0..n as u32)
+        .map(|i| cat.tokens(i).first().copied().unwrap_or(0) as usize)
+        .collect();
 
     // ID-only: item -> next item counts over training pairs.
     let mut trans: Vec<std::collections::HashMap<u32, u32>> = vec![Default::default(); n];
@@ -161,7 +182,11 @@ pub fn compare(cfg: &SyntheticConfig) -> Comparison {
             item_train[i as usize] += 1;
         }
     }
-    let cold = split.test.iter().filter(|&&s| item_train[ds.target(s) as usize] <= 5).count() as f64
+    let cold = split
+        .test
+        .iter()
+        .filter(|&&s| item_train[ds.target(s) as usize] <= 5)
+        .count() as f64
         / split.test.len() as f64;
     let category = evaluate(&ds, &split.test, |s, row| {
         let t = last_time(s);
@@ -175,7 +200,12 @@ pub fn compare(cfg: &SyntheticConfig) -> Comparison {
             *r = (cat_trans[c_last][c] * pop.at(t, j) / per_cat[c].max(1.0)) as f32;
         }
     });
-    Comparison { popularity, id_transition, category, cold_test_targets: cold }
+    Comparison {
+        popularity,
+        id_transition,
+        category,
+        cold_test_targets: cold,
+    }
 }
 
 #[test]
@@ -190,11 +220,25 @@ fn side_information_helps_on_synthetic() {
             cmp.id_transition,
             cmp.category
         );
-        let best_id_hr = cmp.popularity.hr(20).unwrap().max(cmp.id_transition.hr(20).unwrap());
-        let best_id_ndcg = cmp.popularity.ndcg(20).unwrap().max(cmp.id_transition.ndcg(20).unwrap());
+        let best_id_hr = cmp
+            .popularity
+            .hr(20)
+            .unwrap()
+            .max(cmp.id_transition.hr(20).unwrap());
+        let best_id_ndcg = cmp
+            .popularity
+            .ndcg(20)
+            .unwrap()
+            .max(cmp.id_transition.ndcg(20).unwrap());
         let cat_hr = cmp.category.hr(20).unwrap();
         let cat_ndcg = cmp.category.ndcg(20).unwrap();
-        assert!(cat_hr > 1.5 * best_id_hr, "HR@20: category {cat_hr} vs best ID-only {best_id_hr}");
-        assert!(cat_ndcg > 1.5 * best_id_ndcg, "NDCG@20: category {cat_ndcg} vs best ID-only {best_id_ndcg}");
+        assert!(
+            cat_hr > 1.5 * best_id_hr,
+            "HR@20: category {cat_hr} vs best ID-only {best_id_hr}"
+        );
+        assert!(
+            cat_ndcg > 1.5 * best_id_ndcg,
+            "NDCG@20: category {cat_ndcg} vs best ID-only {best_id_ndcg}"
+        );
     }
 }

@@ -25,26 +25,43 @@ fn ranks_by_hand() {
     assert_eq!(pessimistic_rank(&n, 1, &[]).unwrap(), None);
     assert_eq!(pessimistic_rank(&n, 3, &[]).unwrap(), Some(2));
     // Infinities: +inf ties with a +inf target; a -inf target ties with other -inf items.
-    let inf = [0.0, f32::INFINITY, f32::INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY];
+    let inf = [
+        0.0,
+        f32::INFINITY,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NEG_INFINITY,
+    ];
     assert_eq!(pessimistic_rank(&inf, 1, &[]).unwrap(), Some(2));
     assert_eq!(pessimistic_rank(&inf, 3, &[]).unwrap(), Some(4));
     // Masking: masked items (except 0 and the target) leave the count; duplicates are fine.
     let s = [9.0, 0.9, 0.8, 0.7, 0.6];
     assert_eq!(pessimistic_rank(&s, 4, &[1, 1, 3, 0, 4]).unwrap(), Some(2));
     // -0.0 and 0.0 are equal: a tie.
-    assert_eq!(pessimistic_rank(&[0.0, -0.0, 0.0], 2, &[]).unwrap(), Some(2));
+    assert_eq!(
+        pessimistic_rank(&[0.0, -0.0, 0.0], 2, &[]).unwrap(),
+        Some(2)
+    );
 }
 
 #[test]
 fn rank_errors() {
-    assert!(pessimistic_rank(&[0.0, 1.0], 0, &[]).is_err(), "padding is never a target");
+    assert!(
+        pessimistic_rank(&[0.0, 1.0], 0, &[]).is_err(),
+        "padding is never a target"
+    );
     assert!(pessimistic_rank(&[0.0, 1.0], 2, &[]).is_err());
     assert!(pessimistic_rank(&[0.0, 1.0, 2.0], 1, &[5]).is_err());
     assert!(Evaluator::new(&[]).is_err());
     assert!(Evaluator::new(&[0, 5]).is_err());
     let mut ev = Evaluator::new(&[1]).unwrap();
-    assert!(ev.add_batch(&[0.0; 5], 3, &[1, 2]).is_err(), "5 scores are not 2 rows of 3");
-    assert!(ev.add_batch_with_history(&[0.0; 6], 3, &[1, 2], &[&[]]).is_err());
+    assert!(
+        ev.add_batch(&[0.0; 5], 3, &[1, 2]).is_err(),
+        "5 scores are not 2 rows of 3"
+    );
+    assert!(ev
+        .add_batch_with_history(&[0.0; 6], 3, &[1, 2], &[&[]])
+        .is_err());
     let other = Evaluator::new(&[2]).unwrap();
     assert!(ev.merge(&other).is_err());
 }
@@ -53,10 +70,10 @@ fn rank_errors() {
 fn hr_and_ndcg_by_hand() {
     // Four rows over items 1..=5 (6 columns with padding): ranks 1, 3 (with a tie), miss (NaN), 5.
     let rows: [[f32; 6]; 4] = [
-        [0.0, 0.9, 0.1, 0.2, 0.3, 0.4], // target 1: rank 1
-        [0.0, 0.5, 0.9, 0.5, 0.1, 0.1], // target 1: items 2 (0.9) and 3 (tie) above -> rank 3
+        [0.0, 0.9, 0.1, 0.2, 0.3, 0.4],      // target 1: rank 1
+        [0.0, 0.5, 0.9, 0.5, 0.1, 0.1],      // target 1: items 2 (0.9) and 3 (tie) above -> rank 3
         [0.0, f32::NAN, 0.1, 0.2, 0.3, 0.4], // target 1: NaN -> miss
-        [0.0, 0.0, 0.1, 0.2, 0.3, 0.4], // target 1: rank 5
+        [0.0, 0.0, 0.1, 0.2, 0.3, 0.4],      // target 1: rank 5
     ];
     let mut ev = Evaluator::new(&[1, 3, 5, 20]).unwrap();
     let mut ranks = Vec::new();
@@ -91,7 +108,10 @@ fn hr_and_ndcg_by_hand() {
     assert_eq!(a.metrics(), m);
     // No rows: zeros, not NaN.
     let empty = Evaluator::new(&[10]).unwrap().metrics();
-    assert_eq!((empty.count, empty.hr(10), empty.ndcg(10)), (0, Some(0.0), Some(0.0)));
+    assert_eq!(
+        (empty.count, empty.hr(10), empty.ndcg(10)),
+        (0, Some(0.0), Some(0.0))
+    );
 }
 
 #[test]
@@ -100,13 +120,19 @@ fn interacted_items_masked_only_when_switched_on() {
     let s = [0.0f32, 0.9, 0.8, 0.7, 0.6, 0.1];
     let history: &[u32] = &[1, 2, 4];
     let mut plain = Evaluator::new(&[2]).unwrap();
-    assert_eq!(plain.add(&s, 4, history).unwrap(), Some(4), "RecBole default: no masking");
+    assert_eq!(
+        plain.add(&s, 4, history).unwrap(),
+        Some(4),
+        "RecBole default: no masking"
+    );
     let mut masked = Evaluator::new(&[2]).unwrap().with_mask_interacted(true);
     // 1 and 2 leave; the target itself stays even though it is in the history.
     assert_eq!(masked.add(&s, 4, history).unwrap(), Some(2));
     assert!(close(masked.metrics().hr(2).unwrap(), 1.0));
     assert!(close(masked.metrics().ndcg(2).unwrap(), 1.0 / 3f64.log2()));
     let mut batch = Evaluator::new(&[2]).unwrap().with_mask_interacted(true);
-    batch.add_batch_with_history(&s, 6, &[4], &[history]).unwrap();
+    batch
+        .add_batch_with_history(&s, 6, &[4], &[history])
+        .unwrap();
     assert_eq!(batch.metrics(), masked.metrics());
 }
