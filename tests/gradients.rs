@@ -11,7 +11,11 @@ fn weighted(values: &[f64], weights: &[f64]) -> f64 {
 }
 
 fn options() -> GradCheckOptions {
-    GradCheckOptions { step: 1e-5, relative_tolerance: 1e-6, absolute_tolerance: 1e-8 }
+    GradCheckOptions {
+        step: 1e-5,
+        relative_tolerance: 1e-6,
+        absolute_tolerance: 1e-8,
+    }
 }
 
 #[test]
@@ -25,14 +29,33 @@ fn layer_norm_backward_matches_finite_differences() {
             let beta = random(&mut rng, cols, 0.0, 0.5);
             let w = random(&mut rng, rows * cols, 0.0, 1.0);
             let (_, mean, rstd) = layer_norm::forward_reference(&x, &gamma, &beta, cols, eps);
-            let (dx, dgamma, dbeta) = layer_norm::backward_reference(&x, &gamma, &mean, &rstd, &w, cols);
+            let (dx, dgamma, dbeta) =
+                layer_norm::backward_reference(&x, &gamma, &mean, &rstd, &w, cols);
 
-            let loss_x = |p: &[f64]| weighted(&layer_norm::forward_reference(p, &gamma, &beta, cols, eps).0, &w);
-            let loss_gamma = |p: &[f64]| weighted(&layer_norm::forward_reference(&x, p, &beta, cols, eps).0, &w);
-            let loss_beta = |p: &[f64]| weighted(&layer_norm::forward_reference(&x, &gamma, p, cols, eps).0, &w);
+            let loss_x = |p: &[f64]| {
+                weighted(
+                    &layer_norm::forward_reference(p, &gamma, &beta, cols, eps).0,
+                    &w,
+                )
+            };
+            let loss_gamma = |p: &[f64]| {
+                weighted(
+                    &layer_norm::forward_reference(&x, p, &beta, cols, eps).0,
+                    &w,
+                )
+            };
+            let loss_beta = |p: &[f64]| {
+                weighted(
+                    &layer_norm::forward_reference(&x, &gamma, p, cols, eps).0,
+                    &w,
+                )
+            };
             for (name, result) in [
                 ("dx", check_gradient(loss_x, &x, &dx, options())),
-                ("dgamma", check_gradient(loss_gamma, &gamma, &dgamma, options())),
+                (
+                    "dgamma",
+                    check_gradient(loss_gamma, &gamma, &dgamma, options()),
+                ),
                 ("dbeta", check_gradient(loss_beta, &beta, &dbeta, options())),
             ] {
                 if let Err(e) = result {
@@ -58,7 +81,13 @@ fn gelu_backward_matches_finite_differences() {
 #[test]
 fn reference_erf_is_accurate() {
     // Values from Abramowitz & Stegun table 7.1 and the asymptote.
-    for (x, want) in [(0.0, 0.0), (0.5, 0.520_499_877_813_046_5), (1.0, 0.842_700_792_949_714_9), (2.0, 0.995_322_265_018_952_7), (3.0, 0.999_977_909_503_001_4)] {
+    for (x, want) in [
+        (0.0, 0.0),
+        (0.5, 0.520_499_877_813_046_5),
+        (1.0, 0.842_700_792_949_714_9),
+        (2.0, 0.995_322_265_018_952_7),
+        (3.0, 0.999_977_909_503_001_4),
+    ] {
         let got = gelu::erf_f64(x);
         assert!((got - want).abs() < 1e-12, "erf({x}) = {got}, want {want}");
         assert!((gelu::erf_f64(-x) + want).abs() < 1e-12, "erf is odd");

@@ -20,21 +20,42 @@ fn layer_norm_matches_reference_on_odd_sizes() {
                 let gamma = random(&mut rng, cols, 1.0, 0.5);
                 let beta = random(&mut rng, cols, 0.0, 0.5);
                 let dy = random(&mut rng, rows * cols, 0.0, 1.0);
-                let (y_ref, mean_ref, rstd_ref) = layer_norm::forward_reference(&x, &gamma, &beta, cols, eps);
-                let (dx_ref, dgamma_ref, dbeta_ref) = layer_norm::backward_reference(&x, &gamma, &mean_ref, &rstd_ref, &dy, cols);
+                let (y_ref, mean_ref, rstd_ref) =
+                    layer_norm::forward_reference(&x, &gamma, &beta, cols, eps);
+                let (dx_ref, dgamma_ref, dbeta_ref) =
+                    layer_norm::backward_reference(&x, &gamma, &mean_ref, &rstd_ref, &dy, cols);
 
                 let shape = [rows, cols];
-                let (x_t, gamma_t, beta_t) = (tensor(&device, &shape, &x), tensor(&device, &[cols], &gamma), tensor(&device, &[cols], &beta));
-                let (y, saved) = layer_norm::layer_norm_forward(&x_t, &gamma_t, &beta_t, eps as f32).expect("forward");
-                let what = |name: &str| format!("layer norm {name} rows {rows} cols {cols} eps {eps:e}");
+                let (x_t, gamma_t, beta_t) = (
+                    tensor(&device, &shape, &x),
+                    tensor(&device, &[cols], &gamma),
+                    tensor(&device, &[cols], &beta),
+                );
+                let (y, saved) =
+                    layer_norm::layer_norm_forward(&x_t, &gamma_t, &beta_t, eps as f32)
+                        .expect("forward");
+                let what =
+                    |name: &str| format!("layer norm {name} rows {rows} cols {cols} eps {eps:e}");
                 assert_close(&what("y"), &device, &y, &y_ref, TOLERANCE);
                 assert_close(&what("mean"), &device, &saved.mean, &mean_ref, TOLERANCE);
                 assert_close(&what("rstd"), &device, &saved.rstd, &rstd_ref, TOLERANCE);
 
-                let grads = layer_norm::layer_norm_backward(&x_t, &gamma_t, &saved, &tensor(&device, &shape, &dy)).expect("backward");
+                let grads = layer_norm::layer_norm_backward(
+                    &x_t,
+                    &gamma_t,
+                    &saved,
+                    &tensor(&device, &shape, &dy),
+                )
+                .expect("backward");
                 // cols = 1: dx is exactly zero in both; the absolute error is then what is checked.
                 assert_close(&what("dx"), &device, &grads.dx, &dx_ref, TOLERANCE);
-                assert_close(&what("dgamma"), &device, &grads.dgamma, &dgamma_ref, TOLERANCE);
+                assert_close(
+                    &what("dgamma"),
+                    &device,
+                    &grads.dgamma,
+                    &dgamma_ref,
+                    TOLERANCE,
+                );
                 assert_close(&what("dbeta"), &device, &grads.dbeta, &dbeta_ref, TOLERANCE);
             }
         }
@@ -50,9 +71,21 @@ fn gelu_matches_reference_on_odd_sizes() {
             let dy = random(&mut rng, len, 0.0, 1.0);
             let x_t = tensor(&device, &[len], &x);
             let y = gelu::gelu_forward(&x_t).expect("forward");
-            assert_close(&format!("gelu y len {len}"), &device, &y, &gelu::forward_reference(&x), TOLERANCE);
+            assert_close(
+                &format!("gelu y len {len}"),
+                &device,
+                &y,
+                &gelu::forward_reference(&x),
+                TOLERANCE,
+            );
             let dx = gelu::gelu_backward(&x_t, &tensor(&device, &[len], &dy)).expect("backward");
-            assert_close(&format!("gelu dx len {len}"), &device, &dx, &gelu::backward_reference(&x, &dy), TOLERANCE);
+            assert_close(
+                &format!("gelu dx len {len}"),
+                &device,
+                &dx,
+                &gelu::backward_reference(&x, &dy),
+                TOLERANCE,
+            );
         }
     }
 }

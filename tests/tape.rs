@@ -25,14 +25,35 @@ fn tape_chains_layer_norm_and_gelu_like_the_reference() {
         let x_var = tape.leaf(tensor(&device, &[rows, cols], &x));
         let gamma_var = tape.leaf(tensor(&device, &[cols], &gamma));
         let beta_var = tape.leaf(tensor(&device, &[cols], &beta));
-        let y_var = layer_norm::layer_norm(&tape, &x_var, &gamma_var, &beta_var, eps as f32).expect("layer norm");
+        let y_var = layer_norm::layer_norm(&tape, &x_var, &gamma_var, &beta_var, eps as f32)
+            .expect("layer norm");
         let z_var = gelu::gelu(&tape, &y_var).expect("gelu");
         assert_close("z", &device, z_var.value(), &z, 1e-5);
-        let grads = tape.backward(&z_var, tensor(&device, &[rows, cols], &seed)).expect("backward");
+        let grads = tape
+            .backward(&z_var, tensor(&device, &[rows, cols], &seed))
+            .expect("backward");
         assert_close("dx", &device, grads.get(&x_var).expect("dx"), &dx, 1e-5);
-        assert_close("dgamma", &device, grads.get(&gamma_var).expect("dgamma"), &dgamma, 1e-5);
-        assert_close("dbeta", &device, grads.get(&beta_var).expect("dbeta"), &dbeta, 1e-5);
-        assert_close("dy (intermediate)", &device, grads.get(&y_var).expect("dy"), &dy, 1e-5);
+        assert_close(
+            "dgamma",
+            &device,
+            grads.get(&gamma_var).expect("dgamma"),
+            &dgamma,
+            1e-5,
+        );
+        assert_close(
+            "dbeta",
+            &device,
+            grads.get(&beta_var).expect("dbeta"),
+            &dbeta,
+            1e-5,
+        );
+        assert_close(
+            "dy (intermediate)",
+            &device,
+            grads.get(&y_var).expect("dy"),
+            &dy,
+            1e-5,
+        );
     }
 }
 
@@ -44,7 +65,10 @@ fn a_value_used_twice_gets_the_sum_of_its_gradients() {
     let b = random(&mut rng, rows * cols, 0.0, 1.0);
     let gamma = random(&mut rng, cols, 1.0, 0.5);
     let beta = vec![0.0; cols];
-    let (seed_a, seed_b) = (random(&mut rng, rows * cols, 0.0, 1.0), random(&mut rng, rows * cols, 0.0, 1.0));
+    let (seed_a, seed_b) = (
+        random(&mut rng, rows * cols, 0.0, 1.0),
+        random(&mut rng, rows * cols, 0.0, 1.0),
+    );
     let (_, mean_a, rstd_a) = layer_norm::forward_reference(&a, &gamma, &beta, cols, 1e-5);
     let (_, mean_b, rstd_b) = layer_norm::forward_reference(&b, &gamma, &beta, cols, 1e-5);
     let dgamma_a = layer_norm::backward_reference(&a, &gamma, &mean_a, &rstd_a, &seed_a, cols).1;
@@ -60,8 +84,17 @@ fn a_value_used_twice_gets_the_sum_of_its_gradients() {
         let ya = layer_norm::layer_norm(&tape, &a_var, &gamma_var, &beta_var, 1e-5).expect("a");
         let yb = layer_norm::layer_norm(&tape, &b_var, &gamma_var, &beta_var, 1e-5).expect("b");
         let grads = tape
-            .backward_from(vec![(&ya, tensor(&device, &[rows, cols], &seed_a)), (&yb, tensor(&device, &[rows, cols], &seed_b))])
+            .backward_from(vec![
+                (&ya, tensor(&device, &[rows, cols], &seed_a)),
+                (&yb, tensor(&device, &[rows, cols], &seed_b)),
+            ])
             .expect("backward");
-        assert_close("shared gamma", &device, grads.get(&gamma_var).expect("dgamma"), &want, 1e-5);
+        assert_close(
+            "shared gamma",
+            &device,
+            grads.get(&gamma_var).expect("dgamma"),
+            &want,
+            1e-5,
+        );
     }
 }

@@ -30,8 +30,14 @@ pub fn cuda() -> Option<Device> {
     CUDA.get_or_init(|| match Device::cuda(0) {
         Ok(device) => Some(device),
         Err(e) => {
-            assert!(!env_flag("ASIF_REQUIRE_GPU"), "ASIF_REQUIRE_GPU is set but {e}");
-            skip("GPU parity tier (tier 4) in this test binary", &e.to_string());
+            assert!(
+                !env_flag("ASIF_REQUIRE_GPU"),
+                "ASIF_REQUIRE_GPU is set but {e}"
+            );
+            skip(
+                "GPU parity tier (tier 4) in this test binary",
+                &e.to_string(),
+            );
             None
         }
     })
@@ -59,7 +65,9 @@ pub fn rng(seed: u64) -> StdRng {
 
 /// Uniform values in [center − spread, center + spread).
 pub fn random(rng: &mut StdRng, len: usize, center: f64, spread: f64) -> Vec<f64> {
-    (0..len).map(|_| center + spread * (2.0 * rng.random::<f64>() - 1.0)).collect()
+    (0..len)
+        .map(|_| center + spread * (2.0 * rng.random::<f64>() - 1.0))
+        .collect()
 }
 
 pub fn to_f32(values: &[f64]) -> Vec<f32> {
@@ -77,7 +85,12 @@ pub fn tensor(device: &Device, shape: &[usize], values: &[f64]) -> Tensor {
 /// ‖got − want‖ / ‖want‖ (absolute when `want` is zero).
 pub fn relative_error(got: &[f32], want: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len(), "lengths differ");
-    let diff: f64 = got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).powi(2)).sum::<f64>().sqrt();
+    let diff: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).powi(2))
+        .sum::<f64>()
+        .sqrt();
     let norm: f64 = want.iter().map(|w| w * w).sum::<f64>().sqrt();
     assert!(got.iter().all(|v| v.is_finite()), "non-finite output");
     if norm == 0.0 {
@@ -91,5 +104,9 @@ pub fn relative_error(got: &[f32], want: &[f64]) -> f64 {
 pub fn assert_close(what: &str, device: &Device, got: &Tensor, want: &[f64], tolerance: f64) {
     let values = got.to_vec().expect("download");
     let error = relative_error(&values, want);
-    assert!(error <= tolerance, "{what} on {}: relative error {error:.3e} > {tolerance:.1e}", device.name());
+    assert!(
+        error <= tolerance,
+        "{what} on {}: relative error {error:.3e} > {tolerance:.1e}",
+        device.name()
+    );
 }
