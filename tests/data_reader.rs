@@ -274,6 +274,7 @@ fn augmentation_and_leave_one_out() {
     assert_eq!(ds.input(test, 3), &seq[2..5]);
     assert_eq!(ds.input(valid, 3), &seq[1..4]);
     assert_eq!(ds.history(test), &seq[..5]);
+    assert_eq!(ds.histories(&[test, valid]), [&seq[..5], &seq[..4]]);
     assert!(ds.input(test, 3).contains(&ds.target(valid)));
 
     // The split has no randomness: loading again gives the same split.

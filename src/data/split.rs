@@ -95,6 +95,12 @@ impl Dataset {
         &self.sequence(s.user)[..s.pos as usize]
     }
 
+    /// The histories of `samples`, e.g. a batch's, for
+    /// [`crate::metrics::Evaluator::add_batch_with_history`].
+    pub fn histories(&self, samples: &[Sample]) -> Vec<&[u32]> {
+        samples.iter().map(|&s| self.history(s)).collect()
+    }
+
     /// The timestamp of the target interaction.
     pub fn target_time(&self, s: Sample) -> f64 {
         self.times(s.user)[s.pos as usize]
