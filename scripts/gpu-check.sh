@@ -19,7 +19,7 @@ prepare() {
   # The sm_90 cubin must be embedded (no NVRTC is needed on the GPU machine then).
   scripts/install-nvrtc.sh
   export ASIF_REQUIRE_NVRTC=1
-  for step in "test --release --no-run" "bench --bench ops --no-run"; do
+  for step in "test --release --no-run" "bench --no-run"; do
     # shellcheck disable=SC2086
     cargo $step --message-format=json 2>/dev/null | python3 -c '
 import json, sys, shutil, os, re
@@ -29,19 +29,30 @@ for line in sys.stdin:
     exe = msg.get("executable")
     if msg.get("reason") == "compiler-artifact" and exe and msg["target"]["kind"][0] in ("test", "bench"):
         name = re.sub(r"-[0-9a-f]{16}$", "", os.path.basename(exe))
+        if msg["target"]["kind"][0] == "bench":
+            name = "bench-" + name
         shutil.copy(exe, os.path.join(sys.argv[1], name))
         print("bundled", name, msg["target"]["kind"][0])
 ' "$bundle/bin"
   done
   strip "$bundle"/bin/* 2>/dev/null || true
   cp scripts/gpu-check.sh "$bundle/"
+  cp -r bench/peers bench/summarize.py "$bundle/"
   git rev-parse --short HEAD > "$bundle/commit" 2>/dev/null || echo unknown > "$bundle/commit"
   du -sh "$bundle" | awk '{print "bundle size: " $1 " (at most 64 MiB travels)"}'
 }
 
+# The whole run stays under 8 minutes: a section that would start after 7 is skipped.
+RUN_BUDGET_S=420
+
 section() { # name seconds command...
   local name=$1 seconds=$2; shift 2
   local started=$SECONDS
+  if [ $SECONDS -ge $RUN_BUDGET_S ]; then
+    printf '| %s | skipped (run budget of %ss spent) | 0s |\n' "$name" "$RUN_BUDGET_S" >>"$out/sections.md"
+    return 0
+  fi
+  [ $((SECONDS + seconds)) -gt $RUN_BUDGET_S ] && seconds=$((RUN_BUDGET_S - SECONDS))
   timeout "$seconds" "$@" >"$out/$name.log" 2>&1
   local status=$?
   local verdict=ok
@@ -97,10 +108,25 @@ times.sort(); ms = times[len(times)//2]
 print(f"copy bandwidth: {2 * x.numel() * 4 / ms / 1e9:.0f} GB/s (read + write, median of 20, 1 GiB)")'
   fi
   for test in "$bundle"/bin/*; do
-    case "$(basename "$test")" in ops) continue ;; esac
-    section "test-$(basename "$test")" 120 "$test" --test-threads=1
+    case "$(basename "$test")" in bench-*) continue ;; esac
+    section "test-$(basename "$test")" 60 "$test" --test-threads=1
   done
-  [ -x "$bundle/bin/ops" ] && CRITERION_HOME="$out/criterion" section bench-ops 240 "$bundle/bin/ops" --bench --warm-up-time 1 --measurement-time 3
+  for bench in "$bundle"/bin/bench-*; do
+    [ -x "$bench" ] || continue
+    CRITERION_HOME="$out/criterion" section "$(basename "$bench")" 120 "$bench" --bench --warm-up-time 0.5 --measurement-time 2
+  done
+  local dry=""
+  [ $dry_run -eq 1 ] && dry="--dry-run"
+  if python3 -c 'import torch' 2>/dev/null; then
+    section peers-attention 120 python3 "$bundle/peers/attention.py" --out "$out" $dry
+    section peers-hie 75 python3 "$bundle/peers/hie.py" --out "$out" $dry
+    section peers-contrastive 60 python3 "$bundle/peers/contrastive.py" --out "$out" $dry
+    section peers-asif_layer 45 python3 "$bundle/peers/asif_layer.py" --out "$out" $dry
+  else
+    echo "SKIPPED PyTorch peers: no PyTorch in this Python" >"$out/peers.log"
+    printf '| peers | skipped: no PyTorch here | 0s |\n' >>"$out/sections.md"
+  fi
+  section summarize 30 python3 "$bundle/summarize.py" "$out"
 
   {
     echo "# GPU check summary"
@@ -124,9 +150,17 @@ print(f"copy bandwidth: {2 * x.numel() * 4 / ms / 1e9:.0f} GB/s (read + write, m
     echo
     echo "Benchmarks (criterion: [low median high]):"
     echo '```'
-    grep -h -B1 "time:" "$out/bench-ops.log" 2>/dev/null | grep -v "^--" | paste - - | sed 's/  */ /g'
-    grep -h "SKIPPED" "$out/bench-ops.log" 2>/dev/null
+    for log in "$out"/bench-*.log; do
+      [ -f "$log" ] || continue
+      grep -h -B1 "time:" "$log" | grep -v "^--" | paste - - | sed 's/  */ /g'
+      grep -h "SKIPPED" "$log"
+    done
     echo '```'
+    echo
+    echo "Against PyTorch (bench/summarize.py):"
+    echo
+    cat "$out/table.md" 2>/dev/null || echo "no table"
+    cat "$out/peers.log" 2>/dev/null
   } >"$out/summary.md"
   cat "$out/summary.md"
   ! grep -q "FAILED\|TIMED OUT" "$out/sections.md"
