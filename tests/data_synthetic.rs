@@ -57,6 +57,9 @@ fn synthetic_is_fast_and_reproducible() {
     // One category token per item, 20 categories (+ padding).
     let cat = ds.attribute("category").unwrap().tokens().unwrap();
     assert_eq!(cat.n_token_ids(), cfg.n_categories + 1);
+    let direct = Dataset::synthetic(&cfg, dir2.path()).unwrap();
+    assert_eq!(direct.leave_one_out(), ds.leave_one_out());
+    assert_eq!(direct.n_item_ids(), ds.n_item_ids());
     assert!((1..ds.n_item_ids() as u32).all(|i| cat.tokens(i).len() == 1));
 }
 

@@ -156,6 +156,14 @@ pub fn generate(cfg: &SyntheticConfig, dir: &Path) -> Result<DatasetFiles, DataE
     generate_world(cfg, dir).map(|(files, _)| files)
 }
 
+impl crate::data::Dataset {
+    /// Generates the synthetic dataset into `dir` and loads it through the atomic-file reader
+    /// with [`SyntheticConfig::load_config`].
+    pub fn synthetic(cfg: &SyntheticConfig, dir: &Path) -> Result<crate::data::Dataset, DataError> {
+        crate::data::load(&generate(cfg, dir)?, &cfg.load_config())
+    }
+}
+
 /// Like [`generate`], also returning the hidden world (chain, item categories).
 pub fn generate_world(
     cfg: &SyntheticConfig,
