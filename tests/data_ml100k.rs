@@ -13,12 +13,15 @@ fn ml100k_dir() -> Option<PathBuf> {
     if dir.join("ml-100k.inter").is_file() && dir.join("ml-100k.item").is_file() {
         Some(dir)
     } else {
-        // Written straight to stderr so libtest does not capture it.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED ml-100k tests: {} not found (run scripts/fetch-ml100k.sh)",
-            dir.display()
-        );
+        // One line per test binary, written straight to stderr so libtest does not capture it.
+        static SKIP_LINE: std::sync::Once = std::sync::Once::new();
+        SKIP_LINE.call_once(|| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED ml-100k tests: {} not found (run scripts/fetch-ml100k.sh)",
+                dir.display()
+            );
+        });
         None
     }
 }
