@@ -12,7 +12,6 @@ pub mod autograd;
 pub mod data;
 pub mod device;
 pub mod error;
-pub mod index_tensor;
 pub mod kernels;
 pub mod metrics;
 pub mod ops;
@@ -21,8 +20,7 @@ pub mod tensor;
 
 pub use device::Device;
 pub use error::{Error, Result};
-pub use index_tensor::IndexTensor;
-pub use tensor::Tensor;
+pub use tensor::{IndexTensor, Tensor};
 
 /// The README's code examples, compiled and run as doctests so the README stays true.
 #[cfg(doctest)]

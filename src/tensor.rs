@@ -1,26 +1,36 @@
-//! `Tensor`: a shape plus f32 storage on a device. Storage is shared (`Arc`), so cloning a tensor
-//! is cheap and the tape can keep what a backward needs without copying.
+//! `Tensor`: a shape plus storage on a device: f32 values (`Tensor`) or i32 indices
+//! (`IndexTensor`: lengths L_b, item ids, attribute tokens). Storage is shared (`Arc`), so cloning
+//! a tensor is cheap and the tape can keep what a backward needs without copying.
 use std::sync::Arc;
 
-use crate::device::{Buffer, Device};
+use crate::device::{Buffer, Device, Scalar};
 use crate::{Error, Result};
 
 #[derive(Clone)]
-pub struct Tensor {
+pub struct Tensor<T: Scalar = f32> {
     shape: Vec<usize>,
-    storage: Arc<Buffer<f32>>,
+    storage: Arc<Buffer<T>>,
     device: Device,
 }
 
-impl std::fmt::Debug for Tensor {
+/// i32 values on a device: sequence lengths L_b, item ids, attribute tokens.
+pub type IndexTensor = Tensor<i32>;
+
+impl<T: Scalar> std::fmt::Debug for Tensor<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor({:?} on {})", self.shape, self.device.name())
+        write!(
+            f,
+            "Tensor<{}>({:?} on {})",
+            T::NAME,
+            self.shape,
+            self.device.name()
+        )
     }
 }
 
-impl Tensor {
+impl<T: Scalar> Tensor<T> {
     /// A tensor holding `data` (row-major) on `device`.
-    pub fn from_vec(device: &Device, shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
+    pub fn from_vec(device: &Device, shape: &[usize], data: Vec<T>) -> Result<Tensor<T>> {
         let expected: usize = shape.iter().product();
         if data.len() != expected {
             return Err(Error::shape(
@@ -42,8 +52,8 @@ impl Tensor {
         })
     }
 
-    pub fn zeros(device: &Device, shape: &[usize]) -> Result<Tensor> {
-        let buffer = device.zeros::<f32>(shape.iter().product())?;
+    pub fn zeros(device: &Device, shape: &[usize]) -> Result<Tensor<T>> {
+        let buffer = device.zeros::<T>(shape.iter().product())?;
         Ok(Tensor {
             shape: shape.to_vec(),
             storage: Arc::new(buffer),
@@ -52,7 +62,7 @@ impl Tensor {
     }
 
     /// Wraps a buffer that an op filled. The caller guarantees the length.
-    pub(crate) fn from_buffer(device: &Device, shape: &[usize], buffer: Buffer<f32>) -> Tensor {
+    pub(crate) fn from_buffer(device: &Device, shape: &[usize], buffer: Buffer<T>) -> Tensor<T> {
         debug_assert_eq!(buffer.len(), shape.iter().product::<usize>());
         Tensor {
             shape: shape.to_vec(),
@@ -73,26 +83,26 @@ impl Tensor {
     pub fn device(&self) -> &Device {
         &self.device
     }
-    pub fn buffer(&self) -> &Buffer<f32> {
+    pub fn buffer(&self) -> &Buffer<T> {
         &self.storage
     }
     /// The buffer for writing, copied first if another tensor shares it.
-    pub(crate) fn buffer_mut(&mut self) -> &mut Buffer<f32> {
+    pub(crate) fn buffer_mut(&mut self) -> &mut Buffer<T> {
         Arc::make_mut(&mut self.storage)
     }
 
     /// The values, copied to the host.
-    pub fn to_vec(&self) -> Result<Vec<f32>> {
+    pub fn to_vec(&self) -> Result<Vec<T>> {
         self.device.download(&self.storage)
     }
 
     /// A copy on another device.
-    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+    pub fn to_device(&self, device: &Device) -> Result<Tensor<T>> {
         Tensor::from_vec(device, &self.shape, self.to_vec()?)
     }
 
     /// Same data, another shape of the same size.
-    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor<T>> {
         if shape.iter().product::<usize>() != self.len() {
             return Err(Error::shape(
                 "Tensor::reshape",
@@ -107,12 +117,13 @@ impl Tensor {
     }
 
     /// The host values of a tensor on the CPU device (the reference path of every op).
-    pub(crate) fn host(&self) -> &[f32] {
+    #[allow(dead_code)]
+    pub(crate) fn host(&self) -> &[T] {
         self.storage.host_slice()
     }
 
     /// Checks that `other` lives on this tensor's device.
-    pub(crate) fn same_device(&self, op: &'static str, other: &Tensor) -> Result<()> {
+    pub(crate) fn same_device<U: Scalar>(&self, op: &'static str, other: &Tensor<U>) -> Result<()> {
         if self.device != other.device {
             return Err(Error::DeviceMismatch {
                 op,
