@@ -1,0 +1,493 @@
+// attention.cu: fused dual-score attention of ASIF (spec §3.2 steps 1 to 4, eqs. 1 to 5) and of
+// the baselines and ablations that share its code path (spec §4), forward and backward.
+//
+// What it computes, per sequence b and head (h heads, d_h = d/h, scale 1/√d_h):
+//   S_k = Q_k K_kᵀ for the score pairs k = 1..P (P = 1 SASRec, 2 ASIF: C_XA and C_P, 3 w/o FA);
+//   Π_X = softmax(scale · Σ_k S_k + M)   (eq. 3; eq. 1 is S_1 = C_XA, eq. 2 is S_2 = C_P)
+//   Π_A = softmax(scale · S_1 + M)       (eq. 4, optional output)
+//   Π_P = softmax(scale · S_2 + M)       (eq. 5, optional output, needs P ≥ 2)
+//   O_X = D(Π_X) V_1, O_A = D(Π_A) V_2, O_P = D(Π_P) V_3, D = attention dropout with one mask for
+//   all three softmaxes: kept iff asif_dropout_keep(seed, ((b·h + head)·n + i)·n + j, p), scaled
+//   by 1/(1 − p).
+//   M: key j is valid for query i iff j ≤ i and j < L_b (left-aligned, right-padded sequences).
+//   Masked keys are excluded (−∞), not RecBole's −10000 additive mask; for rows with at least one
+//   valid key the two agree to float precision (exp(−10000) underflows to 0). Rows of padded
+//   queries (i ≥ L_b) are written as zeros and get zero gradient (RecBole computes them from key
+//   0, but they never reach the loss).
+// Layout: every input is the linear layer's [B·n, d] rows (or one [n, d] shared by all
+// sequences: bit k of `shared_mask`, batch stride 0), heads side by side in a row: head `hd`
+// owns columns hd·d_h .. (hd+1)·d_h. Outputs and gradients are [B·n, d] in the same layout.
+// Forward saves only the log-sum-exp of each softmax row (lse[softmax][b][head][i]; the row max is
+// folded into it: P_ij = exp(s_ij − lse_i) exactly), never an n×n matrix.
+//
+// Backward (per softmax s with dropout multiplier m_ij = keep_ij/(1 − p)):
+//   D_s,i = dO_s,i · O_s,i;  dP_s,ij = m_ij (dO_s,i · V_s,j);  dS_s,ij = P_s,ij (dP_s,ij − D_s,i)
+//   dZ_1 = scale (dS_X + dS_A), dZ_2 = scale (dS_X + dS_P), dZ_3 = scale dS_X
+//   dQ_k = dZ_k K_k,  dK_k = dZ_kᵀ Q_k,  dV_s = (m ⊙ P_s)ᵀ dO_s.
+// It recomputes the scores in two passes: a row pass (warp per query, dQ and D) and a column pass
+// (warp per key, dK and dV), so every gradient row is owned by one warp: no atomics, deterministic.
+// Inputs shared by the batch get per-sequence partial gradients ([B·n, d]) that
+// attention_sum_over_batch reduces in a fixed order.
+//
+// Launch shapes (src/ops/attention/cuda.rs):
+//   attention_forward, attention_backward: one block per (sequence, head), grid.x = B·h,
+//     ATTENTION_WARPS warps; warps stride over the L_b valid rows (forward and row pass) or keys
+//     (column pass), then write zeros into the padded rows. n ≤ 64 and d_h ≤ 64: a lane holds
+//     channels lane and lane+32 of a row, and a row's keys are at most two chunks of 32.
+//   attention_sum_over_batch: grid-stride over n·d, each thread sums its column over B in order.
+// Shared memory (static): per warp a 32×33 transpose scratch and 6×64 weights, plus D (3×64):
+//   23.8 KB per block. Dot products of one query row with 32 key rows are formed lanes-over-
+//   channels (coalesced global reads of the key rows, 2 FMAs per lane per row) and reduced through
+//   the padded transpose scratch (conflict-free), so no n×d_h tile has to fit the 48 KB limit.
+//
+// Traffic and floor at the paper's sizes (B = 2048, n = 50, d = 256, h = 4, fp32; perf-floors.md):
+// the forward reads Q1, K1, Q2, K2, V1, V2, V3 and writes three outputs, 1049 MB (629 MB with the
+// position stream shared): 350 µs at 3.0 TB/s on an H100. The backward reads the 7 inputs, 3
+// outputs and 3 output gradients and writes 7 gradients: 1783 MB, 594 µs. Key and value rows are
+// re-read per query row from L1 (a head's K and V tiles are 12.8 KB each).
+//
+// Versions:
+//   1. fp32 CUDA cores, global (L1-cached) key/value reads, transpose-scratch dot products, lse-only
+//      saved state, two-pass deterministic backward. Not yet tensor-core (TF32/bf16 mma), which
+//      perf-floors.md says the backward needs to be memory-bound.
+#include "common.cuh"
+
+#define ATTENTION_MAX_LEN 64
+#define ATTENTION_MAX_HEAD_DIM 64
+#define ATTENTION_WARPS 4
+#define ATTENTION_SCRATCH_STRIDE 33
+
+// Bits of `outputs_mask`: O_X is always computed.
+#define ATTENTION_OUT_A 2
+#define ATTENTION_OUT_P 4
+
+// Bits of `shared_mask`: inputs given once for all sequences (batch stride 0).
+#define ATTENTION_SHARED_Q1 (1 << 0)
+#define ATTENTION_SHARED_K1 (1 << 1)
+#define ATTENTION_SHARED_Q2 (1 << 2)
+#define ATTENTION_SHARED_K2 (1 << 3)
+#define ATTENTION_SHARED_Q3 (1 << 4)
+#define ATTENTION_SHARED_K3 (1 << 5)
+#define ATTENTION_SHARED_V1 (1 << 6)
+#define ATTENTION_SHARED_V2 (1 << 7)
+#define ATTENTION_SHARED_V3 (1 << 8)
+
+// Where the geometry of one block lives.
+struct AttentionBlock {
+    int b, head, n, d, head_dim, col;
+    unsigned long long counter_base;  // (b·h + head)·n
+};
+
+__device__ __forceinline__ const float* attention_row(const float* base, int shared, const AttentionBlock& g, int t) {
+    return base + (shared ? (size_t)0 : (size_t)g.b * g.n * g.d) + (size_t)t * g.d + g.col;
+}
+
+__device__ __forceinline__ float* attention_row_out(float* base, const AttentionBlock& g, int t) {
+    return base + (size_t)g.b * g.n * g.d + (size_t)t * g.d + g.col;
+}
+
+// Channels lane and lane + 32 of a row of one head (zero beyond d_h).
+__device__ __forceinline__ void attention_load(const float* row, int head_dim, float& lo, float& hi) {
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    lo = lane < head_dim ? row[lane] : 0.0f;
+    hi = lane + 32 < head_dim ? row[lane + 32] : 0.0f;
+}
+
+__device__ __forceinline__ void attention_store(float* row, int head_dim, float lo, float hi) {
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    if (lane < head_dim) row[lane] = lo;
+    if (lane + 32 < head_dim) row[lane + 32] = hi;
+}
+
+// Lane r (< rows ≤ 32) gets dot(vector, M[first + r]) where the vector is held as (lo, hi) by
+// every lane. Each lane multiplies its two channels of each row (coalesced reads), the partial
+// products go through the padded transpose scratch, and lane r sums row r in a fixed order.
+__device__ __forceinline__ float attention_dots(const float* matrix, int shared, const AttentionBlock& g, int first,
+                                                int rows, float lo, float hi, float* scratch) {
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    for (int r = 0; r < rows; ++r) {
+        const float* row = attention_row(matrix, shared, g, first + r);
+        float partial = 0.0f;
+        if (lane < g.head_dim) partial = lo * row[lane];
+        if (lane + 32 < g.head_dim) partial += hi * row[lane + 32];
+        scratch[r * ATTENTION_SCRATCH_STRIDE + lane] = partial;
+    }
+    __syncwarp();
+    float total = 0.0f;
+    if (lane < rows) {
+        for (int l = 0; l < ASIF_WARP_SIZE; ++l) total += scratch[lane * ATTENTION_SCRATCH_STRIDE + l];
+    }
+    __syncwarp();
+    return total;
+}
+
+// (lo, hi) += Σ_{r < rows} weights[r] · M[first + r], channels lane and lane + 32.
+__device__ __forceinline__ void attention_accumulate(const float* matrix, int shared, const AttentionBlock& g, int first,
+                                                     int rows, const float* weights, float& lo, float& hi) {
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    for (int r = 0; r < rows; ++r) {
+        const float w = weights[r];
+        const float* row = attention_row(matrix, shared, g, first + r);
+        if (lane < g.head_dim) lo += w * row[lane];
+        if (lane + 32 < g.head_dim) hi += w * row[lane + 32];
+    }
+}
+
+// Dropout multiplier of entry (i, j): 1/(1 − p) if kept, 0 if dropped, 1 without dropout.
+__device__ __forceinline__ float attention_dropout(const AttentionBlock& g, int i, int j, float dropout,
+                                                   unsigned long long seed) {
+    if (dropout <= 0.0f) return 1.0f;
+    const unsigned long long counter = (g.counter_base + (unsigned long long)i) * (unsigned long long)g.n + (unsigned long long)j;
+    return asif_dropout_keep(seed, counter, dropout) ? 1.0f / (1.0f - dropout) : 0.0f;
+}
+
+// Masked softmax over a row spread over two chunks of 32 keys (−∞ where masked). Returns the
+// probabilities in p0/p1 and the row's log-sum-exp. At least one key is valid.
+__device__ __forceinline__ float attention_softmax(float s0, float s1, float& p0, float& p1) {
+    const float row_max = warp_reduce_max(fmaxf(s0, s1));
+    const float e0 = expf(s0 - row_max);
+    const float e1 = expf(s1 - row_max);
+    const float sum = warp_reduce_sum(e0 + e1);
+    p0 = e0 / sum;
+    p1 = e1 / sum;
+    return row_max + logf(sum);
+}
+
+__device__ __forceinline__ AttentionBlock attention_block(int n, int heads, int head_dim) {
+    AttentionBlock g;
+    g.b = blockIdx.x / heads;
+    g.head = blockIdx.x % heads;
+    g.n = n;
+    g.d = heads * head_dim;
+    g.head_dim = head_dim;
+    g.col = g.head * head_dim;
+    g.counter_base = (unsigned long long)blockIdx.x * (unsigned long long)n;
+    return g;
+}
+
+__device__ __forceinline__ int attention_length(const int* lengths, int b, int n) {
+    return min(max(lengths[b], 0), n);
+}
+
+extern "C" __global__ void attention_forward(const float* __restrict__ q1, const float* __restrict__ k1,
+                                             const float* __restrict__ q2, const float* __restrict__ k2,
+                                             const float* __restrict__ q3, const float* __restrict__ k3,
+                                             const float* __restrict__ v1, const float* __restrict__ v2,
+                                             const float* __restrict__ v3, const int* __restrict__ lengths,
+                                             float* __restrict__ out_x, float* __restrict__ out_a,
+                                             float* __restrict__ out_p, float* __restrict__ lse,
+                                             int batch, int n, int heads, int head_dim, int pairs,
+                                             int outputs_mask, int shared_mask, float dropout,
+                                             unsigned long long seed) {
+    __shared__ float scratch_all[ATTENTION_WARPS][32 * ATTENTION_SCRATCH_STRIDE];
+    __shared__ float weights_all[ATTENTION_WARPS][3][ATTENTION_MAX_LEN];
+    if ((int)blockIdx.x >= batch * heads) return;  // uniform across the block
+    const AttentionBlock g = attention_block(n, heads, head_dim);
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    const int warp = threadIdx.x / ASIF_WARP_SIZE;
+    const int warps = blockDim.x / ASIF_WARP_SIZE;
+    float* scratch = scratch_all[warp];
+    const bool want_a = (outputs_mask & ATTENTION_OUT_A) != 0;
+    const bool want_p = (outputs_mask & ATTENTION_OUT_P) != 0;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    const float minus_inf = -asif_infinity();
+    const int length = attention_length(lengths, g.b, n);
+    const size_t lse_stride = (size_t)batch * heads * n;
+    float* lse_row = lse + (size_t)blockIdx.x * n;
+
+    for (int i = warp; i < length; i += warps) {
+        const int count = i + 1;  // keys 0..i, all < L_b
+        float q1_lo, q1_hi, q2_lo = 0.0f, q2_hi = 0.0f, q3_lo = 0.0f, q3_hi = 0.0f;
+        attention_load(attention_row(q1, shared_mask & ATTENTION_SHARED_Q1, g, i), head_dim, q1_lo, q1_hi);
+        if (pairs > 1) attention_load(attention_row(q2, shared_mask & ATTENTION_SHARED_Q2, g, i), head_dim, q2_lo, q2_hi);
+        if (pairs > 2) attention_load(attention_row(q3, shared_mask & ATTENTION_SHARED_Q3, g, i), head_dim, q3_lo, q3_hi);
+
+        float sx[2], sa[2], sp[2];
+        for (int c = 0; c < 2; ++c) {
+            const int first = c * 32;
+            sx[c] = sa[c] = sp[c] = minus_inf;
+            if (first >= count) continue;  // uniform across the warp
+            const int rows = min(32, count - first);
+            const float s1 = attention_dots(k1, shared_mask & ATTENTION_SHARED_K1, g, first, rows, q1_lo, q1_hi, scratch);
+            const float s2 = pairs > 1 ? attention_dots(k2, shared_mask & ATTENTION_SHARED_K2, g, first, rows, q2_lo, q2_hi, scratch) : 0.0f;
+            const float s3 = pairs > 2 ? attention_dots(k3, shared_mask & ATTENTION_SHARED_K3, g, first, rows, q3_lo, q3_hi, scratch) : 0.0f;
+            if (lane < rows) {
+                sx[c] = scale * (s1 + s2 + s3);
+                sa[c] = scale * s1;
+                sp[c] = scale * s2;
+            }
+        }
+
+        float* w = &weights_all[warp][0][0];
+        float multiplier[2];
+        for (int c = 0; c < 2; ++c) {
+            const int j = c * 32 + lane;
+            multiplier[c] = j < count ? attention_dropout(g, i, j, dropout, seed) : 0.0f;
+        }
+        float p0, p1;
+        const float lse_x = attention_softmax(sx[0], sx[1], p0, p1);
+        w[lane] = p0 * multiplier[0];
+        w[32 + lane] = p1 * multiplier[1];
+        float lse_a = 0.0f, lse_p = 0.0f;
+        if (want_a) {
+            lse_a = attention_softmax(sa[0], sa[1], p0, p1);
+            w[ATTENTION_MAX_LEN + lane] = p0 * multiplier[0];
+            w[ATTENTION_MAX_LEN + 32 + lane] = p1 * multiplier[1];
+        }
+        if (want_p) {
+            lse_p = attention_softmax(sp[0], sp[1], p0, p1);
+            w[2 * ATTENTION_MAX_LEN + lane] = p0 * multiplier[0];
+            w[2 * ATTENTION_MAX_LEN + 32 + lane] = p1 * multiplier[1];
+        }
+        __syncwarp();
+
+        float lo = 0.0f, hi = 0.0f;
+        attention_accumulate(v1, shared_mask & ATTENTION_SHARED_V1, g, 0, count, w, lo, hi);
+        attention_store(attention_row_out(out_x, g, i), head_dim, lo, hi);
+        if (want_a) {
+            lo = hi = 0.0f;
+            attention_accumulate(v2, shared_mask & ATTENTION_SHARED_V2, g, 0, count, w + ATTENTION_MAX_LEN, lo, hi);
+            attention_store(attention_row_out(out_a, g, i), head_dim, lo, hi);
+        }
+        if (want_p) {
+            lo = hi = 0.0f;
+            attention_accumulate(v3, shared_mask & ATTENTION_SHARED_V3, g, 0, count, w + 2 * ATTENTION_MAX_LEN, lo, hi);
+            attention_store(attention_row_out(out_p, g, i), head_dim, lo, hi);
+        }
+        if (lane == 0) {
+            lse_row[i] = lse_x;
+            lse_row[lse_stride + i] = lse_a;
+            lse_row[2 * lse_stride + i] = lse_p;
+        }
+        __syncwarp();  // the weights are read by every lane before the next row overwrites them
+    }
+
+    // Padded query rows: zero outputs and statistics, no work.
+    for (int i = length + warp; i < n; i += warps) {
+        attention_store(attention_row_out(out_x, g, i), head_dim, 0.0f, 0.0f);
+        if (want_a) attention_store(attention_row_out(out_a, g, i), head_dim, 0.0f, 0.0f);
+        if (want_p) attention_store(attention_row_out(out_p, g, i), head_dim, 0.0f, 0.0f);
+        if (lane == 0) {
+            lse_row[i] = 0.0f;
+            lse_row[lse_stride + i] = 0.0f;
+            lse_row[2 * lse_stride + i] = 0.0f;
+        }
+    }
+}
+
+extern "C" __global__ void attention_backward(const float* __restrict__ q1, const float* __restrict__ k1,
+                                              const float* __restrict__ q2, const float* __restrict__ k2,
+                                              const float* __restrict__ q3, const float* __restrict__ k3,
+                                              const float* __restrict__ v1, const float* __restrict__ v2,
+                                              const float* __restrict__ v3, const int* __restrict__ lengths,
+                                              const float* __restrict__ out_x, const float* __restrict__ out_a,
+                                              const float* __restrict__ out_p, const float* __restrict__ grad_x,
+                                              const float* __restrict__ grad_a, const float* __restrict__ grad_p,
+                                              const float* __restrict__ lse, float* __restrict__ dq1,
+                                              float* __restrict__ dk1, float* __restrict__ dq2,
+                                              float* __restrict__ dk2, float* __restrict__ dq3,
+                                              float* __restrict__ dk3, float* __restrict__ dv1,
+                                              float* __restrict__ dv2, float* __restrict__ dv3, int batch,
+                                              int n, int heads, int head_dim, int pairs, int outputs_mask,
+                                              int shared_mask, float dropout, unsigned long long seed) {
+    __shared__ float scratch_all[ATTENTION_WARPS][32 * ATTENTION_SCRATCH_STRIDE];
+    __shared__ float weights_all[ATTENTION_WARPS][6][ATTENTION_MAX_LEN];
+    __shared__ float row_dot[3][ATTENTION_MAX_LEN];  // D_s,i = dO_s,i · O_s,i
+    if ((int)blockIdx.x >= batch * heads) return;  // uniform across the block
+    const AttentionBlock g = attention_block(n, heads, head_dim);
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    const int warp = threadIdx.x / ASIF_WARP_SIZE;
+    const int warps = blockDim.x / ASIF_WARP_SIZE;
+    float* scratch = scratch_all[warp];
+    float* w = &weights_all[warp][0][0];
+    const bool want_a = (outputs_mask & ATTENTION_OUT_A) != 0;
+    const bool want_p = (outputs_mask & ATTENTION_OUT_P) != 0;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    const int length = attention_length(lengths, g.b, n);
+    const size_t lse_stride = (size_t)batch * heads * n;
+    const float* lse_x = lse + (size_t)blockIdx.x * n;
+    const float* lse_a = lse_x + lse_stride;
+    const float* lse_p = lse_x + 2 * lse_stride;
+    const int sq1 = shared_mask & ATTENTION_SHARED_Q1, sk1 = shared_mask & ATTENTION_SHARED_K1;
+    const int sq2 = shared_mask & ATTENTION_SHARED_Q2, sk2 = shared_mask & ATTENTION_SHARED_K2;
+    const int sq3 = shared_mask & ATTENTION_SHARED_Q3, sk3 = shared_mask & ATTENTION_SHARED_K3;
+    const int sv1 = shared_mask & ATTENTION_SHARED_V1, sv2 = shared_mask & ATTENTION_SHARED_V2;
+    const int sv3 = shared_mask & ATTENTION_SHARED_V3;
+
+    // Row pass: warp per valid query row i; D_s,i and dQ_k,i.
+    for (int i = warp; i < length; i += warps) {
+        const int count = i + 1;
+        float q1_lo, q1_hi, q2_lo = 0.0f, q2_hi = 0.0f, q3_lo = 0.0f, q3_hi = 0.0f;
+        attention_load(attention_row(q1, sq1, g, i), head_dim, q1_lo, q1_hi);
+        if (pairs > 1) attention_load(attention_row(q2, sq2, g, i), head_dim, q2_lo, q2_hi);
+        if (pairs > 2) attention_load(attention_row(q3, sq3, g, i), head_dim, q3_lo, q3_hi);
+        float gx_lo, gx_hi, ga_lo = 0.0f, ga_hi = 0.0f, gp_lo = 0.0f, gp_hi = 0.0f, o_lo, o_hi;
+        attention_load(attention_row(grad_x, 0, g, i), head_dim, gx_lo, gx_hi);
+        attention_load(attention_row(out_x, 0, g, i), head_dim, o_lo, o_hi);
+        const float d_x = warp_reduce_sum(gx_lo * o_lo + gx_hi * o_hi);
+        float d_a = 0.0f, d_p = 0.0f;
+        if (want_a) {
+            attention_load(attention_row(grad_a, 0, g, i), head_dim, ga_lo, ga_hi);
+            attention_load(attention_row(out_a, 0, g, i), head_dim, o_lo, o_hi);
+            d_a = warp_reduce_sum(ga_lo * o_lo + ga_hi * o_hi);
+        }
+        if (want_p) {
+            attention_load(attention_row(grad_p, 0, g, i), head_dim, gp_lo, gp_hi);
+            attention_load(attention_row(out_p, 0, g, i), head_dim, o_lo, o_hi);
+            d_p = warp_reduce_sum(gp_lo * o_lo + gp_hi * o_hi);
+        }
+        if (lane == 0) {
+            row_dot[0][i] = d_x;
+            row_dot[1][i] = d_a;
+            row_dot[2][i] = d_p;
+        }
+
+        for (int c = 0; c < 2; ++c) {
+            const int first = c * 32;
+            if (first >= count) break;  // uniform across the warp
+            const int rows = min(32, count - first);
+            const float s1 = attention_dots(k1, sk1, g, first, rows, q1_lo, q1_hi, scratch);
+            const float s2 = pairs > 1 ? attention_dots(k2, sk2, g, first, rows, q2_lo, q2_hi, scratch) : 0.0f;
+            const float s3 = pairs > 2 ? attention_dots(k3, sk3, g, first, rows, q3_lo, q3_hi, scratch) : 0.0f;
+            const float dp_x = attention_dots(v1, sv1, g, first, rows, gx_lo, gx_hi, scratch);
+            const float dp_a = want_a ? attention_dots(v2, sv2, g, first, rows, ga_lo, ga_hi, scratch) : 0.0f;
+            const float dp_p = want_p ? attention_dots(v3, sv3, g, first, rows, gp_lo, gp_hi, scratch) : 0.0f;
+            const int j = first + lane;
+            float ds_x = 0.0f, ds_a = 0.0f, ds_p = 0.0f;
+            if (lane < rows) {
+                const float m = attention_dropout(g, i, j, dropout, seed);
+                const float p_x = expf(scale * (s1 + s2 + s3) - lse_x[i]);
+                ds_x = p_x * (m * dp_x - d_x);
+                if (want_a) {
+                    const float p_a = expf(scale * s1 - lse_a[i]);
+                    ds_a = p_a * (m * dp_a - d_a);
+                }
+                if (want_p) {
+                    const float p_p = expf(scale * s2 - lse_p[i]);
+                    ds_p = p_p * (m * dp_p - d_p);
+                }
+            }
+            w[j] = scale * (ds_x + ds_a);
+            w[ATTENTION_MAX_LEN + j] = scale * (ds_x + ds_p);
+            w[2 * ATTENTION_MAX_LEN + j] = scale * ds_x;
+        }
+        __syncwarp();
+        float lo = 0.0f, hi = 0.0f;
+        attention_accumulate(k1, sk1, g, 0, count, w, lo, hi);
+        attention_store(attention_row_out(dq1, g, i), head_dim, lo, hi);
+        if (pairs > 1) {
+            lo = hi = 0.0f;
+            attention_accumulate(k2, sk2, g, 0, count, w + ATTENTION_MAX_LEN, lo, hi);
+            attention_store(attention_row_out(dq2, g, i), head_dim, lo, hi);
+        }
+        if (pairs > 2) {
+            lo = hi = 0.0f;
+            attention_accumulate(k3, sk3, g, 0, count, w + 2 * ATTENTION_MAX_LEN, lo, hi);
+            attention_store(attention_row_out(dq3, g, i), head_dim, lo, hi);
+        }
+        __syncwarp();
+    }
+    for (int i = length + warp; i < n; i += warps) {
+        attention_store(attention_row_out(dq1, g, i), head_dim, 0.0f, 0.0f);
+        if (pairs > 1) attention_store(attention_row_out(dq2, g, i), head_dim, 0.0f, 0.0f);
+        if (pairs > 2) attention_store(attention_row_out(dq3, g, i), head_dim, 0.0f, 0.0f);
+    }
+    __syncthreads();  // row_dot is complete
+
+    // Column pass: warp per valid key row j; queries j..L_b−1; dK_k,j and dV_s,j.
+    for (int j = warp; j < length; j += warps) {
+        const int count = length - j;
+        float k1_lo, k1_hi, k2_lo = 0.0f, k2_hi = 0.0f, k3_lo = 0.0f, k3_hi = 0.0f;
+        attention_load(attention_row(k1, sk1, g, j), head_dim, k1_lo, k1_hi);
+        if (pairs > 1) attention_load(attention_row(k2, sk2, g, j), head_dim, k2_lo, k2_hi);
+        if (pairs > 2) attention_load(attention_row(k3, sk3, g, j), head_dim, k3_lo, k3_hi);
+        float vx_lo, vx_hi, va_lo = 0.0f, va_hi = 0.0f, vp_lo = 0.0f, vp_hi = 0.0f;
+        attention_load(attention_row(v1, sv1, g, j), head_dim, vx_lo, vx_hi);
+        if (want_a) attention_load(attention_row(v2, sv2, g, j), head_dim, va_lo, va_hi);
+        if (want_p) attention_load(attention_row(v3, sv3, g, j), head_dim, vp_lo, vp_hi);
+
+        for (int c = 0; c < 2; ++c) {
+            const int offset = c * 32;
+            if (offset >= count) break;  // uniform across the warp
+            const int first = j + offset;
+            const int rows = min(32, count - offset);
+            const float s1 = attention_dots(q1, sq1, g, first, rows, k1_lo, k1_hi, scratch);
+            const float s2 = pairs > 1 ? attention_dots(q2, sq2, g, first, rows, k2_lo, k2_hi, scratch) : 0.0f;
+            const float s3 = pairs > 2 ? attention_dots(q3, sq3, g, first, rows, k3_lo, k3_hi, scratch) : 0.0f;
+            const float dp_x = attention_dots(grad_x, 0, g, first, rows, vx_lo, vx_hi, scratch);
+            const float dp_a = want_a ? attention_dots(grad_a, 0, g, first, rows, va_lo, va_hi, scratch) : 0.0f;
+            const float dp_p = want_p ? attention_dots(grad_p, 0, g, first, rows, vp_lo, vp_hi, scratch) : 0.0f;
+            const int r = offset + lane;
+            const int i = j + r;
+            float ds_x = 0.0f, ds_a = 0.0f, ds_p = 0.0f, pk_x = 0.0f, pk_a = 0.0f, pk_p = 0.0f;
+            if (lane < rows) {
+                const float m = attention_dropout(g, i, j, dropout, seed);
+                const float p_x = expf(scale * (s1 + s2 + s3) - lse_x[i]);
+                pk_x = m * p_x;
+                ds_x = p_x * (m * dp_x - row_dot[0][i]);
+                if (want_a) {
+                    const float p_a = expf(scale * s1 - lse_a[i]);
+                    pk_a = m * p_a;
+                    ds_a = p_a * (m * dp_a - row_dot[1][i]);
+                }
+                if (want_p) {
+                    const float p_p = expf(scale * s2 - lse_p[i]);
+                    pk_p = m * p_p;
+                    ds_p = p_p * (m * dp_p - row_dot[2][i]);
+                }
+            }
+            w[r] = scale * (ds_x + ds_a);
+            w[ATTENTION_MAX_LEN + r] = scale * (ds_x + ds_p);
+            w[2 * ATTENTION_MAX_LEN + r] = scale * ds_x;
+            w[3 * ATTENTION_MAX_LEN + r] = pk_x;
+            w[4 * ATTENTION_MAX_LEN + r] = pk_a;
+            w[5 * ATTENTION_MAX_LEN + r] = pk_p;
+        }
+        __syncwarp();
+        float lo = 0.0f, hi = 0.0f;
+        attention_accumulate(q1, sq1, g, j, count, w, lo, hi);
+        attention_store(attention_row_out(dk1, g, j), head_dim, lo, hi);
+        if (pairs > 1) {
+            lo = hi = 0.0f;
+            attention_accumulate(q2, sq2, g, j, count, w + ATTENTION_MAX_LEN, lo, hi);
+            attention_store(attention_row_out(dk2, g, j), head_dim, lo, hi);
+        }
+        if (pairs > 2) {
+            lo = hi = 0.0f;
+            attention_accumulate(q3, sq3, g, j, count, w + 2 * ATTENTION_MAX_LEN, lo, hi);
+            attention_store(attention_row_out(dk3, g, j), head_dim, lo, hi);
+        }
+        lo = hi = 0.0f;
+        attention_accumulate(grad_x, 0, g, j, count, w + 3 * ATTENTION_MAX_LEN, lo, hi);
+        attention_store(attention_row_out(dv1, g, j), head_dim, lo, hi);
+        if (want_a) {
+            lo = hi = 0.0f;
+            attention_accumulate(grad_a, 0, g, j, count, w + 4 * ATTENTION_MAX_LEN, lo, hi);
+            attention_store(attention_row_out(dv2, g, j), head_dim, lo, hi);
+        }
+        if (want_p) {
+            lo = hi = 0.0f;
+            attention_accumulate(grad_p, 0, g, j, count, w + 5 * ATTENTION_MAX_LEN, lo, hi);
+            attention_store(attention_row_out(dv3, g, j), head_dim, lo, hi);
+        }
+        __syncwarp();
+    }
+    for (int j = length + warp; j < n; j += warps) {
+        attention_store(attention_row_out(dk1, g, j), head_dim, 0.0f, 0.0f);
+        if (pairs > 1) attention_store(attention_row_out(dk2, g, j), head_dim, 0.0f, 0.0f);
+        if (pairs > 2) attention_store(attention_row_out(dk3, g, j), head_dim, 0.0f, 0.0f);
+        attention_store(attention_row_out(dv1, g, j), head_dim, 0.0f, 0.0f);
+        if (want_a) attention_store(attention_row_out(dv2, g, j), head_dim, 0.0f, 0.0f);
+        if (want_p) attention_store(attention_row_out(dv3, g, j), head_dim, 0.0f, 0.0f);
+    }
+}
+
+// out[t] = Σ_b partial[b·count + t], b in order: the gradient of an input shared by the batch.
+extern "C" __global__ void attention_sum_over_batch(const float* __restrict__ partial, float* __restrict__ out,
+                                                    int batch, int count) {
+    for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < count; t += gridDim.x * blockDim.x) {
+        float total = 0.0f;
+        for (int b = 0; b < batch; ++b) total += partial[(size_t)b * count + t];
+        out[t] = total;
+    }
+}

@@ -1,0 +1,233 @@
+//! Reference fused dual-score attention, generic over the float type so the same code serves f32
+//! parity tests and f64 finite-difference checks. Written for clarity: plain loops per sequence,
+//! head and query row, over the valid keys only (masked keys are excluded, the −∞ semantics).
+use num_traits::Float;
+
+use crate::rng;
+
+/// One input: `[B, n, d]` values, or `[n, d]` given once for the whole batch (`shared`, batch
+/// stride 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Matrix<'a, F> {
+    pub values: &'a [F],
+    pub shared: bool,
+}
+
+impl<'a, F> Matrix<'a, F> {
+    pub fn per_sequence(values: &'a [F]) -> Self {
+        Matrix { values, shared: false }
+    }
+    pub fn shared(values: &'a [F]) -> Self {
+        Matrix { values, shared: true }
+    }
+}
+
+/// Sizes: `batch` sequences of `seq_len` slots, `heads` heads of `head_dim` channels
+/// (d = heads · head_dim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub batch: usize,
+    pub seq_len: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+impl Geometry {
+    pub fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+    /// Offset of channel `col` of slot `t` of sequence `b` in `m`.
+    fn at<F>(&self, m: &Matrix<'_, F>, b: usize, t: usize, col: usize) -> usize {
+        let d = self.width();
+        (if m.shared { 0 } else { b * self.seq_len * d }) + t * d + col
+    }
+    /// The dropout counter of entry (query `i`, key `j`) of sequence `b`, head `head`.
+    pub fn dropout_counter(&self, b: usize, head: usize, i: usize, j: usize) -> u64 {
+        (((b * self.heads + head) * self.seq_len + i) * self.seq_len + j) as u64
+    }
+    fn stats_len(&self) -> usize {
+        self.batch * self.heads * self.seq_len
+    }
+}
+
+/// Everything the op reads. `pairs[0]` is (Q1, K1) (C_XA, or SASRec's only pair), `pairs[1]` is
+/// (Q2, K2) (C_P), `pairs[2]` the third pair of w/o FA. `values` are V1 (required), V2 (gives
+/// O_A = Π_A V2) and V3 (gives O_P = Π_P V3, needs `pairs[1]`).
+#[derive(Debug, Clone)]
+pub struct Problem<'a, F> {
+    pub geometry: Geometry,
+    /// L_b per sequence, clamped to [0, n].
+    pub lengths: &'a [i32],
+    pub pairs: Vec<(Matrix<'a, F>, Matrix<'a, F>)>,
+    pub values: [Option<Matrix<'a, F>>; 3],
+    pub dropout: f32,
+    pub seed: u64,
+}
+
+/// Outputs O_X, O_A, O_P (`[B, n, d]`, present where the value was given) and the log-sum-exp of
+/// every softmax row, `[3, B, h, n]` (softmax X, A, P; zero for padded rows and absent softmaxes).
+#[derive(Debug, Clone)]
+pub struct Forward<F> {
+    pub outputs: [Option<Vec<F>>; 3],
+    pub log_sum_exp: Vec<F>,
+}
+
+/// dQ_k and dK_k per pair, dV1..dV3; each has its input's shape (`[n, d]` summed over the batch
+/// for shared inputs).
+#[derive(Debug, Clone)]
+pub struct Gradients<F> {
+    pub pairs: Vec<(Vec<F>, Vec<F>)>,
+    pub values: [Option<Vec<F>>; 3],
+}
+
+fn cast<F: Float>(x: f64) -> F {
+    F::from(x).unwrap_or_else(F::nan)
+}
+
+fn length(lengths: &[i32], b: usize, n: usize) -> usize {
+    lengths[b].clamp(0, n as i32) as usize
+}
+
+impl<F: Float> Problem<'_, F> {
+    fn scale(&self) -> F {
+        cast::<F>(1.0 / (self.geometry.head_dim as f64).sqrt())
+    }
+    /// 1/(1 − p) where entry (i, j) is kept, 0 where dropped; 1 without dropout.
+    fn dropout_multiplier(&self, b: usize, head: usize, i: usize, j: usize) -> F {
+        if self.dropout <= 0.0 {
+            return F::one();
+        }
+        let counter = self.geometry.dropout_counter(b, head, i, j);
+        if rng::dropout_keep(self.seed, counter, self.dropout) {
+            cast::<F>(1.0 / (1.0 - self.dropout as f64))
+        } else {
+            F::zero()
+        }
+    }
+    /// q · k over one head's channels.
+    fn dot(&self, q: &Matrix<'_, F>, k: &Matrix<'_, F>, b: usize, head: usize, i: usize, j: usize) -> F {
+        let g = &self.geometry;
+        let col = head * g.head_dim;
+        (0..g.head_dim).fold(F::zero(), |s, c| {
+            s + q.values[g.at(q, b, i, col + c)] * k.values[g.at(k, b, j, col + c)]
+        })
+    }
+    /// Raw scores S_k(i, j) of pair k, for the keys j ≤ i.
+    fn scores(&self, b: usize, head: usize, i: usize) -> Vec<Vec<F>> {
+        self.pairs
+            .iter()
+            .map(|(q, k)| (0..=i).map(|j| self.dot(q, k, b, head, i, j)).collect())
+            .collect()
+    }
+    /// Scaled logits of softmax `s` (0 = X: sum of all pairs, 1 = A: pair 0, 2 = P: pair 1).
+    fn logits(&self, scores: &[Vec<F>], s: usize, j: usize) -> F {
+        let raw = match s {
+            0 => scores.iter().fold(F::zero(), |acc, pair| acc + pair[j]),
+            1 => scores[0][j],
+            _ => scores[1][j],
+        };
+        raw * self.scale()
+    }
+}
+
+/// O_X, O_A, O_P and the log-sum-exp statistics.
+pub fn forward<F: Float>(problem: &Problem<'_, F>) -> Forward<F> {
+    let g = problem.geometry;
+    let (n, d) = (g.seq_len, g.width());
+    let mut outputs: [Option<Vec<F>>; 3] =
+        std::array::from_fn(|s| problem.values[s].map(|_| vec![F::zero(); g.batch * n * d]));
+    let mut log_sum_exp = vec![F::zero(); 3 * g.stats_len()];
+    for b in 0..g.batch {
+        let length = length(problem.lengths, b, n);
+        for head in 0..g.heads {
+            let col = head * g.head_dim;
+            for i in 0..length {
+                let scores = problem.scores(b, head, i);
+                for s in 0..3 {
+                    let (Some(value), Some(out)) = (problem.values[s], outputs[s].as_mut()) else {
+                        continue;
+                    };
+                    let logits: Vec<F> = (0..=i).map(|j| problem.logits(&scores, s, j)).collect();
+                    let max = logits.iter().fold(F::neg_infinity(), |m, &x| m.max(x));
+                    let sum = logits.iter().fold(F::zero(), |acc, &x| acc + (x - max).exp());
+                    log_sum_exp[(s * g.batch * g.heads + b * g.heads + head) * n + i] = max + sum.ln();
+                    for (j, &logit) in logits.iter().enumerate() {
+                        let weight = (logit - max).exp() / sum * problem.dropout_multiplier(b, head, i, j);
+                        for c in 0..g.head_dim {
+                            let o = b * n * d + i * d + col + c;
+                            out[o] = out[o] + weight * value.values[g.at(&value, b, j, col + c)];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Forward { outputs, log_sum_exp }
+}
+
+/// Gradients of every input given the upstream gradients of the present outputs (`None`: zero).
+/// Padded query rows contribute nothing, whatever their upstream gradient.
+pub fn backward<F: Float>(
+    problem: &Problem<'_, F>,
+    forward: &Forward<F>,
+    output_grads: [Option<&[F]>; 3],
+) -> Gradients<F> {
+    let g = problem.geometry;
+    let (n, d) = (g.seq_len, g.width());
+    let zeros_like = |m: &Matrix<'_, F>| vec![F::zero(); m.values.len()];
+    let mut pair_grads: Vec<(Vec<F>, Vec<F>)> =
+        problem.pairs.iter().map(|(q, k)| (zeros_like(q), zeros_like(k))).collect();
+    let mut value_grads: [Option<Vec<F>>; 3] =
+        std::array::from_fn(|s| problem.values[s].as_ref().map(zeros_like));
+    let scale = problem.scale();
+    for b in 0..g.batch {
+        let length = length(problem.lengths, b, n);
+        for head in 0..g.heads {
+            let col = head * g.head_dim;
+            for i in 0..length {
+                let scores = problem.scores(b, head, i);
+                // dZ_k(i, j): gradient of the raw score of pair k.
+                let mut score_grads = vec![vec![F::zero(); i + 1]; problem.pairs.len()];
+                for s in 0..3 {
+                    let (Some(value), Some(out), Some(grad)) =
+                        (problem.values[s], forward.outputs[s].as_ref(), output_grads[s])
+                    else {
+                        continue;
+                    };
+                    let row = |t: &[F], c: usize| t[b * n * d + i * d + col + c];
+                    // D_i = dO_i · O_i.
+                    let row_dot = (0..g.head_dim).fold(F::zero(), |acc, c| acc + row(grad, c) * row(out, c));
+                    let lse = forward.log_sum_exp[(s * g.batch * g.heads + b * g.heads + head) * n + i];
+                    for j in 0..=i {
+                        let p = (problem.logits(&scores, s, j) - lse).exp();
+                        let m = problem.dropout_multiplier(b, head, i, j);
+                        let grad_value = value_grads[s].as_mut().expect("present value");
+                        let mut grad_p = F::zero();
+                        for c in 0..g.head_dim {
+                            let v = g.at(&value, b, j, col + c);
+                            grad_p = grad_p + row(grad, c) * value.values[v];
+                            grad_value[v] = grad_value[v] + m * p * row(grad, c);
+                        }
+                        let grad_logit = p * (m * grad_p - row_dot) * scale;
+                        for (k, pair_grad) in score_grads.iter_mut().enumerate() {
+                            if s == 0 || (s == 1 && k == 0) || (s == 2 && k == 1) {
+                                pair_grad[j] = pair_grad[j] + grad_logit;
+                            }
+                        }
+                    }
+                }
+                for (k, (q, key)) in problem.pairs.iter().enumerate() {
+                    let (dq, dk) = &mut pair_grads[k];
+                    for (j, &dz) in score_grads[k].iter().enumerate() {
+                        for c in 0..g.head_dim {
+                            let (qi, kj) = (g.at(q, b, i, col + c), g.at(key, b, j, col + c));
+                            dq[qi] = dq[qi] + dz * key.values[kj];
+                            dk[kj] = dk[kj] + dz * q.values[qi];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Gradients { pairs: pair_grads, values: value_grads }
+}
