@@ -24,27 +24,31 @@
 //   D_s,i = dO_s,i · O_s,i;  dP_s,ij = m_ij (dO_s,i · V_s,j);  dS_s,ij = P_s,ij (dP_s,ij − D_s,i)
 //   dZ_1 = scale (dS_X + dS_A), dZ_2 = scale (dS_X + dS_P), dZ_3 = scale dS_X
 //   dQ_k = dZ_k K_k,  dK_k = dZ_kᵀ Q_k,  dV_s = (m ⊙ P_s)ᵀ dO_s.
-// It recomputes the scores in two passes: a row pass (warp per query, dQ and D) and a column pass
-// (warp per key, dK and dV), so every gradient row is owned by one warp: no atomics, deterministic.
-// Inputs shared by the batch get per-sequence partial gradients ([B·n, d]) that
-// attention_sum_over_batch reduces in a fixed order.
+// It recomputes the scores in two kernels: a row pass (attention_backward_queries: warp per
+// query, D_s,i and dQ) and a column pass (attention_backward_keys: warp per key, dK and dV), so
+// every gradient row is owned by one warp: no atomics, deterministic. D_s,i goes through a small
+// [3, B, h, n] buffer between them. Inputs shared by the batch get per-sequence partial gradients
+// ([B·n, d]) that attention_sum_over_batch reduces in a fixed order.
 //
 // Launch shapes (src/ops/attention/cuda.rs):
-//   attention_forward, attention_backward: one block per (sequence, head), grid.x = B·h,
-//     ATTENTION_WARPS warps; warps stride over the L_b valid rows (forward and row pass) or keys
-//     (column pass), then write zeros into the padded rows. n ≤ 64 and d_h ≤ 64: a lane holds
-//     channels lane and lane+32 of a row, and a row's keys are at most two chunks of 32.
+//   attention_forward, attention_backward_queries, attention_backward_keys: one block per
+//     (sequence, head), grid.x = B·h, ATTENTION_WARPS = 4 warps; warps stride over the L_b valid
+//     rows (forward and row pass) or keys (column pass), then write zeros into the padded rows.
+//     n ≤ 64 and d_h ≤ 64: a lane holds channels lane and lane + 32 of a row, and a row's keys
+//     are at most two chunks of 32.
 //   attention_sum_over_batch: grid-stride over n·d, each thread sums its column over B in order.
-// Shared memory (static): per warp a 32×33 transpose scratch and 6×64 weights, plus D (3×64):
-//   23.8 KB per block. Dot products of one query row with 32 key rows are formed lanes-over-
-//   channels (coalesced global reads of the key rows, 2 FMAs per lane per row) and reduced through
-//   the padded transpose scratch (conflict-free), so no n×d_h tile has to fit the 48 KB limit.
+// Shared memory (static): per warp a 32×33 transpose scratch and 3×64 weights (6×64 in the column
+//   pass): 20.0 KB per block (23.0 KB). Registers ≤ 64 (launch bounds: 8 blocks of 128 per SM).
+//   Dot products of one query row with 32 key rows are formed lanes-over-channels (coalesced
+//   global reads of the key rows, 2 FMAs per lane per row) and reduced through the padded
+//   transpose scratch (conflict-free), so no n×d_h tile has to fit the 48 KB limit.
 //
 // Traffic and floor at the paper's sizes (B = 2048, n = 50, d = 256, h = 4, fp32; perf-floors.md):
 // the forward reads Q1, K1, Q2, K2, V1, V2, V3 and writes three outputs, 1049 MB (629 MB with the
-// position stream shared): 350 µs at 3.0 TB/s on an H100. The backward reads the 7 inputs, 3
-// outputs and 3 output gradients and writes 7 gradients: 1783 MB, 594 µs. Key and value rows are
-// re-read per query row from L1 (a head's K and V tiles are 12.8 KB each).
+// position stream shared): 350 µs at 3.0 TB/s on an H100. The backward's floor reads the 7 inputs
+// and 3 output gradients and writes 7 gradients: 1783 MB, 594 µs; this version also reads O_X,
+// O_A, O_P for D (+315 MB) and, for inputs shared by the batch, writes and re-reads per-sequence
+// partial gradients. Key and value rows are re-read per query row from L1 (12.8 KB per head).
 //
 // Versions:
 //   1. fp32 CUDA cores, global (L1-cached) key/value reads, transpose-scratch dot products, lse-only
@@ -56,6 +60,8 @@
 #define ATTENTION_MAX_HEAD_DIM 64
 #define ATTENTION_WARPS 4
 #define ATTENTION_SCRATCH_STRIDE 33
+// 8 blocks of 128 threads per SM: at most 64 registers per thread.
+#define ATTENTION_MIN_BLOCKS 8
 
 // Bits of `outputs_mask`: O_X is always computed.
 #define ATTENTION_OUT_A 2
@@ -105,6 +111,7 @@ __device__ __forceinline__ void attention_store(float* row, int head_dim, float 
 __device__ __forceinline__ float attention_dots(const float* matrix, int shared, const AttentionBlock& g, int first,
                                                 int rows, float lo, float hi, float* scratch) {
     const int lane = threadIdx.x % ASIF_WARP_SIZE;
+#pragma unroll 4
     for (int r = 0; r < rows; ++r) {
         const float* row = attention_row(matrix, shared, g, first + r);
         float partial = 0.0f;
@@ -125,6 +132,7 @@ __device__ __forceinline__ float attention_dots(const float* matrix, int shared,
 __device__ __forceinline__ void attention_accumulate(const float* matrix, int shared, const AttentionBlock& g, int first,
                                                      int rows, const float* weights, float& lo, float& hi) {
     const int lane = threadIdx.x % ASIF_WARP_SIZE;
+#pragma unroll 4
     for (int r = 0; r < rows; ++r) {
         const float w = weights[r];
         const float* row = attention_row(matrix, shared, g, first + r);
@@ -275,24 +283,43 @@ extern "C" __global__ void attention_forward(const float* __restrict__ q1, const
     }
 }
 
-extern "C" __global__ void attention_backward(const float* __restrict__ q1, const float* __restrict__ k1,
-                                              const float* __restrict__ q2, const float* __restrict__ k2,
-                                              const float* __restrict__ q3, const float* __restrict__ k3,
-                                              const float* __restrict__ v1, const float* __restrict__ v2,
-                                              const float* __restrict__ v3, const int* __restrict__ lengths,
-                                              const float* __restrict__ out_x, const float* __restrict__ out_a,
-                                              const float* __restrict__ out_p, const float* __restrict__ grad_x,
-                                              const float* __restrict__ grad_a, const float* __restrict__ grad_p,
-                                              const float* __restrict__ lse, float* __restrict__ dq1,
-                                              float* __restrict__ dk1, float* __restrict__ dq2,
-                                              float* __restrict__ dk2, float* __restrict__ dq3,
-                                              float* __restrict__ dk3, float* __restrict__ dv1,
-                                              float* __restrict__ dv2, float* __restrict__ dv3, int batch,
-                                              int n, int heads, int head_dim, int pairs, int outputs_mask,
-                                              int shared_mask, float dropout, unsigned long long seed) {
+// Register budget (tests/nvrtc.rs: ≤ 64): the backward kernels hold many row pointers; the launch
+// bounds let ptxas re-read them from the parameter bank instead of keeping them all live. Declared
+// here so the definitions keep the one entry-point form that build.rs and the emulator scan for.
+extern "C" {
+__global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_MIN_BLOCKS) attention_backward_queries(
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const int* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__,
+    int, int, int, int, int, int, int, float, unsigned long long);
+__global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_MIN_BLOCKS) attention_backward_keys(
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const int* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, float* __restrict__,
+    float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__,
+    int, int, int, int, int, int, int, float, unsigned long long);
+}
+
+// Row pass of the backward: warp per valid query row i; D_s,i = dO_s,i · O_s,i (saved to
+// row_dot[s][b][head][i] for the column pass) and dQ_k,i. Padded rows get zero dQ.
+extern "C" __global__ void attention_backward_queries(const float* __restrict__ q1, const float* __restrict__ k1,
+                                                      const float* __restrict__ q2, const float* __restrict__ k2,
+                                                      const float* __restrict__ q3, const float* __restrict__ k3,
+                                                      const float* __restrict__ v1, const float* __restrict__ v2,
+                                                      const float* __restrict__ v3, const int* __restrict__ lengths,
+                                                      const float* __restrict__ out_x, const float* __restrict__ out_a,
+                                                      const float* __restrict__ out_p, const float* __restrict__ grad_x,
+                                                      const float* __restrict__ grad_a, const float* __restrict__ grad_p,
+                                                      const float* __restrict__ lse, float* __restrict__ row_dot,
+                                                      float* __restrict__ dq1, float* __restrict__ dq2,
+                                                      float* __restrict__ dq3, int batch, int n, int heads,
+                                                      int head_dim, int pairs, int outputs_mask, int shared_mask,
+                                                      float dropout, unsigned long long seed) {
     __shared__ float scratch_all[ATTENTION_WARPS][32 * ATTENTION_SCRATCH_STRIDE];
-    __shared__ float weights_all[ATTENTION_WARPS][6][ATTENTION_MAX_LEN];
-    __shared__ float row_dot[3][ATTENTION_MAX_LEN];  // D_s,i = dO_s,i · O_s,i
+    __shared__ float weights_all[ATTENTION_WARPS][3][ATTENTION_MAX_LEN];
     if ((int)blockIdx.x >= batch * heads) return;  // uniform across the block
     const AttentionBlock g = attention_block(n, heads, head_dim);
     const int lane = threadIdx.x % ASIF_WARP_SIZE;
@@ -304,68 +331,68 @@ extern "C" __global__ void attention_backward(const float* __restrict__ q1, cons
     const bool want_p = (outputs_mask & ATTENTION_OUT_P) != 0;
     const float scale = 1.0f / sqrtf((float)head_dim);
     const int length = attention_length(lengths, g.b, n);
-    const size_t lse_stride = (size_t)batch * heads * n;
+    const size_t stats_stride = (size_t)batch * heads * n;
     const float* lse_x = lse + (size_t)blockIdx.x * n;
-    const float* lse_a = lse_x + lse_stride;
-    const float* lse_p = lse_x + 2 * lse_stride;
-    const int sq1 = shared_mask & ATTENTION_SHARED_Q1, sk1 = shared_mask & ATTENTION_SHARED_K1;
-    const int sq2 = shared_mask & ATTENTION_SHARED_Q2, sk2 = shared_mask & ATTENTION_SHARED_K2;
-    const int sq3 = shared_mask & ATTENTION_SHARED_Q3, sk3 = shared_mask & ATTENTION_SHARED_K3;
-    const int sv1 = shared_mask & ATTENTION_SHARED_V1, sv2 = shared_mask & ATTENTION_SHARED_V2;
-    const int sv3 = shared_mask & ATTENTION_SHARED_V3;
+    float* dot_x = row_dot + (size_t)blockIdx.x * n;
 
-    // Row pass: warp per valid query row i; D_s,i and dQ_k,i.
     for (int i = warp; i < length; i += warps) {
         const int count = i + 1;
-        float q1_lo, q1_hi, q2_lo = 0.0f, q2_hi = 0.0f, q3_lo = 0.0f, q3_hi = 0.0f;
-        attention_load(attention_row(q1, sq1, g, i), head_dim, q1_lo, q1_hi);
-        if (pairs > 1) attention_load(attention_row(q2, sq2, g, i), head_dim, q2_lo, q2_hi);
-        if (pairs > 2) attention_load(attention_row(q3, sq3, g, i), head_dim, q3_lo, q3_hi);
-        float gx_lo, gx_hi, ga_lo = 0.0f, ga_hi = 0.0f, gp_lo = 0.0f, gp_hi = 0.0f, o_lo, o_hi;
-        attention_load(attention_row(grad_x, 0, g, i), head_dim, gx_lo, gx_hi);
+        float q_lo, q_hi, g_lo, g_hi, o_lo, o_hi;
+        attention_load(attention_row(grad_x, 0, g, i), head_dim, g_lo, g_hi);
         attention_load(attention_row(out_x, 0, g, i), head_dim, o_lo, o_hi);
-        const float d_x = warp_reduce_sum(gx_lo * o_lo + gx_hi * o_hi);
+        const float d_x = warp_reduce_sum(g_lo * o_lo + g_hi * o_hi);
         float d_a = 0.0f, d_p = 0.0f;
         if (want_a) {
-            attention_load(attention_row(grad_a, 0, g, i), head_dim, ga_lo, ga_hi);
+            attention_load(attention_row(grad_a, 0, g, i), head_dim, g_lo, g_hi);
             attention_load(attention_row(out_a, 0, g, i), head_dim, o_lo, o_hi);
-            d_a = warp_reduce_sum(ga_lo * o_lo + ga_hi * o_hi);
+            d_a = warp_reduce_sum(g_lo * o_lo + g_hi * o_hi);
         }
         if (want_p) {
-            attention_load(attention_row(grad_p, 0, g, i), head_dim, gp_lo, gp_hi);
+            attention_load(attention_row(grad_p, 0, g, i), head_dim, g_lo, g_hi);
             attention_load(attention_row(out_p, 0, g, i), head_dim, o_lo, o_hi);
-            d_p = warp_reduce_sum(gp_lo * o_lo + gp_hi * o_hi);
+            d_p = warp_reduce_sum(g_lo * o_lo + g_hi * o_hi);
         }
         if (lane == 0) {
-            row_dot[0][i] = d_x;
-            row_dot[1][i] = d_a;
-            row_dot[2][i] = d_p;
+            dot_x[i] = d_x;
+            dot_x[stats_stride + i] = d_a;
+            dot_x[2 * stats_stride + i] = d_p;
         }
 
         for (int c = 0; c < 2; ++c) {
             const int first = c * 32;
             if (first >= count) break;  // uniform across the warp
             const int rows = min(32, count - first);
-            const float s1 = attention_dots(k1, sk1, g, first, rows, q1_lo, q1_hi, scratch);
-            const float s2 = pairs > 1 ? attention_dots(k2, sk2, g, first, rows, q2_lo, q2_hi, scratch) : 0.0f;
-            const float s3 = pairs > 2 ? attention_dots(k3, sk3, g, first, rows, q3_lo, q3_hi, scratch) : 0.0f;
-            const float dp_x = attention_dots(v1, sv1, g, first, rows, gx_lo, gx_hi, scratch);
-            const float dp_a = want_a ? attention_dots(v2, sv2, g, first, rows, ga_lo, ga_hi, scratch) : 0.0f;
-            const float dp_p = want_p ? attention_dots(v3, sv3, g, first, rows, gp_lo, gp_hi, scratch) : 0.0f;
+            // Raw scores of the three pairs, then the three dO · V products, one at a time to keep
+            // few vectors live.
+            attention_load(attention_row(q1, shared_mask & ATTENTION_SHARED_Q1, g, i), head_dim, q_lo, q_hi);
+            const float s1 = attention_dots(k1, shared_mask & ATTENTION_SHARED_K1, g, first, rows, q_lo, q_hi, scratch);
+            float s2 = 0.0f, s3 = 0.0f;
+            if (pairs > 1) {
+                attention_load(attention_row(q2, shared_mask & ATTENTION_SHARED_Q2, g, i), head_dim, q_lo, q_hi);
+                s2 = attention_dots(k2, shared_mask & ATTENTION_SHARED_K2, g, first, rows, q_lo, q_hi, scratch);
+            }
+            if (pairs > 2) {
+                attention_load(attention_row(q3, shared_mask & ATTENTION_SHARED_Q3, g, i), head_dim, q_lo, q_hi);
+                s3 = attention_dots(k3, shared_mask & ATTENTION_SHARED_K3, g, first, rows, q_lo, q_hi, scratch);
+            }
+            attention_load(attention_row(grad_x, 0, g, i), head_dim, g_lo, g_hi);
+            const float dp_x = attention_dots(v1, shared_mask & ATTENTION_SHARED_V1, g, first, rows, g_lo, g_hi, scratch);
+            float dp_a = 0.0f, dp_p = 0.0f;
+            if (want_a) {
+                attention_load(attention_row(grad_a, 0, g, i), head_dim, g_lo, g_hi);
+                dp_a = attention_dots(v2, shared_mask & ATTENTION_SHARED_V2, g, first, rows, g_lo, g_hi, scratch);
+            }
+            if (want_p) {
+                attention_load(attention_row(grad_p, 0, g, i), head_dim, g_lo, g_hi);
+                dp_p = attention_dots(v3, shared_mask & ATTENTION_SHARED_V3, g, first, rows, g_lo, g_hi, scratch);
+            }
             const int j = first + lane;
             float ds_x = 0.0f, ds_a = 0.0f, ds_p = 0.0f;
             if (lane < rows) {
                 const float m = attention_dropout(g, i, j, dropout, seed);
-                const float p_x = expf(scale * (s1 + s2 + s3) - lse_x[i]);
-                ds_x = p_x * (m * dp_x - d_x);
-                if (want_a) {
-                    const float p_a = expf(scale * s1 - lse_a[i]);
-                    ds_a = p_a * (m * dp_a - d_a);
-                }
-                if (want_p) {
-                    const float p_p = expf(scale * s2 - lse_p[i]);
-                    ds_p = p_p * (m * dp_p - d_p);
-                }
+                ds_x = expf(scale * (s1 + s2 + s3) - lse_x[i]) * (m * dp_x - d_x);
+                if (want_a) ds_a = expf(scale * s1 - lse_x[stats_stride + i]) * (m * dp_a - d_a);
+                if (want_p) ds_p = expf(scale * s2 - lse_x[2 * stats_stride + i]) * (m * dp_p - d_p);
             }
             w[j] = scale * (ds_x + ds_a);
             w[ATTENTION_MAX_LEN + j] = scale * (ds_x + ds_p);
@@ -373,50 +400,91 @@ extern "C" __global__ void attention_backward(const float* __restrict__ q1, cons
         }
         __syncwarp();
         float lo = 0.0f, hi = 0.0f;
-        attention_accumulate(k1, sk1, g, 0, count, w, lo, hi);
+        attention_accumulate(k1, shared_mask & ATTENTION_SHARED_K1, g, 0, count, w, lo, hi);
         attention_store(attention_row_out(dq1, g, i), head_dim, lo, hi);
         if (pairs > 1) {
             lo = hi = 0.0f;
-            attention_accumulate(k2, sk2, g, 0, count, w + ATTENTION_MAX_LEN, lo, hi);
+            attention_accumulate(k2, shared_mask & ATTENTION_SHARED_K2, g, 0, count, w + ATTENTION_MAX_LEN, lo, hi);
             attention_store(attention_row_out(dq2, g, i), head_dim, lo, hi);
         }
         if (pairs > 2) {
             lo = hi = 0.0f;
-            attention_accumulate(k3, sk3, g, 0, count, w + 2 * ATTENTION_MAX_LEN, lo, hi);
+            attention_accumulate(k3, shared_mask & ATTENTION_SHARED_K3, g, 0, count, w + 2 * ATTENTION_MAX_LEN, lo, hi);
             attention_store(attention_row_out(dq3, g, i), head_dim, lo, hi);
         }
-        __syncwarp();
+        __syncwarp();  // the weights are read by every lane before the next row overwrites them
     }
     for (int i = length + warp; i < n; i += warps) {
         attention_store(attention_row_out(dq1, g, i), head_dim, 0.0f, 0.0f);
         if (pairs > 1) attention_store(attention_row_out(dq2, g, i), head_dim, 0.0f, 0.0f);
         if (pairs > 2) attention_store(attention_row_out(dq3, g, i), head_dim, 0.0f, 0.0f);
     }
-    __syncthreads();  // row_dot is complete
+}
 
-    // Column pass: warp per valid key row j; queries j..L_b−1; dK_k,j and dV_s,j.
+// Column pass of the backward: warp per valid key row j, lanes over the queries j..L_b−1;
+// dK_k,j and dV_s,j. Padded rows get zero gradients.
+extern "C" __global__ void attention_backward_keys(const float* __restrict__ q1, const float* __restrict__ k1,
+                                                   const float* __restrict__ q2, const float* __restrict__ k2,
+                                                   const float* __restrict__ q3, const float* __restrict__ k3,
+                                                   const float* __restrict__ v1, const float* __restrict__ v2,
+                                                   const float* __restrict__ v3, const int* __restrict__ lengths,
+                                                   const float* __restrict__ grad_x, const float* __restrict__ grad_a,
+                                                   const float* __restrict__ grad_p, const float* __restrict__ lse,
+                                                   const float* __restrict__ row_dot, float* __restrict__ dk1,
+                                                   float* __restrict__ dk2, float* __restrict__ dk3,
+                                                   float* __restrict__ dv1, float* __restrict__ dv2,
+                                                   float* __restrict__ dv3, int batch, int n, int heads,
+                                                   int head_dim, int pairs, int outputs_mask, int shared_mask,
+                                                   float dropout, unsigned long long seed) {
+    __shared__ float scratch_all[ATTENTION_WARPS][32 * ATTENTION_SCRATCH_STRIDE];
+    __shared__ float weights_all[ATTENTION_WARPS][6][ATTENTION_MAX_LEN];
+    if ((int)blockIdx.x >= batch * heads) return;  // uniform across the block
+    const AttentionBlock g = attention_block(n, heads, head_dim);
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    const int warp = threadIdx.x / ASIF_WARP_SIZE;
+    const int warps = blockDim.x / ASIF_WARP_SIZE;
+    float* scratch = scratch_all[warp];
+    float* w = &weights_all[warp][0][0];
+    const bool want_a = (outputs_mask & ATTENTION_OUT_A) != 0;
+    const bool want_p = (outputs_mask & ATTENTION_OUT_P) != 0;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    const int length = attention_length(lengths, g.b, n);
+    const size_t stats_stride = (size_t)batch * heads * n;
+    const float* lse_x = lse + (size_t)blockIdx.x * n;
+    const float* dot_x = row_dot + (size_t)blockIdx.x * n;
+    const int sq1 = shared_mask & ATTENTION_SHARED_Q1, sq2 = shared_mask & ATTENTION_SHARED_Q2;
+    const int sq3 = shared_mask & ATTENTION_SHARED_Q3;
+
     for (int j = warp; j < length; j += warps) {
         const int count = length - j;
-        float k1_lo, k1_hi, k2_lo = 0.0f, k2_hi = 0.0f, k3_lo = 0.0f, k3_hi = 0.0f;
-        attention_load(attention_row(k1, sk1, g, j), head_dim, k1_lo, k1_hi);
-        if (pairs > 1) attention_load(attention_row(k2, sk2, g, j), head_dim, k2_lo, k2_hi);
-        if (pairs > 2) attention_load(attention_row(k3, sk3, g, j), head_dim, k3_lo, k3_hi);
-        float vx_lo, vx_hi, va_lo = 0.0f, va_hi = 0.0f, vp_lo = 0.0f, vp_hi = 0.0f;
-        attention_load(attention_row(v1, sv1, g, j), head_dim, vx_lo, vx_hi);
-        if (want_a) attention_load(attention_row(v2, sv2, g, j), head_dim, va_lo, va_hi);
-        if (want_p) attention_load(attention_row(v3, sv3, g, j), head_dim, vp_lo, vp_hi);
-
         for (int c = 0; c < 2; ++c) {
             const int offset = c * 32;
             if (offset >= count) break;  // uniform across the warp
             const int first = j + offset;
             const int rows = min(32, count - offset);
-            const float s1 = attention_dots(q1, sq1, g, first, rows, k1_lo, k1_hi, scratch);
-            const float s2 = pairs > 1 ? attention_dots(q2, sq2, g, first, rows, k2_lo, k2_hi, scratch) : 0.0f;
-            const float s3 = pairs > 2 ? attention_dots(q3, sq3, g, first, rows, k3_lo, k3_hi, scratch) : 0.0f;
-            const float dp_x = attention_dots(grad_x, 0, g, first, rows, vx_lo, vx_hi, scratch);
-            const float dp_a = want_a ? attention_dots(grad_a, 0, g, first, rows, va_lo, va_hi, scratch) : 0.0f;
-            const float dp_p = want_p ? attention_dots(grad_p, 0, g, first, rows, vp_lo, vp_hi, scratch) : 0.0f;
+            float k_lo, k_hi;
+            attention_load(attention_row(k1, shared_mask & ATTENTION_SHARED_K1, g, j), head_dim, k_lo, k_hi);
+            const float s1 = attention_dots(q1, sq1, g, first, rows, k_lo, k_hi, scratch);
+            float s2 = 0.0f, s3 = 0.0f;
+            if (pairs > 1) {
+                attention_load(attention_row(k2, shared_mask & ATTENTION_SHARED_K2, g, j), head_dim, k_lo, k_hi);
+                s2 = attention_dots(q2, sq2, g, first, rows, k_lo, k_hi, scratch);
+            }
+            if (pairs > 2) {
+                attention_load(attention_row(k3, shared_mask & ATTENTION_SHARED_K3, g, j), head_dim, k_lo, k_hi);
+                s3 = attention_dots(q3, sq3, g, first, rows, k_lo, k_hi, scratch);
+            }
+            attention_load(attention_row(v1, shared_mask & ATTENTION_SHARED_V1, g, j), head_dim, k_lo, k_hi);
+            const float dp_x = attention_dots(grad_x, 0, g, first, rows, k_lo, k_hi, scratch);
+            float dp_a = 0.0f, dp_p = 0.0f;
+            if (want_a) {
+                attention_load(attention_row(v2, shared_mask & ATTENTION_SHARED_V2, g, j), head_dim, k_lo, k_hi);
+                dp_a = attention_dots(grad_a, 0, g, first, rows, k_lo, k_hi, scratch);
+            }
+            if (want_p) {
+                attention_load(attention_row(v3, shared_mask & ATTENTION_SHARED_V3, g, j), head_dim, k_lo, k_hi);
+                dp_p = attention_dots(grad_p, 0, g, first, rows, k_lo, k_hi, scratch);
+            }
             const int r = offset + lane;
             const int i = j + r;
             float ds_x = 0.0f, ds_a = 0.0f, ds_p = 0.0f, pk_x = 0.0f, pk_a = 0.0f, pk_p = 0.0f;
@@ -424,16 +492,16 @@ extern "C" __global__ void attention_backward(const float* __restrict__ q1, cons
                 const float m = attention_dropout(g, i, j, dropout, seed);
                 const float p_x = expf(scale * (s1 + s2 + s3) - lse_x[i]);
                 pk_x = m * p_x;
-                ds_x = p_x * (m * dp_x - row_dot[0][i]);
+                ds_x = p_x * (m * dp_x - dot_x[i]);
                 if (want_a) {
-                    const float p_a = expf(scale * s1 - lse_a[i]);
+                    const float p_a = expf(scale * s1 - lse_x[stats_stride + i]);
                     pk_a = m * p_a;
-                    ds_a = p_a * (m * dp_a - row_dot[1][i]);
+                    ds_a = p_a * (m * dp_a - dot_x[stats_stride + i]);
                 }
                 if (want_p) {
-                    const float p_p = expf(scale * s2 - lse_p[i]);
+                    const float p_p = expf(scale * s2 - lse_x[2 * stats_stride + i]);
                     pk_p = m * p_p;
-                    ds_p = p_p * (m * dp_p - row_dot[2][i]);
+                    ds_p = p_p * (m * dp_p - dot_x[2 * stats_stride + i]);
                 }
             }
             w[r] = scale * (ds_x + ds_a);

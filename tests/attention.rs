@@ -70,35 +70,64 @@ impl Case {
         [true, self.fused, self.position][s]
     }
     fn config(&self) -> AttentionConfig {
-        AttentionConfig { heads: self.heads, dropout: self.dropout, seed: 0x5EED_0F_A5_1F }
+        AttentionConfig {
+            heads: self.heads,
+            dropout: self.dropout,
+            seed: 0x5EED_0F_A5_1F,
+        }
     }
     fn geometry(&self) -> Geometry {
-        Geometry { batch: self.batch(), seq_len: self.seq_len, heads: self.heads, head_dim: self.head_dim }
+        Geometry {
+            batch: self.batch(),
+            seq_len: self.seq_len,
+            heads: self.heads,
+            head_dim: self.head_dim,
+        }
     }
     fn data(&self, seed: u64) -> Data {
         let mut rng = rng(seed);
         let out_len = self.batch() * self.seq_len * self.width();
         let inputs = std::array::from_fn(|t| {
-            self.present(t).then(|| random(&mut rng, self.shape(t).iter().product(), 0.0, 1.0))
+            self.present(t)
+                .then(|| random(&mut rng, self.shape(t).iter().product(), 0.0, 1.0))
         });
-        let grads = std::array::from_fn(|s| self.output_present(s).then(|| random(&mut rng, out_len, 0.0, 1.0)));
+        let grads = std::array::from_fn(|s| {
+            self.output_present(s)
+                .then(|| random(&mut rng, out_len, 0.0, 1.0))
+        });
         Data { inputs, grads }
     }
     fn problem<'a>(&'a self, inputs: &'a [Option<Vec<f64>>; 9]) -> ReferenceProblem<'a, f64> {
-        let matrix = |t: usize| inputs[t].as_ref().map(|v| ReferenceMatrix { values: &v[..], shared: self.shared(t) });
+        let matrix = |t: usize| {
+            inputs[t].as_ref().map(|v| ReferenceMatrix {
+                values: &v[..],
+                shared: self.shared(t),
+            })
+        };
         ReferenceProblem {
             geometry: self.geometry(),
             lengths: &self.lengths,
-            pairs: (0..self.pairs).map(|k| (matrix(2 * k).unwrap(), matrix(2 * k + 1).unwrap())).collect(),
+            pairs: (0..self.pairs)
+                .map(|k| (matrix(2 * k).unwrap(), matrix(2 * k + 1).unwrap()))
+                .collect(),
             values: [matrix(6), matrix(7), matrix(8)],
             dropout: self.dropout,
             seed: self.config().seed,
         }
     }
     fn tensors(&self, device: &Device, inputs: &[Option<Vec<f64>>; 9]) -> AttentionInputs {
-        let t = |i: usize| inputs[i].as_ref().map(|v| tensor(device, &self.shape(i), v));
+        let t = |i: usize| {
+            inputs[i]
+                .as_ref()
+                .map(|v| tensor(device, &self.shape(i), v))
+        };
         AttentionInputs {
-            score_pairs: (0..self.pairs).map(|k| ScorePair { query: t(2 * k).unwrap(), key: t(2 * k + 1).unwrap() }).collect(),
+            score_pairs: (0..self.pairs)
+                .map(|k| ScorePair {
+                    query: t(2 * k).unwrap(),
+                    key: t(2 * k + 1).unwrap(),
+                })
+                .collect(),
             id_values: t(6).unwrap(),
             fused_values: t(7),
             position_values: t(8),
@@ -124,11 +153,49 @@ fn modes(dropout: f32) -> Vec<(&'static str, Case)> {
     };
     vec![
         ("SASRec (1 pair)", base.clone()),
-        ("w/o UP (1 pair, O_A)", Case { fused: true, ..base.clone() }),
-        ("2 pairs, O_X only", Case { pairs: 2, ..base.clone() }),
-        ("ASIF (2 pairs, O_A, O_P)", Case { pairs: 2, fused: true, position: true, ..base.clone() }),
-        ("ASIF, shared positions", Case { pairs: 2, fused: true, position: true, shared_positions: true, ..base.clone() }),
-        ("w/o FA (3 pairs, shared positions)", Case { pairs: 3, fused: true, position: true, shared_positions: true, ..base }),
+        (
+            "w/o UP (1 pair, O_A)",
+            Case {
+                fused: true,
+                ..base.clone()
+            },
+        ),
+        (
+            "2 pairs, O_X only",
+            Case {
+                pairs: 2,
+                ..base.clone()
+            },
+        ),
+        (
+            "ASIF (2 pairs, O_A, O_P)",
+            Case {
+                pairs: 2,
+                fused: true,
+                position: true,
+                ..base.clone()
+            },
+        ),
+        (
+            "ASIF, shared positions",
+            Case {
+                pairs: 2,
+                fused: true,
+                position: true,
+                shared_positions: true,
+                ..base.clone()
+            },
+        ),
+        (
+            "w/o FA (3 pairs, shared positions)",
+            Case {
+                pairs: 3,
+                fused: true,
+                position: true,
+                shared_positions: true,
+                ..base
+            },
+        ),
     ]
 }
 
@@ -148,7 +215,11 @@ fn loss(case: &Case, inputs: &[Option<Vec<f64>>; 9], weights: &[Option<Vec<f64>>
 fn reference_gradients(case: &Case, data: &Data) -> [Option<Vec<f64>>; 9] {
     let problem = case.problem(&data.inputs);
     let forward = attention::forward_reference(&problem);
-    let grads = attention::backward_reference(&problem, &forward, std::array::from_fn(|s| data.grads[s].as_deref()));
+    let grads = attention::backward_reference(
+        &problem,
+        &forward,
+        std::array::from_fn(|s| data.grads[s].as_deref()),
+    );
     let mut all: [Option<Vec<f64>>; 9] = Default::default();
     for (k, (dq, dk)) in grads.pairs.into_iter().enumerate() {
         all[2 * k] = Some(dq);
@@ -160,11 +231,17 @@ fn reference_gradients(case: &Case, data: &Data) -> [Option<Vec<f64>>; 9] {
     all
 }
 
-const NAMES: [&str; 9] = ["dQ1", "dK1", "dQ2", "dK2", "dQ3", "dK3", "dV1", "dV2", "dV3"];
+const NAMES: [&str; 9] = [
+    "dQ1", "dK1", "dQ2", "dK2", "dQ3", "dK3", "dV1", "dV2", "dV3",
+];
 
 #[test]
 fn reference_backward_matches_finite_differences_in_every_mode() {
-    let options = GradCheckOptions { step: 1e-5, relative_tolerance: 1e-6, absolute_tolerance: 1e-8 };
+    let options = GradCheckOptions {
+        step: 1e-5,
+        relative_tolerance: 1e-6,
+        absolute_tolerance: 1e-8,
+    };
     for dropout in [0.0, 0.3] {
         for (name, case) in modes(dropout) {
             let data = case.data(1);
@@ -177,7 +254,12 @@ fn reference_backward_matches_finite_differences_in_every_mode() {
                     loss(&case, &inputs, &data.grads)
                 };
                 let grad = analytic[t].as_ref().unwrap();
-                assert_eq!(grad.len(), x.len(), "{name}: {} has its input's shape", NAMES[t]);
+                assert_eq!(
+                    grad.len(),
+                    x.len(),
+                    "{name}: {} has its input's shape",
+                    NAMES[t]
+                );
                 if let Err(e) = check_gradient(f, &x, grad, options) {
                     panic!("{name}, dropout {dropout}: {}: {e}", NAMES[t]);
                 }
@@ -190,29 +272,62 @@ fn reference_backward_matches_finite_differences_in_every_mode() {
 fn excluded_keys_equal_recboles_additive_mask_on_valid_rows() {
     // RecBole: logits + (−10000 where masked), softmax over all n keys. Our reference excludes the
     // masked keys; on rows with at least one valid key the results agree to float precision.
-    let case = Case { lengths: vec![6, 2, 1], seq_len: 6, heads: 2, head_dim: 4, pairs: 2, fused: true, position: true, shared_positions: false, dropout: 0.0 };
+    let case = Case {
+        lengths: vec![6, 2, 1],
+        seq_len: 6,
+        heads: 2,
+        head_dim: 4,
+        pairs: 2,
+        fused: true,
+        position: true,
+        shared_positions: false,
+        dropout: 0.0,
+    };
     let data = case.data(3);
     let out = attention::forward_reference(&case.problem(&data.inputs));
     let (n, d, dh) = (case.seq_len, case.width(), case.head_dim);
-    let at = |t: usize, b: usize, i: usize, c: usize| data.inputs[t].as_ref().unwrap()[b * n * d + i * d + c];
+    let at = |t: usize, b: usize, i: usize, c: usize| {
+        data.inputs[t].as_ref().unwrap()[b * n * d + i * d + c]
+    };
     for (b, &length) in case.lengths.iter().enumerate() {
         for head in 0..case.heads {
             for i in 0..length as usize {
                 for (s, value) in [(0usize, 6usize), (1, 7), (2, 8)] {
                     let logits: Vec<f64> = (0..n)
                         .map(|j| {
-                            let dot = |k: usize| (0..dh).map(|c| at(2 * k, b, i, head * dh + c) * at(2 * k + 1, b, j, head * dh + c)).sum::<f64>();
-                            let raw = match s { 0 => dot(0) + dot(1), 1 => dot(0), _ => dot(1) };
-                            let mask = if j <= i && (j as i32) < length { 0.0 } else { -10000.0 };
+                            let dot = |k: usize| {
+                                (0..dh)
+                                    .map(|c| {
+                                        at(2 * k, b, i, head * dh + c)
+                                            * at(2 * k + 1, b, j, head * dh + c)
+                                    })
+                                    .sum::<f64>()
+                            };
+                            let raw = match s {
+                                0 => dot(0) + dot(1),
+                                1 => dot(0),
+                                _ => dot(1),
+                            };
+                            let mask = if j <= i && (j as i32) < length {
+                                0.0
+                            } else {
+                                -10000.0
+                            };
                             raw / (dh as f64).sqrt() + mask
                         })
                         .collect();
                     let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                     let sum: f64 = logits.iter().map(|l| (l - max).exp()).sum();
                     for c in 0..dh {
-                        let want: f64 = (0..n).map(|j| (logits[j] - max).exp() / sum * at(value, b, j, head * dh + c)).sum();
-                        let got = out.outputs[s].as_ref().unwrap()[b * n * d + i * d + head * dh + c];
-                        assert!((got - want).abs() <= 1e-12 * (1.0 + want.abs()), "b {b} head {head} row {i} softmax {s}: {got} vs RecBole {want}");
+                        let want: f64 = (0..n)
+                            .map(|j| (logits[j] - max).exp() / sum * at(value, b, j, head * dh + c))
+                            .sum();
+                        let got =
+                            out.outputs[s].as_ref().unwrap()[b * n * d + i * d + head * dh + c];
+                        assert!(
+                            (got - want).abs() <= 1e-12 * (1.0 + want.abs()),
+                            "b {b} head {head} row {i} softmax {s}: {got} vs RecBole {want}"
+                        );
                     }
                 }
             }
@@ -230,19 +345,51 @@ fn check_against_reference(device: &Device, case: &Case, seed: u64) {
     let inputs = case.tensors(device, &data.inputs);
     let lengths = case.lengths(device);
     let what = |name: &str| format!("{name} for {case:?}");
-    let (outputs, saved) = attention::attention_forward(&inputs, &lengths, &case.config()).expect("forward");
-    let got = [Some(&outputs.id), outputs.fused.as_ref(), outputs.position.as_ref()];
+    let (outputs, saved) =
+        attention::attention_forward(&inputs, &lengths, &case.config()).expect("forward");
+    let got = [
+        Some(&outputs.id),
+        outputs.fused.as_ref(),
+        outputs.position.as_ref(),
+    ];
     for s in 0..3 {
-        assert_eq!(got[s].is_some(), case.output_present(s), "{}", what("output presence"));
+        assert_eq!(
+            got[s].is_some(),
+            case.output_present(s),
+            "{}",
+            what("output presence")
+        );
         if let (Some(got), Some(want)) = (got[s], forward.outputs[s].as_ref()) {
-            assert_close(&what(["O_X", "O_A", "O_P"][s]), device, got, want, TOLERANCE);
+            assert_close(
+                &what(["O_X", "O_A", "O_P"][s]),
+                device,
+                got,
+                want,
+                TOLERANCE,
+            );
         }
     }
-    assert_close(&what("log-sum-exp"), device, &saved.log_sum_exp, &forward.log_sum_exp, TOLERANCE);
+    assert_close(
+        &what("log-sum-exp"),
+        device,
+        &saved.log_sum_exp,
+        &forward.log_sum_exp,
+        TOLERANCE,
+    );
 
-    let grad_tensors: Vec<Option<Tensor>> = data.grads.iter().map(|g| g.as_ref().map(|g| tensor(device, &case.shape(6), g))).collect();
-    let output_grads = OutputGradients { id: grad_tensors[0].as_ref(), fused: grad_tensors[1].as_ref(), position: grad_tensors[2].as_ref() };
-    let grads = attention::attention_backward(&inputs, &lengths, &case.config(), &saved, &output_grads).expect("backward");
+    let grad_tensors: Vec<Option<Tensor>> = data
+        .grads
+        .iter()
+        .map(|g| g.as_ref().map(|g| tensor(device, &case.shape(6), g)))
+        .collect();
+    let output_grads = OutputGradients {
+        id: grad_tensors[0].as_ref(),
+        fused: grad_tensors[1].as_ref(),
+        position: grad_tensors[2].as_ref(),
+    };
+    let grads =
+        attention::attention_backward(&inputs, &lengths, &case.config(), &saved, &output_grads)
+            .expect("backward");
     let mut got: Vec<Option<Tensor>> = vec![None; 9];
     for (k, pair) in grads.score_pairs.into_iter().enumerate() {
         got[2 * k] = Some(pair.query);
@@ -264,15 +411,65 @@ fn check_against_reference(device: &Device, case: &Case, seed: u64) {
 fn kernel_matches_reference_on_odd_sizes() {
     let cases = [
         // n = 1: one key; a sequence of length 0 beside it.
-        Case { lengths: vec![1, 0], seq_len: 1, heads: 1, head_dim: 8, pairs: 1, fused: false, position: false, shared_positions: false, dropout: 0.0 },
+        Case {
+            lengths: vec![1, 0],
+            seq_len: 1,
+            heads: 1,
+            head_dim: 8,
+            pairs: 1,
+            fused: false,
+            position: false,
+            shared_positions: false,
+            dropout: 0.0,
+        },
         // h = 4, lengths n, 1, 0, with dropout and the position stream shared by the batch.
-        Case { lengths: vec![7, 1, 0], seq_len: 7, heads: 4, head_dim: 8, pairs: 2, fused: true, position: true, shared_positions: true, dropout: 0.25 },
+        Case {
+            lengths: vec![7, 1, 0],
+            seq_len: 7,
+            heads: 4,
+            head_dim: 8,
+            pairs: 2,
+            fused: true,
+            position: true,
+            shared_positions: true,
+            dropout: 0.25,
+        },
         // The paper's n = 50 and d_h = 64, three pairs (w/o FA), two chunks of keys.
-        Case { lengths: vec![50, 13], seq_len: 50, heads: 1, head_dim: 64, pairs: 3, fused: true, position: true, shared_positions: true, dropout: 0.1 },
+        Case {
+            lengths: vec![50, 13],
+            seq_len: 50,
+            heads: 1,
+            head_dim: 64,
+            pairs: 3,
+            fused: true,
+            position: true,
+            shared_positions: true,
+            dropout: 0.1,
+        },
         // n = 64 (the limit), d_h = 32, per-sequence position inputs.
-        Case { lengths: vec![64, 33], seq_len: 64, heads: 2, head_dim: 32, pairs: 2, fused: true, position: true, shared_positions: false, dropout: 0.0 },
+        Case {
+            lengths: vec![64, 33],
+            seq_len: 64,
+            heads: 2,
+            head_dim: 32,
+            pairs: 2,
+            fused: true,
+            position: true,
+            shared_positions: false,
+            dropout: 0.0,
+        },
         // Odd d_h (lanes past d_h idle), lengths around the chunk boundary, heavy dropout, O_A only.
-        Case { lengths: vec![33, 32, 31], seq_len: 37, heads: 1, head_dim: 5, pairs: 1, fused: true, position: false, shared_positions: false, dropout: 0.5 },
+        Case {
+            lengths: vec![33, 32, 31],
+            seq_len: 37,
+            heads: 1,
+            head_dim: 5,
+            pairs: 1,
+            fused: true,
+            position: false,
+            shared_positions: false,
+            dropout: 0.5,
+        },
     ];
     for device in all_devices() {
         for (i, case) in cases.iter().enumerate() {
@@ -283,30 +480,77 @@ fn kernel_matches_reference_on_odd_sizes() {
 
 #[test]
 fn padded_rows_are_zero_and_their_upstream_gradient_is_ignored() {
-    let case = Case { lengths: vec![4, 0, 2], seq_len: 6, heads: 2, head_dim: 4, pairs: 2, fused: true, position: true, shared_positions: false, dropout: 0.2 };
+    let case = Case {
+        lengths: vec![4, 0, 2],
+        seq_len: 6,
+        heads: 2,
+        head_dim: 4,
+        pairs: 2,
+        fused: true,
+        position: true,
+        shared_positions: false,
+        dropout: 0.2,
+    };
     let data = case.data(7);
     let (n, d) = (case.seq_len, case.width());
     let padded = |r: usize| (r % n) as i32 >= case.lengths[r / n];
     for device in kernel_devices().into_iter().chain([Device::cpu()]) {
         let inputs = case.tensors(&device, &data.inputs);
         let lengths = case.lengths(&device);
-        let (outputs, saved) = attention::attention_forward(&inputs, &lengths, &case.config()).expect("forward");
-        for out in [Some(&outputs.id), outputs.fused.as_ref(), outputs.position.as_ref()].into_iter().flatten() {
+        let (outputs, saved) =
+            attention::attention_forward(&inputs, &lengths, &case.config()).expect("forward");
+        for out in [
+            Some(&outputs.id),
+            outputs.fused.as_ref(),
+            outputs.position.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let values = out.to_vec().unwrap();
             for r in (0..case.batch() * n).filter(|&r| padded(r)) {
-                assert!(values[r * d..(r + 1) * d].iter().all(|&v| v == 0.0), "padded row {r} is not zero on {}", device.name());
+                assert!(
+                    values[r * d..(r + 1) * d].iter().all(|&v| v == 0.0),
+                    "padded row {r} is not zero on {}",
+                    device.name()
+                );
             }
         }
         // Upstream gradients that are nonzero only on padded rows give exactly zero gradients.
-        let only_padded: Vec<f64> = data.grads[0].as_ref().unwrap().iter().enumerate().map(|(e, &g)| if padded(e / d) { g } else { 0.0 }).collect();
+        let only_padded: Vec<f64> = data.grads[0]
+            .as_ref()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(e, &g)| if padded(e / d) { g } else { 0.0 })
+            .collect();
         let g = tensor(&device, &case.shape(6), &only_padded);
-        let grads = attention::attention_backward(&inputs, &lengths, &case.config(), &saved, &OutputGradients { id: Some(&g), fused: Some(&g), position: Some(&g) }).expect("backward");
-        let mut all = vec![grads.id_values, grads.fused_values.unwrap(), grads.position_values.unwrap()];
+        let grads = attention::attention_backward(
+            &inputs,
+            &lengths,
+            &case.config(),
+            &saved,
+            &OutputGradients {
+                id: Some(&g),
+                fused: Some(&g),
+                position: Some(&g),
+            },
+        )
+        .expect("backward");
+        let mut all = vec![
+            grads.id_values,
+            grads.fused_values.unwrap(),
+            grads.position_values.unwrap(),
+        ];
         for pair in grads.score_pairs {
             all.extend([pair.query, pair.key]);
         }
         for grad in all {
-            assert!(grad.to_vec().unwrap().iter().all(|&v| v == 0.0), "nonzero gradient from padded rows on {}", device.name());
+            assert!(
+                grad.to_vec().unwrap().iter().all(|&v| v == 0.0),
+                "nonzero gradient from padded rows on {}",
+                device.name()
+            );
         }
     }
 }
@@ -314,56 +558,162 @@ fn padded_rows_are_zero_and_their_upstream_gradient_is_ignored() {
 #[test]
 fn dropout_is_applied_and_regenerated() {
     // The same seed gives the same output; another seed or no dropout a different one.
-    let case = Case { lengths: vec![9, 5], seq_len: 9, heads: 2, head_dim: 8, pairs: 2, fused: true, position: true, shared_positions: true, dropout: 0.4 };
+    let case = Case {
+        lengths: vec![9, 5],
+        seq_len: 9,
+        heads: 2,
+        head_dim: 8,
+        pairs: 2,
+        fused: true,
+        position: true,
+        shared_positions: true,
+        dropout: 0.4,
+    };
     let data = case.data(8);
     for device in all_devices() {
         let inputs = case.tensors(&device, &data.inputs);
         let lengths = case.lengths(&device);
-        let run = |config: AttentionConfig| attention::attention_forward(&inputs, &lengths, &config).expect("forward").0.id.to_vec().unwrap();
+        let run = |config: AttentionConfig| {
+            attention::attention_forward(&inputs, &lengths, &config)
+                .expect("forward")
+                .0
+                .id
+                .to_vec()
+                .unwrap()
+        };
         let config = case.config();
-        assert_eq!(run(config), run(config), "same seed, same mask on {}", device.name());
-        assert_ne!(run(config), run(AttentionConfig { seed: config.seed + 1, ..config }), "seed changes the mask");
-        assert_ne!(run(config), run(AttentionConfig { dropout: 0.0, ..config }), "dropout changes the output");
+        assert_eq!(
+            run(config),
+            run(config),
+            "same seed, same mask on {}",
+            device.name()
+        );
+        assert_ne!(
+            run(config),
+            run(AttentionConfig {
+                seed: config.seed + 1,
+                ..config
+            }),
+            "seed changes the mask"
+        );
+        assert_ne!(
+            run(config),
+            run(AttentionConfig {
+                dropout: 0.0,
+                ..config
+            }),
+            "dropout changes the output"
+        );
     }
 }
 
 #[test]
 fn kernel_backward_is_deterministic() {
-    let case = Case { lengths: vec![12, 7, 12], seq_len: 12, heads: 2, head_dim: 16, pairs: 2, fused: true, position: true, shared_positions: true, dropout: 0.1 };
+    let case = Case {
+        lengths: vec![12, 7, 12],
+        seq_len: 12,
+        heads: 2,
+        head_dim: 16,
+        pairs: 2,
+        fused: true,
+        position: true,
+        shared_positions: true,
+        dropout: 0.1,
+    };
     let data = case.data(9);
     for device in kernel_devices() {
         let inputs = case.tensors(&device, &data.inputs);
         let lengths = case.lengths(&device);
-        let (_, saved) = attention::attention_forward(&inputs, &lengths, &case.config()).expect("forward");
-        let g: Vec<Tensor> = data.grads.iter().map(|g| tensor(&device, &case.shape(6), g.as_ref().unwrap())).collect();
+        let (_, saved) =
+            attention::attention_forward(&inputs, &lengths, &case.config()).expect("forward");
+        let g: Vec<Tensor> = data
+            .grads
+            .iter()
+            .map(|g| tensor(&device, &case.shape(6), g.as_ref().unwrap()))
+            .collect();
         let run = || {
-            let grads = attention::attention_backward(&inputs, &lengths, &case.config(), &saved, &OutputGradients { id: Some(&g[0]), fused: Some(&g[1]), position: Some(&g[2]) }).expect("backward");
-            let mut all = vec![grads.id_values.to_vec().unwrap(), grads.position_values.unwrap().to_vec().unwrap()];
+            let grads = attention::attention_backward(
+                &inputs,
+                &lengths,
+                &case.config(),
+                &saved,
+                &OutputGradients {
+                    id: Some(&g[0]),
+                    fused: Some(&g[1]),
+                    position: Some(&g[2]),
+                },
+            )
+            .expect("backward");
+            let mut all = vec![
+                grads.id_values.to_vec().unwrap(),
+                grads.position_values.unwrap().to_vec().unwrap(),
+            ];
             for pair in grads.score_pairs {
                 all.extend([pair.query.to_vec().unwrap(), pair.key.to_vec().unwrap()]);
             }
             all
         };
-        assert_eq!(run(), run(), "backward differs between two runs on {}", device.name());
+        assert_eq!(
+            run(),
+            run(),
+            "backward differs between two runs on {}",
+            device.name()
+        );
     }
 }
 
 #[test]
 fn tape_face_matches_the_reference() {
     // ASIF with shared positions; the position output gets no gradient (None: zero upstream).
-    let case = Case { lengths: vec![6, 1, 0], seq_len: 6, heads: 2, head_dim: 4, pairs: 2, fused: true, position: true, shared_positions: true, dropout: 0.2 };
+    let case = Case {
+        lengths: vec![6, 1, 0],
+        seq_len: 6,
+        heads: 2,
+        head_dim: 4,
+        pairs: 2,
+        fused: true,
+        position: true,
+        shared_positions: true,
+        dropout: 0.2,
+    };
     let mut data = case.data(10);
     data.grads[2] = Some(vec![0.0; data.grads[0].as_ref().unwrap().len()]);
     let want = reference_gradients(&case, &data);
     for device in all_devices() {
         let tape = Tape::new();
-        let vars: Vec<Option<_>> = (0..9).map(|t| data.inputs[t].as_ref().map(|v| tape.leaf(tensor(&device, &case.shape(t), v)))).collect();
+        let vars: Vec<Option<_>> = (0..9)
+            .map(|t| {
+                data.inputs[t]
+                    .as_ref()
+                    .map(|v| tape.leaf(tensor(&device, &case.shape(t), v)))
+            })
+            .collect();
         let v = |t: usize| vars[t].as_ref().unwrap();
-        let out = attention::attention(&tape, &[(v(0), v(1)), (v(2), v(3))], v(6), vars[7].as_ref(), vars[8].as_ref(), &case.lengths(&device), &case.config()).expect("attention");
+        let out = attention::attention(
+            &tape,
+            &[(v(0), v(1)), (v(2), v(3))],
+            v(6),
+            vars[7].as_ref(),
+            vars[8].as_ref(),
+            &case.lengths(&device),
+            &case.config(),
+        )
+        .expect("attention");
         let seed = |s: usize| tensor(&device, &case.shape(6), data.grads[s].as_ref().unwrap());
-        let grads = tape.backward_from(vec![(&out.id, seed(0)), (out.fused.as_ref().unwrap(), seed(1))]).expect("backward");
+        let grads = tape
+            .backward_from(vec![
+                (&out.id, seed(0)),
+                (out.fused.as_ref().unwrap(), seed(1)),
+            ])
+            .expect("backward");
         for t in (0..9).filter(|&t| case.present(t)) {
-            assert_close(&format!("tape {}", NAMES[t]), &device, grads.get(v(t)).expect("gradient"), want[t].as_ref().unwrap(), TOLERANCE);
+            assert_close(
+                &format!("tape {}", NAMES[t]),
+                &device,
+                grads.get(v(t)).expect("gradient"),
+                want[t].as_ref().unwrap(),
+                TOLERANCE,
+            );
         }
     }
 }
@@ -371,54 +721,187 @@ fn tape_face_matches_the_reference() {
 #[test]
 fn tape_adds_gradients_of_a_variable_used_twice() {
     // Self-attention: Q1 = K1 = V1 = one variable.
-    let case = Case { lengths: vec![5, 3], seq_len: 5, heads: 1, head_dim: 6, pairs: 1, fused: false, position: false, shared_positions: false, dropout: 0.0 };
+    let case = Case {
+        lengths: vec![5, 3],
+        seq_len: 5,
+        heads: 1,
+        head_dim: 6,
+        pairs: 1,
+        fused: false,
+        position: false,
+        shared_positions: false,
+        dropout: 0.0,
+    };
     let mut data = case.data(11);
     let x = data.inputs[0].clone();
     data.inputs[1] = x.clone();
     data.inputs[6] = x;
     let parts = reference_gradients(&case, &data);
-    let want: Vec<f64> = (0..parts[0].as_ref().unwrap().len()).map(|e| [0, 1, 6].iter().map(|&t| parts[t].as_ref().unwrap()[e]).sum()).collect();
+    let want: Vec<f64> = (0..parts[0].as_ref().unwrap().len())
+        .map(|e| {
+            [0, 1, 6]
+                .iter()
+                .map(|&t| parts[t].as_ref().unwrap()[e])
+                .sum()
+        })
+        .collect();
     for device in all_devices() {
         let tape = Tape::new();
-        let x = tape.leaf(tensor(&device, &case.shape(0), data.inputs[0].as_ref().unwrap()));
-        let out = attention::attention(&tape, &[(&x, &x)], &x, None, None, &case.lengths(&device), &case.config()).expect("attention");
-        let grads = tape.backward(&out.id, tensor(&device, &case.shape(6), data.grads[0].as_ref().unwrap())).expect("backward");
-        assert_close("dx (summed over Q, K, V)", &device, grads.get(&x).unwrap(), &want, TOLERANCE);
+        let x = tape.leaf(tensor(
+            &device,
+            &case.shape(0),
+            data.inputs[0].as_ref().unwrap(),
+        ));
+        let out = attention::attention(
+            &tape,
+            &[(&x, &x)],
+            &x,
+            None,
+            None,
+            &case.lengths(&device),
+            &case.config(),
+        )
+        .expect("attention");
+        let grads = tape
+            .backward(
+                &out.id,
+                tensor(&device, &case.shape(6), data.grads[0].as_ref().unwrap()),
+            )
+            .expect("backward");
+        assert_close(
+            "dx (summed over Q, K, V)",
+            &device,
+            grads.get(&x).unwrap(),
+            &want,
+            TOLERANCE,
+        );
     }
 }
 
 #[test]
 fn bad_arguments_are_typed_errors() {
     let device = Device::cpu();
-    let ok = Case { lengths: vec![3, 2], seq_len: 3, heads: 2, head_dim: 4, pairs: 2, fused: true, position: true, shared_positions: false, dropout: 0.0 };
+    let ok = Case {
+        lengths: vec![3, 2],
+        seq_len: 3,
+        heads: 2,
+        head_dim: 4,
+        pairs: 2,
+        fused: true,
+        position: true,
+        shared_positions: false,
+        dropout: 0.0,
+    };
     let data = ok.data(12);
     let lengths = ok.lengths(&device);
     let inputs = ok.tensors(&device, &data.inputs);
     assert!(attention::attention_forward(&inputs, &lengths, &ok.config()).is_ok());
-    let expect_err = |inputs: &AttentionInputs, lengths: &IndexTensor, config: AttentionConfig, what: &str| {
+    let expect_err = |inputs: &AttentionInputs,
+                      lengths: &IndexTensor,
+                      config: AttentionConfig,
+                      what: &str| {
         match attention::attention_forward(inputs, lengths, &config) {
             Err(Error::Shape { .. } | Error::Argument { .. } | Error::DeviceMismatch { .. }) => {}
             other => panic!("{what}: expected a typed error, got {other:?}"),
         }
     };
     let config = ok.config();
-    expect_err(&AttentionInputs { score_pairs: vec![], ..inputs.clone() }, &lengths, config, "no pairs");
+    expect_err(
+        &AttentionInputs {
+            score_pairs: vec![],
+            ..inputs.clone()
+        },
+        &lengths,
+        config,
+        "no pairs",
+    );
     let four = vec![inputs.score_pairs[0].clone(); 4];
-    expect_err(&AttentionInputs { score_pairs: four, ..inputs.clone() }, &lengths, config, "four pairs");
-    expect_err(&AttentionInputs { score_pairs: vec![inputs.score_pairs[0].clone()], ..inputs.clone() }, &lengths, config, "O_P without the position pair");
-    expect_err(&inputs, &lengths, AttentionConfig { dropout: 1.0, ..config }, "dropout 1");
-    expect_err(&inputs, &lengths, AttentionConfig { dropout: f32::NAN, ..config }, "dropout NaN");
-    expect_err(&inputs, &lengths, AttentionConfig { heads: 3, ..config }, "d not a multiple of h");
-    expect_err(&inputs, &IndexTensor::from_vec(&device, &[3], vec![1, 1, 1]).unwrap(), config, "B from lengths differs");
+    expect_err(
+        &AttentionInputs {
+            score_pairs: four,
+            ..inputs.clone()
+        },
+        &lengths,
+        config,
+        "four pairs",
+    );
+    expect_err(
+        &AttentionInputs {
+            score_pairs: vec![inputs.score_pairs[0].clone()],
+            ..inputs.clone()
+        },
+        &lengths,
+        config,
+        "O_P without the position pair",
+    );
+    expect_err(
+        &inputs,
+        &lengths,
+        AttentionConfig {
+            dropout: 1.0,
+            ..config
+        },
+        "dropout 1",
+    );
+    expect_err(
+        &inputs,
+        &lengths,
+        AttentionConfig {
+            dropout: f32::NAN,
+            ..config
+        },
+        "dropout NaN",
+    );
+    expect_err(
+        &inputs,
+        &lengths,
+        AttentionConfig { heads: 3, ..config },
+        "d not a multiple of h",
+    );
+    expect_err(
+        &inputs,
+        &IndexTensor::from_vec(&device, &[3], vec![1, 1, 1]).unwrap(),
+        config,
+        "B from lengths differs",
+    );
     let wrong = Tensor::zeros(&device, &[2, 3, 7]).unwrap();
-    expect_err(&AttentionInputs { fused_values: Some(wrong), ..inputs.clone() }, &lengths, config, "V2 of another width");
+    expect_err(
+        &AttentionInputs {
+            fused_values: Some(wrong),
+            ..inputs.clone()
+        },
+        &lengths,
+        config,
+        "V2 of another width",
+    );
     let other_device = inputs.id_values.to_device(&common::emulated()).unwrap();
-    expect_err(&AttentionInputs { id_values: other_device, ..inputs.clone() }, &lengths, config, "device mismatch");
+    expect_err(
+        &AttentionInputs {
+            id_values: other_device,
+            ..inputs.clone()
+        },
+        &lengths,
+        config,
+        "device mismatch",
+    );
     // Beyond the kernel's limits: n = 65, d_h = 65.
     for (n, d, heads) in [(65usize, 8usize, 1usize), (4, 130, 2)] {
         let x = Tensor::zeros(&device, &[1, n, d]).unwrap();
-        let big = AttentionInputs { score_pairs: vec![ScorePair { query: x.clone(), key: x.clone() }], id_values: x, fused_values: None, position_values: None };
+        let big = AttentionInputs {
+            score_pairs: vec![ScorePair {
+                query: x.clone(),
+                key: x.clone(),
+            }],
+            id_values: x,
+            fused_values: None,
+            position_values: None,
+        };
         let one = IndexTensor::from_vec(&device, &[1], vec![1]).unwrap();
-        expect_err(&big, &one, AttentionConfig { heads, ..config }, "beyond the kernel's limits");
+        expect_err(
+            &big,
+            &one,
+            AttentionConfig { heads, ..config },
+            "beyond the kernel's limits",
+        );
     }
 }

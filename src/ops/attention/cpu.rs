@@ -15,10 +15,16 @@ pub struct Matrix<'a, F> {
 
 impl<'a, F> Matrix<'a, F> {
     pub fn per_sequence(values: &'a [F]) -> Self {
-        Matrix { values, shared: false }
+        Matrix {
+            values,
+            shared: false,
+        }
     }
     pub fn shared(values: &'a [F]) -> Self {
-        Matrix { values, shared: true }
+        Matrix {
+            values,
+            shared: true,
+        }
     }
 }
 
@@ -105,7 +111,15 @@ impl<F: Float> Problem<'_, F> {
         }
     }
     /// q · k over one head's channels.
-    fn dot(&self, q: &Matrix<'_, F>, k: &Matrix<'_, F>, b: usize, head: usize, i: usize, j: usize) -> F {
+    fn dot(
+        &self,
+        q: &Matrix<'_, F>,
+        k: &Matrix<'_, F>,
+        b: usize,
+        head: usize,
+        i: usize,
+        j: usize,
+    ) -> F {
         let g = &self.geometry;
         let col = head * g.head_dim;
         (0..g.head_dim).fold(F::zero(), |s, c| {
@@ -149,10 +163,14 @@ pub fn forward<F: Float>(problem: &Problem<'_, F>) -> Forward<F> {
                     };
                     let logits: Vec<F> = (0..=i).map(|j| problem.logits(&scores, s, j)).collect();
                     let max = logits.iter().fold(F::neg_infinity(), |m, &x| m.max(x));
-                    let sum = logits.iter().fold(F::zero(), |acc, &x| acc + (x - max).exp());
-                    log_sum_exp[(s * g.batch * g.heads + b * g.heads + head) * n + i] = max + sum.ln();
+                    let sum = logits
+                        .iter()
+                        .fold(F::zero(), |acc, &x| acc + (x - max).exp());
+                    log_sum_exp[(s * g.batch * g.heads + b * g.heads + head) * n + i] =
+                        max + sum.ln();
                     for (j, &logit) in logits.iter().enumerate() {
-                        let weight = (logit - max).exp() / sum * problem.dropout_multiplier(b, head, i, j);
+                        let weight =
+                            (logit - max).exp() / sum * problem.dropout_multiplier(b, head, i, j);
                         for c in 0..g.head_dim {
                             let o = b * n * d + i * d + col + c;
                             out[o] = out[o] + weight * value.values[g.at(&value, b, j, col + c)];
@@ -162,7 +180,10 @@ pub fn forward<F: Float>(problem: &Problem<'_, F>) -> Forward<F> {
             }
         }
     }
-    Forward { outputs, log_sum_exp }
+    Forward {
+        outputs,
+        log_sum_exp,
+    }
 }
 
 /// Gradients of every input given the upstream gradients of the present outputs (`None`: zero).
@@ -175,8 +196,11 @@ pub fn backward<F: Float>(
     let g = problem.geometry;
     let (n, d) = (g.seq_len, g.width());
     let zeros_like = |m: &Matrix<'_, F>| vec![F::zero(); m.values.len()];
-    let mut pair_grads: Vec<(Vec<F>, Vec<F>)> =
-        problem.pairs.iter().map(|(q, k)| (zeros_like(q), zeros_like(k))).collect();
+    let mut pair_grads: Vec<(Vec<F>, Vec<F>)> = problem
+        .pairs
+        .iter()
+        .map(|(q, k)| (zeros_like(q), zeros_like(k)))
+        .collect();
     let mut value_grads: [Option<Vec<F>>; 3] =
         std::array::from_fn(|s| problem.values[s].as_ref().map(zeros_like));
     let scale = problem.scale();
@@ -189,15 +213,19 @@ pub fn backward<F: Float>(
                 // dZ_k(i, j): gradient of the raw score of pair k.
                 let mut score_grads = vec![vec![F::zero(); i + 1]; problem.pairs.len()];
                 for s in 0..3 {
-                    let (Some(value), Some(out), Some(grad)) =
-                        (problem.values[s], forward.outputs[s].as_ref(), output_grads[s])
-                    else {
+                    let (Some(value), Some(out), Some(grad)) = (
+                        problem.values[s],
+                        forward.outputs[s].as_ref(),
+                        output_grads[s],
+                    ) else {
                         continue;
                     };
                     let row = |t: &[F], c: usize| t[b * n * d + i * d + col + c];
                     // D_i = dO_i · O_i.
-                    let row_dot = (0..g.head_dim).fold(F::zero(), |acc, c| acc + row(grad, c) * row(out, c));
-                    let lse = forward.log_sum_exp[(s * g.batch * g.heads + b * g.heads + head) * n + i];
+                    let row_dot =
+                        (0..g.head_dim).fold(F::zero(), |acc, c| acc + row(grad, c) * row(out, c));
+                    let lse =
+                        forward.log_sum_exp[(s * g.batch * g.heads + b * g.heads + head) * n + i];
                     for j in 0..=i {
                         let p = (problem.logits(&scores, s, j) - lse).exp();
                         let m = problem.dropout_multiplier(b, head, i, j);
@@ -229,5 +257,8 @@ pub fn backward<F: Float>(
             }
         }
     }
-    Gradients { pairs: pair_grads, values: value_grads }
+    Gradients {
+        pairs: pair_grads,
+        values: value_grads,
+    }
 }

@@ -6,7 +6,8 @@ use crate::{kernel_args, Result};
 use super::cpu::Geometry;
 
 const FORWARD: KernelRef = KernelRef::new("attention", "attention_forward");
-const BACKWARD: KernelRef = KernelRef::new("attention", "attention_backward");
+const BACKWARD_QUERIES: KernelRef = KernelRef::new("attention", "attention_backward_queries");
+const BACKWARD_KEYS: KernelRef = KernelRef::new("attention", "attention_backward_keys");
 const SUM_OVER_BATCH: KernelRef = KernelRef::new("attention", "attention_sum_over_batch");
 /// Must match ATTENTION_WARPS in the kernel.
 const WARPS: u32 = 4;
@@ -29,7 +30,9 @@ pub(super) struct Inputs<'a> {
 
 impl<'a> Inputs<'a> {
     fn get(&self, t: usize) -> &'a Buffer<f32> {
-        self.buffers[t].or(self.buffers[0]).expect("Q1 is always present")
+        self.buffers[t]
+            .or(self.buffers[0])
+            .expect("Q1 is always present")
     }
 }
 
@@ -38,7 +41,12 @@ fn block_per_head(g: &Geometry) -> LaunchConfig {
 }
 
 fn scalars(g: &Geometry) -> (i32, i32, i32, i32) {
-    (g.batch as i32, g.seq_len as i32, g.heads as i32, g.head_dim as i32)
+    (
+        g.batch as i32,
+        g.seq_len as i32,
+        g.heads as i32,
+        g.head_dim as i32,
+    )
 }
 
 pub(super) struct Forward {
@@ -112,59 +120,96 @@ pub(super) fn backward(
     let per_sequence = g.batch * g.seq_len * g.width();
     // Every present input gets a per-sequence gradient buffer; absent ones a 1-element dummy.
     let mut grads: Vec<Buffer<f32>> = (0..9)
-        .map(|t| device.zeros::<f32>(if inputs.buffers[t].is_some() { per_sequence } else { 1 }))
+        .map(|t| {
+            device.zeros::<f32>(if inputs.buffers[t].is_some() {
+                per_sequence
+            } else {
+                1
+            })
+        })
         .collect::<Result<_>>()?;
     let out_x = upstream.outputs[0].expect("O_X is always present");
     let grad_x = upstream.grads[0].expect("dO_X is always present");
     let output = |s: usize| upstream.outputs[s].unwrap_or(out_x);
     let grad = |s: usize| upstream.grads[s].unwrap_or(grad_x);
     let (batch, n, heads, head_dim) = scalars(g);
-    {
-        let [dq1, dk1, dq2, dk2, dq3, dk3, dv1, dv2, dv3] = &mut grads[..] else {
-            unreachable!("nine gradient buffers")
-        };
-        device.launch(
-            BACKWARD,
-            block_per_head(g),
-            &mut kernel_args![
-                inputs.get(0),
-                inputs.get(1),
-                inputs.get(2),
-                inputs.get(3),
-                inputs.get(4),
-                inputs.get(5),
-                inputs.get(6),
-                inputs.get(7),
-                inputs.get(8),
-                inputs.lengths,
-                out_x,
-                output(1),
-                output(2),
-                grad_x,
-                grad(1),
-                grad(2),
-                upstream.log_sum_exp,
-                dq1,
-                dk1,
-                dq2,
-                dk2,
-                dq3,
-                dk3,
-                dv1,
-                dv2,
-                dv3,
-                batch,
-                n,
-                heads,
-                head_dim,
-                inputs.pairs as i32,
-                inputs.outputs_mask,
-                inputs.shared_mask,
-                inputs.dropout,
-                inputs.seed
-            ],
-        )?;
-    }
+    // D_s,i = dO_s,i · O_s,i from the row pass, read by the column pass.
+    let mut row_dot = device.zeros::<f32>(3 * g.batch * g.heads * g.seq_len)?;
+    let [dq1, dk1, dq2, dk2, dq3, dk3, dv1, dv2, dv3] = &mut grads[..] else {
+        unreachable!("nine gradient buffers")
+    };
+    device.launch(
+        BACKWARD_QUERIES,
+        block_per_head(g),
+        &mut kernel_args![
+            inputs.get(0),
+            inputs.get(1),
+            inputs.get(2),
+            inputs.get(3),
+            inputs.get(4),
+            inputs.get(5),
+            inputs.get(6),
+            inputs.get(7),
+            inputs.get(8),
+            inputs.lengths,
+            out_x,
+            output(1),
+            output(2),
+            grad_x,
+            grad(1),
+            grad(2),
+            upstream.log_sum_exp,
+            &mut row_dot,
+            dq1,
+            dq2,
+            dq3,
+            batch,
+            n,
+            heads,
+            head_dim,
+            inputs.pairs as i32,
+            inputs.outputs_mask,
+            inputs.shared_mask,
+            inputs.dropout,
+            inputs.seed
+        ],
+    )?;
+    device.launch(
+        BACKWARD_KEYS,
+        block_per_head(g),
+        &mut kernel_args![
+            inputs.get(0),
+            inputs.get(1),
+            inputs.get(2),
+            inputs.get(3),
+            inputs.get(4),
+            inputs.get(5),
+            inputs.get(6),
+            inputs.get(7),
+            inputs.get(8),
+            inputs.lengths,
+            grad_x,
+            grad(1),
+            grad(2),
+            upstream.log_sum_exp,
+            &row_dot,
+            dk1,
+            dk2,
+            dk3,
+            dv1,
+            dv2,
+            dv3,
+            batch,
+            n,
+            heads,
+            head_dim,
+            inputs.pairs as i32,
+            inputs.outputs_mask,
+            inputs.shared_mask,
+            inputs.dropout,
+            inputs.seed
+        ],
+    )?;
     let shared_len = g.seq_len * g.width();
     let mut result: [Option<Buffer<f32>>; 9] = Default::default();
     for (t, partial) in grads.into_iter().enumerate() {

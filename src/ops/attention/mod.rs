@@ -292,7 +292,10 @@ pub fn attention_forward(
     let (outputs, lse) = match device {
         Device::Cpu => {
             let out = cpu::forward(&reference_problem(&checked, lengths, config));
-            (out.outputs.map(|o| o.map(Buffer::Host)), Buffer::Host(out.log_sum_exp))
+            (
+                out.outputs.map(|o| o.map(Buffer::Host)),
+                Buffer::Host(out.log_sum_exp),
+            )
         }
         Device::Cuda(_) | Device::Emulated(_) => {
             let out = cuda::forward(device, &g, &kernel_inputs(&checked, lengths, config))?;
@@ -344,18 +347,27 @@ pub fn attention_backward(
             if tensor.shape() != out_shape {
                 return Err(Error::shape(
                     OP,
-                    format!("{name} and its gradient must be {out_shape:?}, got {:?}", tensor.shape()),
+                    format!(
+                        "{name} and its gradient must be {out_shape:?}, got {:?}",
+                        tensor.shape()
+                    ),
                 ));
             }
         }
         if grads[s].is_some() && !present {
-            return Err(Error::argument(OP, format!("a gradient for the absent output {name}")));
+            return Err(Error::argument(
+                OP,
+                format!("a gradient for the absent output {name}"),
+            ));
         }
     }
     if saved.log_sum_exp.shape() != [3, g.batch, g.heads, g.seq_len] {
         return Err(Error::shape(
             OP,
-            format!("saved log-sum-exp must be [3, {}, {}, {}]", g.batch, g.heads, g.seq_len),
+            format!(
+                "saved log-sum-exp must be [3, {}, {}, {}]",
+                g.batch, g.heads, g.seq_len
+            ),
         ));
     }
     let buffers: [Option<Buffer<f32>>; 9] = match device {
@@ -381,18 +393,24 @@ pub fn attention_backward(
             let zeros: Vec<Option<Tensor>> = (0..3)
                 .map(|s| {
                     let wanted = checked.outputs_mask & (1 << s) != 0 && grads[s].is_none();
-                    wanted.then(|| Tensor::zeros(device, &out_shape)).transpose()
+                    wanted
+                        .then(|| Tensor::zeros(device, &out_shape))
+                        .transpose()
                 })
                 .collect::<Result<_>>()?;
-            let grad_buffers: [Option<&Buffer<f32>>; 3] = std::array::from_fn(|s| {
-                grads[s].or(zeros[s].as_ref()).map(Tensor::buffer)
-            });
+            let grad_buffers: [Option<&Buffer<f32>>; 3] =
+                std::array::from_fn(|s| grads[s].or(zeros[s].as_ref()).map(Tensor::buffer));
             let upstream = cuda::Upstream {
                 outputs: saved_outputs.map(|o| o.map(Tensor::buffer)),
                 grads: grad_buffers,
                 log_sum_exp: saved.log_sum_exp.buffer(),
             };
-            cuda::backward(device, &g, &kernel_inputs(&checked, lengths, config), &upstream)?
+            cuda::backward(
+                device,
+                &g,
+                &kernel_inputs(&checked, lengths, config),
+                &upstream,
+            )?
         }
     };
     let mut tensors: Vec<Option<Tensor>> = buffers
@@ -467,9 +485,21 @@ pub fn attention(
     let vars = tape.record_many(values, move |grads: &[Option<Tensor>]| {
         let mut slots = grads.iter();
         let id = slots.next().and_then(Option::as_ref);
-        let fused = if has_fused { slots.next().and_then(Option::as_ref) } else { None };
-        let position = if has_position { slots.next().and_then(Option::as_ref) } else { None };
-        let output_grads = OutputGradients { id, fused, position };
+        let fused = if has_fused {
+            slots.next().and_then(Option::as_ref)
+        } else {
+            None
+        };
+        let position = if has_position {
+            slots.next().and_then(Option::as_ref)
+        } else {
+            None
+        };
+        let output_grads = OutputGradients {
+            id,
+            fused,
+            position,
+        };
         let g = attention_backward(&inputs, &lengths, &config, &saved, &output_grads)?;
         let mut result = Vec::new();
         for ((q, k), pair) in pair_ids.iter().zip(g.score_pairs) {
