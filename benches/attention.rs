@@ -1,0 +1,117 @@
+//! Criterion benchmarks of the fused dual-score attention (ASIF mode: two score pairs, O_X, O_A,
+//! O_P), forward and backward, with the minimal bytes moved per call as throughput (the floor of
+//! perf-floors.md: forward reads Q1, K1, Q2, K2, V1, V2, V3 and writes three outputs; backward
+//! reads the seven inputs and three output gradients and writes seven gradients).
+//!
+//! On the CPU reference at a small size (B = 8) always, and on GPU 0 at the paper's sizes
+//! (B = 2048, n = 50, d = 256, h = 4) when there is one, with all 50 positions valid and with
+//! lengths 1..19 (mean 10, as in the paper's datasets); otherwise one line says it was skipped.
+//! `cargo bench --bench attention`.
+use std::io::Write;
+
+use asif_kernels::ops::attention::{
+    attention_backward, attention_forward, AttentionConfig, AttentionInputs, OutputGradients,
+    ScorePair,
+};
+use asif_kernels::{Device, IndexTensor, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+const SEQ_LEN: usize = 50;
+const WIDTH: usize = 256;
+const HEADS: usize = 4;
+
+fn random_tensor(device: &Device, shape: &[usize], seed: u32) -> Tensor {
+    // A cheap deterministic pattern that is neither zeros nor constant.
+    let len: usize = shape.iter().product();
+    let values = (0..len)
+        .map(|i| {
+            (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / 16_777_216.0)
+                * 2.0
+                - 1.0
+        })
+        .collect();
+    Tensor::from_vec(device, shape, values).expect("tensor")
+}
+
+fn bench_device(
+    c: &mut Criterion,
+    device: &Device,
+    batch: usize,
+    lengths_label: &str,
+    lengths: Vec<i32>,
+) {
+    let label = format!("{} B={batch} lengths {lengths_label}", device.name());
+    let shape = [batch, SEQ_LEN, WIDTH];
+    let t = |seed: u32| random_tensor(device, &shape, seed);
+    let inputs = AttentionInputs {
+        score_pairs: vec![
+            ScorePair {
+                query: t(1),
+                key: t(2),
+            },
+            ScorePair {
+                query: t(3),
+                key: t(4),
+            },
+        ],
+        id_values: t(5),
+        fused_values: Some(t(6)),
+        position_values: Some(t(7)),
+    };
+    let lengths = IndexTensor::from_vec(device, &[batch], lengths).expect("lengths");
+    let config = AttentionConfig {
+        heads: HEADS,
+        dropout: 0.2,
+        seed: 42,
+    };
+    let tensor_bytes = (batch * SEQ_LEN * WIDTH * 4) as u64;
+
+    let mut group = c.benchmark_group("attention");
+    group.throughput(Throughput::Bytes(10 * tensor_bytes));
+    group.bench_function(BenchmarkId::new("forward", &label), |b| {
+        b.iter(|| {
+            let out = attention_forward(&inputs, &lengths, &config).expect("forward");
+            device.synchronize().expect("sync");
+            out
+        })
+    });
+    let (_, saved) = attention_forward(&inputs, &lengths, &config).expect("forward");
+    let (gx, ga, gp) = (t(8), t(9), t(10));
+    let grads = OutputGradients {
+        id: Some(&gx),
+        fused: Some(&ga),
+        position: Some(&gp),
+    };
+    group.throughput(Throughput::Bytes(17 * tensor_bytes));
+    group.bench_function(BenchmarkId::new("backward", &label), |b| {
+        b.iter(|| {
+            let out =
+                attention_backward(&inputs, &lengths, &config, &saved, &grads).expect("backward");
+            device.synchronize().expect("sync");
+            out
+        })
+    });
+    group.finish();
+}
+
+/// Lengths 1..19 in a fixed pattern: mean 10, as the paper's datasets (8.5 to 10.4).
+fn short_lengths(batch: usize) -> Vec<i32> {
+    (0..batch).map(|b| (b % 19) as i32 + 1).collect()
+}
+
+fn attention(c: &mut Criterion) {
+    bench_device(c, &Device::cpu(), 8, "all 50", vec![SEQ_LEN as i32; 8]);
+    match Device::cuda(0) {
+        Ok(gpu) => {
+            let batch = 2048;
+            bench_device(c, &gpu, batch, "all 50", vec![SEQ_LEN as i32; batch]);
+            bench_device(c, &gpu, batch, "mean 10", short_lengths(batch));
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "SKIPPED GPU benchmarks: {e}");
+        }
+    }
+}
+
+criterion_group!(benches, attention);
+criterion_main!(benches);
