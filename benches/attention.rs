@@ -4,16 +4,18 @@
 //! reads the seven inputs and three output gradients and writes seven gradients).
 //!
 //! On the CPU reference at a small size (B = 8) always, and on GPU 0 at the paper's sizes
-//! (B = 2048, n = 50, d = 256, h = 4) when there is one, with all 50 positions valid and with
-//! lengths 1..19 (mean 10, as in the paper's datasets); otherwise one line says it was skipped.
-//! `cargo bench --bench attention`.
+//! (B = 2048, n = 50, d = 256, h = 4) when there is one, with all 50 positions valid (`full`) and
+//! with short realistic lengths (`short`: geometric with mean 8, clipped to [1, n], as the PyTorch
+//! peers in bench/peers/common.py draw them); otherwise one line says it was skipped. Ids are
+//! `attention/{forward,backward,forward_backward}/<device> B=<B> <full|short>`, which
+//! bench/summarize.py matches. No dropout, as the peers. `cargo bench --bench attention`.
 use std::io::Write;
 
 use asif_kernels::ops::attention::{
     attention_backward, attention_forward, AttentionConfig, AttentionInputs, OutputGradients,
     ScorePair,
 };
-use asif_kernels::{Device, IndexTensor, Tensor};
+use asif_kernels::{rng, Device, IndexTensor, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const SEQ_LEN: usize = 50;
@@ -67,6 +69,9 @@ fn bench_device(
     let tensor_bytes = (batch * SEQ_LEN * WIDTH * 4) as u64;
 
     let mut group = c.benchmark_group("attention");
+    if *device == Device::cpu() {
+        group.sample_size(20);
+    }
     group.throughput(Throughput::Bytes(10 * tensor_bytes));
     group.bench_function(BenchmarkId::new("forward", &label), |b| {
         b.iter(|| {
@@ -91,21 +96,37 @@ fn bench_device(
             out
         })
     });
+    group.throughput(Throughput::Bytes(27 * tensor_bytes));
+    group.bench_function(BenchmarkId::new("forward_backward", &label), |b| {
+        b.iter(|| {
+            let (_, saved) = attention_forward(&inputs, &lengths, &config).expect("forward");
+            let out =
+                attention_backward(&inputs, &lengths, &config, &saved, &grads).expect("backward");
+            device.synchronize().expect("sync");
+            out
+        })
+    });
     group.finish();
 }
 
-/// Lengths 1..19 in a fixed pattern: mean 10, as the paper's datasets (8.5 to 10.4).
+/// Geometric lengths with p = 1/8 (mean about 8; the paper's datasets average 8.5 to 10.4),
+/// clipped to [1, n], from the crate's counter-based hash.
 fn short_lengths(batch: usize) -> Vec<i32> {
-    (0..batch).map(|b| (b % 19) as i32 + 1).collect()
+    (0..batch as u64)
+        .map(|b| {
+            let u = f64::from(rng::uniform(7, b)).max(1e-12);
+            ((u.ln() / (1.0 - 1.0 / 8.0f64).ln()).ceil() as i32).clamp(1, SEQ_LEN as i32)
+        })
+        .collect()
 }
 
 fn attention(c: &mut Criterion) {
-    bench_device(c, &Device::cpu(), 8, "all 50", vec![SEQ_LEN as i32; 8]);
+    bench_device(c, &Device::cpu(), 8, "full", vec![SEQ_LEN as i32; 8]);
     match Device::cuda(0) {
         Ok(gpu) => {
             let batch = 2048;
-            bench_device(c, &gpu, batch, "all 50", vec![SEQ_LEN as i32; batch]);
-            bench_device(c, &gpu, batch, "mean 10", short_lengths(batch));
+            bench_device(c, &gpu, batch, "full", vec![SEQ_LEN as i32; batch]);
+            bench_device(c, &gpu, batch, "short", short_lengths(batch));
         }
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "SKIPPED GPU benchmarks: {e}");
