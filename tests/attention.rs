@@ -779,6 +779,41 @@ fn tape_adds_gradients_of_a_variable_used_twice() {
 }
 
 #[test]
+fn lengths_outside_zero_to_n_are_clamped() {
+    // L_b > n behaves as n, L_b < 0 as 0, on every device (the kernel reads lengths on the device,
+    // so they are clamped there rather than checked on the host).
+    let clamped = Case {
+        lengths: vec![6, 0, 3],
+        seq_len: 6,
+        heads: 1,
+        head_dim: 4,
+        pairs: 2,
+        fused: false,
+        position: true,
+        shared_positions: true,
+        dropout: 0.0,
+    };
+    let wild = Case {
+        lengths: vec![60, -2, 3],
+        ..clamped.clone()
+    };
+    let data = clamped.data(13);
+    for device in all_devices() {
+        let inputs = clamped.tensors(&device, &data.inputs);
+        let run = |case: &Case| {
+            let (out, _) =
+                attention::attention_forward(&inputs, &case.lengths(&device), &case.config())
+                    .expect("forward");
+            (
+                out.id.to_vec().unwrap(),
+                out.position.unwrap().to_vec().unwrap(),
+            )
+        };
+        assert_eq!(run(&wild), run(&clamped), "on {}", device.name());
+    }
+}
+
+#[test]
 fn bad_arguments_are_typed_errors() {
     let device = Device::cpu();
     let ok = Case {
