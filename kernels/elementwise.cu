@@ -1,7 +1,8 @@
 // elementwise.cu: small elementwise pieces shared by the tape and the model.
 //
 // What it computes:
-//   add_assign  y += x  (gradient accumulation on the tape; the residual add of spec §2 later)
+//   add_assign  y += x  (gradient accumulation on the tape)
+//   add_out     out = a + b  (the residual add of spec §2)
 //
 // Launch shape (src/ops/add/cuda.rs): 1-D grid-stride loop, 256 threads per block.
 // Floor: reads x and y, writes y: 12 bytes per element (at 102400 × 256 fp32, 315 MB, about
@@ -11,5 +12,14 @@
 extern "C" __global__ void add_assign(float* __restrict__ y, const float* __restrict__ x, int len) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += blockDim.x * gridDim.x) {
         y[i] += x[i];
+    }
+}
+
+// add_out  out = a + b  (the residual add of spec §2 as a new value: LN(Drop(O W_o) + X))
+// Same launch shape; 12 bytes per element.
+extern "C" __global__ void add_out(const float* __restrict__ a, const float* __restrict__ b,
+                                   float* __restrict__ out, int len) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += blockDim.x * gridDim.x) {
+        out[i] = a[i] + b[i];
     }
 }

@@ -1,6 +1,50 @@
 //! One folder per op: `mod.rs` (public functions, checks, backward rule, tape face), `cpu.rs`
 //! (the reference), `cuda.rs` (the kernel launch, shared by the CUDA and emulated devices).
+pub mod adam;
 pub mod add;
 pub mod attention;
+pub mod cross_entropy;
+pub mod dropout;
+pub mod embedding;
+pub mod gather;
 pub mod gelu;
 pub mod layer_norm;
+pub mod linear;
+pub mod residual_norm;
+
+use crate::device::Device;
+use crate::{Error, IndexTensor, Result};
+
+/// Checks that `indices` live on `device` and, where they are host memory (CPU and emulated
+/// devices), that every value lies in `[lower, upper)`. On the GPU the values are not read back
+/// (that would synchronise every call); the kernels treat an out-of-range value as padding.
+pub(crate) fn check_indices(
+    op: &'static str,
+    device: &Device,
+    indices: &IndexTensor,
+    lower: i64,
+    upper: i64,
+) -> Result<()> {
+    if indices.device() != device {
+        return Err(Error::DeviceMismatch {
+            op,
+            expected: device.name(),
+            found: indices.device().name(),
+        });
+    }
+    if matches!(device, Device::Cuda(_)) {
+        return Ok(());
+    }
+    if let Some((at, &bad)) = indices
+        .host()
+        .iter()
+        .enumerate()
+        .find(|(_, &v)| !(lower..upper).contains(&(v as i64)))
+    {
+        return Err(Error::argument(
+            op,
+            format!("index {bad} at position {at} is outside [{lower}, {upper})"),
+        ));
+    }
+    Ok(())
+}

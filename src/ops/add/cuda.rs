@@ -20,3 +20,18 @@ pub(super) fn add_assign(
         &mut kernel_args![y, x, len as i32],
     )
 }
+
+const ADD_OUT: KernelRef = KernelRef::new("elementwise", "add_out");
+
+pub(super) fn add_out(device: &Device, a: &Buffer<f32>, b: &Buffer<f32>) -> Result<Buffer<f32>> {
+    let len = a.len();
+    let mut out = device.zeros::<f32>(len)?;
+    if len > 0 {
+        device.launch(
+            ADD_OUT,
+            LaunchConfig::grid_stride(len),
+            &mut kernel_args![a, b, &mut out, len as i32],
+        )?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,58 @@
+// residual_norm.cu: the post-LN sublayer ending y = LN(Dropout(x) + residual), fused (spec §2:
+// MHA step 5 and FFN, LN(Dropout_hid(O W_o + b_o) + res); spec §3.2 step 5, H_s = LN_s(Drop(O_s
+// W_o) + s)).
+//
+// What it computes, per row of `cols` (element counter i = row·cols + c, as the unfused dropout):
+//   z = (keep(seed, i) ? x · scale : 0) + residual        scale = 1/(1 − p); p = 0, scale = 1 at eval
+//   y = (z − μ) · rstd · γ + β                            exactly layer_norm_forward's arithmetic
+// It writes z (the layer-norm backward needs it), y, μ and rstd. The backward is the unfused one:
+// layer_norm_backward on z gives dz; dresidual = dz; dx = dropout(dz) with the same mask.
+//
+// Why fuse: unfused, dropout reads x and writes x', the add reads x' and the residual and writes
+// z, layer norm reads z and writes y: 4 reads and 3 writes of B·n·d floats. Fused: 2 reads (x,
+// residual) and 2 writes (z, y); the row stays in L1 between the statistics and the output pass.
+// At B·n = 102400, d = 256: 420 MB instead of 735 MB, about 140 µs instead of 245 µs at 3.0 TB/s.
+//
+// Launch shape (src/ops/residual_norm/cuda.rs): one block per row, blockDim.x = 32..256 (the same
+// choice as layer_norm.cu, so the reductions add in the same order and fused == unfused).
+//
+// Versions:
+//   1. two-pass statistics over z as layer_norm_forward.
+#include "common.cuh"
+
+extern "C" __global__ void residual_dropout_layer_norm_forward(
+    const float* __restrict__ x, const float* __restrict__ residual, const float* __restrict__ gamma,
+    const float* __restrict__ beta, float* __restrict__ z, float* __restrict__ y, float* __restrict__ mean_out,
+    float* __restrict__ rstd_out, int rows, int cols, float eps, float p, float scale,
+    unsigned long long seed) {
+    __shared__ float scratch[32];
+    const int row = blockIdx.x;
+    if (row >= rows) return;  // uniform across the block
+    const size_t base = (size_t)row * cols;
+
+    float sum = 0.0f;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        const size_t i = base + c;
+        const float kept = asif_dropout_keep(seed, (unsigned long long)i, p) ? x[i] * scale : 0.0f;
+        const float value = kept + residual[i];
+        z[i] = value;  // each thread re-reads only the columns it wrote
+        sum += value;
+    }
+    const float mean = block_reduce_sum(sum, scratch) / (float)cols;
+
+    float sum_sq = 0.0f;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        const float centered = z[base + c] - mean;
+        sum_sq += centered * centered;
+    }
+    const float variance = block_reduce_sum(sum_sq, scratch) / (float)cols;
+    const float rstd = rsqrtf(variance + eps);
+
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        y[base + c] = (z[base + c] - mean) * rstd * gamma[c] + beta[c];
+    }
+    if (threadIdx.x == 0) {
+        mean_out[row] = mean;
+        rstd_out[row] = rstd;
+    }
+}

@@ -1,0 +1,197 @@
+//! Adam (spec §2 "Optimiser": β 0.9/0.999, ε 1e-8, lr 1e-4, weight decay 0; torch.optim.Adam's
+//! update, weight decay as L2 added to the gradient). Kernel: `kernels/adam.cu`.
+//!
+//! One kernel launch updates every parameter: [`Adam`] keeps the first and second moments of all
+//! parameters in two flat buffers; [`Adam::step`] copies the parameters and their gradients into
+//! flat buffers (device-to-device copies, no kernels), launches once, and copies the updated
+//! parameters back into each tensor. Per element, at step t:
+//! `g = ∇ + λθ; m = β1 m + (1−β1) g; v = β2 v + (1−β2) g²;
+//!  θ −= lr/(1−β1^t) · m / (√v / √(1−β2^t) + ε)`.
+//! Adam has no backward.
+mod cpu;
+mod cuda;
+
+pub use cpu::step as step_reference;
+
+use crate::device::{Buffer, Device};
+use crate::{Error, Result, Tensor};
+
+const OP: &str = "adam";
+
+/// Adam's hyper-parameters. `Default` is spec §2's (lr 1e-4).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig {
+            lr: 1e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+impl AdamConfig {
+    /// `(lr / (1 − β1^t), sqrt(1 − β2^t))` in f64 for step `t` (1-based).
+    pub fn corrections(&self, t: u64) -> (f64, f64) {
+        let t = t.min(i32::MAX as u64) as i32;
+        let bias_correction1 = 1.0 - (self.beta1 as f64).powi(t);
+        let bias_correction2 = 1.0 - (self.beta2 as f64).powi(t);
+        (self.lr as f64 / bias_correction1, bias_correction2.sqrt())
+    }
+
+    fn check(&self) -> Result<()> {
+        let ok = self.lr.is_finite()
+            && self.lr >= 0.0
+            && (0.0..1.0).contains(&self.beta1)
+            && (0.0..1.0).contains(&self.beta2)
+            && self.eps > 0.0
+            && self.weight_decay.is_finite()
+            && self.weight_decay >= 0.0;
+        if !ok {
+            return Err(Error::argument(
+                OP,
+                format!("{self:?}: need lr ≥ 0, β in [0, 1), ε > 0, weight decay ≥ 0"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Adam's state for a fixed list of parameter shapes.
+pub struct Adam {
+    config: AdamConfig,
+    device: Device,
+    shapes: Vec<Vec<usize>>,
+    step: u64,
+    first_moment: Buffer<f32>,
+    second_moment: Buffer<f32>,
+    flat_params: Buffer<f32>,
+    flat_grads: Buffer<f32>,
+}
+
+impl Adam {
+    /// State for `params` (their shapes fix the layout; moments start at zero).
+    pub fn new(config: AdamConfig, params: &[Tensor]) -> Result<Adam> {
+        config.check()?;
+        let device = params
+            .first()
+            .map(|p| p.device().clone())
+            .unwrap_or(Device::Cpu);
+        let mut total = 0usize;
+        for p in params {
+            if p.device() != &device {
+                return Err(Error::DeviceMismatch {
+                    op: OP,
+                    expected: device.name(),
+                    found: p.device().name(),
+                });
+            }
+            total += p.len();
+        }
+        if total > i32::MAX as usize {
+            return Err(Error::shape(
+                OP,
+                format!("{total} parameters exceed the kernel's 32-bit indexing"),
+            ));
+        }
+        Ok(Adam {
+            config,
+            shapes: params.iter().map(|p| p.shape().to_vec()).collect(),
+            step: 0,
+            first_moment: device.zeros(total)?,
+            second_moment: device.zeros(total)?,
+            flat_params: device.zeros(total)?,
+            flat_grads: device.zeros(total)?,
+            device,
+        })
+    }
+
+    pub fn config(&self) -> &AdamConfig {
+        &self.config
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// One step: updates every tensor of `params` in place from `grads` (same order and shapes
+    /// as at [`Adam::new`]).
+    pub fn step(&mut self, params: &mut [Tensor], grads: &[Tensor]) -> Result<()> {
+        if params.len() != self.shapes.len() || grads.len() != self.shapes.len() {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{} parameters and {} gradients for a state of {}",
+                    params.len(),
+                    grads.len(),
+                    self.shapes.len()
+                ),
+            ));
+        }
+        for (i, ((p, g), shape)) in params.iter().zip(grads).zip(&self.shapes).enumerate() {
+            if p.shape() != shape.as_slice() || g.shape() != shape.as_slice() {
+                return Err(Error::shape(
+                    OP,
+                    format!(
+                        "parameter {i}: {:?} with gradient {:?}, expected {shape:?}",
+                        p.shape(),
+                        g.shape()
+                    ),
+                ));
+            }
+            for t in [p, g] {
+                if t.device() != &self.device {
+                    return Err(Error::DeviceMismatch {
+                        op: OP,
+                        expected: self.device.name(),
+                        found: t.device().name(),
+                    });
+                }
+            }
+        }
+        let mut offset = 0;
+        for (p, g) in params.iter().zip(grads) {
+            cuda::copy_into(&self.device, p.buffer(), &mut self.flat_params, offset)?;
+            cuda::copy_into(&self.device, g.buffer(), &mut self.flat_grads, offset)?;
+            offset += p.len();
+        }
+        self.step += 1;
+        match &self.device {
+            Device::Cpu => cpu::step(
+                &self.config,
+                self.step,
+                self.flat_params.host_slice_mut(),
+                self.flat_grads.host_slice(),
+                self.first_moment.host_slice_mut(),
+                self.second_moment.host_slice_mut(),
+            ),
+            device => cuda::update(
+                device,
+                &self.config,
+                self.step,
+                &mut self.flat_params,
+                &self.flat_grads,
+                &mut self.first_moment,
+                &mut self.second_moment,
+            )?,
+        }
+        let mut offset = 0;
+        for p in params.iter_mut() {
+            let len = p.len();
+            cuda::copy_out(&self.device, &self.flat_params, offset, p.buffer_mut())?;
+            offset += len;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,264 @@
+//! Softmax cross-entropy over all items (spec §2 "Prediction": logits = u E_Xᵀ over every row of
+//! E_X, pad included; L_ce = mean_b CE(logits_b, target_b)). Kernel: `kernels/cross_entropy.cu`.
+//!
+//! Shapes: `logits` `[B, |V|]` (or `u` `[B, d]` and `E_X` `[|V|, d]`), `targets` `[B]` in
+//! `[0, |V|)`; the loss is a scalar (shape `[]`).
+//!
+//! Forward and backward in one pass: the fused kernel computes each row's log-sum-exp (online
+//! max and sum, so logits of ±1e4 are fine), the row's NLL `lse_b − ℓ_bt`, and overwrites the
+//! logits with `G = (softmax(ℓ_b) − onehot(t_b)) / B = ∂L_ce/∂ℓ`, which is all the backward needs:
+//! `dℓ = g · G` for the upstream scalar g; through the prediction layer `du = g · G E_X`,
+//! `dE_X = g · Gᵀ u`. [`cross_entropy_over_items_forward`] computes the logits into the one
+//! `B × |V|` buffer that becomes G, so only one such matrix ever exists.
+mod cpu;
+mod cuda;
+
+pub use cpu::forward as forward_reference;
+
+use crate::autograd::{Tape, Var};
+use crate::device::{Buffer, Device};
+use crate::ops::check_indices;
+use crate::ops::linear::{gemm, Gemm};
+use crate::{Error, IndexTensor, Result, Tensor};
+
+const OP: &str = "cross_entropy";
+
+/// What the backward needs: `G = ∂L_ce/∂logits` `[B, |V|]` (for an upstream gradient of 1).
+#[derive(Debug, Clone)]
+pub struct CrossEntropySaved {
+    pub gradient: Tensor,
+}
+
+fn check_targets(device: &Device, targets: &IndexTensor, rows: usize, items: usize) -> Result<()> {
+    if targets.shape() != [rows] || rows == 0 || items == 0 {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "targets must be [B] for {rows} rows of {items} items (both > 0), got {:?}",
+                targets.shape()
+            ),
+        ));
+    }
+    if rows * items > i32::MAX as usize || rows > 65_535 {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "{rows} × {items} logits exceed the kernel's indexing (B ≤ 65535, B·|V| < 2^31)"
+            ),
+        ));
+    }
+    check_indices(OP, device, targets, 0, items as i64)
+}
+
+/// Loss and G from a logits buffer that the call may overwrite.
+fn loss_from_logits(
+    device: &Device,
+    mut logits: Buffer<f32>,
+    targets: &IndexTensor,
+    rows: usize,
+    items: usize,
+) -> Result<(Tensor, CrossEntropySaved)> {
+    let (loss, gradient) = match device {
+        Device::Cpu => {
+            let (loss, grad) = cpu::forward(logits.host_slice(), targets.host(), items);
+            (Buffer::Host(vec![loss]), Buffer::Host(grad))
+        }
+        _ => {
+            let loss = cuda::loss_and_gradient_in_place(
+                device,
+                &mut logits,
+                targets.buffer(),
+                rows,
+                items,
+            )?;
+            (loss, logits)
+        }
+    };
+    Ok((
+        Tensor::from_buffer(device, &[], loss),
+        CrossEntropySaved {
+            gradient: Tensor::from_buffer(device, &[rows, items], gradient),
+        },
+    ))
+}
+
+/// `L_ce` for `logits` `[B, |V|]`. Copies the logits once (into G); use
+/// [`cross_entropy_over_items_forward`] to avoid holding two matrices.
+pub fn softmax_cross_entropy_forward(
+    logits: &Tensor,
+    targets: &IndexTensor,
+) -> Result<(Tensor, CrossEntropySaved)> {
+    let (rows, items) = match logits.shape() {
+        [rows, items] => (*rows, *items),
+        other => {
+            return Err(Error::shape(
+                OP,
+                format!("logits must be [B, |V|], got {other:?}"),
+            ))
+        }
+    };
+    let device = logits.device();
+    check_targets(device, targets, rows, items)?;
+    loss_from_logits(device, logits.buffer().clone(), targets, rows, items)
+}
+
+fn check_scalar(device: &Device, dloss: &Tensor) -> Result<()> {
+    if dloss.len() != 1 || dloss.device() != device {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "the upstream gradient must be one value on {}, got {:?} on {}",
+                device.name(),
+                dloss.shape(),
+                dloss.device().name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Multiplies `buffer` by the scalar `dloss` in place (on the device for kernel devices).
+fn scale(device: &Device, buffer: &mut Buffer<f32>, dloss: &Tensor) -> Result<()> {
+    match device {
+        Device::Cpu => {
+            let g = dloss.host()[0];
+            buffer.host_slice_mut().iter_mut().for_each(|v| *v *= g);
+            Ok(())
+        }
+        _ => cuda::scale_in_place(device, buffer, dloss.buffer()),
+    }
+}
+
+/// `dlogits = dloss · G`.
+pub fn softmax_cross_entropy_backward(saved: &CrossEntropySaved, dloss: &Tensor) -> Result<Tensor> {
+    let device = saved.gradient.device();
+    check_scalar(device, dloss)?;
+    let mut dlogits = saved.gradient.buffer().clone();
+    scale(device, &mut dlogits, dloss)?;
+    Ok(Tensor::from_buffer(device, saved.gradient.shape(), dlogits))
+}
+
+/// Tape face for given logits.
+pub fn softmax_cross_entropy(tape: &Tape, logits: &Var, targets: &IndexTensor) -> Result<Var> {
+    let (loss, saved) = softmax_cross_entropy_forward(logits.value(), targets)?;
+    let logits_id = logits.id();
+    Ok(tape.record(loss, move |dloss| {
+        Ok(vec![(
+            logits_id,
+            softmax_cross_entropy_backward(&saved, dloss)?,
+        )])
+    }))
+}
+
+/// `L_ce` of `logits = u E_Xᵀ` for `u` `[B, d]` and `table` = E_X `[|V|, d]`, holding one
+/// `B × |V|` matrix (the logits, overwritten by G).
+pub fn cross_entropy_over_items_forward(
+    u: &Tensor,
+    table: &Tensor,
+    targets: &IndexTensor,
+) -> Result<(Tensor, CrossEntropySaved)> {
+    u.same_device(OP, table)?;
+    let (rows, items, d) = match (u.shape(), table.shape()) {
+        ([rows, d], [items, d2]) if d == d2 && *d > 0 => (*rows, *items, *d),
+        (a, b) => {
+            return Err(Error::shape(
+                OP,
+                format!("u must be [B, d] and the table [|V|, d]; got {a:?} and {b:?}"),
+            ))
+        }
+    };
+    let device = u.device();
+    check_targets(device, targets, rows, items)?;
+    let mut logits = device.zeros::<f32>(rows * items)?;
+    let product = Gemm {
+        transpose_a: false,
+        transpose_b: true,
+        m: rows,
+        n: items,
+        k: d,
+        alpha: 1.0,
+        beta: 0.0,
+    };
+    gemm(device, product, u.buffer(), table.buffer(), &mut logits)?;
+    loss_from_logits(device, logits, targets, rows, items)
+}
+
+/// `(du, dE_X) = (g · G E_X, g · Gᵀ u)` for the upstream scalar `dloss` = g.
+pub fn cross_entropy_over_items_backward(
+    u: &Tensor,
+    table: &Tensor,
+    saved: &CrossEntropySaved,
+    dloss: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let device = u.device();
+    check_scalar(device, dloss)?;
+    let (rows, d) = (u.shape()[0], u.shape()[1]);
+    let items = table.shape()[0];
+    if saved.gradient.shape() != [rows, items] {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "saved G {:?} does not match u {:?} and the table {:?}",
+                saved.gradient.shape(),
+                u.shape(),
+                table.shape()
+            ),
+        ));
+    }
+    let g = saved.gradient.buffer();
+    let mut du = device.zeros::<f32>(rows * d)?;
+    gemm(
+        device,
+        Gemm {
+            transpose_a: false,
+            transpose_b: false,
+            m: rows,
+            n: d,
+            k: items,
+            alpha: 1.0,
+            beta: 0.0,
+        },
+        g,
+        table.buffer(),
+        &mut du,
+    )?;
+    let mut dtable = device.zeros::<f32>(items * d)?;
+    gemm(
+        device,
+        Gemm {
+            transpose_a: true,
+            transpose_b: false,
+            m: items,
+            n: d,
+            k: rows,
+            alpha: 1.0,
+            beta: 0.0,
+        },
+        g,
+        u.buffer(),
+        &mut dtable,
+    )?;
+    scale(device, &mut du, dloss)?;
+    scale(device, &mut dtable, dloss)?;
+    Ok((
+        Tensor::from_buffer(device, &[rows, d], du),
+        Tensor::from_buffer(device, &[items, d], dtable),
+    ))
+}
+
+/// Tape face of the prediction layer and its loss together.
+pub fn cross_entropy_over_items(
+    tape: &Tape,
+    u: &Var,
+    table: &Var,
+    targets: &IndexTensor,
+) -> Result<Var> {
+    let (loss, saved) = cross_entropy_over_items_forward(u.value(), table.value(), targets)?;
+    let (u_value, table_value) = (u.value().clone(), table.value().clone());
+    let (u_id, table_id) = (u.id(), table.id());
+    Ok(tape.record(loss, move |dloss| {
+        let (du, dtable) =
+            cross_entropy_over_items_backward(&u_value, &table_value, &saved, dloss)?;
+        Ok(vec![(u_id, du), (table_id, dtable)])
+    }))
+}

@@ -1,0 +1,260 @@
+//! The linear layer `y = x W + b` (every projection of spec §2 and §3) and the prediction layer's
+//! plain product `logits = u E_Xᵀ` against the whole item table (spec §2, "Prediction").
+//!
+//! Shapes: `x` is `[.., d_in]` (any leading axes, flattened to `rows = B·n`), `W` is
+//! `[d_in, d_out]`, `b` is `[d_out]` (optional), `y` is `[.., d_out]`. For the prediction layer
+//! `u` is `[B, d]`, `E_X` is `[|V|, d]`, logits are `[B, |V|]`.
+//!
+//! Backward: `dx = dy Wᵀ`, `dW = xᵀ dy`, `db = Σ_rows dy`; for the prediction layer
+//! `du = dlogits E_X`, `dE_X = dlogitsᵀ u`.
+//!
+//! The products run on cuBLAS on the GPU (TF32 off unless [`set_allow_tf32`]) and on the
+//! `matrixmultiply` crate on the CPU and emulated devices; the bias kernels are
+//! `kernels/linear.cu`. The f64 triple loop in [`matmul_reference`] is the reference.
+mod cpu;
+mod cuda;
+mod gemm;
+
+pub use cpu::{
+    column_sum as column_sum_reference, linear_backward as backward_reference,
+    linear_forward as forward_reference, matmul as matmul_reference,
+    matmul_transposed_backward as matmul_transposed_backward_reference,
+    matmul_transposed_forward as matmul_transposed_forward_reference,
+};
+pub use gemm::{allow_tf32, set_allow_tf32};
+pub(crate) use gemm::{gemm, Gemm};
+
+use crate::autograd::{Tape, Var};
+use crate::device::{Buffer, Device};
+use crate::{Error, Result, Tensor};
+
+const OP: &str = "linear";
+
+#[derive(Debug, Clone)]
+pub struct LinearGradients {
+    pub dx: Tensor,
+    pub dweight: Tensor,
+    /// `None` when the forward had no bias.
+    pub dbias: Option<Tensor>,
+}
+
+/// `(rows, d_in, d_out)` of `x` against `weight`, with the shape checks.
+fn dims(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<(usize, usize, usize)> {
+    x.same_device(OP, weight)?;
+    let (&d_in, &d_out) = match weight.shape() {
+        [d_in, d_out] => (d_in, d_out),
+        other => {
+            return Err(Error::shape(
+                OP,
+                format!("weight must be [d_in, d_out], got {other:?}"),
+            ))
+        }
+    };
+    if x.shape().last() != Some(&d_in) || d_in == 0 {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "x {:?} does not end in d_in = {d_in} (weight {:?})",
+                x.shape(),
+                weight.shape()
+            ),
+        ));
+    }
+    if let Some(bias) = bias {
+        x.same_device(OP, bias)?;
+        if bias.shape() != [d_out] {
+            return Err(Error::shape(
+                OP,
+                format!("bias must be [{d_out}], got {:?}", bias.shape()),
+            ));
+        }
+    }
+    let rows = x.len() / d_in;
+    if rows.div_ceil(64) > 65_535 {
+        return Err(Error::shape(
+            OP,
+            format!("{rows} rows exceed the bias gradient's grid (at most 4194240)"),
+        ));
+    }
+    Ok((rows, d_in, d_out))
+}
+
+fn out_shape(x: &Tensor, last: usize) -> Vec<usize> {
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("checked non-empty") = last;
+    shape
+}
+
+fn matmul_into(device: &Device, g: Gemm, a: &Tensor, b: &Tensor) -> Result<Buffer<f32>> {
+    let mut c = device.zeros::<f32>(g.m * g.n)?;
+    gemm(device, g, a.buffer(), b.buffer(), &mut c)?;
+    Ok(c)
+}
+
+fn product(transpose_a: bool, transpose_b: bool, m: usize, n: usize, k: usize) -> Gemm {
+    Gemm {
+        transpose_a,
+        transpose_b,
+        m,
+        n,
+        k,
+        alpha: 1.0,
+        beta: 0.0,
+    }
+}
+
+/// Column sums of a `rows × cols` buffer (the bias gradient), on the tensor's device.
+fn bias_gradient(dy: &Tensor, rows: usize, cols: usize) -> Result<Buffer<f32>> {
+    match dy.device() {
+        Device::Cpu => Ok(Buffer::Host(cpu::column_sum(dy.host(), cols))),
+        device => cuda::bias_grad(device, dy.buffer(), rows, cols),
+    }
+}
+
+/// `y = x W + b` over the last axis of `x`.
+pub fn linear_forward(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (rows, d_in, d_out) = dims(x, weight, bias)?;
+    let device = x.device();
+    let mut y = matmul_into(device, product(false, false, rows, d_out, d_in), x, weight)?;
+    if let Some(bias) = bias {
+        match device {
+            Device::Cpu => {
+                for row in y.host_slice_mut().chunks_mut(d_out) {
+                    for (v, &b) in row.iter_mut().zip(bias.host()) {
+                        *v += b;
+                    }
+                }
+            }
+            _ => cuda::bias_add(device, &mut y, bias.buffer(), d_out)?,
+        }
+    }
+    Ok(Tensor::from_buffer(device, &out_shape(x, d_out), y))
+}
+
+/// Gradients of [`linear_forward`] given `dy` (shape of `y`). `with_bias` says whether to return
+/// the bias gradient.
+pub fn linear_backward(
+    x: &Tensor,
+    weight: &Tensor,
+    dy: &Tensor,
+    with_bias: bool,
+) -> Result<LinearGradients> {
+    let (rows, d_in, d_out) = dims(x, weight, None)?;
+    x.same_device(OP, dy)?;
+    if dy.shape() != out_shape(x, d_out).as_slice() {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "dy {:?} must be x {:?} with last axis {d_out}",
+                dy.shape(),
+                x.shape()
+            ),
+        ));
+    }
+    let device = x.device();
+    let dx = matmul_into(device, product(false, true, rows, d_in, d_out), dy, weight)?;
+    let dweight = matmul_into(device, product(true, false, d_in, d_out, rows), x, dy)?;
+    let dbias = if with_bias {
+        Some(Tensor::from_buffer(
+            device,
+            &[d_out],
+            bias_gradient(dy, rows, d_out)?,
+        ))
+    } else {
+        None
+    };
+    Ok(LinearGradients {
+        dx: Tensor::from_buffer(device, x.shape(), dx),
+        dweight: Tensor::from_buffer(device, &[d_in, d_out], dweight),
+        dbias,
+    })
+}
+
+/// Tape face of the linear layer.
+pub fn linear(tape: &Tape, x: &Var, weight: &Var, bias: Option<&Var>) -> Result<Var> {
+    let y = linear_forward(x.value(), weight.value(), bias.map(Var::value))?;
+    let (x_value, weight_value) = (x.value().clone(), weight.value().clone());
+    let (x_id, weight_id, bias_id) = (x.id(), weight.id(), bias.map(Var::id));
+    Ok(tape.record(y, move |dy| {
+        let grads = linear_backward(&x_value, &weight_value, dy, bias_id.is_some())?;
+        let mut out = vec![(x_id, grads.dx), (weight_id, grads.dweight)];
+        if let (Some(id), Some(db)) = (bias_id, grads.dbias) {
+            out.push((id, db));
+        }
+        Ok(out)
+    }))
+}
+
+/// `(rows, items, d)` of `u` `[rows, d]` against `table` `[items, d]`.
+fn transposed_dims(op: &'static str, u: &Tensor, table: &Tensor) -> Result<(usize, usize, usize)> {
+    u.same_device(op, table)?;
+    match (u.shape(), table.shape()) {
+        ([rows, d], [items, d2]) if d == d2 && *d > 0 => Ok((*rows, *items, *d)),
+        (a, b) => Err(Error::shape(
+            op,
+            format!("u must be [B, d] and the table [|V|, d]; got {a:?} and {b:?}"),
+        )),
+    }
+}
+
+/// `logits = u Eᵀ`: `u` `[B, d]`, `table` `[|V|, d]`, logits `[B, |V|]`.
+pub fn matmul_transposed_forward(u: &Tensor, table: &Tensor) -> Result<Tensor> {
+    let (rows, items, d) = transposed_dims("matmul_transposed", u, table)?;
+    let device = u.device();
+    let logits = matmul_into(device, product(false, true, rows, items, d), u, table)?;
+    Ok(Tensor::from_buffer(device, &[rows, items], logits))
+}
+
+/// `(du, dE)` of [`matmul_transposed_forward`] given `dlogits` `[B, |V|]`, both scaled by `scale`
+/// (the cross-entropy backward passes the upstream scalar gradient here).
+pub fn matmul_transposed_backward(
+    u: &Tensor,
+    table: &Tensor,
+    dlogits: &Tensor,
+    scale: f32,
+) -> Result<(Tensor, Tensor)> {
+    const OP_T: &str = "matmul_transposed";
+    let (rows, items, d) = transposed_dims(OP_T, u, table)?;
+    u.same_device(OP_T, dlogits)?;
+    if dlogits.shape() != [rows, items] {
+        return Err(Error::shape(
+            OP_T,
+            format!(
+                "dlogits must be [{rows}, {items}], got {:?}",
+                dlogits.shape()
+            ),
+        ));
+    }
+    let device = u.device();
+    let scaled = |mut g: Gemm| {
+        g.alpha = scale;
+        g
+    };
+    let du = matmul_into(
+        device,
+        scaled(product(false, false, rows, d, items)),
+        dlogits,
+        table,
+    )?;
+    let dtable = matmul_into(
+        device,
+        scaled(product(true, false, items, d, rows)),
+        dlogits,
+        u,
+    )?;
+    Ok((
+        Tensor::from_buffer(device, &[rows, d], du),
+        Tensor::from_buffer(device, &[items, d], dtable),
+    ))
+}
+
+/// Tape face of `u Eᵀ`.
+pub fn matmul_transposed(tape: &Tape, u: &Var, table: &Var) -> Result<Var> {
+    let logits = matmul_transposed_forward(u.value(), table.value())?;
+    let (u_value, table_value) = (u.value().clone(), table.value().clone());
+    let (u_id, table_id) = (u.id(), table.id());
+    Ok(tape.record(logits, move |dlogits| {
+        let (du, dtable) = matmul_transposed_backward(&u_value, &table_value, dlogits, 1.0)?;
+        Ok(vec![(u_id, du), (table_id, dtable)])
+    }))
+}

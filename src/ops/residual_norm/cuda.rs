@@ -1,0 +1,58 @@
+//! Launch of `kernels/residual_norm.cu`, shared by the CUDA and emulated devices.
+use crate::device::{Buffer, Device, LaunchConfig};
+use crate::kernels::KernelRef;
+use crate::{kernel_args, Result};
+
+const FORWARD: KernelRef = KernelRef::new("residual_norm", "residual_dropout_layer_norm_forward");
+
+pub(super) struct Forward {
+    pub z: Buffer<f32>,
+    pub y: Buffer<f32>,
+    pub mean: Buffer<f32>,
+    pub rstd: Buffer<f32>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward(
+    device: &Device,
+    x: &Buffer<f32>,
+    residual: &Buffer<f32>,
+    gamma: &Buffer<f32>,
+    beta: &Buffer<f32>,
+    rows: usize,
+    cols: usize,
+    eps: f32,
+    p: f32,
+    scale: f32,
+    seed: u64,
+) -> Result<Forward> {
+    let mut z = device.zeros::<f32>(rows * cols)?;
+    let mut y = device.zeros::<f32>(rows * cols)?;
+    let mut mean = device.zeros::<f32>(rows)?;
+    let mut rstd = device.zeros::<f32>(rows)?;
+    if rows > 0 {
+        // Same block size as layer_norm's launcher, so the reductions match the unfused path.
+        let threads = cols.div_ceil(32).clamp(1, 8) as u32 * 32;
+        device.launch(
+            FORWARD,
+            LaunchConfig::linear(rows as u32, threads),
+            &mut kernel_args![
+                x,
+                residual,
+                gamma,
+                beta,
+                &mut z,
+                &mut y,
+                &mut mean,
+                &mut rstd,
+                rows as i32,
+                cols as i32,
+                eps,
+                p,
+                scale,
+                seed
+            ],
+        )?;
+    }
+    Ok(Forward { z, y, mean, rstd })
+}

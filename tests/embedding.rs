@@ -1,0 +1,260 @@
+//! Embedding lookup and pooled multi-token attributes: tier 1 (f64 finite differences of the
+//! reference), tiers 2 and 4 (every device against the f64 reference on odd sizes), the tape.
+mod common;
+
+use asif_kernels::autograd::gradcheck::{check_gradient, GradCheckOptions};
+use asif_kernels::autograd::Tape;
+use asif_kernels::ops::embedding::{self, Pooling};
+use asif_kernels::{Device, Error, IndexTensor};
+use common::{all_devices, assert_close, random, rng, tensor};
+use rand::Rng;
+
+/// Sums of a handful of fp32 terms; atomics may add them in any order.
+const TOLERANCE: f64 = 1e-6;
+
+fn weighted(values: &[f64], weights: &[f64]) -> f64 {
+    values.iter().zip(weights).map(|(v, w)| v * w).sum()
+}
+
+fn options() -> GradCheckOptions {
+    GradCheckOptions {
+        step: 1e-5,
+        relative_tolerance: 1e-6,
+        absolute_tolerance: 1e-8,
+    }
+}
+
+/// Ids with duplicates and pads.
+fn ids(rng: &mut rand::rngs::StdRng, len: usize, vocab: usize) -> Vec<i32> {
+    (0..len)
+        .map(|_| rng.random_range(0..vocab as i32))
+        .collect()
+}
+
+#[test]
+fn embedding_backward_matches_finite_differences() {
+    let mut rng = rng(200);
+    let (vocab, dim) = (6usize, 3usize);
+    // Duplicates (2 three times), the pad id 0 twice.
+    let id_values = vec![2, 0, 5, 2, 1, 0, 2];
+    let table = random(&mut rng, vocab * dim, 0.0, 1.0);
+    let w = random(&mut rng, id_values.len() * dim, 0.0, 1.0);
+    let analytic = embedding::backward_reference(&id_values, &w, vocab, dim);
+    let f = |p: &[f64]| weighted(&embedding::forward_reference(p, &id_values, dim), &w);
+    // The pad row is read by the forward but gets no gradient by design: check the other rows.
+    let numeric = asif_kernels::autograd::gradcheck::finite_difference_gradient(f, &table, 1e-5);
+    assert!(
+        analytic[..dim].iter().all(|&g| g == 0.0),
+        "the pad row must get no gradient"
+    );
+    for i in dim..vocab * dim {
+        assert!(
+            (analytic[i] - numeric[i]).abs() <= 1e-8 + 1e-6 * numeric[i].abs(),
+            "entry {i}: {} vs {}",
+            analytic[i],
+            numeric[i]
+        );
+    }
+    // Row 2 occurs three times: its gradient is the sum of three rows of w.
+    for c in 0..dim {
+        let want = w[dim + c] * 0.0 + w[c] + w[3 * dim + c] + w[6 * dim + c];
+        assert!((analytic[2 * dim + c] - want).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn pooled_backward_matches_finite_differences() {
+    let mut rng = rng(201);
+    let (vocab, dim, max_tokens) = (7usize, 4usize, 3usize);
+    // Rows: two tokens, a duplicate token, no tokens (pools to zero), one token.
+    let tokens = vec![1, 3, 0, 2, 2, 5, 0, 0, 0, 6, 0, 0];
+    let table = random(&mut rng, vocab * dim, 0.0, 1.0);
+    let w = random(&mut rng, 4 * dim, 0.0, 1.0);
+    for mean in [false, true] {
+        let analytic =
+            embedding::pooled_backward_reference(&tokens, &w, max_tokens, vocab, dim, mean);
+        let f = |p: &[f64]| {
+            weighted(
+                &embedding::pooled_forward_reference(p, &tokens, max_tokens, dim, mean),
+                &w,
+            )
+        };
+        check_gradient(f, &table, &analytic, options())
+            .unwrap_or_else(|e| panic!("mean {mean}: {e}"));
+        let pooled = embedding::pooled_forward_reference(&table, &tokens, max_tokens, dim, mean);
+        assert!(
+            pooled[2 * dim..3 * dim].iter().all(|&v| v == 0.0),
+            "a row without tokens pools to zero"
+        );
+    }
+}
+
+#[test]
+fn embedding_matches_reference_on_every_device() {
+    let mut rng = rng(202);
+    for device in all_devices() {
+        for &(batch, n, vocab, dim) in &[
+            (1usize, 1usize, 1usize, 1usize),
+            (3, 7, 13, 33),
+            (5, 11, 4, 64),
+        ] {
+            let table = random(&mut rng, vocab * dim, 0.0, 1.0);
+            let id_values = ids(&mut rng, batch * n, vocab);
+            let dout = random(&mut rng, batch * n * dim, 0.0, 1.0);
+            let table_t = tensor(&device, &[vocab, dim], &table);
+            let ids_t = IndexTensor::from_vec(&device, &[batch, n], id_values.clone()).unwrap();
+            let out = embedding::embedding_forward(&table_t, &ids_t).expect("forward");
+            assert_eq!(out.shape(), &[batch, n, dim]);
+            let what = |s: &str| format!("embedding {s} [{batch}, {n}] vocab {vocab} d {dim}");
+            assert_close(
+                &what("out"),
+                &device,
+                &out,
+                &embedding::forward_reference(&table, &id_values, dim),
+                TOLERANCE,
+            );
+            let dtable = embedding::embedding_backward(
+                &ids_t,
+                &tensor(&device, &[batch, n, dim], &dout),
+                vocab,
+            )
+            .expect("backward");
+            assert_close(
+                &what("dE"),
+                &device,
+                &dtable,
+                &embedding::backward_reference(&id_values, &dout, vocab, dim),
+                TOLERANCE,
+            );
+            assert!(
+                dtable.to_vec().unwrap()[..dim].iter().all(|&g| g == 0.0),
+                "pad row gradient on {}",
+                device.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn pooled_embedding_matches_reference_on_every_device() {
+    let mut rng = rng(203);
+    for device in all_devices() {
+        for &(rows, max_tokens, vocab, dim) in &[
+            (1usize, 1usize, 2usize, 1usize),
+            (13, 3, 19, 33),
+            (31, 6, 5, 17),
+        ] {
+            let table = random(&mut rng, vocab * dim, 0.0, 1.0);
+            // Many pads, so some rows have no tokens at all.
+            let tokens: Vec<i32> = (0..rows * max_tokens)
+                .map(|_| {
+                    if rng.random::<f64>() < 0.4 {
+                        0
+                    } else {
+                        rng.random_range(0..vocab as i32)
+                    }
+                })
+                .collect();
+            let dout = random(&mut rng, rows * dim, 0.0, 1.0);
+            let table_t = tensor(&device, &[vocab, dim], &table);
+            let tokens_t =
+                IndexTensor::from_vec(&device, &[rows, max_tokens], tokens.clone()).unwrap();
+            for (pooling, mean) in [(Pooling::Sum, false), (Pooling::Mean, true)] {
+                let what = |s: &str| {
+                    format!(
+                        "pooled {pooling:?} {s} rows {rows} k {max_tokens} vocab {vocab} d {dim}"
+                    )
+                };
+                let out = embedding::pooled_embedding_forward(&table_t, &tokens_t, pooling)
+                    .expect("forward");
+                assert_eq!(out.shape(), &[rows, dim]);
+                assert_close(
+                    &what("out"),
+                    &device,
+                    &out,
+                    &embedding::pooled_forward_reference(&table, &tokens, max_tokens, dim, mean),
+                    TOLERANCE,
+                );
+                let dtable = embedding::pooled_embedding_backward(
+                    &tokens_t,
+                    &tensor(&device, &[rows, dim], &dout),
+                    vocab,
+                    pooling,
+                )
+                .expect("backward");
+                assert_close(
+                    &what("dE"),
+                    &device,
+                    &dtable,
+                    &embedding::pooled_backward_reference(
+                        &tokens, &dout, max_tokens, vocab, dim, mean,
+                    ),
+                    TOLERANCE,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn tape_sums_item_and_attribute_embeddings() {
+    // F⁰'s 𝓕_sum = E_X[s] + Σ_j A_j[s] (spec §3.1), with the item's genres pooled by sum.
+    let mut rng = rng(204);
+    let (positions, vocab, genres, dim, max_tokens) = (9usize, 8usize, 5usize, 6usize, 3usize);
+    let items = random(&mut rng, vocab * dim, 0.0, 1.0);
+    let genre_table = random(&mut rng, genres * dim, 0.0, 1.0);
+    let id_values = ids(&mut rng, positions, vocab);
+    let tokens: Vec<i32> = (0..positions * max_tokens)
+        .map(|_| rng.random_range(0..genres as i32))
+        .collect();
+    let seed = random(&mut rng, positions * dim, 0.0, 1.0);
+    let want_items = embedding::backward_reference(&id_values, &seed, vocab, dim);
+    let want_genres =
+        embedding::pooled_backward_reference(&tokens, &seed, max_tokens, genres, dim, false);
+    for device in all_devices() {
+        let tape = Tape::new();
+        let items_var = tape.leaf(tensor(&device, &[vocab, dim], &items));
+        let genres_var = tape.leaf(tensor(&device, &[genres, dim], &genre_table));
+        let ids_t = IndexTensor::from_vec(&device, &[positions], id_values.clone()).unwrap();
+        let tokens_t =
+            IndexTensor::from_vec(&device, &[positions, max_tokens], tokens.clone()).unwrap();
+        let x = embedding::embedding(&tape, &items_var, &ids_t).expect("lookup");
+        let a =
+            embedding::pooled_embedding(&tape, &genres_var, &tokens_t, Pooling::Sum).expect("pool");
+        let fused = asif_kernels::ops::add::add(&tape, &x, &a).expect("add");
+        let grads = tape
+            .backward(&fused, tensor(&device, &[positions, dim], &seed))
+            .expect("backward");
+        assert_close(
+            "dE_X",
+            &device,
+            grads.get(&items_var).unwrap(),
+            &want_items,
+            TOLERANCE,
+        );
+        assert_close(
+            "dE_A",
+            &device,
+            grads.get(&genres_var).unwrap(),
+            &want_genres,
+            TOLERANCE,
+        );
+    }
+}
+
+#[test]
+fn out_of_range_ids_are_typed_errors_on_host_devices() {
+    for device in [Device::cpu(), common::emulated()] {
+        let table = tensor(&device, &[4, 2], &[0.0; 8]);
+        let bad = IndexTensor::from_vec(&device, &[2], vec![1, 4]).unwrap();
+        assert!(matches!(
+            embedding::embedding_forward(&table, &bad),
+            Err(Error::Argument { .. })
+        ));
+        let negative = IndexTensor::from_vec(&device, &[1, 2], vec![-1, 0]).unwrap();
+        assert!(matches!(
+            embedding::pooled_embedding_forward(&table, &negative, Pooling::Sum),
+            Err(Error::Argument { .. })
+        ));
+    }
+}
