@@ -271,3 +271,18 @@ fn bad_shapes_are_typed_errors() {
 fn tf32_switch_is_off_by_default() {
     assert!(!linear::allow_tf32());
 }
+
+#[test]
+fn an_empty_batch_gives_empty_outputs_and_zero_weight_gradients() {
+    for device in all_devices() {
+        let x = Tensor::zeros(&device, &[0, 3]).unwrap();
+        let w = tensor(&device, &[3, 2], &[1.0; 6]);
+        let y = linear::linear_forward(&x, &w, None).unwrap();
+        assert_eq!(y.shape(), &[0, 2]);
+        let grads =
+            linear::linear_backward(&x, &w, &Tensor::zeros(&device, &[0, 2]).unwrap(), true)
+                .unwrap();
+        assert_eq!(grads.dweight.to_vec().unwrap(), vec![0.0; 6]);
+        assert_eq!(grads.dbias.unwrap().to_vec().unwrap(), vec![0.0; 2]);
+    }
+}

@@ -92,9 +92,10 @@ pub(crate) fn gemm(
                     cublasOperation_t::CUBLAS_OP_N
                 }
             };
-            // Leading dimensions of the row-major storage: the stored row length.
-            let lda = if g.transpose_a { g.m } else { g.k };
-            let ldb = if g.transpose_b { g.k } else { g.n };
+            // Leading dimensions of the row-major storage: the stored row length (at least 1, as
+            // cuBLAS requires even when k = 0 and nothing is read).
+            let lda = (if g.transpose_a { g.m } else { g.k }).max(1);
+            let ldb = (if g.transpose_b { g.k } else { g.n }).max(1);
             let config = GemmConfig {
                 transa: op(g.transpose_b),
                 transb: op(g.transpose_a),
