@@ -3,6 +3,7 @@
 pub mod adam;
 pub mod add;
 pub mod attention;
+pub mod contrastive;
 pub mod cross_entropy;
 pub mod dropout;
 pub mod embedding;

@@ -1,0 +1,102 @@
+//! Launches of `kernels/contrastive.cu`, shared by the CUDA and emulated devices.
+use super::ContrastiveReduction;
+use crate::device::{Buffer, Device, LaunchConfig};
+use crate::kernels::KernelRef;
+use crate::{kernel_args, Result};
+
+const FORWARD_BACKWARD: KernelRef = KernelRef::new("contrastive", "contrastive_forward_backward");
+const REDUCE: KernelRef = KernelRef::new("contrastive", "contrastive_reduce");
+const SCALE: KernelRef = KernelRef::new("contrastive", "contrastive_scale");
+/// Must match CONTRASTIVE_THREADS in the kernel (its register tiles assume 16 × 16 threads).
+const THREADS: u32 = 256;
+
+pub(super) struct Inputs<'a> {
+    pub x: &'a Buffer<f32>,
+    pub a: &'a Buffer<f32>,
+    pub lengths: &'a Buffer<i32>,
+    pub groups: Option<&'a Buffer<i32>>,
+    pub logit_scale: &'a Buffer<f32>,
+}
+
+pub(super) struct Output {
+    pub loss: Buffer<f32>,
+    pub dx: Buffer<f32>,
+    pub da: Buffer<f32>,
+    pub ds: Buffer<f32>,
+}
+
+pub(super) fn forward_backward(
+    device: &Device,
+    inputs: Inputs<'_>,
+    batch: usize,
+    n: usize,
+    d: usize,
+    reduction: ContrastiveReduction,
+    upstream: f32,
+) -> Result<Output> {
+    let mut dx = device.zeros::<f32>(batch * n * d)?;
+    let mut da = device.zeros::<f32>(batch * n * d)?;
+    let mut loss = device.zeros::<f32>(1)?;
+    let mut ds = device.zeros::<f32>(1)?;
+    if batch == 0 {
+        return Ok(Output { loss, dx, da, ds });
+    }
+    let mut loss_partial = device.zeros::<f32>(batch)?;
+    let mut ds_partial = device.zeros::<f32>(batch)?;
+    // Without group ids the kernel never reads the pointer; the lengths stand in for it.
+    let (groups, use_groups) = match inputs.groups {
+        Some(groups) => (groups, 1i32),
+        None => (inputs.lengths, 0i32),
+    };
+    let literal_sum = i32::from(reduction == ContrastiveReduction::Sum);
+    device.launch(
+        FORWARD_BACKWARD,
+        LaunchConfig::linear(batch as u32, THREADS),
+        &mut kernel_args![
+            inputs.x,
+            inputs.a,
+            inputs.lengths,
+            groups,
+            inputs.logit_scale,
+            &mut dx,
+            &mut da,
+            &mut loss_partial,
+            &mut ds_partial,
+            batch as i32,
+            n as i32,
+            d as i32,
+            use_groups,
+            literal_sum,
+            upstream
+        ],
+    )?;
+    device.launch(
+        REDUCE,
+        LaunchConfig::linear(1, THREADS),
+        &mut kernel_args![
+            &loss_partial,
+            &ds_partial,
+            &mut loss,
+            &mut ds,
+            batch as i32
+        ],
+    )?;
+    Ok(Output { loss, dx, da, ds })
+}
+
+pub(super) fn scale(
+    device: &Device,
+    value: &Buffer<f32>,
+    factor: &Buffer<f32>,
+    len: usize,
+) -> Result<Buffer<f32>> {
+    let mut out = device.zeros::<f32>(len)?;
+    if len > 0 {
+        device.launch(
+            SCALE,
+            LaunchConfig::grid_stride(len),
+            &mut kernel_args![value, factor, &mut out, len as i32],
+        )?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,281 @@
+//! RSA's interaction-level contrastive loss (paper eqs. 6 to 9, spec §3.4 and A8 to A10), forward
+//! and backward fused. Kernel: `kernels/contrastive.cu`; derivation: `docs/contrastive.md`.
+//!
+//! Per sequence b over its valid positions t, u < L_b: x̃ = x/max(‖x‖, ε), ã = a/max(‖a‖, ε),
+//! S_tu = κ·x̃_t·ã_u with κ = min(exp(s), 100), ℓ_X(t) = −log softmax_u(S_t·)[t] and
+//! ℓ_A(u) = −log softmax_t(S_·u)[u], reduced by [`ContrastiveReduction`].
+//!
+//! Plain kernel API: [`contrastive_loss_forward_backward`] returns the loss and its gradients for
+//! a given upstream scalar gradient, from one kernel pass (the loss is a scalar, so the backward
+//! needs nothing but that scalar). Tape API: [`contrastive_loss`] runs the same pass with upstream
+//! 1 and its backward scales the saved gradients by the upstream gradient, on the device.
+mod cpu;
+mod cuda;
+
+pub use cpu::{forward_backward as forward_backward_reference, ContrastiveReference};
+
+use crate::autograd::{Tape, Var};
+use crate::device::{Buffer, Device};
+use crate::{Error, IndexTensor, Result, Tensor};
+
+/// The largest logit scale κ (CLIP's clamp); above it the gradient to s is zero.
+pub const LOGIT_SCALE_MAX: f32 = 100.0;
+/// ε of the normalisation x/max(‖x‖, ε).
+pub const NORM_EPS: f32 = 1e-8;
+/// Longest sequence the kernel takes (one 64×64 tile of S per block).
+pub const MAX_SEQUENCE_LENGTH: usize = 64;
+
+/// The initial logit-scale parameter s = ln(1/0.07) (κ = 1/τ with τ = 0.07, spec A9).
+pub fn initial_logit_scale() -> f32 {
+    (1.0f32 / 0.07).ln()
+}
+
+/// How per-position losses become L_co. B (the divisor) counts every sequence of the batch,
+/// including those with L_b = 0, which add nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContrastiveReduction {
+    /// L_co = (1/B) Σ_b 1/(2 L_b) Σ_t (ℓ_X(t) + ℓ_A(t)): the mean over each sequence's valid
+    /// positions (spec A8's default, `rsa_reduction=mean`).
+    #[default]
+    MeanPerSequence,
+    /// L_co = (1/B) Σ_b 1/2 Σ_t (ℓ_X(t) + ℓ_A(t)): eq. 9 literally, no 1/L_b
+    /// (`rsa_reduction=sum`).
+    Sum,
+}
+
+/// The loss and the gradients of `upstream · loss`.
+#[derive(Debug, Clone)]
+pub struct ContrastiveOutput {
+    /// L_co, shape [1] (not scaled by the upstream gradient).
+    pub loss: Tensor,
+    /// ∂/∂x, shape [B, n, d]; zero at positions t ≥ L_b.
+    pub dx: Tensor,
+    /// ∂/∂a, shape [B, n, d]; zero at positions t ≥ L_b.
+    pub da: Tensor,
+    /// ∂/∂s, shape [1]; exactly zero where exp(s) > 100 (the clamp).
+    pub ds: Tensor,
+}
+
+const OP: &str = "contrastive_loss";
+
+/// (B, n, d) after checking every shape and device.
+fn check(
+    x: &Tensor,
+    a: &Tensor,
+    lengths: &IndexTensor,
+    logit_scale: &Tensor,
+    groups: Option<&IndexTensor>,
+) -> Result<(usize, usize, usize)> {
+    x.same_device(OP, a)?;
+    x.same_device(OP, logit_scale)?;
+    let index_device = |t: &IndexTensor| {
+        if t.device() != x.device() {
+            return Err(Error::DeviceMismatch {
+                op: OP,
+                expected: x.device().name(),
+                found: t.device().name(),
+            });
+        }
+        Ok(())
+    };
+    index_device(lengths)?;
+    let &[batch, n, d] = x.shape() else {
+        return Err(Error::shape(
+            OP,
+            format!("x must have shape [B, n, d], got {:?}", x.shape()),
+        ));
+    };
+    if a.shape() != x.shape() {
+        return Err(Error::shape(
+            OP,
+            format!("a {:?} must match x {:?}", a.shape(), x.shape()),
+        ));
+    }
+    if n == 0 || n > MAX_SEQUENCE_LENGTH {
+        return Err(Error::shape(
+            OP,
+            format!("sequence length n = {n} must be in 1..={MAX_SEQUENCE_LENGTH}"),
+        ));
+    }
+    if d == 0 {
+        return Err(Error::shape(OP, "the embedding axis d is empty"));
+    }
+    if x.len() > i32::MAX as usize {
+        return Err(Error::shape(
+            OP,
+            format!("{} elements exceed the kernel's 32-bit indexing", x.len()),
+        ));
+    }
+    if lengths.shape() != [batch] {
+        return Err(Error::shape(
+            OP,
+            format!("lengths must have shape [{batch}], got {:?}", lengths.shape()),
+        ));
+    }
+    if logit_scale.shape() != [1] {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "the logit-scale parameter s must have shape [1], got {:?}",
+                logit_scale.shape()
+            ),
+        ));
+    }
+    if let Some(groups) = groups {
+        index_device(groups)?;
+        if groups.shape() != [batch, n] {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "group ids must have shape [{batch}, {n}], got {:?}",
+                    groups.shape()
+                ),
+            ));
+        }
+    }
+    // Lengths on the host (CPU and emulated devices) are checked here. On a GPU that would cost a
+    // device-to-host copy and a synchronisation per call, so there the kernel clamps L_b into
+    // 0..=n instead (as the reference does): nothing is read out of bounds either way.
+    if let Buffer::Host(values) = lengths.buffer() {
+        if let Some((b, &bad)) = values
+            .iter()
+            .enumerate()
+            .find(|&(_, &l)| l < 0 || l as usize > n)
+        {
+            return Err(Error::argument(
+                OP,
+                format!("lengths[{b}] = {bad} is outside 0..={n}"),
+            ));
+        }
+    }
+    Ok((batch, n, d))
+}
+
+/// The contrastive loss of `x` (item-ID embeddings, [B, n, d]) and `a` (summed attribute
+/// embeddings, [B, n, d]) over the first `lengths[b]` positions of each sequence, with
+/// logit-scale parameter `logit_scale` (s, shape [1]; κ = min(exp s, 100)), and the gradients of
+/// `upstream · L_co` with respect to x, a and s.
+///
+/// `groups` ([B, n], optional) is the dedup switch (`rsa_dedup`): position u ≠ t is removed from
+/// row t's and column t's negatives when `groups[b][u] == groups[b][t]`. Pass item ids to stop
+/// repeated items acting as negatives of each other, or attribute-set ids for same-attribute
+/// items. `None` keeps the paper's Y = I (every other valid position is a negative).
+pub fn contrastive_loss_forward_backward(
+    x: &Tensor,
+    a: &Tensor,
+    lengths: &IndexTensor,
+    logit_scale: &Tensor,
+    groups: Option<&IndexTensor>,
+    reduction: ContrastiveReduction,
+    upstream: f32,
+) -> Result<ContrastiveOutput> {
+    let (batch, n, d) = check(x, a, lengths, logit_scale, groups)?;
+    if !upstream.is_finite() {
+        return Err(Error::argument(
+            OP,
+            format!("the upstream gradient must be finite, got {upstream}"),
+        ));
+    }
+    let device = x.device();
+    let shape = x.shape();
+    match device {
+        Device::Cpu => {
+            let out = cpu::forward_backward(
+                x.host(),
+                a.host(),
+                lengths.host(),
+                groups.map(|g| g.host()),
+                logit_scale.host()[0],
+                n,
+                d,
+                reduction,
+                upstream,
+            );
+            Ok(ContrastiveOutput {
+                loss: Tensor::from_buffer(device, &[1], Buffer::Host(vec![out.loss])),
+                dx: Tensor::from_buffer(device, shape, Buffer::Host(out.dx)),
+                da: Tensor::from_buffer(device, shape, Buffer::Host(out.da)),
+                ds: Tensor::from_buffer(device, &[1], Buffer::Host(vec![out.ds])),
+            })
+        }
+        Device::Cuda(_) | Device::Emulated(_) => {
+            let out = cuda::forward_backward(
+                device,
+                cuda::Inputs {
+                    x: x.buffer(),
+                    a: a.buffer(),
+                    lengths: lengths.buffer(),
+                    groups: groups.map(|g| g.buffer()),
+                    logit_scale: logit_scale.buffer(),
+                },
+                batch,
+                n,
+                d,
+                reduction,
+                upstream,
+            )?;
+            Ok(ContrastiveOutput {
+                loss: Tensor::from_buffer(device, &[1], out.loss),
+                dx: Tensor::from_buffer(device, shape, out.dx),
+                da: Tensor::from_buffer(device, shape, out.da),
+                ds: Tensor::from_buffer(device, &[1], out.ds),
+            })
+        }
+    }
+}
+
+/// `value · scale[0]` with `scale` a [1] tensor on the same device (no host round trip).
+fn scale_by(value: &Tensor, scale: &Tensor) -> Result<Tensor> {
+    value.same_device(OP, scale)?;
+    if scale.shape() != [1] {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "the upstream gradient of the loss must have shape [1], got {:?}",
+                scale.shape()
+            ),
+        ));
+    }
+    let device = value.device();
+    let buffer = match device {
+        Device::Cpu => {
+            let factor = scale.host()[0];
+            Buffer::Host(value.host().iter().map(|v| v * factor).collect())
+        }
+        Device::Cuda(_) | Device::Emulated(_) => {
+            cuda::scale(device, value.buffer(), scale.buffer(), value.len())?
+        }
+    };
+    Ok(Tensor::from_buffer(device, value.shape(), buffer))
+}
+
+/// Tape face: records L_co (shape [1]). The kernel runs once, here, with upstream 1; the backward
+/// scales the saved dx, da and ds by the upstream gradient of the loss.
+pub fn contrastive_loss(
+    tape: &Tape,
+    x: &Var,
+    a: &Var,
+    lengths: &IndexTensor,
+    logit_scale: &Var,
+    groups: Option<&IndexTensor>,
+    reduction: ContrastiveReduction,
+) -> Result<Var> {
+    let out = contrastive_loss_forward_backward(
+        x.value(),
+        a.value(),
+        lengths,
+        logit_scale.value(),
+        groups,
+        reduction,
+        1.0,
+    )?;
+    let (x_id, a_id, s_id) = (x.id(), a.id(), logit_scale.id());
+    let ContrastiveOutput { loss, dx, da, ds } = out;
+    Ok(tape.record(loss, move |dloss| {
+        Ok(vec![
+            (x_id, scale_by(&dx, dloss)?),
+            (a_id, scale_by(&da, dloss)?),
+            (s_id, scale_by(&ds, dloss)?),
+        ])
+    }))
+}
