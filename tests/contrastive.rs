@@ -17,8 +17,10 @@ use common::{all_devices, assert_close, emulated, random, relative_error, rng, t
 
 /// fp32 against the f64 reference: sums of at most 64 · 256 products per entry.
 const TOLERANCE: f64 = 1e-5;
-const REDUCTIONS: [ContrastiveReduction; 2] =
-    [ContrastiveReduction::MeanPerSequence, ContrastiveReduction::Sum];
+const REDUCTIONS: [ContrastiveReduction; 2] = [
+    ContrastiveReduction::MeanPerSequence,
+    ContrastiveReduction::Sum,
+];
 
 /// One problem: shapes, data and switches.
 #[derive(Clone)]
@@ -58,7 +60,11 @@ impl Case {
     /// Group ids with repeats (positions t and t + 3 share a group), so dedup removes negatives.
     fn with_groups(mut self) -> Case {
         let n = self.n;
-        self.groups = Some((0..self.lengths.len() * n).map(|i| ((i % n) % 3) as i32).collect());
+        self.groups = Some(
+            (0..self.lengths.len() * n)
+                .map(|i| ((i % n) % 3) as i32)
+                .collect(),
+        );
         self
     }
 
@@ -85,11 +91,18 @@ impl Case {
     }
 
     /// Runs the op on `device` (f32).
-    fn run(&self, device: &Device) -> asif_kernels::Result<asif_kernels::ops::contrastive::ContrastiveOutput> {
+    fn run(
+        &self,
+        device: &Device,
+    ) -> asif_kernels::Result<asif_kernels::ops::contrastive::ContrastiveOutput> {
         let shape = self.shape();
         let lengths = IndexTensor::from_vec(device, &[shape[0]], self.lengths.clone())?;
         let groups = match &self.groups {
-            Some(g) => Some(IndexTensor::from_vec(device, &[shape[0], self.n], g.clone())?),
+            Some(g) => Some(IndexTensor::from_vec(
+                device,
+                &[shape[0], self.n],
+                g.clone(),
+            )?),
             None => None,
         };
         contrastive_loss_forward_backward(
@@ -106,21 +119,50 @@ impl Case {
     /// Kernel (or f32 CPU dispatch) against the f64 reference, every output.
     fn check(&self, what: &str, device: &Device) {
         let want = self.reference();
-        assert!(want.loss.is_finite() && want.ds.is_finite(), "{what}: reference not finite");
-        let got = self.run(device).unwrap_or_else(|e| panic!("{what} on {}: {e}", device.name()));
-        assert_close(&format!("{what}: loss"), device, &got.loss, &[want.loss], TOLERANCE);
+        assert!(
+            want.loss.is_finite() && want.ds.is_finite(),
+            "{what}: reference not finite"
+        );
+        let got = self
+            .run(device)
+            .unwrap_or_else(|e| panic!("{what} on {}: {e}", device.name()));
+        assert_close(
+            &format!("{what}: loss"),
+            device,
+            &got.loss,
+            &[want.loss],
+            TOLERANCE,
+        );
         if self.cancelling {
             // Each term of dx_t is about 2κ|g|w_b/‖x_t‖ in size (of ds about 2κ|g|w_b); compare
             // the error with the norm of one term per valid row.
             let kappa = self.s.exp().min(100.0);
             let rows: usize = self.lengths.iter().map(|&l| l.max(0) as usize).sum();
             let weight = self.upstream.abs() / (2.0 * self.lengths.len() as f64);
-            let min_norm = self.x.chunks(self.d).chain(self.a.chunks(self.d)).map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt()).fold(f64::INFINITY, f64::min);
+            let min_norm = self
+                .x
+                .chunks(self.d)
+                .chain(self.a.chunks(self.d))
+                .map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt())
+                .fold(f64::INFINITY, f64::min);
             let term = 2.0 * kappa * weight * (rows as f64).sqrt();
-            for (name, got, want, scale) in [("dx", &got.dx, &want.dx, term / min_norm), ("da", &got.da, &want.da, term / min_norm), ("ds", &got.ds, &vec![want.ds], term * (rows as f64).sqrt())] {
+            for (name, got, want, scale) in [
+                ("dx", &got.dx, &want.dx, term / min_norm),
+                ("da", &got.da, &want.da, term / min_norm),
+                ("ds", &got.ds, &vec![want.ds], term * (rows as f64).sqrt()),
+            ] {
                 let values = got.to_vec().expect("download");
-                let diff = values.iter().zip(want).map(|(&g, &w)| (g as f64 - w).powi(2)).sum::<f64>().sqrt();
-                assert!(diff <= TOLERANCE * scale, "{what}: {name} on {}: error {diff:.3e} > {TOLERANCE:.0e} · {scale:.3e}", device.name());
+                let diff = values
+                    .iter()
+                    .zip(want)
+                    .map(|(&g, &w)| (g as f64 - w).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                assert!(
+                    diff <= TOLERANCE * scale,
+                    "{what}: {name} on {}: error {diff:.3e} > {TOLERANCE:.0e} · {scale:.3e}",
+                    device.name()
+                );
             }
             return;
         }
@@ -129,18 +171,42 @@ impl Case {
         // against the sum of their sizes.
         let ds = got.ds.to_vec().expect("ds")[0] as f64;
         let error = (ds - want.ds).abs() / want.ds_terms.max(want.ds.abs()).max(f64::MIN_POSITIVE);
-        assert!(error <= TOLERANCE || ds == want.ds, "{what}: ds on {}: {ds:e} vs {:e}, error {error:.3e} of Σ|terms|", device.name(), want.ds);
+        assert!(
+            error <= TOLERANCE || ds == want.ds,
+            "{what}: ds on {}: {ds:e} vs {:e}, error {error:.3e} of Σ|terms|",
+            device.name(),
+            want.ds
+        );
         // Rows of a with ‖a‖ ≤ ε have gradients 1/ε times larger than the others (the derivative
         // of a/max(‖a‖, ε)): compare them apart so they do not hide errors elsewhere.
-        let tiny: Vec<bool> = self.a.chunks(self.d).map(|row| row.iter().all(|&v| v == 0.0)).collect();
+        let tiny: Vec<bool> = self
+            .a
+            .chunks(self.d)
+            .map(|row| row.iter().all(|&v| v == 0.0))
+            .collect();
         let da = got.da.to_vec().expect("download");
         for part in [false, true] {
             let pick = |values: &[f64]| -> Vec<f64> {
-                values.chunks(self.d).zip(&tiny).filter(|(_, &t)| t == part).flat_map(|(r, _)| r.to_vec()).collect()
+                values
+                    .chunks(self.d)
+                    .zip(&tiny)
+                    .filter(|(_, &t)| t == part)
+                    .flat_map(|(r, _)| r.to_vec())
+                    .collect()
             };
-            let got_part: Vec<f32> = da.chunks(self.d).zip(&tiny).filter(|(_, &t)| t == part).flat_map(|(r, _)| r.to_vec()).collect();
+            let got_part: Vec<f32> = da
+                .chunks(self.d)
+                .zip(&tiny)
+                .filter(|(_, &t)| t == part)
+                .flat_map(|(r, _)| r.to_vec())
+                .collect();
             let error = relative_error(&got_part, &pick(&want.da));
-            assert!(error <= TOLERANCE, "{what}: da ({} rows) on {}: relative error {error:.3e}", if part { "zero" } else { "non-zero" }, device.name());
+            assert!(
+                error <= TOLERANCE,
+                "{what}: da ({} rows) on {}: relative error {error:.3e}",
+                if part { "zero" } else { "non-zero" },
+                device.name()
+            );
         }
     }
 }
@@ -149,7 +215,11 @@ impl Case {
 // Tier 1: the reference's gradients against finite differences (f64).
 
 fn options() -> GradCheckOptions {
-    GradCheckOptions { step: 1e-5, relative_tolerance: 1e-6, absolute_tolerance: 1e-8 }
+    GradCheckOptions {
+        step: 1e-5,
+        relative_tolerance: 1e-6,
+        absolute_tolerance: 1e-8,
+    }
 }
 
 /// Checks dx, da (on the rows listed, all if `None`) and ds of `case` by central differences of
@@ -164,8 +234,14 @@ fn check_finite_differences(what: &str, case: &Case, a_rows: Option<&[usize]>) {
         Some(rows) => rows.to_vec(),
         None => (0..case.a.len() / d).collect(),
     };
-    let a_params: Vec<f64> = rows.iter().flat_map(|&r| case.a[r * d..(r + 1) * d].to_vec()).collect();
-    let da_want: Vec<f64> = rows.iter().flat_map(|&r| want.da[r * d..(r + 1) * d].to_vec()).collect();
+    let a_params: Vec<f64> = rows
+        .iter()
+        .flat_map(|&r| case.a[r * d..(r + 1) * d].to_vec())
+        .collect();
+    let da_want: Vec<f64> = rows
+        .iter()
+        .flat_map(|&r| want.da[r * d..(r + 1) * d].to_vec())
+        .collect();
     let loss_a = |p: &[f64]| {
         let mut a = case.a.clone();
         for (i, &r) in rows.iter().enumerate() {
@@ -176,7 +252,10 @@ fn check_finite_differences(what: &str, case: &Case, a_rows: Option<&[usize]>) {
     for (name, result) in [
         ("dx", check_gradient(loss_x, &case.x, &want.dx, options())),
         ("da", check_gradient(loss_a, &a_params, &da_want, options())),
-        ("ds", check_gradient(loss_s, &[case.s], &[want.ds], options())),
+        (
+            "ds",
+            check_gradient(loss_s, &[case.s], &[want.ds], options()),
+        ),
     ] {
         if let Err(e) = result {
             panic!("{what}: {name}: {e}");
@@ -198,7 +277,11 @@ fn gradients_match_finite_differences_both_reductions_dedup_on_and_off() {
                 if dedup {
                     case = case.with_groups();
                 }
-                check_finite_differences(&format!("{reduction:?}, dedup {dedup}, s {s:.3}"), &case, None);
+                check_finite_differences(
+                    &format!("{reduction:?}, dedup {dedup}, s {s:.3}"),
+                    &case,
+                    None,
+                );
             }
         }
     }
@@ -226,7 +309,11 @@ fn gradients_with_zero_and_tiny_attribute_vectors_match_finite_differences() {
     };
     // Inside the ball ã = a/ε, so the loss's third derivative in a is about κ³/ε³: the step must
     // be far below ε for the h² error of central differences to vanish (1e-13: about 1 in 7e7).
-    let tiny_options = GradCheckOptions { step: 1e-13, relative_tolerance: 1e-6, absolute_tolerance: 1e-8 };
+    let tiny_options = GradCheckOptions {
+        step: 1e-13,
+        relative_tolerance: 1e-6,
+        absolute_tolerance: 1e-8,
+    };
     check_gradient(loss_a, &tiny, &want.da[..4], tiny_options).expect("da inside the ε ball");
 }
 
@@ -254,14 +341,31 @@ fn loss_of_aligned_orthonormal_rows_is_hand_computed() {
     let s: f64 = 0.5;
     let kappa = s.exp();
     let per_position = (1.0 + 2.0 * (-kappa).exp()).ln();
-    for (reduction, want) in [(ContrastiveReduction::MeanPerSequence, per_position), (ContrastiveReduction::Sum, 3.0 * per_position)] {
+    for (reduction, want) in [
+        (ContrastiveReduction::MeanPerSequence, per_position),
+        (ContrastiveReduction::Sum, 3.0 * per_position),
+    ] {
         let r = forward_backward_reference(&x, &a, &[len], None, s, n, d, reduction, 1.0);
-        assert!((r.loss - want).abs() < 1e-14, "{reduction:?}: {} vs {want}", r.loss);
+        assert!(
+            (r.loss - want).abs() < 1e-14,
+            "{reduction:?}: {} vs {want}",
+            r.loss
+        );
     }
     // Batch B = 2 with an empty second sequence: B counts it, so the loss halves.
     let mut x2 = x.clone();
     x2.extend(vec![0.0; n * d]);
-    let r = forward_backward_reference(&x2, &x2, &[len, 0], None, s, n, d, ContrastiveReduction::MeanPerSequence, 1.0);
+    let r = forward_backward_reference(
+        &x2,
+        &x2,
+        &[len, 0],
+        None,
+        s,
+        n,
+        d,
+        ContrastiveReduction::MeanPerSequence,
+        1.0,
+    );
     assert!((r.loss - per_position / 2.0).abs() < 1e-14);
 }
 
@@ -287,7 +391,14 @@ fn kernel_matches_reference_over_sizes_and_mixed_lengths() {
                 case = case.with_groups();
             }
             for device in &devices {
-                case.check(&format!("n {n} d {d} {:?} dedup {}", case.reduction, case.groups.is_some()), device);
+                case.check(
+                    &format!(
+                        "n {n} d {d} {:?} dedup {}",
+                        case.reduction,
+                        case.groups.is_some()
+                    ),
+                    device,
+                );
             }
         }
     }
@@ -328,20 +439,32 @@ fn kernel_matches_reference_on_edge_cases() {
     cases.push(("κ ≈ 2e-9, sum", hot));
 
     cases.push(("all L_b = 0", Case::random(203, n, d, vec![0, 0])));
-    cases.push(("all L_b = 1", Case::random(204, n, d, vec![1, 1, 1]).with_groups()));
+    cases.push((
+        "all L_b = 1",
+        Case::random(204, n, d, vec![1, 1, 1]).with_groups(),
+    ));
 
     for device in all_devices() {
         for (what, case) in &cases {
             case.check(what, &device);
             let got = case.run(&device).expect("run");
             if case.s.exp() > 100.0 {
-                assert_eq!(got.ds.to_vec().expect("ds"), vec![0.0], "{what} on {}: ds at the clamp", device.name());
+                assert_eq!(
+                    got.ds.to_vec().expect("ds"),
+                    vec![0.0],
+                    "{what} on {}: ds at the clamp",
+                    device.name()
+                );
             }
             // Padding positions (t ≥ L_b) get exactly zero gradient.
             let (dx, da) = (got.dx.to_vec().expect("dx"), got.da.to_vec().expect("da"));
             for (b, &len) in case.lengths.iter().enumerate() {
                 let rows = (b * n + len as usize) * d..(b + 1) * n * d;
-                assert!(dx[rows.clone()].iter().chain(&da[rows]).all(|&v| v == 0.0), "{what} on {}: padding gradient", device.name());
+                assert!(
+                    dx[rows.clone()].iter().chain(&da[rows]).all(|&v| v == 0.0),
+                    "{what} on {}: padding gradient",
+                    device.name()
+                );
             }
         }
     }
@@ -353,7 +476,12 @@ fn kernel_results_are_deterministic() {
     let device = emulated();
     let first = case.run(&device).expect("run");
     let second = case.run(&device).expect("run");
-    for (p, q) in [(&first.loss, &second.loss), (&first.dx, &second.dx), (&first.da, &second.da), (&first.ds, &second.ds)] {
+    for (p, q) in [
+        (&first.loss, &second.loss),
+        (&first.dx, &second.dx),
+        (&first.da, &second.da),
+        (&first.ds, &second.ds),
+    ] {
         assert_eq!(p.to_vec().expect("p"), q.to_vec().expect("q"));
     }
 }
@@ -372,14 +500,41 @@ fn tape_backward_scales_the_saved_gradients_by_the_upstream_gradient() {
         let x = tape.leaf(tensor(&device, &shape, &case.x));
         let a = tape.leaf(tensor(&device, &shape, &case.a));
         let s = tape.leaf(tensor(&device, &[1], &[case.s]));
-        let lengths = IndexTensor::from_vec(&device, &[shape[0]], case.lengths.clone()).expect("lengths");
-        let groups = IndexTensor::from_vec(&device, &[shape[0], case.n], case.groups.clone().expect("groups")).expect("groups");
-        let loss = contrastive_loss(&tape, &x, &a, &lengths, &s, Some(&groups), case.reduction).expect("loss");
+        let lengths =
+            IndexTensor::from_vec(&device, &[shape[0]], case.lengths.clone()).expect("lengths");
+        let groups = IndexTensor::from_vec(
+            &device,
+            &[shape[0], case.n],
+            case.groups.clone().expect("groups"),
+        )
+        .expect("groups");
+        let loss = contrastive_loss(&tape, &x, &a, &lengths, &s, Some(&groups), case.reduction)
+            .expect("loss");
         assert_close("tape loss", &device, loss.value(), &[want.loss], TOLERANCE);
-        let grads = tape.backward(&loss, tensor(&device, &[1], &[case.upstream])).expect("backward");
-        assert_close("tape dx", &device, grads.get(&x).expect("dx"), &want.dx, TOLERANCE);
-        assert_close("tape da", &device, grads.get(&a).expect("da"), &want.da, TOLERANCE);
-        assert_close("tape ds", &device, grads.get(&s).expect("ds"), &[want.ds], TOLERANCE);
+        let grads = tape
+            .backward(&loss, tensor(&device, &[1], &[case.upstream]))
+            .expect("backward");
+        assert_close(
+            "tape dx",
+            &device,
+            grads.get(&x).expect("dx"),
+            &want.dx,
+            TOLERANCE,
+        );
+        assert_close(
+            "tape da",
+            &device,
+            grads.get(&a).expect("da"),
+            &want.da,
+            TOLERANCE,
+        );
+        assert_close(
+            "tape ds",
+            &device,
+            grads.get(&s).expect("ds"),
+            &[want.ds],
+            TOLERANCE,
+        );
     }
 }
 
@@ -390,7 +545,11 @@ fn bad_inputs_are_typed_errors() {
         assert!(ok.run(&device).is_ok());
         let mut long = Case::random(501, 65, 2, vec![3]);
         long.lengths = vec![3];
-        assert!(matches!(long.run(&device), Err(Error::Shape { .. })), "n = 65 on {}", device.name());
+        assert!(
+            matches!(long.run(&device), Err(Error::Shape { .. })),
+            "n = 65 on {}",
+            device.name()
+        );
         // Lengths are checked where they live on the host; on a GPU the kernel clamps them
         // (checking would cost a synchronisation per call), like the reference.
         let mut bad_length = ok.clone();
@@ -399,9 +558,20 @@ fn bad_inputs_are_typed_errors() {
             match device {
                 Device::Cuda(_) => {
                     let got = bad_length.run(&device).expect("clamped on the GPU");
-                    assert_close("clamped lengths", &device, &got.dx, &bad_length.reference().dx, TOLERANCE);
+                    assert_close(
+                        "clamped lengths",
+                        &device,
+                        &got.dx,
+                        &bad_length.reference().dx,
+                        TOLERANCE,
+                    );
                 }
-                _ => assert!(matches!(bad_length.run(&device), Err(Error::Argument { .. })), "{:?} on {}", bad_length.lengths, device.name()),
+                _ => assert!(
+                    matches!(bad_length.run(&device), Err(Error::Argument { .. })),
+                    "{:?} on {}",
+                    bad_length.lengths,
+                    device.name()
+                ),
             }
         }
 
@@ -411,17 +581,36 @@ fn bad_inputs_are_typed_errors() {
         let s = tensor(&device, &[1], &[ok.s]);
         let mean = ContrastiveReduction::MeanPerSequence;
         let flat = tensor(&device, &[2 * 4 * 3], &ok.x);
-        assert!(matches!(contrastive_loss_forward_backward(&flat, &flat, &lengths, &s, None, mean, 1.0), Err(Error::Shape { .. })));
+        assert!(matches!(
+            contrastive_loss_forward_backward(&flat, &flat, &lengths, &s, None, mean, 1.0),
+            Err(Error::Shape { .. })
+        ));
         let other = tensor(&device, &[2, 4, 2], &ok.x[..16]);
-        assert!(matches!(contrastive_loss_forward_backward(&x, &other, &lengths, &s, None, mean, 1.0), Err(Error::Shape { .. })));
+        assert!(matches!(
+            contrastive_loss_forward_backward(&x, &other, &lengths, &s, None, mean, 1.0),
+            Err(Error::Shape { .. })
+        ));
         let two_s = tensor(&device, &[2], &[0.0, 0.0]);
-        assert!(matches!(contrastive_loss_forward_backward(&x, &x, &lengths, &two_s, None, mean, 1.0), Err(Error::Shape { .. })));
+        assert!(matches!(
+            contrastive_loss_forward_backward(&x, &x, &lengths, &two_s, None, mean, 1.0),
+            Err(Error::Shape { .. })
+        ));
         let groups = IndexTensor::from_vec(&device, &[2, 3], vec![0; 6]).expect("groups");
-        assert!(matches!(contrastive_loss_forward_backward(&x, &x, &lengths, &s, Some(&groups), mean, 1.0), Err(Error::Shape { .. })));
-        assert!(matches!(contrastive_loss_forward_backward(&x, &x, &lengths, &s, None, mean, f32::NAN), Err(Error::Argument { .. })));
+        assert!(matches!(
+            contrastive_loss_forward_backward(&x, &x, &lengths, &s, Some(&groups), mean, 1.0),
+            Err(Error::Shape { .. })
+        ));
+        assert!(matches!(
+            contrastive_loss_forward_backward(&x, &x, &lengths, &s, None, mean, f32::NAN),
+            Err(Error::Argument { .. })
+        ));
         if device != Device::cpu() {
-            let cpu_lengths = IndexTensor::from_vec(&Device::cpu(), &[2], ok.lengths.clone()).expect("lengths");
-            assert!(matches!(contrastive_loss_forward_backward(&x, &x, &cpu_lengths, &s, None, mean, 1.0), Err(Error::DeviceMismatch { .. })));
+            let cpu_lengths =
+                IndexTensor::from_vec(&Device::cpu(), &[2], ok.lengths.clone()).expect("lengths");
+            assert!(matches!(
+                contrastive_loss_forward_backward(&x, &x, &cpu_lengths, &s, None, mean, 1.0),
+                Err(Error::DeviceMismatch { .. })
+            ));
         }
     }
 }

@@ -90,11 +90,7 @@ pub fn forward_backward<F: Float>(
         };
         let dot = |p: &[F], q: &[F]| p.iter().zip(q).fold(F::zero(), |s, (&e, &f)| s + e * f);
         let scores: Vec<Vec<F>> = (0..len)
-            .map(|t| {
-                (0..len)
-                    .map(|u| kappa * dot(&xs[t].0, &as_[u].0))
-                    .collect()
-            })
+            .map(|t| (0..len).map(|u| kappa * dot(&xs[t].0, &as_[u].0)).collect())
             .collect();
         let lse_row: Vec<F> = (0..len)
             .map(|t| log_sum_exp((0..len).map(|u| (scores[t][u], allowed(t, u)))))
@@ -138,11 +134,12 @@ pub fn forward_backward<F: Float>(
             let c = (0..len).fold(F::zero(), |s, u| s + g[t][u] * scores[t][u]);
             if !clamped {
                 out.ds = out.ds + c;
-                out.ds_terms = (0..len).fold(out.ds_terms, |s, u| s + (g[t][u] * scores[t][u]).abs());
+                out.ds_terms =
+                    (0..len).fold(out.ds_terms, |s, u| s + (g[t][u] * scores[t][u]).abs());
             }
-            for k in 0..d {
+            for (k, &x_tilde_k) in x_tilde.iter().enumerate() {
                 let dx_tilde = (0..len).fold(F::zero(), |s, u| s + g[t][u] * as_[u].0[k]) * kappa;
-                let projection = if *above { x_tilde[k] * c } else { F::zero() };
+                let projection = if *above { x_tilde_k * c } else { F::zero() };
                 out.dx[(b * n + t) * d + k] = *inv * (dx_tilde - projection);
             }
         }
@@ -150,9 +147,9 @@ pub fn forward_backward<F: Float>(
             // dÃ_u = κ Σ_t G_tu x̃_t, r_u = Σ_t G_tu S_tu = ã_u·dÃ_u.
             let (a_tilde, inv, above) = &as_[u];
             let r = (0..len).fold(F::zero(), |s, t| s + g[t][u] * scores[t][u]);
-            for k in 0..d {
+            for (k, &a_tilde_k) in a_tilde.iter().enumerate() {
                 let da_tilde = (0..len).fold(F::zero(), |s, t| s + g[t][u] * xs[t].0[k]) * kappa;
-                let projection = if *above { a_tilde[k] * r } else { F::zero() };
+                let projection = if *above { a_tilde_k * r } else { F::zero() };
                 out.da[(b * n + u) * d + k] = *inv * (da_tilde - projection);
             }
         }

@@ -73,13 +73,7 @@ pub(super) fn forward_backward(
     device.launch(
         REDUCE,
         LaunchConfig::linear(1, THREADS),
-        &mut kernel_args![
-            &loss_partial,
-            &ds_partial,
-            &mut loss,
-            &mut ds,
-            batch as i32
-        ],
+        &mut kernel_args![&loss_partial, &ds_partial, &mut loss, &mut ds, batch as i32],
     )?;
     Ok(Output { loss, dx, da, ds })
 }

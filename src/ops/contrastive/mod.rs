@@ -109,7 +109,10 @@ fn check(
     if lengths.shape() != [batch] {
         return Err(Error::shape(
             OP,
-            format!("lengths must have shape [{batch}], got {:?}", lengths.shape()),
+            format!(
+                "lengths must have shape [{batch}], got {:?}",
+                lengths.shape()
+            ),
         ));
     }
     if logit_scale.shape() != [1] {

@@ -1,0 +1,83 @@
+//! Criterion benchmark of the fused RSA contrastive loss (forward + backward in one kernel pass),
+//! with the minimal bytes per call as throughput: read x and a, write dx and da (4 · B·n·d·4 B).
+//!
+//! On the CPU reference at a small size (always), and on GPU 0 at the paper's size (B = 2048,
+//! n = 50, d = 256) when there is one, with every sequence full and with lengths spread over
+//! 1..=50 (the kernel skips padding, so that row should be faster); otherwise one line says the
+//! GPU rows were skipped. `cargo bench --bench contrastive`.
+use std::io::Write;
+
+use asif_kernels::ops::contrastive::{
+    contrastive_loss_forward_backward, initial_logit_scale, ContrastiveReduction,
+};
+use asif_kernels::{Device, IndexTensor, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+fn random_tensor(device: &Device, shape: &[usize], seed: u32) -> Tensor {
+    // A cheap deterministic pattern that is neither zeros nor constant.
+    let len: usize = shape.iter().product();
+    let values = (0..len)
+        .map(|i| {
+            (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / 16_777_216.0)
+                * 2.0
+                - 1.0
+        })
+        .collect();
+    Tensor::from_vec(device, shape, values).expect("tensor")
+}
+
+fn bench_device(c: &mut Criterion, device: &Device, batch: usize, n: usize, d: usize) {
+    let label = device.name();
+    let x = random_tensor(device, &[batch, n, d], 1);
+    let a = random_tensor(device, &[batch, n, d], 2);
+    let s = Tensor::from_vec(device, &[1], vec![initial_logit_scale()]).expect("s");
+    let full = IndexTensor::from_vec(device, &[batch], vec![n as i32; batch]).expect("lengths");
+    let spread = IndexTensor::from_vec(
+        device,
+        &[batch],
+        (0..batch).map(|b| (b % n) as i32 + 1).collect(),
+    )
+    .expect("lengths");
+    let bytes = (4 * batch * n * d * 4) as u64;
+
+    let mut group = c.benchmark_group("contrastive");
+    group.throughput(Throughput::Bytes(bytes));
+    for (name, lengths) in [("all full", &full), ("lengths 1..=n", &spread)] {
+        group.bench_function(
+            BenchmarkId::new(
+                "forward+backward",
+                format!("{label} B{batch} n{n} d{d} {name}"),
+            ),
+            |bencher| {
+                bencher.iter(|| {
+                    let out = contrastive_loss_forward_backward(
+                        &x,
+                        &a,
+                        lengths,
+                        &s,
+                        None,
+                        ContrastiveReduction::MeanPerSequence,
+                        1.0,
+                    )
+                    .expect("contrastive loss");
+                    device.synchronize().expect("sync");
+                    out
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+fn contrastive(c: &mut Criterion) {
+    bench_device(c, &Device::cpu(), 32, 50, 64);
+    match Device::cuda(0) {
+        Ok(gpu) => bench_device(c, &gpu, 2048, 50, 256),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "SKIPPED GPU benchmarks: {e}");
+        }
+    }
+}
+
+criterion_group!(benches, contrastive);
+criterion_main!(benches);
