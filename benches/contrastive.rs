@@ -2,9 +2,11 @@
 //! with the minimal bytes per call as throughput: read x and a, write dx and da (4 · B·n·d·4 B).
 //!
 //! On the CPU reference at a small size (always), and on GPU 0 at the paper's size (B = 2048,
-//! n = 50, d = 256) when there is one, with every sequence full and with lengths spread over
-//! 1..=50 (the kernel skips padding, so that row should be faster); otherwise one line says the
-//! GPU rows were skipped. `cargo bench --bench contrastive`.
+//! n = 50, d = 256) when there is one, with every sequence full ("full") and with realistic
+//! lengths ("short": geometric with mean about 8, clipped to 1..=n, as `bench/peers/common.py`);
+//! the kernel skips padding, so the short row should be faster. Otherwise one line says the GPU
+//! rows were skipped. Ids are `contrastive/forward_backward/<device> B.. n.. d.. <lengths>`, the
+//! names `bench/summarize.py` looks for. `cargo bench --bench contrastive`.
 use std::io::Write;
 
 use asif_kernels::ops::contrastive::{
@@ -12,6 +14,8 @@ use asif_kernels::ops::contrastive::{
 };
 use asif_kernels::{Device, IndexTensor, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 fn random_tensor(device: &Device, shape: &[usize], seed: u32) -> Tensor {
     // A cheap deterministic pattern that is neither zeros nor constant.
@@ -32,20 +36,22 @@ fn bench_device(c: &mut Criterion, device: &Device, batch: usize, n: usize, d: u
     let a = random_tensor(device, &[batch, n, d], 2);
     let s = Tensor::from_vec(device, &[1], vec![initial_logit_scale()]).expect("s");
     let full = IndexTensor::from_vec(device, &[batch], vec![n as i32; batch]).expect("lengths");
-    let spread = IndexTensor::from_vec(
-        device,
-        &[batch],
-        (0..batch).map(|b| (b % n) as i32 + 1).collect(),
-    )
-    .expect("lengths");
+    let mut rng = StdRng::seed_from_u64(2);
+    let short_lengths = (0..batch)
+        .map(|_| {
+            let u: f64 = rng.random::<f64>().max(1e-12);
+            ((u.ln() / (1.0f64 - 1.0 / 8.0).ln()).ceil() as i32).clamp(1, n as i32)
+        })
+        .collect();
+    let short = IndexTensor::from_vec(device, &[batch], short_lengths).expect("lengths");
     let bytes = (4 * batch * n * d * 4) as u64;
 
     let mut group = c.benchmark_group("contrastive");
     group.throughput(Throughput::Bytes(bytes));
-    for (name, lengths) in [("all full", &full), ("lengths 1..=n", &spread)] {
+    for (name, lengths) in [("full", &full), ("short", &short)] {
         group.bench_function(
             BenchmarkId::new(
-                "forward+backward",
+                "forward_backward",
                 format!("{label} B{batch} n{n} d{d} {name}"),
             ),
             |bencher| {

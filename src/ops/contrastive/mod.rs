@@ -68,17 +68,7 @@ fn check(
 ) -> Result<(usize, usize, usize)> {
     x.same_device(OP, a)?;
     x.same_device(OP, logit_scale)?;
-    let index_device = |t: &IndexTensor| {
-        if t.device() != x.device() {
-            return Err(Error::DeviceMismatch {
-                op: OP,
-                expected: x.device().name(),
-                found: t.device().name(),
-            });
-        }
-        Ok(())
-    };
-    index_device(lengths)?;
+    x.same_device(OP, lengths)?;
     let &[batch, n, d] = x.shape() else {
         return Err(Error::shape(
             OP,
@@ -125,7 +115,7 @@ fn check(
         ));
     }
     if let Some(groups) = groups {
-        index_device(groups)?;
+        x.same_device(OP, groups)?;
         if groups.shape() != [batch, n] {
             return Err(Error::shape(
                 OP,
