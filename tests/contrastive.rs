@@ -443,6 +443,25 @@ fn kernel_matches_reference_on_edge_cases() {
         "all L_b = 1",
         Case::random(204, n, d, vec![1, 1, 1]).with_groups(),
     ));
+    // More sequences than the reduce kernel's 256 threads: its strided loop over b. Most are
+    // empty (an empty block returns at once; the emulator is slow at 300 full blocks).
+    cases.push((
+        "B = 300",
+        Case::random(
+            205,
+            3,
+            4,
+            (0..300)
+                .map(|b| {
+                    if b % 50 == 0 || b >= 290 {
+                        1 + b % 3
+                    } else {
+                        0
+                    }
+                })
+                .collect(),
+        ),
+    ));
 
     for device in all_devices() {
         for (what, case) in &cases {
@@ -459,6 +478,7 @@ fn kernel_matches_reference_on_edge_cases() {
             // Padding positions (t ≥ L_b) get exactly zero gradient.
             let (dx, da) = (got.dx.to_vec().expect("dx"), got.da.to_vec().expect("da"));
             for (b, &len) in case.lengths.iter().enumerate() {
+                let (n, d) = (case.n, case.d);
                 let rows = (b * n + len as usize) * d..(b + 1) * n * d;
                 assert!(
                     dx[rows.clone()].iter().chain(&da[rows]).all(|&v| v == 0.0),
