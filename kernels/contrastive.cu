@@ -36,7 +36,8 @@
 //
 // Traffic and floor at the paper's sizes (B = 2048, n = 50, d = 256, fp32): read x and a once,
 // write dx and da once: 4 · 2048·50·256·4 B = 419 MB, about 140 µs at 3.0 TB/s on an H100
-// (98 µs on an H200). Phase C re-reads x and a (from L2 when the block's 100 KB is still there).
+// (98 µs on an H200). Phase C re-reads x and a twice each (tile, then the norm backward's
+// projection): L2/L1 hits while the block's 100 KB is still there.
 // Arithmetic: 3 · 64²·256 FMAs per sequence at n = 50 padded to 64 (x·a, G·Ã, Gᵀ·X̃), 3.2 GFMA
 // in all: under the memory floor only if the FMA pipes stay above half busy, so the 4×4 register
 // tiles (8 shared loads per 16 FMAs) matter.
