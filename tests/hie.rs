@@ -13,8 +13,6 @@ use common::{all_devices, assert_close, random, rng, tensor};
 use rand::rngs::StdRng;
 use rand::Rng;
 
-const TOLERANCE: f64 = 1e-6;
-
 /// One batch of HIE inputs in f64.
 struct Case {
     dims: Dims,

@@ -92,13 +92,7 @@ pub struct HieGradients {
 fn dims(h_x: &Tensor, h_a: &Tensor, w_r: &Tensor, lengths: &IndexTensor) -> Result<Dims> {
     h_x.same_device(OP, h_a)?;
     h_x.same_device(OP, w_r)?;
-    if lengths.device() != h_x.device() {
-        return Err(Error::DeviceMismatch {
-            op: OP,
-            expected: h_x.device().name(),
-            found: lengths.device().name(),
-        });
-    }
+    h_x.same_device(OP, lengths)?;
     let &[batch, n, d] = h_x.shape() else {
         return Err(Error::shape(
             OP,
