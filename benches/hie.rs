@@ -2,8 +2,13 @@
 //! the minimal bytes moved per call as throughput.
 //!
 //! On the CPU reference at a small size (always), and on GPU 0 at the paper's sizes (B = 2048,
-//! n = 50, d = 256, r ∈ {16, 24}, all sequences full length) when there is one; otherwise one line
-//! says it was skipped. `cargo bench --bench hie`.
+//! n = 50, d = 256, r ∈ {16, 24}) when there is one, with all 50 positions valid ("full") and with
+//! realistic lengths ("short": geometric, mean about 8, as `bench/peers/common.py`); otherwise one
+//! line says it was skipped. `cargo bench --bench hie`.
+//!
+//! Ids are `hie/<pass>/<device> <lengths> B.. n.. d.. r..`; `bench/summarize.py` matches
+//! `hie/forward/cuda` and `hie/forward_backward/cuda` (forward + full QR backward, as the PyTorch
+//! peers, whose H_X and H_A both require grad) with `full`.
 use std::io::Write;
 
 use asif_kernels::ops::hie::{self, HieBackward, HieOptions};
@@ -23,13 +28,38 @@ fn random_tensor(device: &Device, shape: &[usize], seed: u32) -> Tensor {
     Tensor::from_vec(device, shape, values).expect("tensor")
 }
 
-fn bench_device(c: &mut Criterion, device: &Device, batch: usize, n: usize, d: usize, r: usize) {
-    let label = format!("{} B{batch} n{n} d{d} r{r}", device.name());
+/// L_b for `batch` sequences: all n, or geometric with mean about 8 clipped to [1, n].
+fn lengths_for(mode: &str, batch: usize, n: usize) -> Vec<i32> {
+    (0..batch)
+        .map(|b| {
+            if mode == "full" {
+                return n as i32;
+            }
+            let bits = (b as u32).wrapping_mul(2_654_435_761).wrapping_add(12_345) >> 8;
+            let u = (bits as f64 + 0.5) / 16_777_216.0;
+            let geometric = (u.ln() / (1.0f64 - 1.0 / 8.0).ln()).ceil() as i32;
+            geometric.clamp(1, n as i32)
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_device(
+    c: &mut Criterion,
+    device: &Device,
+    mode: &str,
+    batch: usize,
+    n: usize,
+    d: usize,
+    r: usize,
+) {
+    let label = format!("{} {mode} B{batch} n{n} d{d} r{r}", device.name());
     let h_x = random_tensor(device, &[batch, n, d], 1);
     let h_a = random_tensor(device, &[batch, n, d], 2);
     let dy = random_tensor(device, &[batch, n, d], 3);
     let w_r = random_tensor(device, &[n, r], 4);
-    let lengths = IndexTensor::from_vec(device, &[batch], vec![n as i32; batch]).expect("lengths");
+    let lengths =
+        IndexTensor::from_vec(device, &[batch], lengths_for(mode, batch, n)).expect("lengths");
     let options = HieOptions::default();
     let sequence = (batch * n * d * 4) as u64;
     let basis = (batch * d * r * 4) as u64;
@@ -49,7 +79,7 @@ fn bench_device(c: &mut Criterion, device: &Device, batch: usize, n: usize, d: u
     let (_, saved) = hie::hie_forward(&h_x, &h_a, &w_r, &lengths, options).expect("forward");
     // Reads dh, Q, φ; writes dH_A.
     group.throughput(Throughput::Bytes(2 * sequence + basis + small));
-    group.bench_function(BenchmarkId::new("backward Q constant", &label), |b| {
+    group.bench_function(BenchmarkId::new("backward_q_constant", &label), |b| {
         b.iter(|| {
             let out = hie::hie_backward(
                 &h_x,
@@ -70,8 +100,31 @@ fn bench_device(c: &mut Criterion, device: &Device, batch: usize, n: usize, d: u
     group.throughput(Throughput::Bytes(
         5 * sequence + basis + triangle + 2 * small,
     ));
-    group.bench_function(BenchmarkId::new("backward full QR", &label), |b| {
+    group.bench_function(BenchmarkId::new("backward_full", &label), |b| {
         b.iter(|| {
+            let out = hie::hie_backward(
+                &h_x,
+                &h_a,
+                &w_r,
+                &lengths,
+                &saved,
+                &dy,
+                options,
+                HieBackward::FullQr,
+            )
+            .expect("backward");
+            device.synchronize().expect("sync");
+            out
+        })
+    });
+    // Forward then the full QR backward (the PyTorch peers' forward+backward).
+    group.throughput(Throughput::Bytes(
+        3 * sequence + 2 * basis + 2 * triangle + 3 * small + 5 * sequence,
+    ));
+    group.bench_function(BenchmarkId::new("forward_backward", &label), |b| {
+        b.iter(|| {
+            let (_, saved) =
+                hie::hie_forward(&h_x, &h_a, &w_r, &lengths, options).expect("forward");
             let out = hie::hie_backward(
                 &h_x,
                 &h_a,
@@ -91,11 +144,13 @@ fn bench_device(c: &mut Criterion, device: &Device, batch: usize, n: usize, d: u
 }
 
 fn benches(c: &mut Criterion) {
-    bench_device(c, &Device::cpu(), 8, 50, 256, 16);
+    bench_device(c, &Device::cpu(), "full", 8, 50, 256, 16);
     match Device::cuda(0) {
         Ok(gpu) => {
             for r in [16, 24] {
-                bench_device(c, &gpu, 2048, 50, 256, r);
+                for mode in ["full", "short"] {
+                    bench_device(c, &gpu, mode, 2048, 50, 256, r);
+                }
             }
         }
         Err(e) => {
