@@ -132,6 +132,8 @@ fn dims(h_x: &Tensor, h_a: &Tensor, w_r: &Tensor, lengths: &IndexTensor) -> Resu
             ),
         ));
     }
+    // Values in [0, n] (host devices; on the GPU they are not read back and the kernels clamp).
+    super::check_indices(OP, h_x.device(), lengths, 0, n as i64 + 1)?;
     if lengths.shape() != [batch] {
         return Err(Error::shape(
             OP,
@@ -158,8 +160,8 @@ fn check_options(options: &HieOptions) -> Result<()> {
     Ok(())
 }
 
-/// h_A* for H_X, H_A `[B, n, d]`, W_r `[n, r]` and lengths L_b `[B]` (values are clamped to
-/// [0, n]; ignored when `options.keep_padding`).
+/// h_A* for H_X, H_A `[B, n, d]`, W_r `[n, r]` and lengths L_b `[B]` (values in [0, n], an error
+/// otherwise on host devices; the GPU kernels clamp them; ignored when `options.keep_padding`).
 pub fn hie_forward(
     h_x: &Tensor,
     h_a: &Tensor,
