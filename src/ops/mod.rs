@@ -9,6 +9,7 @@ pub mod dropout;
 pub mod embedding;
 pub mod gather;
 pub mod gelu;
+pub mod hie;
 pub mod layer_norm;
 pub mod linear;
 pub mod residual_norm;

@@ -1,0 +1,163 @@
+//! Criterion benchmarks of HIE (issue 4): forward, Q-constant backward and full QR backward, with
+//! the minimal bytes moved per call as throughput.
+//!
+//! On the CPU reference at a small size (always), and on GPU 0 at the paper's sizes (B = 2048,
+//! n = 50, d = 256, r ∈ {16, 24}) when there is one, with all 50 positions valid ("full") and with
+//! realistic lengths ("short": geometric, mean about 8, as `bench/peers/common.py`); otherwise one
+//! line says it was skipped. `cargo bench --bench hie`.
+//!
+//! Ids are `hie/<pass>/<device> <lengths> B.. n.. d.. r..`; `bench/summarize.py` matches
+//! `hie/forward/cuda` and `hie/forward_backward/cuda` (forward + full QR backward, as the PyTorch
+//! peers, whose H_X and H_A both require grad) with `full`.
+use std::io::Write;
+
+use asif_kernels::ops::hie::{self, HieBackward, HieOptions};
+use asif_kernels::{Device, IndexTensor, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+fn random_tensor(device: &Device, shape: &[usize], seed: u32) -> Tensor {
+    // A cheap deterministic pattern that is neither zeros nor constant.
+    let len: usize = shape.iter().product();
+    let values = (0..len)
+        .map(|i| {
+            (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / 16_777_216.0)
+                * 2.0
+                - 1.0
+        })
+        .collect();
+    Tensor::from_vec(device, shape, values).expect("tensor")
+}
+
+/// L_b for `batch` sequences: all n, or geometric with mean about 8 clipped to [1, n].
+fn lengths_for(mode: &str, batch: usize, n: usize) -> Vec<i32> {
+    (0..batch)
+        .map(|b| {
+            if mode == "full" {
+                return n as i32;
+            }
+            let bits = (b as u32).wrapping_mul(2_654_435_761).wrapping_add(12_345) >> 8;
+            let u = (bits as f64 + 0.5) / 16_777_216.0;
+            let geometric = (u.ln() / (1.0f64 - 1.0 / 8.0).ln()).ceil() as i32;
+            geometric.clamp(1, n as i32)
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_device(
+    c: &mut Criterion,
+    device: &Device,
+    mode: &str,
+    batch: usize,
+    n: usize,
+    d: usize,
+    r: usize,
+) {
+    let label = format!("{} {mode} B{batch} n{n} d{d} r{r}", device.name());
+    let h_x = random_tensor(device, &[batch, n, d], 1);
+    let h_a = random_tensor(device, &[batch, n, d], 2);
+    let dy = random_tensor(device, &[batch, n, d], 3);
+    let w_r = random_tensor(device, &[n, r], 4);
+    let lengths =
+        IndexTensor::from_vec(device, &[batch], lengths_for(mode, batch, n)).expect("lengths");
+    let options = HieOptions::default();
+    let sequence = (batch * n * d * 4) as u64;
+    let basis = (batch * d * r * 4) as u64;
+    let small = (batch * n * r * 4) as u64;
+    let triangle = (batch * r * r * 4) as u64;
+
+    let mut group = c.benchmark_group("hie");
+    // Reads H_X, H_A; writes h_A*, Q, R, φ.
+    group.throughput(Throughput::Bytes(3 * sequence + basis + triangle + small));
+    group.bench_function(BenchmarkId::new("forward", &label), |b| {
+        b.iter(|| {
+            let out = hie::hie_forward(&h_x, &h_a, &w_r, &lengths, options).expect("forward");
+            device.synchronize().expect("sync");
+            out
+        })
+    });
+    let (_, saved) = hie::hie_forward(&h_x, &h_a, &w_r, &lengths, options).expect("forward");
+    // Reads dh, Q, φ; writes dH_A.
+    group.throughput(Throughput::Bytes(2 * sequence + basis + small));
+    group.bench_function(BenchmarkId::new("backward_q_constant", &label), |b| {
+        b.iter(|| {
+            let out = hie::hie_backward(
+                &h_x,
+                &h_a,
+                &w_r,
+                &lengths,
+                &saved,
+                &dy,
+                options,
+                HieBackward::QConstant,
+            )
+            .expect("backward");
+            device.synchronize().expect("sync");
+            out
+        })
+    });
+    // Reads H_X, H_A, dh, Q, R, φ; writes dH_A, dH_X and the per-sequence dW_r shares.
+    group.throughput(Throughput::Bytes(
+        5 * sequence + basis + triangle + 2 * small,
+    ));
+    group.bench_function(BenchmarkId::new("backward_full", &label), |b| {
+        b.iter(|| {
+            let out = hie::hie_backward(
+                &h_x,
+                &h_a,
+                &w_r,
+                &lengths,
+                &saved,
+                &dy,
+                options,
+                HieBackward::FullQr,
+            )
+            .expect("backward");
+            device.synchronize().expect("sync");
+            out
+        })
+    });
+    // Forward then the full QR backward (the PyTorch peers' forward+backward).
+    group.throughput(Throughput::Bytes(
+        3 * sequence + 2 * basis + 2 * triangle + 3 * small + 5 * sequence,
+    ));
+    group.bench_function(BenchmarkId::new("forward_backward", &label), |b| {
+        b.iter(|| {
+            let (_, saved) =
+                hie::hie_forward(&h_x, &h_a, &w_r, &lengths, options).expect("forward");
+            let out = hie::hie_backward(
+                &h_x,
+                &h_a,
+                &w_r,
+                &lengths,
+                &saved,
+                &dy,
+                options,
+                HieBackward::FullQr,
+            )
+            .expect("backward");
+            device.synchronize().expect("sync");
+            out
+        })
+    });
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    bench_device(c, &Device::cpu(), "full", 8, 50, 256, 16);
+    match Device::cuda(0) {
+        Ok(gpu) => {
+            for r in [16, 24] {
+                for mode in ["full", "short"] {
+                    bench_device(c, &gpu, mode, 2048, 50, 256, r);
+                }
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "SKIPPED GPU benchmarks: {e}");
+        }
+    }
+}
+
+criterion_group!(hie_benches, benches);
+criterion_main!(hie_benches);

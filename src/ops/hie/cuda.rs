@@ -1,0 +1,205 @@
+//! Launches of `kernels/hie.cu`, shared by the CUDA and emulated devices.
+use super::cpu::Dims;
+use crate::device::{Buffer, Device, LaunchConfig};
+use crate::kernels::KernelRef;
+use crate::{kernel_args, Result};
+
+const FORWARD: KernelRef = KernelRef::new("hie", "hie_forward");
+const BACKWARD_Q_CONSTANT: KernelRef = KernelRef::new("hie", "hie_backward_q_constant");
+const BACKWARD_FULL: KernelRef = KernelRef::new("hie", "hie_backward_full");
+const SUM_BATCH: KernelRef = KernelRef::new("hie", "hie_sum_batch");
+
+/// Stride of one column of the shared d×r matrix (`hie_leading` in the kernel): d rounded up to odd.
+pub(super) fn leading(d: usize) -> usize {
+    d | 1
+}
+
+/// Dynamic shared memory of every HIE kernel: r columns of `leading(d)` floats.
+pub(super) fn shared_bytes(d: usize, r: usize) -> usize {
+    r * leading(d) * 4
+}
+
+/// One block per sequence, about one thread per row of M: a multiple of 32, at most 256 (the
+/// kernel's HIE_MAX_WARPS).
+fn sequence_blocks(dims: Dims) -> LaunchConfig {
+    let threads = dims.d.div_ceil(32).clamp(1, 8) as u32 * 32;
+    LaunchConfig {
+        grid: [dims.batch as u32, 1, 1],
+        block: [threads, 1, 1],
+        shared_bytes: shared_bytes(dims.d, dims.r) as u32,
+    }
+}
+
+fn ints(dims: Dims) -> (i32, i32, i32, i32) {
+    (
+        dims.batch as i32,
+        dims.n as i32,
+        dims.d as i32,
+        dims.r as i32,
+    )
+}
+
+pub(super) struct Forward {
+    pub output: Buffer<f32>,
+    pub q: Buffer<f32>,
+    pub r: Buffer<f32>,
+    pub mask: Buffer<f32>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward(
+    device: &Device,
+    h_x: &Buffer<f32>,
+    h_a: &Buffer<f32>,
+    w_r: &Buffer<f32>,
+    lengths: &Buffer<i32>,
+    dims: Dims,
+    keep_padding: bool,
+    rank_tolerance: f32,
+) -> Result<Forward> {
+    let Dims { batch, n, d, r } = dims;
+    let mut output = device.zeros::<f32>(batch * n * d)?;
+    let mut q = device.zeros::<f32>(batch * d * r)?;
+    let mut r_mat = device.zeros::<f32>(batch * r * r)?;
+    let mut mask = device.zeros::<f32>(batch * n * r)?;
+    if batch > 0 && n > 0 {
+        let (b, n, d, r) = ints(dims);
+        device.launch(
+            FORWARD,
+            sequence_blocks(dims),
+            &mut kernel_args![
+                h_x,
+                h_a,
+                w_r,
+                lengths,
+                &mut output,
+                &mut q,
+                &mut r_mat,
+                &mut mask,
+                b,
+                n,
+                d,
+                r,
+                keep_padding as i32,
+                rank_tolerance
+            ],
+        )?;
+    }
+    Ok(Forward {
+        output,
+        q,
+        r: r_mat,
+        mask,
+    })
+}
+
+pub(super) fn backward_q_constant(
+    device: &Device,
+    q: &Buffer<f32>,
+    mask: &Buffer<f32>,
+    dy: &Buffer<f32>,
+    lengths: &Buffer<i32>,
+    dims: Dims,
+    keep_padding: bool,
+) -> Result<Buffer<f32>> {
+    let mut dh_a = device.zeros::<f32>(dims.batch * dims.n * dims.d)?;
+    if dims.batch > 0 && dims.n > 0 {
+        let (b, n, d, r) = ints(dims);
+        device.launch(
+            BACKWARD_Q_CONSTANT,
+            sequence_blocks(dims),
+            &mut kernel_args![
+                q,
+                mask,
+                dy,
+                lengths,
+                &mut dh_a,
+                b,
+                n,
+                d,
+                r,
+                keep_padding as i32
+            ],
+        )?;
+    }
+    Ok(dh_a)
+}
+
+pub(super) struct Full {
+    pub dh_a: Buffer<f32>,
+    pub dh_x: Buffer<f32>,
+    pub dw_r: Buffer<f32>,
+}
+
+pub(super) struct FullInputs<'a> {
+    pub h_x: &'a Buffer<f32>,
+    pub h_a: &'a Buffer<f32>,
+    pub w_r: &'a Buffer<f32>,
+    pub q: &'a Buffer<f32>,
+    pub r: &'a Buffer<f32>,
+    pub mask: &'a Buffer<f32>,
+    pub dy: &'a Buffer<f32>,
+    pub lengths: &'a Buffer<i32>,
+}
+
+pub(super) fn backward_full(
+    device: &Device,
+    inputs: FullInputs<'_>,
+    dims: Dims,
+    keep_padding: bool,
+) -> Result<Full> {
+    let Dims { batch, n, d, r } = dims;
+    let mut dh_a = device.zeros::<f32>(batch * n * d)?;
+    let mut dh_x = device.zeros::<f32>(batch * n * d)?;
+    let mut dw_r = device.zeros::<f32>(n * r)?;
+    if batch == 0 || n == 0 {
+        return Ok(Full { dh_a, dh_x, dw_r });
+    }
+    let mut dw_partial = device.zeros::<f32>(batch * n * r)?;
+    let mut filtered = device.zeros::<f32>(batch * n * r)?;
+    let mut c_bar = device.zeros::<f32>(batch * n * r)?;
+    let mut m_bar = device.zeros::<f32>(batch * d * r)?;
+    let (b_i, n_i, d_i, r_i) = ints(dims);
+    let FullInputs {
+        h_x,
+        h_a,
+        w_r,
+        q,
+        r: r_mat,
+        mask,
+        dy,
+        lengths,
+    } = inputs;
+    device.launch(
+        BACKWARD_FULL,
+        sequence_blocks(dims),
+        &mut kernel_args![
+            h_x,
+            h_a,
+            w_r,
+            q,
+            r_mat,
+            mask,
+            dy,
+            lengths,
+            &mut dh_a,
+            &mut dh_x,
+            &mut dw_partial,
+            &mut filtered,
+            &mut c_bar,
+            &mut m_bar,
+            b_i,
+            n_i,
+            d_i,
+            r_i,
+            keep_padding as i32
+        ],
+    )?;
+    let len = n * r;
+    device.launch(
+        SUM_BATCH,
+        LaunchConfig::grid_stride(len),
+        &mut kernel_args![&dw_partial, &mut dw_r, b_i, len as i32],
+    )?;
+    Ok(Full { dh_a, dh_x, dw_r })
+}

@@ -1,0 +1,356 @@
+//! HIE, Homogeneous Information Extraction (spec §3.3, eqs. 10 to 12; ambiguities A4, A6, A7,
+//! A12): per sequence, a thin Householder QR of M_b = H_Xᵀ W_r with a rank guard, then the
+//! sign-masked projection h_A* = (φ(C_X ⊙ C_A) ⊙ C_A) Qᵀ with C_X = H_X Q, C_A = H_A Q.
+//! Kernel: `kernels/hie.cu`; description: `docs/hie.md`.
+//!
+//! Plain kernel API: [`hie_forward`] returns h_A* and what the backward needs (Q, R, the mask φ),
+//! so the backward never repeats the QR; [`hie_backward`] returns the gradients in the chosen
+//! [`HieBackward`] mode. Tape API: [`hie`].
+mod cpu;
+mod cuda;
+
+pub use cpu::{
+    backward as backward_reference, forward as forward_reference, gram_schmidt_qr, householder_qr,
+    project as project_reference, valid_rows, Backward as BackwardReference, Dims,
+    Forward as ForwardReference,
+};
+
+use crate::autograd::{Tape, Var};
+use crate::device::{Buffer, Device};
+use crate::{Error, IndexTensor, Result, Tensor};
+
+const OP: &str = "hie";
+
+/// Most bases the kernel supports (lane k of a warp owns column k).
+pub const MAX_RANK: usize = 32;
+
+/// Rank guard: column k of Q is dropped when its residual norm is at most this times the largest
+/// residual norm of the columns before it and itself (and always once L_b columns are kept).
+///
+/// The spec says 1e-6; that is below the rounding noise of an fp32 QR of a rank-deficient M
+/// (measured 2e-5 to 5e-4 relative at d = 64 to 256, `docs/hie.md`), so with 1e-6 filler columns
+/// would pass the guard in fp32, which is what the guard exists to stop. 1e-4 drops them in the
+/// common cases; the structural bound rank ≤ L_b decides the short-sequence case exactly.
+pub const RANK_TOLERANCE: f32 = 1e-4;
+
+/// Dynamic shared memory the kernels may use for the d×r matrix (the rest of 48 KiB is the
+/// kernels' static shared memory).
+const MAX_MATRIX_BYTES: usize = 36 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HieOptions {
+    /// A6: `false` (default) treats rows t ≥ L_b of H_X and H_A as zero and writes zero output
+    /// rows there; `true` uses all n rows whatever the lengths (a naive PyTorch port).
+    pub keep_padding: bool,
+    /// Rank guard threshold, relative to the largest residual norm so far ([`RANK_TOLERANCE`]).
+    pub rank_tolerance: f32,
+}
+
+impl Default for HieOptions {
+    fn default() -> Self {
+        HieOptions {
+            keep_padding: false,
+            rank_tolerance: RANK_TOLERANCE,
+        }
+    }
+}
+
+/// Which gradients the backward computes (A7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HieBackward {
+    /// Q is a constant (stop-gradient): only dH_A = ((dh Q) ⊙ φ) Qᵀ. The default.
+    #[default]
+    QConstant,
+    /// Also the thin-QR backward through M_b = H_Xᵀ W_r = QR to H_X and W_r. Exact at full rank
+    /// and wherever the dropped set does not change under a small perturbation; dropped columns
+    /// get zero gradient.
+    FullQr,
+}
+
+/// What the backward needs from the forward.
+#[derive(Debug, Clone)]
+pub struct HieSaved {
+    /// Q `[B, d, r]`, dropped columns zero.
+    pub q: Tensor,
+    /// R `[B, r, r]` (row j, column k), rows and columns of dropped columns zero; R_kk ≠ 0 marks a
+    /// kept column.
+    pub r: Tensor,
+    /// φ = 1[C_X ⊙ C_A > 0] `[B, n, r]` as 1.0 / 0.0.
+    pub mask: Tensor,
+}
+
+#[derive(Debug, Clone)]
+pub struct HieGradients {
+    pub dh_a: Tensor,
+    /// `Some` in [`HieBackward::FullQr`] only.
+    pub dh_x: Option<Tensor>,
+    /// `Some` in [`HieBackward::FullQr`] only: Σ over the batch, shape `[n, r]`.
+    pub dw_r: Option<Tensor>,
+}
+
+/// Checks shapes and devices; returns the sizes.
+fn dims(h_x: &Tensor, h_a: &Tensor, w_r: &Tensor, lengths: &IndexTensor) -> Result<Dims> {
+    h_x.same_device(OP, h_a)?;
+    h_x.same_device(OP, w_r)?;
+    h_x.same_device(OP, lengths)?;
+    let &[batch, n, d] = h_x.shape() else {
+        return Err(Error::shape(
+            OP,
+            format!("H_X must be [B, n, d], got {:?}", h_x.shape()),
+        ));
+    };
+    if h_a.shape() != h_x.shape() {
+        return Err(Error::shape(
+            OP,
+            format!("H_A {:?} must match H_X {:?}", h_a.shape(), h_x.shape()),
+        ));
+    }
+    let &[w_rows, r] = w_r.shape() else {
+        return Err(Error::shape(
+            OP,
+            format!("W_r must be [n, r], got {:?}", w_r.shape()),
+        ));
+    };
+    if w_rows != n {
+        return Err(Error::shape(
+            OP,
+            format!("W_r has {w_rows} rows, H_X has n = {n}"),
+        ));
+    }
+    if r == 0 || r > MAX_RANK || r > d {
+        return Err(Error::shape(
+            OP,
+            format!("r = {r} must satisfy 1 ≤ r ≤ min(d = {d}, {MAX_RANK})"),
+        ));
+    }
+    if cuda::shared_bytes(d, r) > MAX_MATRIX_BYTES {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "d = {d}, r = {r}: the d×r matrix needs {} bytes of shared memory (at most {MAX_MATRIX_BYTES})",
+                cuda::shared_bytes(d, r)
+            ),
+        ));
+    }
+    // Values in [0, n] (host devices; on the GPU they are not read back and the kernels clamp).
+    super::check_indices(OP, h_x.device(), lengths, 0, n as i64 + 1)?;
+    if lengths.shape() != [batch] {
+        return Err(Error::shape(
+            OP,
+            format!("lengths must be [{batch}], got {:?}", lengths.shape()),
+        ));
+    }
+    if h_x.len() > i32::MAX as usize {
+        return Err(Error::shape(
+            OP,
+            format!("{} elements exceed the kernel's 32-bit indexing", h_x.len()),
+        ));
+    }
+    Ok(Dims { batch, n, d, r })
+}
+
+fn check_options(options: &HieOptions) -> Result<()> {
+    let tolerance = options.rank_tolerance;
+    if !(tolerance.is_finite() && (0.0..1.0).contains(&tolerance)) {
+        return Err(Error::argument(
+            OP,
+            format!("rank_tolerance must be in [0, 1), got {tolerance}"),
+        ));
+    }
+    Ok(())
+}
+
+/// h_A* for H_X, H_A `[B, n, d]`, W_r `[n, r]` and lengths L_b `[B]` (values in [0, n], an error
+/// otherwise on host devices; the GPU kernels clamp them; ignored when `options.keep_padding`).
+pub fn hie_forward(
+    h_x: &Tensor,
+    h_a: &Tensor,
+    w_r: &Tensor,
+    lengths: &IndexTensor,
+    options: HieOptions,
+) -> Result<(Tensor, HieSaved)> {
+    let dims = dims(h_x, h_a, w_r, lengths)?;
+    check_options(&options)?;
+    let Dims { batch, n, d, r } = dims;
+    let device = h_x.device();
+    let (output, q, r_mat, mask) = match device {
+        Device::Cpu => {
+            let out = cpu::forward(
+                h_x.host(),
+                h_a.host(),
+                w_r.host(),
+                lengths.host(),
+                dims,
+                options.keep_padding,
+                options.rank_tolerance,
+            );
+            (
+                Buffer::Host(out.output),
+                Buffer::Host(out.q),
+                Buffer::Host(out.r),
+                Buffer::Host(out.mask),
+            )
+        }
+        Device::Cuda(_) | Device::Emulated(_) => {
+            let out = cuda::forward(
+                device,
+                h_x.buffer(),
+                h_a.buffer(),
+                w_r.buffer(),
+                lengths.buffer(),
+                dims,
+                options.keep_padding,
+                options.rank_tolerance,
+            )?;
+            (out.output, out.q, out.r, out.mask)
+        }
+    };
+    Ok((
+        Tensor::from_buffer(device, &[batch, n, d], output),
+        HieSaved {
+            q: Tensor::from_buffer(device, &[batch, d, r], q),
+            r: Tensor::from_buffer(device, &[batch, r, r], r_mat),
+            mask: Tensor::from_buffer(device, &[batch, n, r], mask),
+        },
+    ))
+}
+
+/// Gradients of HIE given the upstream gradient `dy` of h_A* (`[B, n, d]`). Gradient in padding
+/// rows is ignored (those output rows are constant zero) unless `options.keep_padding`.
+#[allow(clippy::too_many_arguments)]
+pub fn hie_backward(
+    h_x: &Tensor,
+    h_a: &Tensor,
+    w_r: &Tensor,
+    lengths: &IndexTensor,
+    saved: &HieSaved,
+    dy: &Tensor,
+    options: HieOptions,
+    mode: HieBackward,
+) -> Result<HieGradients> {
+    let dims = dims(h_x, h_a, w_r, lengths)?;
+    check_options(&options)?;
+    let Dims { batch, n, d, r } = dims;
+    h_x.same_device(OP, dy)?;
+    for (what, tensor) in [("Q", &saved.q), ("R", &saved.r), ("mask", &saved.mask)] {
+        h_x.same_device(OP, tensor)
+            .map_err(|_| Error::argument(OP, format!("saved {what} lives on another device")))?;
+    }
+    if dy.shape() != h_x.shape() {
+        return Err(Error::shape(
+            OP,
+            format!("dy {:?} must match H_X {:?}", dy.shape(), h_x.shape()),
+        ));
+    }
+    if saved.q.shape() != [batch, d, r]
+        || saved.r.shape() != [batch, r, r]
+        || saved.mask.shape() != [batch, n, r]
+    {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "saved state must be Q [{batch}, {d}, {r}], R [{batch}, {r}, {r}], mask [{batch}, {n}, {r}]"
+            ),
+        ));
+    }
+    let full = mode == HieBackward::FullQr;
+    let device = h_x.device();
+    let sequence_shape = [batch, n, d];
+    let (dh_a, dh_x, dw_r) = match device {
+        Device::Cpu => {
+            let forward = cpu::Forward {
+                output: Vec::new(),
+                q: saved.q.host().to_vec(),
+                r: saved.r.host().to_vec(),
+                mask: saved.mask.host().to_vec(),
+            };
+            let out = cpu::backward(
+                h_x.host(),
+                h_a.host(),
+                w_r.host(),
+                lengths.host(),
+                &forward,
+                dy.host(),
+                dims,
+                options.keep_padding,
+                full,
+            );
+            let (dh_x, dw_r) = if full {
+                (Some(Buffer::Host(out.dh_x)), Some(Buffer::Host(out.dw_r)))
+            } else {
+                (None, None)
+            };
+            (Buffer::Host(out.dh_a), dh_x, dw_r)
+        }
+        Device::Cuda(_) | Device::Emulated(_) => {
+            if full {
+                let out = cuda::backward_full(
+                    device,
+                    cuda::FullInputs {
+                        h_x: h_x.buffer(),
+                        h_a: h_a.buffer(),
+                        w_r: w_r.buffer(),
+                        q: saved.q.buffer(),
+                        r: saved.r.buffer(),
+                        mask: saved.mask.buffer(),
+                        dy: dy.buffer(),
+                        lengths: lengths.buffer(),
+                    },
+                    dims,
+                    options.keep_padding,
+                )?;
+                (out.dh_a, Some(out.dh_x), Some(out.dw_r))
+            } else {
+                let dh_a = cuda::backward_q_constant(
+                    device,
+                    saved.q.buffer(),
+                    saved.mask.buffer(),
+                    dy.buffer(),
+                    lengths.buffer(),
+                    dims,
+                    options.keep_padding,
+                )?;
+                (dh_a, None, None)
+            }
+        }
+    };
+    Ok(HieGradients {
+        dh_a: Tensor::from_buffer(device, &sequence_shape, dh_a),
+        dh_x: dh_x.map(|buffer| Tensor::from_buffer(device, &sequence_shape, buffer)),
+        dw_r: dw_r.map(|buffer| Tensor::from_buffer(device, &[n, r], buffer)),
+    })
+}
+
+/// Tape face of HIE: h_A* with its backward recorded on `tape`. In [`HieBackward::QConstant`]
+/// only `h_a` receives a gradient; in [`HieBackward::FullQr`] `h_x` and `w_r` do too.
+pub fn hie(
+    tape: &Tape,
+    h_x: &Var,
+    h_a: &Var,
+    w_r: &Var,
+    lengths: &IndexTensor,
+    options: HieOptions,
+    mode: HieBackward,
+) -> Result<Var> {
+    let (output, saved) = hie_forward(h_x.value(), h_a.value(), w_r.value(), lengths, options)?;
+    let (x_value, a_value, w_value) = (
+        h_x.value().clone(),
+        h_a.value().clone(),
+        w_r.value().clone(),
+    );
+    let lengths = lengths.clone();
+    let (x_id, a_id, w_id) = (h_x.id(), h_a.id(), w_r.id());
+    Ok(tape.record(output, move |dy| {
+        let grads = hie_backward(
+            &x_value, &a_value, &w_value, &lengths, &saved, dy, options, mode,
+        )?;
+        let mut out = vec![(a_id, grads.dh_a)];
+        if let Some(dh_x) = grads.dh_x {
+            out.push((x_id, dh_x));
+        }
+        if let Some(dw_r) = grads.dw_r {
+            out.push((w_id, dw_r));
+        }
+        Ok(out)
+    }))
+}
