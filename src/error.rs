@@ -56,6 +56,29 @@ pub enum Error {
     /// Reading or evaluating data.
     #[error(transparent)]
     Data(#[from] DataError),
+
+    /// A model or training configuration that cannot run (heads not dividing d, n over the
+    /// kernels' limit, a model kind without the attributes it needs...).
+    #[error("configuration: {0}")]
+    Config(String),
+
+    /// A switch value the spec names but this crate does not implement yet.
+    #[error("not implemented yet: {0}")]
+    NotImplemented(String),
+
+    /// Reading or writing a file (checkpoints, results).
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+
+    /// A checkpoint that cannot be read back or does not fit the model.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        path: std::path::PathBuf,
+        message: String,
+    },
 }
 
 impl Error {

@@ -7,16 +7,20 @@
 //! Layers (docs/architecture.md): [`kernels`] (what `build.rs` embedded), [`device`] (CPU
 //! reference, CUDA, emulated), [`Tensor`], [`ops`] (one module per op, each with a plain kernel
 //! API and a tape API), [`autograd`] (the tape and the finite-difference checker), [`data`] and
-//! [`metrics`] (RecBole data and full-ranking evaluation).
+//! [`metrics`] (RecBole data and full-ranking evaluation), [`model`] (ASIF and its baselines on
+//! the tape), [`train`] (the trainer) and [`checkpoint`] (safetensors files).
 pub mod autograd;
+pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod error;
 pub mod kernels;
 pub mod metrics;
+pub mod model;
 pub mod ops;
 pub mod rng;
 pub mod tensor;
+pub mod train;
 
 pub use device::Device;
 pub use error::{Error, Result};

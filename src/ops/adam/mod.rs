@@ -125,6 +125,34 @@ impl Adam {
         self.step
     }
 
+    /// The first and second moments of every parameter, flattened in parameter order (for a
+    /// checkpoint that resumes training exactly).
+    pub fn moments(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok((
+            self.device.download(&self.first_moment)?,
+            self.device.download(&self.second_moment)?,
+        ))
+    }
+
+    /// Restores the state written by [`Adam::steps`] and [`Adam::moments`].
+    pub fn restore(&mut self, steps: u64, first: &[f32], second: &[f32]) -> Result<()> {
+        let total: usize = self.shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+        if first.len() != total || second.len() != total {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "moments of {} and {} values for a state of {total}",
+                    first.len(),
+                    second.len()
+                ),
+            ));
+        }
+        self.first_moment = self.device.upload(first)?;
+        self.second_moment = self.device.upload(second)?;
+        self.step = steps;
+        Ok(())
+    }
+
     /// One step: updates every tensor of `params` in place from `grads` (same order and shapes
     /// as at [`Adam::new`]).
     pub fn step(&mut self, params: &mut [Tensor], grads: &[Tensor]) -> Result<()> {
