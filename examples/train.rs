@@ -243,9 +243,11 @@ fn run(args: &Args) -> Result<(), Error> {
             Dataset::load_recbole(dir, &args.dataset, &cfg)?
         }
         None => {
-            let users = args
-                .synthetic_users
-                .unwrap_or(if args.paper { 1000 } else { SMALL_SYNTHETIC_USERS });
+            let users = args.synthetic_users.unwrap_or(if args.paper {
+                1000
+            } else {
+                SMALL_SYNTHETIC_USERS
+            });
             let synthetic = SyntheticConfig {
                 n_users: users,
                 ..SyntheticConfig::default()

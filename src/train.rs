@@ -173,7 +173,10 @@ pub fn evaluate(
 
 fn attribute_tables<'a>(model: &Model, dataset: &'a Dataset) -> Vec<&'a TokenTable> {
     if model.config().kind.uses_attributes() {
-        token_attributes(dataset).into_iter().map(|(_, t)| t).collect()
+        token_attributes(dataset)
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
     } else {
         Vec::new()
     }
@@ -429,7 +432,11 @@ fn restore(
     let mut best_values = Vec::new();
     for p in model.parameters() {
         let shape = p.value.shape();
-        current.push(Tensor::from_vec(&device, shape, file.tensor(&p.name, shape)?)?);
+        current.push(Tensor::from_vec(
+            &device,
+            shape,
+            file.tensor(&p.name, shape)?,
+        )?);
         best_values.push(Tensor::from_vec(
             &device,
             shape,

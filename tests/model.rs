@@ -72,12 +72,8 @@ fn tiny_inputs(device: &Device, n: usize) -> ModelInputs {
         .collect();
     ModelInputs {
         items: IndexTensor::from_vec(device, &[b, n], items).unwrap(),
-        lengths: IndexTensor::from_vec(
-            device,
-            &[b],
-            lengths.iter().map(|&l| l as i32).collect(),
-        )
-        .unwrap(),
+        lengths: IndexTensor::from_vec(device, &[b], lengths.iter().map(|&l| l as i32).collect())
+            .unwrap(),
         targets: IndexTensor::from_vec(device, &[b], vec![3, 11, 17]).unwrap(),
         attributes,
     }
@@ -120,7 +116,11 @@ fn every_kind_runs_forward_and_backward() {
                     reached += 1;
                 } else {
                     // Only HIE's W_r (constant Q, A7) may receive no gradient.
-                    assert!(p.name.ends_with("hie_bases"), "{kind} {}: no gradient", p.name);
+                    assert!(
+                        p.name.ends_with("hie_bases"),
+                        "{kind} {}: no gradient",
+                        p.name
+                    );
                 }
             }
             assert!(reached > 10, "{kind}");
@@ -145,7 +145,10 @@ fn parameters_follow_the_switch_table_and_recbole_init() {
     assert!(!has(ModelKind::SasRec, "attribute_embedding.0.weight"));
     assert!(has(ModelKind::SasRecF, "attribute_embedding.1.weight"));
     assert!(has(ModelKind::Asif, "layers.0.query_position.weight"));
-    assert!(!has(ModelKind::AsifWithoutUp, "layers.0.query_position.weight"));
+    assert!(!has(
+        ModelKind::AsifWithoutUp,
+        "layers.0.query_position.weight"
+    ));
     assert!(has(ModelKind::AsifWithoutFa, "layers.1.key_id.weight"));
     assert!(!has(ModelKind::Asif, "layers.1.key_id.weight"));
     assert!(has(ModelKind::Asif, "layers.1.hie_bases"));
@@ -162,9 +165,12 @@ fn parameters_follow_the_switch_table_and_recbole_init() {
     assert!(items[..16].iter().all(|&v| v == 0.0), "pad row zeroed");
     let rest = &items[16..];
     let mean = rest.iter().map(|&v| v as f64).sum::<f64>() / rest.len() as f64;
-    let std = (rest.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / rest.len() as f64)
-        .sqrt();
-    assert!(mean.abs() < 0.004 && (std - 0.02).abs() < 0.003, "{mean} {std}");
+    let std =
+        (rest.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / rest.len() as f64).sqrt();
+    assert!(
+        mean.abs() < 0.004 && (std - 0.02).abs() < 0.003,
+        "{mean} {std}"
+    );
     assert!(get("layers.0.query_fused.bias").iter().all(|&v| v == 0.0));
     assert!(get("layers.0.norm_id.weight").iter().all(|&v| v == 1.0));
     assert!(get("input_norm.bias").iter().all(|&v| v == 0.0));
@@ -221,7 +227,11 @@ fn finite_difference_check(config: &ModelConfig) {
         let r_norm = random.iter().map(|x| x * x).sum::<f64>().sqrt();
         let mut v: Vec<f64> = (0..g.len())
             .map(|k| {
-                let gk = if g_norm > 0.0 { g[k] as f64 / g_norm } else { 0.0 };
+                let gk = if g_norm > 0.0 {
+                    g[k] as f64 / g_norm
+                } else {
+                    0.0
+                };
                 gk + random[k] / r_norm
             })
             .collect();
@@ -313,7 +323,10 @@ fn run_steps(
     let mut model = Model::new(config, &data_shape(dataset), device).unwrap();
     let split = dataset.leave_one_out();
     let batcher = Batcher::new(dataset, &split.train, batch_size, config.max_len).unwrap();
-    let tables: Vec<_> = token_attributes(dataset).into_iter().map(|(_, t)| t).collect();
+    let tables: Vec<_> = token_attributes(dataset)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
     let batches: Vec<_> = batcher
         .epoch(Order::Shuffled { seed: 1, epoch: 1 })
         .take(4)
@@ -341,7 +354,11 @@ fn run_steps(
         adam.step(&mut params, &grads).unwrap();
         model.set_tensors(params).unwrap();
     }
-    let params = model.tensors().iter().map(|t| t.to_vec().unwrap()).collect();
+    let params = model
+        .tensors()
+        .iter()
+        .map(|t| t.to_vec().unwrap())
+        .collect();
     (losses, params)
 }
 
@@ -436,10 +453,21 @@ fn emulated_device_agrees_with_cpu() {
                     p.name
                 );
             }
-            let s_cpu = model_cpu.scores(&tiny_inputs(&cpu, 6)).unwrap().to_vec().unwrap();
-            let s_dev = model_dev.scores(&tiny_inputs(&device, 6)).unwrap().to_vec().unwrap();
+            let s_cpu = model_cpu
+                .scores(&tiny_inputs(&cpu, 6))
+                .unwrap()
+                .to_vec()
+                .unwrap();
+            let s_dev = model_dev
+                .scores(&tiny_inputs(&device, 6))
+                .unwrap()
+                .to_vec()
+                .unwrap();
             for (x, y) in s_cpu.iter().zip(&s_dev) {
-                assert!((x - y).abs() <= 1e-4 * (1.0 + x.abs()), "{kind}: scores differ");
+                assert!(
+                    (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
+                    "{kind}: scores differ"
+                );
             }
         }
     }
@@ -506,7 +534,10 @@ fn bad_configurations_are_typed_errors() {
     .unwrap();
     let unknown = "asif_wo_xyz".parse::<ModelKind>().unwrap_err();
     assert!(unknown.to_string().contains("asif_wo_rsa"), "{unknown}");
-    assert_eq!("ASIF-wo-HIE".parse::<ModelKind>().unwrap(), ModelKind::AsifWithoutHie);
+    assert_eq!(
+        "ASIF-wo-HIE".parse::<ModelKind>().unwrap(),
+        ModelKind::AsifWithoutHie
+    );
     // Inputs of the wrong window are a shape error, not a panic.
     let model = Model::new(&base, &shape, &device).unwrap();
     let err = model.scores(&tiny_inputs(&device, 7)).unwrap_err();

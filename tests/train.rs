@@ -100,13 +100,22 @@ fn a_run_reports_metrics_and_writes_results_and_checkpoints() {
     assert!(results.epochs.iter().all(|e| e.train_loss.is_finite()));
     assert_eq!(results.device, "cpu");
     let table = results_table(&results);
-    assert!(table.contains("NDCG@20") && table.contains("| test"), "{table}");
+    assert!(
+        table.contains("NDCG@20") && table.contains("| test"),
+        "{table}"
+    );
 
     // The JSON results file holds the same results.
     let json = std::fs::read_to_string(run_dir.path().join("results.json")).unwrap();
     let parsed: TrainResults = serde_json::from_str(&json).unwrap();
     assert_eq!(parsed, results);
-    for key in ["\"model\"", "\"test\"", "\"seconds\"", "\"device\"", "\"ndcg20\""] {
+    for key in [
+        "\"model\"",
+        "\"test\"",
+        "\"seconds\"",
+        "\"device\"",
+        "\"ndcg20\"",
+    ] {
         assert!(json.contains(key), "{key} missing from the results file");
     }
 
@@ -153,7 +162,16 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     let device = Device::cpu();
 
     let straight_dir = tempfile::tempdir().unwrap();
-    let straight = finished(train(&dataset, &config, &cfg, &device, &options(straight_dir.path())).unwrap());
+    let straight = finished(
+        train(
+            &dataset,
+            &config,
+            &cfg,
+            &device,
+            &options(straight_dir.path()),
+        )
+        .unwrap(),
+    );
 
     let resumed_dir = tempfile::tempdir().unwrap();
     let interrupted = train(
@@ -187,7 +205,12 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     assert_eq!(resumed.best_epoch, straight.best_epoch);
     assert_eq!(resumed.epochs.len(), straight.epochs.len());
     for (a, b) in resumed.epochs.iter().zip(&straight.epochs) {
-        assert_eq!(a.train_loss.to_bits(), b.train_loss.to_bits(), "epoch {}", a.epoch);
+        assert_eq!(
+            a.train_loss.to_bits(),
+            b.train_loss.to_bits(),
+            "epoch {}",
+            a.epoch
+        );
         assert_eq!(a.valid, b.valid, "epoch {}", a.epoch);
     }
     let model = Model::new(&config, &data_shape(&dataset), &device).unwrap();
@@ -307,7 +330,10 @@ fn the_example_rejects_bad_flags_and_missing_data_clearly() {
             .args(args)
             .output()
             .unwrap();
-        (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (status, stderr) = run(&["--no-such-flag"]);
     assert!(!status.success());
@@ -332,10 +358,20 @@ fn the_example_rejects_bad_flags_and_missing_data_clearly() {
             .arg("--help")
             .output()
             .unwrap();
-        (out.status, String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     assert!(status.success());
-    for flag in ["--data-dir", "--model", "--rsa-lambda", "--hie-rank", "--device", "--paper"] {
+    for flag in [
+        "--data-dir",
+        "--model",
+        "--rsa-lambda",
+        "--hie-rank",
+        "--device",
+        "--paper",
+    ] {
         assert!(stdout.contains(flag), "--help lacks {flag}");
     }
 }

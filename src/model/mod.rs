@@ -110,7 +110,9 @@ pub fn data_shape(dataset: &Dataset) -> DataShape {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// `step` selects the dropout masks: a different step gives different masks.
-    Train { step: u64 },
+    Train {
+        step: u64,
+    },
     Eval,
 }
 
@@ -139,9 +141,8 @@ impl ForwardPass {
     /// parameter, zeros for a parameter the loss does not reach.
     pub fn backward(&self, tape: &Tape) -> Result<Vec<Tensor>> {
         let device = self.cross_entropy.value().device().clone();
-        let scalar = |var: &Var, value: f32| {
-            Tensor::from_vec(&device, var.value().shape(), vec![value])
-        };
+        let scalar =
+            |var: &Var, value: f32| Tensor::from_vec(&device, var.value().shape(), vec![value]);
         let mut seeds = vec![(&self.cross_entropy, scalar(&self.cross_entropy, 1.0)?)];
         if let Some(co) = &self.contrastive {
             seeds.push((co, scalar(co, self.lambda)?));
@@ -185,7 +186,9 @@ impl Seeds {
 /// How a parameter is initialised.
 enum Init {
     /// N(0, σ) with σ the config's init std; `zero_pad_row` zeroes row 0 (embedding tables).
-    Normal { zero_pad_row: bool },
+    Normal {
+        zero_pad_row: bool,
+    },
     /// N(0, 1) (HIE's fixed random W_r, spec §3.3).
     StandardNormal,
     Constant(f32),
@@ -200,7 +203,10 @@ struct Builder<'a> {
 impl Builder<'_> {
     fn add(&mut self, name: String, shape: &[usize], init: Init) -> Result<()> {
         let len: usize = shape.iter().product();
-        let seed = hash64(self.config.seed ^ 0xA51F_0000_0000_0000, self.parameters.len() as u64);
+        let seed = hash64(
+            self.config.seed ^ 0xA51F_0000_0000_0000,
+            self.parameters.len() as u64,
+        );
         let normal = |i: usize, std: f32| -> f32 {
             // Box-Muller from two counter-based uniforms: the same values on every platform.
             let u1 = 1.0 - uniform(seed, 2 * i as u64) as f64;
@@ -491,8 +497,7 @@ impl Model {
         let encoded = self.encode(&tape, &vars, inputs, Mode::Eval)?;
         matmul_transposed_forward(
             encoded.user.value(),
-            self.parameter("item_embedding.weight")
-                .expect("item table"),
+            self.parameter("item_embedding.weight").expect("item table"),
         )
     }
 
@@ -507,7 +512,10 @@ impl Model {
             ));
         }
         if inputs.targets.shape() != [b] {
-            return bad(format!("targets must be [{b}], got {:?}", inputs.targets.shape()));
+            return bad(format!(
+                "targets must be [{b}], got {:?}",
+                inputs.targets.shape()
+            ));
         }
         if self.config.kind.uses_attributes() {
             let m = self.data.attribute_vocab.len();
@@ -694,10 +702,7 @@ impl Model {
             // P⁰ = E_P raw: the projections read the shared [n, d] table, the residual its
             // broadcast; from layer 2 on, P is the [B, n, d] stream h_P.
             let (mut p_source, mut p_full) = if kind.position_stream() {
-                (
-                    Some(position_table.clone()),
-                    Some(broadcast_positions()?),
-                )
+                (Some(position_table.clone()), Some(broadcast_positions()?))
             } else {
                 (None, None)
             };

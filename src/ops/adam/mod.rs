@@ -136,7 +136,11 @@ impl Adam {
 
     /// Restores the state written by [`Adam::steps`] and [`Adam::moments`].
     pub fn restore(&mut self, steps: u64, first: &[f32], second: &[f32]) -> Result<()> {
-        let total: usize = self.shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+        let total: usize = self
+            .shapes
+            .iter()
+            .map(|s| s.iter().product::<usize>())
+            .sum();
         if first.len() != total || second.len() != total {
             return Err(Error::shape(
                 OP,
