@@ -418,7 +418,7 @@ fn emulated_device_agrees_with_cpu() {
         ..tiny(kind)
     };
     for device in common::kernel_devices() {
-        for kind in [ModelKind::SasRecF, ModelKind::Asif] {
+        for kind in ModelKind::ALL {
             let config = small(kind);
             let model_cpu = Model::new(&config, &tiny_shape(), &cpu).unwrap();
             let model_dev = Model::new(&config, &tiny_shape(), &device).unwrap();
