@@ -36,7 +36,8 @@ demo)
   ;;
 kernels)
   # A separate target folder keeps the instrumented emulator away from the normal build.
-  ASIF_EMULATOR_SANITIZE=thread CARGO_TARGET_DIR=target/tsan TSAN_OPTIONS="halt_on_error=1" \
+  ASIF_EMULATOR_SANITIZE=thread CARGO_TARGET_DIR=target/tsan \
+    TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/emulator/sanitize/tsan.supp" \
     setarch "$(uname -m)" -R cargo test --test kernels --test tape
   ;;
 *)
