@@ -9,31 +9,20 @@
 //! peers in bench/peers/common.py draw them); otherwise one line says it was skipped. Ids are
 //! `attention/{forward,backward,forward_backward}/<device> B=<B> <full|short>`, which
 //! bench/summarize.py matches. No dropout, as the peers. `cargo bench --bench attention`.
-use std::io::Write;
+mod common;
+
+use common::random_tensor;
 
 use asif_kernels::ops::attention::{
     attention_backward, attention_forward, AttentionConfig, AttentionInputs, OutputGradients,
     ScorePair,
 };
-use asif_kernels::{rng, Device, IndexTensor, Tensor};
+use asif_kernels::{rng, Device, IndexTensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const SEQ_LEN: usize = 50;
 const WIDTH: usize = 256;
 const HEADS: usize = 4;
-
-fn random_tensor(device: &Device, shape: &[usize], seed: u32) -> Tensor {
-    // A cheap deterministic pattern that is neither zeros nor constant.
-    let len: usize = shape.iter().product();
-    let values = (0..len)
-        .map(|i| {
-            (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / 16_777_216.0)
-                * 2.0
-                - 1.0
-        })
-        .collect();
-    Tensor::from_vec(device, shape, values).expect("tensor")
-}
 
 fn bench_device(
     c: &mut Criterion,
@@ -122,15 +111,10 @@ fn short_lengths(batch: usize) -> Vec<i32> {
 
 fn attention(c: &mut Criterion) {
     bench_device(c, &Device::cpu(), 8, "full", vec![SEQ_LEN as i32; 8]);
-    match Device::cuda(0) {
-        Ok(gpu) => {
-            let batch = 2048;
-            bench_device(c, &gpu, batch, "full", vec![SEQ_LEN as i32; batch]);
-            bench_device(c, &gpu, batch, "short", short_lengths(batch));
-        }
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "SKIPPED GPU benchmarks: {e}");
-        }
+    if let Some(gpu) = common::gpu() {
+        let batch = 2048;
+        bench_device(c, &gpu, batch, "full", vec![SEQ_LEN as i32; batch]);
+        bench_device(c, &gpu, batch, "short", short_lengths(batch));
     }
 }
 

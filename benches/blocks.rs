@@ -5,7 +5,7 @@
 //! On the CPU device at small sizes (always), and on GPU 0 at the paper's sizes (B = 2048,
 //! n = 50, d = 256, |V| = 20000) when there is one; otherwise one line says it was skipped.
 //! `cargo bench --bench blocks`.
-use std::io::Write;
+mod common;
 
 use asif_kernels::ops::adam::{Adam, AdamConfig};
 use asif_kernels::ops::dropout::{dropout_forward, DropoutMode};
@@ -16,16 +16,9 @@ use asif_kernels::ops::{cross_entropy, embedding, gather, linear};
 use asif_kernels::{Device, IndexTensor, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
+/// Inputs in [−0.1, 0.1): weight-sized values for the building blocks.
 fn random_tensor(device: &Device, shape: &[usize], seed: u32) -> Tensor {
-    let len: usize = shape.iter().product();
-    let values = (0..len)
-        .map(|i| {
-            (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / 16_777_216.0)
-                * 0.2
-                - 0.1
-        })
-        .collect();
-    Tensor::from_vec(device, shape, values).expect("tensor")
+    common::random_tensor_in(device, shape, seed, 0.1)
 }
 
 fn indices(device: &Device, shape: &[usize], modulo: usize, at_least: i32) -> IndexTensor {
@@ -215,8 +208,8 @@ fn blocks(c: &mut Criterion) {
             items: 2000,
         },
     );
-    match Device::cuda(0) {
-        Ok(gpu) => bench_device(
+    if let Some(gpu) = common::gpu() {
+        bench_device(
             c,
             &gpu,
             &Sizes {
@@ -225,10 +218,7 @@ fn blocks(c: &mut Criterion) {
                 d: 256,
                 items: 20_000,
             },
-        ),
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "SKIPPED GPU benchmarks: {e}");
-        }
+        );
     }
 }
 

@@ -7,7 +7,9 @@
 //! the kernel skips padding, so the short row should be faster. Otherwise one line says the GPU
 //! rows were skipped. Ids are `contrastive/forward_backward/<device> B.. n.. d.. <lengths>`, the
 //! names `bench/summarize.py` looks for. `cargo bench --bench contrastive`.
-use std::io::Write;
+mod common;
+
+use common::random_tensor;
 
 use asif_kernels::ops::contrastive::{
     contrastive_loss_forward_backward, initial_logit_scale, ContrastiveReduction,
@@ -16,19 +18,6 @@ use asif_kernels::{Device, IndexTensor, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn random_tensor(device: &Device, shape: &[usize], seed: u32) -> Tensor {
-    // A cheap deterministic pattern that is neither zeros nor constant.
-    let len: usize = shape.iter().product();
-    let values = (0..len)
-        .map(|i| {
-            (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / 16_777_216.0)
-                * 2.0
-                - 1.0
-        })
-        .collect();
-    Tensor::from_vec(device, shape, values).expect("tensor")
-}
 
 fn bench_device(c: &mut Criterion, device: &Device, batch: usize, n: usize, d: usize) {
     let label = device.name();
@@ -77,11 +66,8 @@ fn bench_device(c: &mut Criterion, device: &Device, batch: usize, n: usize, d: u
 
 fn contrastive(c: &mut Criterion) {
     bench_device(c, &Device::cpu(), 32, 50, 64);
-    match Device::cuda(0) {
-        Ok(gpu) => bench_device(c, &gpu, 2048, 50, 256),
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "SKIPPED GPU benchmarks: {e}");
-        }
+    if let Some(gpu) = common::gpu() {
+        bench_device(c, &gpu, 2048, 50, 256);
     }
 }
 

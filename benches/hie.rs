@@ -9,24 +9,13 @@
 //! Ids are `hie/<pass>/<device> <lengths> B.. n.. d.. r..`; `bench/summarize.py` matches
 //! `hie/forward/cuda` and `hie/forward_backward/cuda` (forward + full QR backward, as the PyTorch
 //! peers, whose H_X and H_A both require grad) with `full`.
-use std::io::Write;
+mod common;
+
+use common::random_tensor;
 
 use asif_kernels::ops::hie::{self, HieBackward, HieOptions};
-use asif_kernels::{Device, IndexTensor, Tensor};
+use asif_kernels::{Device, IndexTensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-
-fn random_tensor(device: &Device, shape: &[usize], seed: u32) -> Tensor {
-    // A cheap deterministic pattern that is neither zeros nor constant.
-    let len: usize = shape.iter().product();
-    let values = (0..len)
-        .map(|i| {
-            (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / 16_777_216.0)
-                * 2.0
-                - 1.0
-        })
-        .collect();
-    Tensor::from_vec(device, shape, values).expect("tensor")
-}
 
 /// L_b for `batch` sequences: all n, or geometric with mean about 8 clipped to [1, n].
 fn lengths_for(mode: &str, batch: usize, n: usize) -> Vec<i32> {
@@ -145,16 +134,11 @@ fn bench_device(
 
 fn benches(c: &mut Criterion) {
     bench_device(c, &Device::cpu(), "full", 8, 50, 256, 16);
-    match Device::cuda(0) {
-        Ok(gpu) => {
-            for r in [16, 24] {
-                for mode in ["full", "short"] {
-                    bench_device(c, &gpu, mode, 2048, 50, 256, r);
-                }
+    if let Some(gpu) = common::gpu() {
+        for r in [16, 24] {
+            for mode in ["full", "short"] {
+                bench_device(c, &gpu, mode, 2048, 50, 256, r);
             }
-        }
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "SKIPPED GPU benchmarks: {e}");
         }
     }
 }

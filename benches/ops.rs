@@ -3,24 +3,13 @@
 //! On the CPU reference at small sizes (always), and on GPU 0 at the paper's sizes
 //! (B·n = 102400 rows, d = 256) when there is one; otherwise one line says it was skipped.
 //! `cargo bench --bench ops`; the GPU script runs the same binary on the GPU machine.
-use std::io::Write;
+mod common;
+
+use common::random_tensor;
 
 use asif_kernels::ops::{gelu, layer_norm};
-use asif_kernels::{Device, Tensor};
+use asif_kernels::Device;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-
-fn random_tensor(device: &Device, shape: &[usize], seed: u32) -> Tensor {
-    // A cheap deterministic pattern that is neither zeros nor constant.
-    let len: usize = shape.iter().product();
-    let values = (0..len)
-        .map(|i| {
-            (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / 16_777_216.0)
-                * 2.0
-                - 1.0
-        })
-        .collect();
-    Tensor::from_vec(device, shape, values).expect("tensor")
-}
 
 fn bench_device(c: &mut Criterion, device: &Device, rows: usize, cols: usize) {
     let label = device.name();
@@ -86,11 +75,8 @@ fn bench_device(c: &mut Criterion, device: &Device, rows: usize, cols: usize) {
 
 fn ops(c: &mut Criterion) {
     bench_device(c, &Device::cpu(), 2048, 256);
-    match Device::cuda(0) {
-        Ok(gpu) => bench_device(c, &gpu, 2048 * 50, 256),
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "SKIPPED GPU benchmarks: {e}");
-        }
+    if let Some(gpu) = common::gpu() {
+        bench_device(c, &gpu, 2048 * 50, 256);
     }
 }
 

@@ -5,7 +5,7 @@
 //! GPU 0 at the paper's size (B 2048, d 256, L 3, h 4, n 50, ml-100k's 1,350 item ids and 20
 //! genre ids) when there is one; otherwise one line says it was skipped.
 //! `cargo bench --bench train_step`. Ids: `train_step/<model>/<device> B.. d.. L.. n..`.
-use std::io::Write;
+mod common;
 
 use asif_kernels::autograd::Tape;
 use asif_kernels::model::{DataShape, Mode, Model, ModelConfig, ModelInputs, ModelKind};
@@ -114,22 +114,17 @@ fn benches(c: &mut Criterion) {
         genres: 21,
     };
     bench_device(c, &Device::cpu(), &small);
-    match Device::cuda(0) {
-        Ok(gpu) => {
-            let paper = Size {
-                batch: 2048,
-                d: 256,
-                layers: 3,
-                heads: 4,
-                n: 50,
-                items: 1350,
-                genres: 20,
-            };
-            bench_device(c, &gpu, &paper);
-        }
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "SKIPPED GPU benchmarks: {e}");
-        }
+    if let Some(gpu) = common::gpu() {
+        let paper = Size {
+            batch: 2048,
+            d: 256,
+            layers: 3,
+            heads: 4,
+            n: 50,
+            items: 1350,
+            genres: 20,
+        };
+        bench_device(c, &gpu, &paper);
     }
 }
 
