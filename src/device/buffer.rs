@@ -42,4 +42,18 @@ impl<T: Scalar> Buffer<T> {
             Buffer::Cuda(_) => "cuda",
         }
     }
+
+    /// The host memory of a host buffer (empty for a CUDA buffer; `Device::launch` rules that out).
+    pub(crate) fn host_slice(&self) -> &[T] {
+        match self {
+            Buffer::Host(v) => v,
+            Buffer::Cuda(_) => &[],
+        }
+    }
+    pub(crate) fn host_slice_mut(&mut self) -> &mut [T] {
+        match self {
+            Buffer::Host(v) => v,
+            Buffer::Cuda(_) => &mut [],
+        }
+    }
 }

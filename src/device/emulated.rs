@@ -31,9 +31,9 @@ impl Emulator {
         let mut slots: Vec<u64> = args
             .iter_mut()
             .map(|arg| match arg {
-                KernelArg::F32In(b) => host_ptr(b.host_slice()) as u64,
+                KernelArg::F32In(b) => b.host_slice().as_ptr() as u64,
                 KernelArg::F32Out(b) => b.host_slice_mut().as_mut_ptr() as u64,
-                KernelArg::I32In(b) => host_ptr(b.host_slice()) as u64,
+                KernelArg::I32In(b) => b.host_slice().as_ptr() as u64,
                 KernelArg::I32Out(b) => b.host_slice_mut().as_mut_ptr() as u64,
                 KernelArg::I32(v) => *v as u32 as u64,
                 KernelArg::U32(v) => *v as u64,
@@ -58,25 +58,5 @@ impl Emulator {
             )
         }
         .map_err(Error::Emulator)
-    }
-}
-
-fn host_ptr<T>(slice: &[T]) -> *const T {
-    slice.as_ptr()
-}
-
-impl<T: super::Scalar> super::Buffer<T> {
-    /// The host memory of a host buffer (empty for a CUDA buffer; `Device::launch` rules that out).
-    pub(crate) fn host_slice(&self) -> &[T] {
-        match self {
-            super::Buffer::Host(v) => v,
-            super::Buffer::Cuda(_) => &[],
-        }
-    }
-    pub(crate) fn host_slice_mut(&mut self) -> &mut [T] {
-        match self {
-            super::Buffer::Host(v) => v,
-            super::Buffer::Cuda(_) => &mut [],
-        }
     }
 }
