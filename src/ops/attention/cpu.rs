@@ -94,43 +94,44 @@ fn length(lengths: &[i32], b: usize, n: usize) -> usize {
     lengths[b].clamp(0, n as i32) as usize
 }
 
-impl<F: Float> Problem<'_, F> {
+impl<'a, F: Float> Problem<'a, F> {
     fn scale(&self) -> F {
         cast::<F>(1.0 / (self.geometry.head_dim as f64).sqrt())
     }
-    /// 1/(1 − p) where entry (i, j) is kept, 0 where dropped; 1 without dropout.
-    fn dropout_multiplier(&self, b: usize, head: usize, i: usize, j: usize) -> F {
+    /// The dropout multipliers of query row `i` for the keys j ≤ i: 1/(1 − p) where entry (i, j)
+    /// is kept, 0 where dropped; all 1 without dropout. Shared by the three softmaxes.
+    fn dropout_row(&self, b: usize, head: usize, i: usize) -> Vec<F> {
         if self.dropout <= 0.0 {
-            return F::one();
+            return vec![F::one(); i + 1];
         }
-        let counter = self.geometry.dropout_counter(b, head, i, j);
-        if rng::dropout_keep(self.seed, counter, self.dropout) {
-            cast::<F>(1.0 / (1.0 - self.dropout as f64))
-        } else {
-            F::zero()
-        }
+        let kept = cast::<F>(1.0 / (1.0 - self.dropout as f64));
+        (0..=i)
+            .map(|j| {
+                let counter = self.geometry.dropout_counter(b, head, i, j);
+                if rng::dropout_keep(self.seed, counter, self.dropout) {
+                    kept
+                } else {
+                    F::zero()
+                }
+            })
+            .collect()
     }
-    /// q · k over one head's channels.
-    fn dot(
-        &self,
-        q: &Matrix<'_, F>,
-        k: &Matrix<'_, F>,
-        b: usize,
-        head: usize,
-        i: usize,
-        j: usize,
-    ) -> F {
+    /// One head's channels of slot `t` of sequence `b` in `m`.
+    fn row(&self, m: &Matrix<'a, F>, b: usize, t: usize, head: usize) -> &'a [F] {
         let g = &self.geometry;
-        let col = head * g.head_dim;
-        (0..g.head_dim).fold(F::zero(), |s, c| {
-            s + q.values[g.at(q, b, i, col + c)] * k.values[g.at(k, b, j, col + c)]
-        })
+        let start = g.at(m, b, t, head * g.head_dim);
+        &m.values[start..start + g.head_dim]
     }
-    /// Raw scores S_k(i, j) of pair k, for the keys j ≤ i.
+    /// Raw scores S_k(i, j) = q_i · k_j of pair k over one head's channels, for the keys j ≤ i.
     fn scores(&self, b: usize, head: usize, i: usize) -> Vec<Vec<F>> {
         self.pairs
             .iter()
-            .map(|(q, k)| (0..=i).map(|j| self.dot(q, k, b, head, i, j)).collect())
+            .map(|(q, k)| {
+                let query = self.row(q, b, i, head);
+                (0..=i)
+                    .map(|j| dot(query, self.row(k, b, j, head)))
+                    .collect()
+            })
             .collect()
     }
     /// Scaled logits of softmax `s` (0 = X: sum of all pairs, 1 = A: pair 0, 2 = P: pair 1).
@@ -144,19 +145,31 @@ impl<F: Float> Problem<'_, F> {
     }
 }
 
+fn dot<F: Float>(x: &[F], y: &[F]) -> F {
+    x.iter().zip(y).fold(F::zero(), |s, (&a, &b)| s + a * b)
+}
+
+/// `target += weight · source`, channel by channel.
+fn add_scaled<F: Float>(target: &mut [F], weight: F, source: &[F]) {
+    for (t, &x) in target.iter_mut().zip(source) {
+        *t = *t + weight * x;
+    }
+}
+
 /// O_X, O_A, O_P and the log-sum-exp statistics.
 pub fn forward<F: Float>(problem: &Problem<'_, F>) -> Forward<F> {
     let g = problem.geometry;
-    let (n, d) = (g.seq_len, g.width());
+    let (n, d, dh) = (g.seq_len, g.width(), g.head_dim);
     let mut outputs: [Option<Vec<F>>; 3] =
         std::array::from_fn(|s| problem.values[s].map(|_| vec![F::zero(); g.batch * n * d]));
     let mut log_sum_exp = vec![F::zero(); 3 * g.stats_len()];
     for b in 0..g.batch {
         let length = length(problem.lengths, b, n);
         for head in 0..g.heads {
-            let col = head * g.head_dim;
+            let col = head * dh;
             for i in 0..length {
                 let scores = problem.scores(b, head, i);
+                let multipliers = problem.dropout_row(b, head, i);
                 for s in 0..3 {
                     let (Some(value), Some(out)) = (problem.values[s], outputs[s].as_mut()) else {
                         continue;
@@ -168,13 +181,10 @@ pub fn forward<F: Float>(problem: &Problem<'_, F>) -> Forward<F> {
                         .fold(F::zero(), |acc, &x| acc + (x - max).exp());
                     log_sum_exp[(s * g.batch * g.heads + b * g.heads + head) * n + i] =
                         max + sum.ln();
+                    let out_row = &mut out[b * n * d + i * d + col..][..dh];
                     for (j, &logit) in logits.iter().enumerate() {
-                        let weight =
-                            (logit - max).exp() / sum * problem.dropout_multiplier(b, head, i, j);
-                        for c in 0..g.head_dim {
-                            let o = b * n * d + i * d + col + c;
-                            out[o] = out[o] + weight * value.values[g.at(&value, b, j, col + c)];
-                        }
+                        let weight = (logit - max).exp() / sum * multipliers[j];
+                        add_scaled(out_row, weight, problem.row(&value, b, j, head));
                     }
                 }
             }
@@ -194,7 +204,7 @@ pub fn backward<F: Float>(
     output_grads: [Option<&[F]>; 3],
 ) -> Gradients<F> {
     let g = problem.geometry;
-    let (n, d) = (g.seq_len, g.width());
+    let (n, d, dh) = (g.seq_len, g.width(), g.head_dim);
     let zeros_like = |m: &Matrix<'_, F>| vec![F::zero(); m.values.len()];
     let mut pair_grads: Vec<(Vec<F>, Vec<F>)> = problem
         .pairs
@@ -207,9 +217,10 @@ pub fn backward<F: Float>(
     for b in 0..g.batch {
         let length = length(problem.lengths, b, n);
         for head in 0..g.heads {
-            let col = head * g.head_dim;
+            let col = head * dh;
             for i in 0..length {
                 let scores = problem.scores(b, head, i);
+                let multipliers = problem.dropout_row(b, head, i);
                 // dZ_k(i, j): gradient of the raw score of pair k.
                 let mut score_grads = vec![vec![F::zero(); i + 1]; problem.pairs.len()];
                 for s in 0..3 {
@@ -220,22 +231,19 @@ pub fn backward<F: Float>(
                     ) else {
                         continue;
                     };
-                    let row = |t: &[F], c: usize| t[b * n * d + i * d + col + c];
+                    let grad_value = value_grads[s].as_mut().expect("present value");
+                    let own_row = b * n * d + i * d + col;
+                    let grad_row = &grad[own_row..own_row + dh];
                     // D_i = dO_i · O_i.
-                    let row_dot =
-                        (0..g.head_dim).fold(F::zero(), |acc, c| acc + row(grad, c) * row(out, c));
+                    let row_dot = dot(grad_row, &out[own_row..own_row + dh]);
                     let lse =
                         forward.log_sum_exp[(s * g.batch * g.heads + b * g.heads + head) * n + i];
                     for j in 0..=i {
                         let p = (problem.logits(&scores, s, j) - lse).exp();
-                        let m = problem.dropout_multiplier(b, head, i, j);
-                        let grad_value = value_grads[s].as_mut().expect("present value");
-                        let mut grad_p = F::zero();
-                        for c in 0..g.head_dim {
-                            let v = g.at(&value, b, j, col + c);
-                            grad_p = grad_p + row(grad, c) * value.values[v];
-                            grad_value[v] = grad_value[v] + m * p * row(grad, c);
-                        }
+                        let m = multipliers[j];
+                        let grad_p = dot(grad_row, problem.row(&value, b, j, head));
+                        let start = g.at(&value, b, j, col);
+                        add_scaled(&mut grad_value[start..start + dh], m * p, grad_row);
                         let grad_logit = p * (m * grad_p - row_dot) * scale;
                         for (k, pair_grad) in score_grads.iter_mut().enumerate() {
                             if s == 0 || (s == 1 && k == 0) || (s == 2 && k == 1) {
@@ -246,12 +254,16 @@ pub fn backward<F: Float>(
                 }
                 for (k, (q, key)) in problem.pairs.iter().enumerate() {
                     let (dq, dk) = &mut pair_grads[k];
+                    let query = problem.row(q, b, i, head);
+                    let query_start = g.at(q, b, i, col);
                     for (j, &dz) in score_grads[k].iter().enumerate() {
-                        for c in 0..g.head_dim {
-                            let (qi, kj) = (g.at(q, b, i, col + c), g.at(key, b, j, col + c));
-                            dq[qi] = dq[qi] + dz * key.values[kj];
-                            dk[kj] = dk[kj] + dz * q.values[qi];
-                        }
+                        add_scaled(
+                            &mut dq[query_start..query_start + dh],
+                            dz,
+                            problem.row(key, b, j, head),
+                        );
+                        let key_start = g.at(key, b, j, col);
+                        add_scaled(&mut dk[key_start..key_start + dh], dz, query);
                     }
                 }
             }
