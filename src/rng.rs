@@ -21,6 +21,14 @@ pub fn dropout_keep(seed: u64, counter: u64, p: f32) -> bool {
     uniform(seed, counter) >= p
 }
 
+/// The integer form of [`dropout_keep`] for loops over many draws: `keep_threshold(p)` once,
+/// then `(hash64(seed, counter) >> 40) >= threshold` per draw, the same decision bit for bit.
+/// `uniform` is k·2⁻²⁴ with the integer k = hash >> 40, exact in f32, and p·2²⁴ is exact too
+/// (p < 1), so `uniform ≥ p` ⟺ k ≥ p·2²⁴ ⟺ k ≥ ⌈p·2²⁴⌉.
+pub fn keep_threshold(p: f32) -> u64 {
+    (p as f64 * 16_777_216.0).ceil().max(0.0) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,6 +42,33 @@ mod tests {
         assert!((mean - 0.5).abs() < 5e-3, "mean {mean}");
         let kept = (0..100_000).filter(|&i| dropout_keep(7, i, 0.3)).count() as f64 / 1e5;
         assert!((kept - 0.7).abs() < 6e-3, "kept fraction {kept}");
+    }
+
+    #[test]
+    fn the_integer_threshold_is_the_same_decision() {
+        let ps = [
+            0.0f32,
+            1e-7,
+            0.1,
+            0.3,
+            0.5,
+            0.5 + f32::EPSILON,
+            0.7,
+            0.999_999_9,
+        ];
+        for p in ps {
+            let threshold = keep_threshold(p);
+            for counter in 0..20_000 {
+                assert_eq!(
+                    (hash64(9, counter) >> 40) >= threshold,
+                    dropout_keep(9, counter, p),
+                    "p {p} counter {counter}"
+                );
+            }
+        }
+        // The boundary itself: k·2⁻²⁴ = p exactly is kept, one below is dropped.
+        let p = 0.25f32;
+        assert_eq!(keep_threshold(p), 1 << 22);
     }
 
     #[test]
