@@ -174,11 +174,16 @@ fn reduce<F: Float>(h_x: &[F], w_r: &[F], rows: usize, d: usize, r: usize) -> Ve
     m
 }
 
-/// `row · Q` for a d-vector `row` (r-vector).
+/// `row · Q` for a d-vector `row` (r-vector). Walks Q by rows (contiguous) rather than by
+/// columns; each coordinate still sums over i = 0..d in order.
 fn coordinates<F: Float>(row: &[F], q: &[F], d: usize, r: usize) -> Vec<F> {
-    (0..r)
-        .map(|k| (0..d).fold(F::zero(), |s, i| s + row[i] * q[i * r + k]))
-        .collect()
+    let mut out = vec![F::zero(); r];
+    for (&x, q_row) in row[..d].iter().zip(q.chunks_exact(r)) {
+        for (o, &q_ik) in out.iter_mut().zip(q_row) {
+            *o = *o + x * q_ik;
+        }
+    }
+    out
 }
 
 /// `c · Qᵀ` for an r-vector `c` (d-vector).
