@@ -553,7 +553,10 @@ fn bad_configurations_are_typed_errors() {
         &device,
     )
     .unwrap_err();
-    assert!(matches!(too_many_sources, Error::Config(_)), "{too_many_sources}");
+    assert!(
+        matches!(too_many_sources, Error::Config(_)),
+        "{too_many_sources}"
+    );
     let no_attributes = Model::new(
         &tiny(ModelKind::SasRecF),
         &DataShape {
@@ -625,7 +628,11 @@ fn rsa_dedup_changes_the_loss_only_where_attribute_sets_repeat() {
         &device,
     )
     .unwrap();
-    assert_eq!(off.tensors().len(), on.tensors().len(), "dedup adds no parameter");
+    assert_eq!(
+        off.tensors().len(),
+        on.tensors().len(),
+        "dedup adds no parameter"
+    );
 
     // tiny_inputs repeats attribute sets inside a sequence: dedup removes false negatives.
     let repeated = tiny_inputs(&device, 8);
@@ -635,7 +642,10 @@ fn rsa_dedup_changes_the_loss_only_where_attribute_sets_repeat() {
         (0..8).any(|t| (0..t).any(|u| first_row[t] == first_row[u])),
         "the test needs a repeated set: {first_row:?}"
     );
-    let (l_off, l_on) = (contrastive_at(&off, &repeated), contrastive_at(&on, &repeated));
+    let (l_off, l_on) = (
+        contrastive_at(&off, &repeated),
+        contrastive_at(&on, &repeated),
+    );
     assert!(
         (l_off - l_on).abs() > 1e-4 * l_off.abs(),
         "dedup must change L_co: {l_off} vs {l_on}"
@@ -686,5 +696,26 @@ fn rsa_dedup_changes_the_loss_only_where_attribute_sets_repeat() {
         .unwrap();
     let mut inputs = ModelInputs::from_batch(&device, &batch, &tables, 2).unwrap();
     let precomputed = inputs.attribute_groups.take().unwrap().to_vec().unwrap();
-    assert_eq!(precomputed, inputs.attribute_group_ids().unwrap().to_vec().unwrap());
+    assert_eq!(
+        precomputed,
+        inputs.attribute_group_ids().unwrap().to_vec().unwrap()
+    );
+}
+
+#[test]
+fn configs_written_before_rsa_dedup_still_load() {
+    let config = ModelConfig {
+        rsa_dedup: true,
+        fusion: Fusion::Gate,
+        ..tiny(ModelKind::Asif)
+    };
+    let json = serde_json::to_string(&config).unwrap();
+    assert!(json.contains("\"rsa_dedup\":true"), "{json}");
+    assert_eq!(serde_json::from_str::<ModelConfig>(&json).unwrap(), config);
+    // An older config (no rsa_dedup key) loads with dedup off.
+    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    value.as_object_mut().unwrap().remove("rsa_dedup");
+    let old: ModelConfig = serde_json::from_value(value).unwrap();
+    assert!(!old.rsa_dedup);
+    assert_eq!(old.fusion, Fusion::Gate);
 }

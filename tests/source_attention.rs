@@ -32,10 +32,8 @@ fn pooling_backward_matches_finite_differences() {
         let w = random(&mut rng, rows * d, 0.0, 1.0);
         let (_, weights) = gate::forward_reference(&sources, &energies, k, d);
         let (dsources, denergies) = gate::backward_reference(&sources, &weights, &w, k, d);
-        let loss_sources =
-            |p: &[f64]| weighted(&gate::forward_reference(p, &energies, k, d).0, &w);
-        let loss_energies =
-            |p: &[f64]| weighted(&gate::forward_reference(&sources, p, k, d).0, &w);
+        let loss_sources = |p: &[f64]| weighted(&gate::forward_reference(p, &energies, k, d).0, &w);
+        let loss_energies = |p: &[f64]| weighted(&gate::forward_reference(&sources, p, k, d).0, &w);
         check_gradient(loss_sources, &sources, &dsources, options())
             .unwrap_or_else(|e| panic!("dsources [{rows}, {k}, {d}]: {e}"));
         check_gradient(loss_energies, &energies, &denergies, options())
@@ -139,7 +137,13 @@ fn every_device_matches_the_reference_on_odd_sizes() {
             let x = to_f64(&to_f32(&random(&mut rng, rows * k * d, 0.0, 1.0)));
             let x_t = tensor(&device, &[rows, k, d], &x);
             let y = gate::relu_forward(&x_t).expect("relu");
-            assert_close(&what("relu"), &device, &y, &gate::relu_forward_reference(&x), 0.0);
+            assert_close(
+                &what("relu"),
+                &device,
+                &y,
+                &gate::relu_forward_reference(&x),
+                0.0,
+            );
             let dy = to_f64(&to_f32(&random(&mut rng, x.len(), 0.0, 1.0)));
             let dx = gate::relu_backward(&x_t, &tensor(&device, &[rows, k, d], &dy)).unwrap();
             assert_close(
@@ -159,7 +163,10 @@ fn gate_on_tape(
     device: &Device,
     values: &[Vec<f64>],
     shapes: &[Vec<usize>],
-) -> (Vec<asif_kernels::autograd::Var>, asif_kernels::autograd::Var) {
+) -> (
+    Vec<asif_kernels::autograd::Var>,
+    asif_kernels::autograd::Var,
+) {
     let leaves: Vec<_> = values
         .iter()
         .zip(shapes)
@@ -196,9 +203,7 @@ fn the_whole_gate_on_the_tape_matches_finite_differences() {
     let gradients = |device: &Device| -> Vec<Vec<f32>> {
         let tape = Tape::new();
         let (leaves, out) = gate_on_tape(&tape, device, &values, &shapes);
-        let grads = tape
-            .backward(&out, tensor(device, &[b, n, d], &w))
-            .unwrap();
+        let grads = tape.backward(&out, tensor(device, &[b, n, d], &w)).unwrap();
         leaves
             .iter()
             .map(|leaf| grads.get(leaf).unwrap().to_vec().unwrap())

@@ -342,9 +342,7 @@ impl ModelConfig {
                 return bad(format!("an attribute with {v} token ids has no real token"));
             }
             let sources = data.attribute_vocab.len() + 1;
-            if self.fusion == Fusion::Gate
-                && sources > crate::ops::source_attention::MAX_SOURCES
-            {
+            if self.fusion == Fusion::Gate && sources > crate::ops::source_attention::MAX_SOURCES {
                 return bad(format!(
                     "fusion gate over {sources} sources (items and {} attribute types) exceeds \
                      the kernel's {}",

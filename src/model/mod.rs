@@ -73,8 +73,11 @@ pub fn attribute_groups(items: &[i32], tokens: &[&[i32]], widths: &[usize]) -> V
                 .iter()
                 .zip(widths)
                 .map(|(t, &w)| {
-                    let mut set: Vec<i32> =
-                        t[p * w..(p + 1) * w].iter().copied().filter(|&v| v != 0).collect();
+                    let mut set: Vec<i32> = t[p * w..(p + 1) * w]
+                        .iter()
+                        .copied()
+                        .filter(|&v| v != 0)
+                        .collect();
                     set.sort_unstable();
                     set
                 })

@@ -5,8 +5,7 @@ use crate::{kernel_args, Result};
 
 const STACK: KernelRef = KernelRef::new("source_attention", "source_attention_stack");
 const UNSTACK: KernelRef = KernelRef::new("source_attention", "source_attention_unstack");
-const RELU_FORWARD: KernelRef =
-    KernelRef::new("source_attention", "source_attention_relu_forward");
+const RELU_FORWARD: KernelRef = KernelRef::new("source_attention", "source_attention_relu_forward");
 const RELU_BACKWARD: KernelRef =
     KernelRef::new("source_attention", "source_attention_relu_backward");
 const FORWARD: KernelRef = KernelRef::new("source_attention", "source_attention_forward");

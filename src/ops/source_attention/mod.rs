@@ -49,7 +49,10 @@ pub fn stack_sources_forward(sources: &[&Tensor]) -> Result<Tensor> {
     if sources.len() > MAX_SOURCES {
         return Err(Error::argument(
             OP,
-            format!("{} sources exceed the kernel's {MAX_SOURCES}", sources.len()),
+            format!(
+                "{} sources exceed the kernel's {MAX_SOURCES}",
+                sources.len()
+            ),
         ));
     }
     let shape = first.shape();
@@ -107,10 +110,7 @@ fn stacked_dims(stacked: &Tensor) -> Result<(usize, usize, usize)> {
 pub fn unstack_source(stacked: &Tensor, slot: usize) -> Result<Tensor> {
     let (rows, k_sources, d) = stacked_dims(stacked)?;
     if slot >= k_sources {
-        return Err(Error::argument(
-            OP,
-            format!("source {slot} of {k_sources}"),
-        ));
+        return Err(Error::argument(OP, format!("source {slot} of {k_sources}")));
     }
     let shape = stacked.shape();
     let mut out_shape = shape[..shape.len() - 2].to_vec();
@@ -183,8 +183,7 @@ fn pool_dims(sources: &Tensor, energies: &Tensor) -> Result<(usize, usize, usize
     sources.same_device(OP, energies)?;
     let lead = &sources.shape()[..sources.shape().len() - 1];
     let e = energies.shape();
-    if e != lead && !(e.len() == lead.len() + 1 && e[..lead.len()] == *lead && e[lead.len()] == 1)
-    {
+    if e != lead && !(e.len() == lead.len() + 1 && e[..lead.len()] == *lead && e[lead.len()] == 1) {
         return Err(Error::shape(
             OP,
             format!(
@@ -258,13 +257,7 @@ pub fn source_attention_backward(
     let device = sources.device();
     let (dsources, denergies) = match device {
         Device::Cpu => {
-            let (ds, de) = cpu::backward(
-                sources.host(),
-                weights.host(),
-                dout.host(),
-                k_sources,
-                d,
-            );
+            let (ds, de) = cpu::backward(sources.host(), weights.host(), dout.host(), k_sources, d);
             (Buffer::Host(ds), Buffer::Host(de))
         }
         Device::Cuda(_) | Device::Emulated(_) => cuda::backward(
