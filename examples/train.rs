@@ -44,7 +44,8 @@ struct Args {
     /// Model: sasrec, sasrec_f, asif, asif_wo_rsa, asif_wo_hie, asif_wo_up, asif_wo_fa.
     #[arg(long, default_value = "asif", value_parser = parse_kind)]
     model: ModelKind,
-    /// Fusion 𝓕 of item and attribute embeddings: sum or concat (gate is not implemented yet).
+    /// Fusion 𝓕 of item and attribute embeddings: sum, concat or gate (RecBole's VanillaAttention
+    /// over the stacked embeddings).
     #[arg(long, default_value = "sum", value_parser = parse_fusion)]
     fusion: Fusion,
     /// Device: auto (GPU 0 if usable, else CPU), cpu or cuda.
@@ -81,6 +82,10 @@ struct Args {
     /// RSA reduction over positions: mean (spec A8) or sum (eq. 9 literally) [mean].
     #[arg(long, value_enum)]
     rsa_reduction: Option<ReductionChoice>,
+    /// RSA dedup (spec §3.4): positions whose items have identical attribute tokens are not
+    /// negatives of each other in L_co (off: the paper's Y = I).
+    #[arg(long)]
+    rsa_dedup: bool,
     /// HIE bases r (≤ n, ≤ 32) [16].
     #[arg(long)]
     hie_rank: Option<usize>,
@@ -216,6 +221,7 @@ fn configs(args: &Args) -> (ModelConfig, TrainConfig) {
         model.hie_gradient = HieGradient::FullQr;
     }
     model.hie_keep_padding = args.hie_keep_padding;
+    model.rsa_dedup = args.rsa_dedup;
     set!(train.learning_rate, args.lr);
     set!(train.batch_size, args.batch_size);
     set!(train.epochs, args.epochs);

@@ -7,8 +7,8 @@ mod common;
 use asif_kernels::autograd::Tape;
 use asif_kernels::data::{Batcher, Dataset, Order, SyntheticConfig};
 use asif_kernels::model::{
-    data_shape, token_attributes, DataShape, Fusion, HieGradient, Mode, Model, ModelConfig,
-    ModelInputs, ModelKind,
+    attribute_groups, data_shape, token_attributes, DataShape, Fusion, HieGradient, Mode, Model,
+    ModelConfig, ModelInputs, ModelKind,
 };
 use asif_kernels::ops::adam::{Adam, AdamConfig};
 use asif_kernels::{Device, Error, IndexTensor, Tensor};
@@ -76,6 +76,7 @@ fn tiny_inputs(device: &Device, n: usize) -> ModelInputs {
             .unwrap(),
         targets: IndexTensor::from_vec(device, &[b], vec![3, 11, 17]).unwrap(),
         attributes,
+        attribute_groups: None,
     }
 }
 
@@ -93,7 +94,7 @@ fn every_kind_runs_forward_and_backward() {
     let device = Device::cpu();
     let inputs = tiny_inputs(&device, 8);
     for kind in ModelKind::ALL {
-        for fusion in [Fusion::Sum, Fusion::Concat] {
+        for fusion in [Fusion::Sum, Fusion::Concat, Fusion::Gate] {
             let config = ModelConfig {
                 fusion,
                 ..tiny(kind)
@@ -280,6 +281,20 @@ fn finite_differences_asif_every_parameter() {
 }
 
 #[test]
+fn finite_differences_fusion_gate() {
+    finite_difference_check(&ModelConfig {
+        fusion: Fusion::Gate,
+        ..tiny(ModelKind::SasRecF)
+    });
+    finite_difference_check(&ModelConfig {
+        fusion: Fusion::Gate,
+        hie_gradient: HieGradient::FullQr,
+        rsa_dedup: true,
+        ..tiny(ModelKind::Asif)
+    });
+}
+
+#[test]
 fn finite_differences_baselines_and_ablations() {
     finite_difference_check(&ModelConfig {
         fusion: Fusion::Concat,
@@ -417,9 +432,28 @@ fn emulated_device_agrees_with_cpu() {
         inner_size: 8,
         ..tiny(kind)
     };
+    // Every kind with the default fusion, then the fusion gate (SASRec_F and ASIF) and ASIF with
+    // RSA dedup.
+    let mut configs: Vec<ModelConfig> = ModelKind::ALL.into_iter().map(small).collect();
+    for kind in [ModelKind::SasRecF, ModelKind::Asif] {
+        configs.push(ModelConfig {
+            fusion: Fusion::Gate,
+            ..small(kind)
+        });
+    }
+    configs.push(ModelConfig {
+        rsa_dedup: true,
+        ..small(ModelKind::Asif)
+    });
     for device in common::kernel_devices() {
-        for kind in ModelKind::ALL {
-            let config = small(kind);
+        for config in &configs {
+            let config = config.clone();
+            let label = format!(
+                "{} {:?}{}",
+                config.kind,
+                config.fusion,
+                if config.rsa_dedup { " dedup" } else { "" }
+            );
             let model_cpu = Model::new(&config, &tiny_shape(), &cpu).unwrap();
             let model_dev = Model::new(&config, &tiny_shape(), &device).unwrap();
             let (tape_cpu, tape_dev) = (Tape::new(), Tape::new());
@@ -432,7 +466,7 @@ fn emulated_device_agrees_with_cpu() {
             let (l_cpu, l_dev) = (pass_cpu.loss().unwrap(), pass_dev.loss().unwrap());
             assert!(
                 (l_cpu - l_dev).abs() <= 1e-4 * l_cpu.abs(),
-                "{kind} on {}: loss {l_dev} vs CPU {l_cpu}",
+                "{label} on {}: loss {l_dev} vs CPU {l_cpu}",
                 device.name()
             );
             let g_cpu = pass_cpu.backward(&tape_cpu).unwrap();
@@ -448,7 +482,7 @@ fn emulated_device_agrees_with_cpu() {
                 // tensor's largest gradient (atomics and summation order differ).
                 assert!(
                     worst <= 1e-3 * scale,
-                    "{kind} on {}: {} differs by {worst} (scale {scale})",
+                    "{label} on {}: {} differs by {worst} (scale {scale})",
                     device.name(),
                     p.name
                 );
@@ -466,7 +500,7 @@ fn emulated_device_agrees_with_cpu() {
             for (x, y) in s_cpu.iter().zip(&s_dev) {
                 assert!(
                     (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
-                    "{kind}: scores differ"
+                    "{label}: scores differ"
                 );
             }
         }
@@ -507,11 +541,22 @@ fn bad_configurations_are_typed_errors() {
         }),
         Error::Config(_)
     ));
-    let gate = build(ModelConfig {
-        fusion: Fusion::Gate,
-        ..base.clone()
-    });
-    assert!(matches!(gate, Error::NotImplemented(_)), "{gate}");
+    let too_many_sources = Model::new(
+        &ModelConfig {
+            fusion: Fusion::Gate,
+            ..base.clone()
+        },
+        &DataShape {
+            n_item_ids: 10,
+            attribute_vocab: vec![3; 32],
+        },
+        &device,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(too_many_sources, Error::Config(_)),
+        "{too_many_sources}"
+    );
     let no_attributes = Model::new(
         &tiny(ModelKind::SasRecF),
         &DataShape {
@@ -542,4 +587,135 @@ fn bad_configurations_are_typed_errors() {
     let model = Model::new(&base, &shape, &device).unwrap();
     let err = model.scores(&tiny_inputs(&device, 7)).unwrap_err();
     assert!(matches!(err, Error::Shape { .. }), "{err}");
+}
+
+#[test]
+fn attribute_groups_match_identical_token_sets() {
+    // Items 1 and 2 have the same tokens in another order; 3 differs in type 0; 4 repeats 3's
+    // tokens with a duplicate slot of 0s; the pad gets −1.
+    let items = [1, 2, 3, 4, 0];
+    let type0 = [1, 2, 2, 1, 1, 0, 0, 1, 0, 0];
+    let type1 = [3, 3, 3, 3, 0];
+    let groups = attribute_groups(&items, &[&type0, &type1], &[2, 1]);
+    assert_eq!(groups, vec![0, 0, 1, 1, -1]);
+    // A second attribute type that differs splits a group.
+    let type1 = [3, 2, 3, 3, 0];
+    assert_eq!(
+        attribute_groups(&items, &[&type0, &type1], &[2, 1]),
+        vec![0, 1, 2, 2, -1]
+    );
+}
+
+/// The contrastive term L_co of a forward pass.
+fn contrastive_at(model: &Model, inputs: &ModelInputs) -> f32 {
+    let tape = Tape::new();
+    let pass = model
+        .forward(&tape, inputs, Mode::Train { step: 1 })
+        .unwrap();
+    pass.contrastive.unwrap().value().to_vec().unwrap()[0]
+}
+
+#[test]
+fn rsa_dedup_changes_the_loss_only_where_attribute_sets_repeat() {
+    let device = Device::cpu();
+    let off = Model::new(&tiny(ModelKind::Asif), &tiny_shape(), &device).unwrap();
+    let on = Model::new(
+        &ModelConfig {
+            rsa_dedup: true,
+            ..tiny(ModelKind::Asif)
+        },
+        &tiny_shape(),
+        &device,
+    )
+    .unwrap();
+    assert_eq!(
+        off.tensors().len(),
+        on.tensors().len(),
+        "dedup adds no parameter"
+    );
+
+    // tiny_inputs repeats attribute sets inside a sequence: dedup removes false negatives.
+    let repeated = tiny_inputs(&device, 8);
+    let groups = repeated.attribute_group_ids().unwrap().to_vec().unwrap();
+    let first_row = &groups[..8];
+    assert!(
+        (0..8).any(|t| (0..t).any(|u| first_row[t] == first_row[u])),
+        "the test needs a repeated set: {first_row:?}"
+    );
+    let (l_off, l_on) = (
+        contrastive_at(&off, &repeated),
+        contrastive_at(&on, &repeated),
+    );
+    assert!(
+        (l_off - l_on).abs() > 1e-4 * l_off.abs(),
+        "dedup must change L_co: {l_off} vs {l_on}"
+    );
+    // Fewer negatives: each position's softmax loses competitors, so the loss falls.
+    assert!(l_on < l_off, "{l_on} !< {l_off}");
+
+    // Every position of each sequence has its own attribute set: dedup is a no-op, bit for bit.
+    let mut unique = tiny_inputs(&device, 8);
+    let (b, n) = (3, 8);
+    unique.attributes = (0..2)
+        .map(|j| {
+            let mut tokens = vec![0i32; b * n * 2];
+            for row in 0..b {
+                for t in 0..n {
+                    tokens[(row * n + t) * 2] = if j == 0 { 1 + t % 5 } else { 1 + t / 5 } as i32;
+                }
+            }
+            IndexTensor::from_vec(&device, &[b, n, 2], tokens).unwrap()
+        })
+        .collect();
+    let groups = unique.attribute_group_ids().unwrap().to_vec().unwrap();
+    for row in groups.chunks(n) {
+        let valid: Vec<i32> = row.iter().copied().filter(|&g| g >= 0).collect();
+        let mut distinct = valid.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), valid.len(), "{row:?}");
+    }
+    assert_eq!(
+        contrastive_at(&off, &unique),
+        contrastive_at(&on, &unique),
+        "dedup must be a no-op when all sets differ"
+    );
+
+    // from_batch precomputes the same ids on the host.
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = synthetic(dir.path());
+    let split = dataset.leave_one_out();
+    let batcher = Batcher::new(&dataset, &split.train, 16, 8).unwrap();
+    let tables: Vec<_> = token_attributes(&dataset)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let batch = batcher
+        .epoch(Order::Shuffled { seed: 1, epoch: 1 })
+        .next()
+        .unwrap();
+    let mut inputs = ModelInputs::from_batch(&device, &batch, &tables, 2).unwrap();
+    let precomputed = inputs.attribute_groups.take().unwrap().to_vec().unwrap();
+    assert_eq!(
+        precomputed,
+        inputs.attribute_group_ids().unwrap().to_vec().unwrap()
+    );
+}
+
+#[test]
+fn configs_written_before_rsa_dedup_still_load() {
+    let config = ModelConfig {
+        rsa_dedup: true,
+        fusion: Fusion::Gate,
+        ..tiny(ModelKind::Asif)
+    };
+    let json = serde_json::to_string(&config).unwrap();
+    assert!(json.contains("\"rsa_dedup\":true"), "{json}");
+    assert_eq!(serde_json::from_str::<ModelConfig>(&json).unwrap(), config);
+    // An older config (no rsa_dedup key) loads with dedup off.
+    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    value.as_object_mut().unwrap().remove("rsa_dedup");
+    let old: ModelConfig = serde_json::from_value(value).unwrap();
+    assert!(!old.rsa_dedup);
+    assert_eq!(old.fusion, Fusion::Gate);
 }

@@ -349,9 +349,43 @@ fn the_example_rejects_bad_flags_and_missing_data_clearly() {
     assert!(stderr.contains("no such folder"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 
-    let (status, stderr) = run(&["--fusion", "gate", "--epochs", "1", "--quiet"]);
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("not implemented yet"), "{stderr}");
+    let (status, stderr) = run(&["--fusion", "mlp"]);
+    assert!(!status.success());
+    assert!(stderr.contains("sum, concat or gate"), "{stderr}");
+
+    // The fusion gate and RSA dedup train end to end (a very small run).
+    let results = tempfile::tempdir().unwrap();
+    let results_file = results.path().join("gate.json");
+    let (status, stderr) = run(&[
+        "--fusion",
+        "gate",
+        "--rsa-dedup",
+        "--synthetic-users",
+        "60",
+        "--hidden-size",
+        "8",
+        "--layers",
+        "1",
+        "--max-len",
+        "8",
+        "--inner-size",
+        "8",
+        "--hie-rank",
+        "4",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--results",
+        results_file.to_str().unwrap(),
+    ]);
+    assert!(status.success(), "{stderr}");
+    let json = std::fs::read_to_string(&results_file).unwrap();
+    assert!(json.contains("\"fusion\": \"gate\""), "{json}");
+    assert!(json.contains("\"rsa_dedup\": true"), "{json}");
 
     let (status, stdout) = {
         let out = std::process::Command::new(&binary)
@@ -371,6 +405,8 @@ fn the_example_rejects_bad_flags_and_missing_data_clearly() {
         "--hie-rank",
         "--device",
         "--paper",
+        "--fusion",
+        "--rsa-dedup",
     ] {
         assert!(stdout.contains(flag), "--help lacks {flag}");
     }

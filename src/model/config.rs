@@ -107,7 +107,8 @@ pub enum Fusion {
     Sum,
     /// Linear_{(1+m)d→d}([E_X; A_1; …; A_m]), computed as E_X W_0 + Σ_j A_j W_j + b.
     Concat,
-    /// VanillaAttention over the stacked vectors: not implemented yet (a typed error).
+    /// RecBole's VanillaAttention over the stacked vectors [E_X; A_1 … A_m]:
+    /// Σ_k α_k x_k with α = softmax_k(w₂ᵀ ReLU(W₁ x_k + b₁)) (`ops::source_attention`).
     Gate,
 }
 
@@ -198,6 +199,11 @@ pub struct ModelConfig {
     /// λ of L = L_ce + λ·L_co (ignored where the model has no RSA).
     pub rsa_lambda: f32,
     pub rsa_reduction: RsaReduction,
+    /// `rsa_dedup` (spec §3.4): drop from each RSA row's and column's negatives the positions
+    /// whose item has the same attribute tokens (identical a rows, false negatives). Off by
+    /// default (the paper's Y = I); absent in configs written before it existed.
+    #[serde(default)]
+    pub rsa_dedup: bool,
     /// r: HIE bases.
     pub hie_rank: usize,
     /// A6: keep padding rows in HIE (`false`: masked, the default).
@@ -228,6 +234,7 @@ impl Default for ModelConfig {
             attention_dropout: 0.3,
             rsa_lambda: 10.0,
             rsa_reduction: RsaReduction::Mean,
+            rsa_dedup: false,
             hie_rank: 16,
             hie_keep_padding: false,
             hie_gradient: HieGradient::QConstant,
@@ -262,12 +269,6 @@ impl ModelConfig {
     /// Checks that the model can be built and run on the kernels; a typed error otherwise.
     pub fn validate(&self, data: &DataShape) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if self.fusion == Fusion::Gate && self.kind.uses_attributes() {
-            return Err(Error::NotImplemented(
-                "fusion `gate` (VanillaAttention over the stacked embeddings); use sum or concat"
-                    .into(),
-            ));
-        }
         if self.hidden_size == 0 || self.heads == 0 || self.hidden_size % self.heads != 0 {
             return bad(format!(
                 "hidden size d = {} must be a positive multiple of heads = {}",
@@ -339,6 +340,15 @@ impl ModelConfig {
             }
             if let Some(v) = data.attribute_vocab.iter().find(|&&v| v < 2) {
                 return bad(format!("an attribute with {v} token ids has no real token"));
+            }
+            let sources = data.attribute_vocab.len() + 1;
+            if self.fusion == Fusion::Gate && sources > crate::ops::source_attention::MAX_SOURCES {
+                return bad(format!(
+                    "fusion gate over {sources} sources (items and {} attribute types) exceeds \
+                     the kernel's {}",
+                    sources - 1,
+                    crate::ops::source_attention::MAX_SOURCES
+                ));
             }
         }
         Ok(())

@@ -29,6 +29,7 @@ use crate::ops::hie::{hie, HieOptions};
 use crate::ops::layer_norm::layer_norm;
 use crate::ops::linear::{linear, matmul_transposed_forward};
 use crate::ops::residual_norm::{residual_layer_norm, DropoutSettings};
+use crate::ops::source_attention::{relu, source_attention, stack_sources};
 use crate::rng::{hash64, uniform};
 use crate::{Device, Error, IndexTensor, Result, Tensor};
 
@@ -47,6 +48,44 @@ pub struct ModelInputs {
     pub lengths: IndexTensor,
     pub targets: IndexTensor,
     pub attributes: Vec<IndexTensor>,
+    /// Attribute-set ids `[B, n]` for `rsa_dedup` ([`attribute_groups`]): positions with the
+    /// same id hold items whose attribute tokens are identical. [`ModelInputs::from_batch`] fills
+    /// it on the host; `None` makes a model with `rsa_dedup` compute it from `items` and
+    /// `attributes` (a download on a GPU).
+    pub attribute_groups: Option<IndexTensor>,
+}
+
+/// Attribute-set ids of `positions` item slots for `rsa_dedup` (spec §3.4): two slots get the same
+/// id exactly when, for every attribute type, their sorted non-zero tokens are equal (the tokens
+/// the model pools, so identical ids mean identical a rows). Padding slots (`items[p] == 0`) get
+/// −1; they are outside L_b, so the contrastive loss never reads them. `tokens[j]` holds type j's
+/// tokens, `positions × widths[j]`. Ids are numbered in order of first appearance.
+pub fn attribute_groups(items: &[i32], tokens: &[&[i32]], widths: &[usize]) -> Vec<i32> {
+    let mut ids: HashMap<Vec<Vec<i32>>, i32> = HashMap::new();
+    items
+        .iter()
+        .enumerate()
+        .map(|(p, &item)| {
+            if item == 0 {
+                return -1;
+            }
+            let key: Vec<Vec<i32>> = tokens
+                .iter()
+                .zip(widths)
+                .map(|(t, &w)| {
+                    let mut set: Vec<i32> = t[p * w..(p + 1) * w]
+                        .iter()
+                        .copied()
+                        .filter(|&v| v != 0)
+                        .collect();
+                    set.sort_unstable();
+                    set
+                })
+                .collect();
+            let next = ids.len() as i32;
+            *ids.entry(key).or_insert(next)
+        })
+        .collect()
 }
 
 impl ModelInputs {
@@ -60,22 +99,55 @@ impl ModelInputs {
     ) -> Result<ModelInputs> {
         let (b, n) = (batch.len(), batch.n);
         let to_i32 = |v: &[u32]| v.iter().map(|&x| x as i32).collect::<Vec<i32>>();
-        let attributes = tables
+        let items = to_i32(&batch.items);
+        let tokens: Vec<Vec<i32>> = tables
             .iter()
-            .map(|t| {
-                IndexTensor::from_vec(
-                    device,
-                    &[b, n, width],
-                    to_i32(&batch.attribute_tokens(t, width)),
-                )
-            })
+            .map(|t| to_i32(&batch.attribute_tokens(t, width)))
+            .collect();
+        let attribute_groups = if tokens.is_empty() {
+            None
+        } else {
+            let slices: Vec<&[i32]> = tokens.iter().map(|t| t.as_slice()).collect();
+            let groups = attribute_groups(&items, &slices, &vec![width; tokens.len()]);
+            Some(IndexTensor::from_vec(device, &[b, n], groups)?)
+        };
+        let attributes = tokens
+            .into_iter()
+            .map(|t| IndexTensor::from_vec(device, &[b, n, width], t))
             .collect::<Result<Vec<_>>>()?;
         Ok(ModelInputs {
-            items: IndexTensor::from_vec(device, &[b, n], to_i32(&batch.items))?,
+            items: IndexTensor::from_vec(device, &[b, n], items)?,
             lengths: IndexTensor::from_vec(device, &[b], to_i32(&batch.lengths))?,
             targets: IndexTensor::from_vec(device, &[b], to_i32(&batch.targets))?,
             attributes,
+            attribute_groups,
         })
+    }
+
+    /// The attribute-set ids `[B, n]` of these inputs: [`ModelInputs::attribute_groups`] when
+    /// set, else computed from `items` and `attributes` ([`attribute_groups`]; on a GPU this
+    /// downloads them).
+    pub fn attribute_group_ids(&self) -> Result<IndexTensor> {
+        if let Some(groups) = &self.attribute_groups {
+            return Ok(groups.clone());
+        }
+        let items = self.items.to_vec()?;
+        let tokens = self
+            .attributes
+            .iter()
+            .map(|a| a.to_vec())
+            .collect::<Result<Vec<_>>>()?;
+        let widths: Vec<usize> = self
+            .attributes
+            .iter()
+            .map(|a| a.shape().last().copied().unwrap_or(0))
+            .collect();
+        let slices: Vec<&[i32]> = tokens.iter().map(|t| t.as_slice()).collect();
+        IndexTensor::from_vec(
+            self.items.device(),
+            self.items.shape(),
+            attribute_groups(&items, &slices, &widths),
+        )
     }
 
     pub fn batch_size(&self) -> usize {
@@ -313,6 +385,14 @@ impl Model {
                     b.linear(&format!("fusion.attribute.{j}"), d, d, false)?;
                 }
             }
+            // VanillaAttention's projection: Linear(d, d) (W₁, b₁), ReLU, Linear(d, 1) (w₂),
+            // named after RecBole's nn.Sequential indices. RecBole's b₂ is not built: e_k + b₂
+            // shifts every energy of a position alike, so the softmax cancels it and its gradient
+            // is identically zero (as the unread h_P weights, see the layers below).
+            if config.fusion == Fusion::Gate && kind != ModelKind::AsifWithoutFa {
+                b.linear("fusion.gate.projection.0", d, d, true)?;
+                b.linear("fusion.gate.projection.2", d, 1, false)?;
+            }
         }
         b.norm("input_norm", d)?;
         if !kind.is_sasrec() {
@@ -466,15 +546,22 @@ impl Model {
         )?;
         let lambda = self.config.effective_rsa_lambda();
         let contrastive = match (&encoded.attribute_sum, lambda > 0.0) {
-            (Some(a), true) => Some(contrastive_loss(
-                tape,
-                &encoded.item_embeddings,
-                a,
-                &inputs.lengths,
-                params.get("logit_scale"),
-                None,
-                self.config.rsa_reduction.into(),
-            )?),
+            (Some(a), true) => {
+                let groups = if self.config.rsa_dedup {
+                    Some(inputs.attribute_group_ids()?)
+                } else {
+                    None
+                };
+                Some(contrastive_loss(
+                    tape,
+                    &encoded.item_embeddings,
+                    a,
+                    &inputs.lengths,
+                    params.get("logit_scale"),
+                    groups.as_ref(),
+                    self.config.rsa_reduction.into(),
+                )?)
+            }
             _ => None,
         };
         Ok(ForwardPass {
@@ -659,7 +746,20 @@ impl Model {
                     }
                     Ok(y)
                 }
-                Fusion::Gate => Err(Error::NotImplemented("fusion `gate`".into())),
+                Fusion::Gate => {
+                    // [E_X; A_1 … A_m] → [B, n, m+1, d]; e = w₂ᵀ ReLU(W₁ x_k + b₁) → [B, n, m+1, 1].
+                    let mut sources = vec![x];
+                    sources.extend(attributes.iter());
+                    let stacked = stack_sources(tape, &sources)?;
+                    let hidden = relu(tape, &dense(&stacked, "fusion.gate.projection.0")?)?;
+                    let energies = linear(
+                        tape,
+                        &hidden,
+                        params.get("fusion.gate.projection.2.weight"),
+                        None,
+                    )?;
+                    source_attention(tape, &stacked, &energies)
+                }
             }
         };
 

@@ -13,6 +13,7 @@ pub mod hie;
 pub mod layer_norm;
 pub mod linear;
 pub mod residual_norm;
+pub mod source_attention;
 
 use crate::device::Device;
 use crate::{Error, IndexTensor, Result};
