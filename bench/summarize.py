@@ -26,6 +26,9 @@ for _lengths in ("full", "short"):
         (f"HIE forward, {_label}", "hie/forward/cuda", "hie", _lengths, "forward", _mb(315)),
         (f"HIE forward+backward, {_label}", "hie/forward_backward/cuda", "hie", _lengths, "forward+backward", _mb(315 + 593)),
         (f"contrastive forward+backward, {_label}", "contrastive/forward_backward/cuda", "contrastive", _lengths, "forward+backward", _mb(419)),
+        # One whole ASIF layer (benches/asif_layer.rs against bench/peers/asif_layer.py): no
+        # floor is defined for a layer, so no fraction of the copy bandwidth.
+        (f"ASIF layer forward, {_label}", "asif_layer/forward/cuda", "asif_layer", _lengths, "forward", None),
         (f"ASIF layer forward+backward, {_label}", "asif_layer/forward_backward/cuda", "asif_layer", _lengths, "forward+backward", None),
     ]
 

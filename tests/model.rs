@@ -1,16 +1,23 @@
 //! The model (issue 8): every kind builds and trains, a finite-difference check of whole tiny
 //! models against the tape, loss falls, ASIF at the paper's defaults stays finite, the same seed
-//! gives the same run, the emulated device agrees with the CPU, and bad configurations are typed
-//! errors.
+//! gives the same run, the emulated device agrees with the CPU, bad configurations are typed
+//! errors, and the public ASIF layer (`Model::asif_layer`) is the model's layer.
 mod common;
 
 use asif_kernels::autograd::Tape;
 use asif_kernels::data::{Batcher, Dataset, Order, SyntheticConfig};
 use asif_kernels::model::{
-    attribute_groups, data_shape, token_attributes, DataShape, Fusion, HieGradient, Mode, Model,
-    ModelConfig, ModelInputs, ModelKind,
+    attribute_groups, broadcast_positions, data_shape, token_attributes, AsifStreams, DataShape,
+    DropoutSeeds, Fusion, HieGradient, Mode, Model, ModelConfig, ModelInputs, ModelKind,
+    PositionStream,
 };
 use asif_kernels::ops::adam::{Adam, AdamConfig};
+use asif_kernels::ops::add::add;
+use asif_kernels::ops::cross_entropy::cross_entropy_over_items;
+use asif_kernels::ops::dropout::dropout;
+use asif_kernels::ops::embedding::{embedding, pooled_embedding};
+use asif_kernels::ops::gather::gather_last;
+use asif_kernels::ops::layer_norm::layer_norm;
 use asif_kernels::{Device, Error, IndexTensor, Tensor};
 
 /// A tiny model: d = 16, 2 heads, 2 layers, n = 8, r = 4.
@@ -718,4 +725,189 @@ fn configs_written_before_rsa_dedup_still_load() {
     let old: ModelConfig = serde_json::from_value(value).unwrap();
     assert!(!old.rsa_dedup);
     assert_eq!(old.fusion, Fusion::Gate);
+}
+
+/// L_ce of a training step rebuilt from the public pieces: the input stage by hand (spec §3.1,
+/// sum fusion, in the model's order of dropout sites), then `Model::asif_layer` per layer, the
+/// read-out and the loss. Returns L_ce and its gradient per parameter.
+fn loss_through_public_layers(
+    model: &Model,
+    inputs: &ModelInputs,
+    step: u64,
+) -> (f32, Vec<Option<Vec<f32>>>) {
+    let config = model.config();
+    let kind = config.kind;
+    let tape = Tape::new();
+    let vars: Vec<_> = model
+        .parameters()
+        .iter()
+        .map(|p| tape.leaf(p.value.clone()))
+        .collect();
+    let var = |name: &str| {
+        let i = model
+            .parameters()
+            .iter()
+            .position(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        &vars[i]
+    };
+    let seeds = DropoutSeeds::for_model(config.seed, Mode::Train { step });
+    let drop = |x| dropout(&tape, &x, config.hidden_dropout, seeds.next(), seeds.mode).unwrap();
+    let norm = |x, prefix: &str| {
+        let (w, b) = (
+            var(&format!("{prefix}.weight")),
+            var(&format!("{prefix}.bias")),
+        );
+        layer_norm(&tape, x, w, b, config.layer_norm_eps).unwrap()
+    };
+    let items = embedding(&tape, var("item_embedding.weight"), &inputs.items).unwrap();
+    let mut attribute_sum = None;
+    for (j, tokens) in inputs.attributes.iter().enumerate() {
+        let table = var(&format!("attribute_embedding.{j}.weight"));
+        let a = pooled_embedding(&tape, table, tokens, config.pooling.into()).unwrap();
+        attribute_sum = Some(match attribute_sum {
+            None => a,
+            Some(sum) => add(&tape, &sum, &a).unwrap(),
+        });
+    }
+    let attribute_sum = attribute_sum.unwrap();
+    let x = drop(norm(&items, "input_norm"));
+    let batch = inputs.batch_size();
+    let table = var("position_embedding.weight");
+    let fused_source = match kind {
+        ModelKind::AsifWithoutFa => attribute_sum.clone(),
+        ModelKind::AsifWithoutUp => {
+            let fused = add(&tape, &items, &attribute_sum).unwrap();
+            let positions = broadcast_positions(&tape, table, batch).unwrap();
+            add(&tape, &fused, &positions).unwrap()
+        }
+        _ => add(&tape, &items, &attribute_sum).unwrap(),
+    };
+    let f = drop(norm(&fused_source, "fused_input_norm"));
+    let mut streams = AsifStreams {
+        id: x,
+        fused: Some(f),
+        position: kind
+            .position_stream()
+            .then(|| PositionStream::from_table(&tape, table, batch).unwrap()),
+    };
+    for l in 0..config.layers {
+        streams = model
+            .asif_layer(&tape, &vars, l, &streams, &inputs.lengths, &seeds)
+            .unwrap();
+        let last = l + 1 == config.layers;
+        assert_eq!(streams.fused.is_some(), !last, "{kind} layer {l}: F'");
+        assert_eq!(
+            streams.position.is_some(),
+            !last && kind.position_stream(),
+            "{kind} layer {l}: P'"
+        );
+    }
+    let user = gather_last(&tape, &streams.id, &inputs.lengths).unwrap();
+    let ce = cross_entropy_over_items(&tape, &user, var("item_embedding.weight"), &inputs.targets)
+        .unwrap();
+    let one = Tensor::from_vec(model.device(), ce.value().shape(), vec![1.0]).unwrap();
+    let grads = tape.backward(&ce, one).unwrap();
+    let grads = vars
+        .iter()
+        .map(|v| grads.get(v).map(|g| g.to_vec().unwrap()))
+        .collect();
+    (ce.value().to_vec().unwrap()[0], grads)
+}
+
+#[test]
+fn the_public_asif_layer_is_the_models_layer() {
+    let device = Device::cpu();
+    let inputs = tiny_inputs(&device, 8);
+    for kind in [
+        ModelKind::Asif,
+        ModelKind::AsifWithoutHie,
+        ModelKind::AsifWithoutUp,
+        ModelKind::AsifWithoutFa,
+    ] {
+        // λ = 0: the model's loss is L_ce alone; two layers cover the inner and the last layer.
+        let config = ModelConfig {
+            rsa_lambda: 0.0,
+            ..tiny(kind)
+        };
+        assert_eq!(config.layers, 2);
+        let model = Model::new(&config, &tiny_shape(), &device).unwrap();
+        let tape = Tape::new();
+        let pass = model
+            .forward(&tape, &inputs, Mode::Train { step: 5 })
+            .unwrap();
+        assert!(pass.contrastive.is_none());
+        let expected_loss = pass.loss().unwrap();
+        let expected_grads = pass.backward(&tape).unwrap();
+        let (loss, grads) = loss_through_public_layers(&model, &inputs, 5);
+        // The same ops on the same values in the same order: bit for bit.
+        assert_eq!(loss.to_bits(), expected_loss.to_bits(), "{kind}: L_ce");
+        for ((p, expected), got) in model.parameters().iter().zip(&expected_grads).zip(&grads) {
+            let expected = expected.to_vec().unwrap();
+            let got = got.clone().unwrap_or_else(|| vec![0.0; expected.len()]);
+            assert!(
+                expected
+                    .iter()
+                    .zip(&got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{kind}: gradient of {} differs",
+                p.name
+            );
+        }
+        // Another step draws other masks: the seeds reach the layer.
+        let (other, _) = loss_through_public_layers(&model, &inputs, 6);
+        assert_ne!(other.to_bits(), loss.to_bits(), "{kind}: dropout seeds");
+    }
+}
+
+#[test]
+fn the_public_asif_layer_rejects_what_it_cannot_run() {
+    let device = Device::cpu();
+    let inputs = tiny_inputs(&device, 8);
+    let run = |config: &ModelConfig, layer: usize, with_position: bool, drop_var: bool| {
+        let model = Model::new(config, &tiny_shape(), &device).unwrap();
+        let tape = Tape::new();
+        let mut vars: Vec<_> = model
+            .parameters()
+            .iter()
+            .map(|p| tape.leaf(p.value.clone()))
+            .collect();
+        let table = model.parameter("position_embedding.weight").unwrap();
+        let stream = tape.leaf(Tensor::zeros(&device, &[3, 8, 16]).unwrap());
+        let position = with_position
+            .then(|| PositionStream::from_table(&tape, &tape.leaf(table.clone()), 3).unwrap());
+        if drop_var {
+            vars.pop();
+        }
+        let streams = AsifStreams {
+            id: stream.clone(),
+            fused: Some(stream),
+            position,
+        };
+        let seeds = DropoutSeeds::for_model(1, Mode::Eval);
+        model.asif_layer(&tape, &vars, layer, &streams, &inputs.lengths, &seeds)
+    };
+    let asif = tiny(ModelKind::Asif);
+    assert!(run(&asif, 1, true, false).is_ok());
+    for (config, layer, position, drop_var, what) in [
+        (tiny(ModelKind::SasRecF), 0, false, false, "a SASRec model"),
+        (asif.clone(), 2, true, false, "layer out of range"),
+        (asif.clone(), 0, false, false, "missing P"),
+        (
+            tiny(ModelKind::AsifWithoutUp),
+            0,
+            true,
+            false,
+            "P without a stream",
+        ),
+        (asif.clone(), 0, true, true, "too few variables"),
+    ] {
+        assert!(
+            matches!(
+                run(&config, layer, position, drop_var),
+                Err(Error::Argument { .. })
+            ),
+            "{what}"
+        );
+    }
 }

@@ -34,3 +34,19 @@ pub fn gpu() -> Option<Device> {
         }
     }
 }
+
+/// L_b for `batch` sequences of window `n`: `"full"` = all n valid; `"short"` = realistic lengths,
+/// geometric with p = 1/8 (mean about 8; the paper's datasets average 8.5 to 10.4 actions per
+/// user) clipped to [1, n], as the PyTorch peers draw them (bench/peers/common.py), from the
+/// crate's counter-based hash.
+pub fn lengths(mode: &str, batch: usize, n: usize) -> Vec<i32> {
+    (0..batch as u64)
+        .map(|b| {
+            if mode == "full" {
+                return n as i32;
+            }
+            let u = f64::from(asif_kernels::rng::uniform(7, b)).max(1e-12);
+            ((u.ln() / (1.0 - 1.0 / 8.0f64).ln()).ceil() as i32).clamp(1, n as i32)
+        })
+        .collect()
+}

@@ -6,29 +6,27 @@
 //! [`Model::scores`] gives u E_Xᵀ over all items in evaluation mode (no dropout). The prediction
 //! layer is E_X itself (tied weights).
 mod config;
+mod layer;
 
 pub use config::{
     DataShape, Fusion, HieGradient, ModelConfig, ModelKind, PoolingMode, RsaReduction,
 };
+pub use layer::{broadcast_positions, AsifStreams, DropoutSeeds, PositionStream};
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::Path;
 
 use crate::autograd::{Gradients, Tape, Var};
 use crate::data::{Batch, Dataset, TokenTable};
 use crate::ops::add::add;
-use crate::ops::attention::{attention, AttentionConfig};
+use crate::ops::attention::attention;
 use crate::ops::contrastive::{contrastive_loss, initial_logit_scale};
 use crate::ops::cross_entropy::cross_entropy_over_items;
-use crate::ops::dropout::{dropout, DropoutMode};
+use crate::ops::dropout::dropout;
 use crate::ops::embedding::{embedding, pooled_embedding};
 use crate::ops::gather::gather_last;
-use crate::ops::gelu::gelu;
-use crate::ops::hie::{hie, HieOptions};
 use crate::ops::layer_norm::layer_norm;
 use crate::ops::linear::{linear, matmul_transposed_forward};
-use crate::ops::residual_norm::{residual_layer_norm, DropoutSettings};
 use crate::ops::source_attention::{relu, source_attention, stack_sources};
 use crate::rng::{hash64, uniform};
 use crate::{Device, Error, IndexTensor, Result, Tensor};
@@ -238,21 +236,6 @@ pub struct Model {
     device: Device,
     parameters: Vec<Parameter>,
     index: HashMap<String, usize>,
-}
-
-/// Dropout seeds: a fresh one per site, from (model seed, step, site counter).
-struct Seeds {
-    base: u64,
-    counter: Cell<u64>,
-    mode: DropoutMode,
-}
-
-impl Seeds {
-    fn next(&self) -> u64 {
-        let c = self.counter.get();
-        self.counter.set(c + 1);
-        hash64(self.base, c)
-    }
 }
 
 /// How a parameter is initialised.
@@ -634,28 +617,18 @@ impl Model {
         self.check_inputs(inputs)?;
         let cfg = &self.config;
         let kind = cfg.kind;
-        let (d, n) = (cfg.hidden_size, cfg.max_len);
         let batch = inputs.batch_size();
         let params = Params {
             vars,
             index: &self.index,
         };
-        let seeds = Seeds {
-            base: match mode {
-                Mode::Train { step } => hash64(cfg.seed ^ 0xD50_0000, step),
-                Mode::Eval => 0,
-            },
-            counter: Cell::new(0),
-            mode: match mode {
-                Mode::Train { .. } => DropoutMode::Train,
-                Mode::Eval => DropoutMode::Eval,
-            },
-        };
+        let seeds = DropoutSeeds::for_model(cfg.seed, mode);
         let hidden_drop = |x: &Var| dropout(tape, x, cfg.hidden_dropout, seeds.next(), seeds.mode);
-        let drop_settings = || DropoutSettings {
-            p: cfg.hidden_dropout,
-            seed: seeds.next(),
-            mode: seeds.mode,
+        let sublayers = layer::Sublayers {
+            tape,
+            config: cfg,
+            params: &params,
+            seeds: &seeds,
         };
         let norm = |x: &Var, prefix: &str| {
             layer_norm(
@@ -666,52 +639,15 @@ impl Model {
                 cfg.layer_norm_eps,
             )
         };
-        let dense = |x: &Var, prefix: &str| {
-            linear(
-                tape,
-                x,
-                params.get(&format!("{prefix}.weight")),
-                Some(params.get(&format!("{prefix}.bias"))),
-            )
-        };
+        let dense = |x: &Var, prefix: &str| sublayers.dense(x, prefix);
         // LN(Dropout(y) + residual) with the named norm.
-        let sublayer_end = |y: &Var, residual: &Var, prefix: &str| {
-            residual_layer_norm(
-                tape,
-                y,
-                residual,
-                params.get(&format!("{prefix}.weight")),
-                params.get(&format!("{prefix}.bias")),
-                cfg.layer_norm_eps,
-                drop_settings(),
-            )
-        };
-        let ffn = |x: &Var, prefix: &str| -> Result<Var> {
-            let h = gelu(tape, &dense(x, &format!("{prefix}.dense1"))?)?;
-            let y = dense(&h, &format!("{prefix}.dense2"))?;
-            sublayer_end(&y, x, &format!("{prefix}.norm"))
-        };
-        // E_P broadcast to [B, n, d] on the tape: ones[B,1] · E_P[1, n·d] (its gradient is the
-        // sum over the batch), so every device runs it through the linear op.
+        let sublayer_end =
+            |y: &Var, residual: &Var, prefix: &str| sublayers.sublayer_end(y, residual, prefix);
+        let ffn = |x: &Var, prefix: &str| sublayers.ffn(x, prefix);
+        // E_P broadcast to [B, n, d] on the tape (its gradient is the sum over the batch).
         let position_table = params.get("position_embedding.weight");
-        let broadcast_positions = || -> Result<Var> {
-            let ones = tape.leaf(Tensor::from_vec(
-                &self.device,
-                &[batch, 1],
-                vec![1.0; batch],
-            )?);
-            let flat = reshape(tape, position_table, &[1, n * d])?;
-            let full = linear(tape, &ones, &flat, None)?;
-            reshape(tape, &full, &[batch, n, d])
-        };
-        let attention_config = || AttentionConfig {
-            heads: cfg.heads,
-            dropout: match seeds.mode {
-                DropoutMode::Train => cfg.attention_dropout,
-                DropoutMode::Eval => 0.0,
-            },
-            seed: seeds.next(),
-        };
+        let broadcast_positions = || broadcast_positions(tape, position_table, batch);
+        let attention_config = || sublayers.attention_config();
 
         let item_embeddings = embedding(tape, params.get("item_embedding.weight"), &inputs.items)?;
         let mut attributes = Vec::new();
@@ -798,99 +734,22 @@ impl Model {
                 }
                 _ => fused(&item_embeddings)?,
             };
-            let mut f = hidden_drop(&norm(&fused_source, "fused_input_norm")?)?;
+            let f = hidden_drop(&norm(&fused_source, "fused_input_norm")?)?;
             // P⁰ = E_P raw: the projections read the shared [n, d] table, the residual its
             // broadcast; from layer 2 on, P is the [B, n, d] stream h_P.
-            let (mut p_source, mut p_full) = if kind.position_stream() {
-                (Some(position_table.clone()), Some(broadcast_positions()?))
-            } else {
-                (None, None)
+            let mut streams = AsifStreams {
+                id: x,
+                fused: Some(f),
+                position: if kind.position_stream() {
+                    Some(PositionStream::from_table(tape, position_table, batch)?)
+                } else {
+                    None
+                },
             };
             for l in 0..cfg.layers {
-                let p = |s: &str| format!("layers.{l}.{s}");
-                let last = l + 1 == cfg.layers;
-                let qf = dense(&f, &p("query_fused"))?;
-                let kf = dense(&f, &p("key_fused"))?;
-                let mut position_pair = None;
-                let mut position_values = None;
-                if let Some(ps) = &p_source {
-                    position_pair = Some((
-                        dense(ps, &p("query_position"))?,
-                        dense(ps, &p("key_position"))?,
-                    ));
-                    if position_output_read(kind, last) {
-                        position_values = Some(dense(ps, &p("value_position"))?);
-                    }
-                }
-                let id_pair = if kind == ModelKind::AsifWithoutFa {
-                    Some((dense(&x, &p("query_id"))?, dense(&x, &p("key_id"))?))
-                } else {
-                    None
-                };
-                let mut pairs: Vec<(&Var, &Var)> = vec![(&qf, &kf)];
-                if let Some((q, k)) = &position_pair {
-                    pairs.push((q, k));
-                }
-                if let Some((q, k)) = &id_pair {
-                    pairs.push((q, k));
-                }
-                let vx = dense(&x, &p("value_id"))?;
-                let va = if fused_output_read(kind, last) {
-                    Some(dense(&f, &p("value_fused"))?)
-                } else {
-                    None
-                };
-                let o = attention(
-                    tape,
-                    &pairs,
-                    &vx,
-                    va.as_ref(),
-                    position_values.as_ref(),
-                    &inputs.lengths,
-                    &attention_config(),
-                )?;
-                let mut h_x = sublayer_end(&dense(&o.id, &p("output_id"))?, &x, &p("norm_id"))?;
-                let h_a = match &o.fused {
-                    Some(o_a) => Some(sublayer_end(
-                        &dense(o_a, &p("output_fused"))?,
-                        &f,
-                        &p("norm_fused"),
-                    )?),
-                    None => None,
-                };
-                let h_p = match (&o.position, &p_full) {
-                    (Some(o_p), Some(residual)) => Some(sublayer_end(
-                        &dense(o_p, &p("output_position"))?,
-                        residual,
-                        &p("norm_position"),
-                    )?),
-                    _ => None,
-                };
-                if let (true, Some(h_a)) = (kind.hie(), &h_a) {
-                    let homogeneous = hie(
-                        tape,
-                        &h_x,
-                        h_a,
-                        params.get(&p("hie_bases")),
-                        &inputs.lengths,
-                        HieOptions {
-                            keep_padding: cfg.hie_keep_padding,
-                            ..HieOptions::default()
-                        },
-                        cfg.hie_gradient.into(),
-                    )?;
-                    h_x = add(tape, &h_x, &homogeneous)?;
-                }
-                x = ffn(&h_x, &p("ffn_id"))?;
-                if !last {
-                    f = ffn(h_a.as_ref().expect("h_A is read"), &p("ffn_fused"))?;
-                    if let Some(h_p) = h_p {
-                        let next = ffn(&h_p, &p("ffn_position"))?;
-                        p_source = Some(next.clone());
-                        p_full = Some(next);
-                    }
-                }
+                streams = sublayers.asif_layer(l, &streams, &inputs.lengths)?;
             }
+            x = streams.id;
         }
         let user = gather_last(tape, &x, &inputs.lengths)?;
         Ok(Encoded {
