@@ -44,10 +44,25 @@ pub fn cuda() -> Option<Device> {
     .clone()
 }
 
-/// The devices that run kernels: the emulator always, the GPU when there is one. One test body
-/// serves both tiers 2 (emulated) and 4 (GPU parity).
+/// The devices that run kernels: the emulator, and the GPU when there is one. One test body
+/// serves both tiers 2 (emulated) and 4 (GPU parity). ASIF_SKIP_EMULATED=1 (the GPU script sets
+/// it: CI has run tier 2 already, and the GPU machine's minutes are few) leaves the emulator out.
 pub fn kernel_devices() -> Vec<Device> {
-    let mut devices = vec![emulated()];
+    static SKIP_EMULATED: OnceLock<bool> = OnceLock::new();
+    let skip_emulated = *SKIP_EMULATED.get_or_init(|| {
+        let set = env_flag("ASIF_SKIP_EMULATED");
+        if set {
+            skip(
+                "emulated tier (tier 2) in this test binary's kernel tests",
+                "ASIF_SKIP_EMULATED is set",
+            );
+        }
+        set
+    });
+    let mut devices = Vec::new();
+    if !skip_emulated {
+        devices.push(emulated());
+    }
     devices.extend(cuda());
     devices
 }
