@@ -11,13 +11,13 @@
 //! bench/summarize.py matches. No dropout, as the peers. `cargo bench --bench attention`.
 mod common;
 
-use common::random_tensor;
+use common::{lengths, random_tensor};
 
 use asif_kernels::ops::attention::{
     attention_backward, attention_forward, AttentionConfig, AttentionInputs, OutputGradients,
     ScorePair,
 };
-use asif_kernels::{rng, Device, IndexTensor};
+use asif_kernels::{Device, IndexTensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const SEQ_LEN: usize = 50;
@@ -98,23 +98,12 @@ fn bench_device(
     group.finish();
 }
 
-/// Geometric lengths with p = 1/8 (mean about 8; the paper's datasets average 8.5 to 10.4),
-/// clipped to [1, n], from the crate's counter-based hash.
-fn short_lengths(batch: usize) -> Vec<i32> {
-    (0..batch as u64)
-        .map(|b| {
-            let u = f64::from(rng::uniform(7, b)).max(1e-12);
-            ((u.ln() / (1.0 - 1.0 / 8.0f64).ln()).ceil() as i32).clamp(1, SEQ_LEN as i32)
-        })
-        .collect()
-}
-
 fn attention(c: &mut Criterion) {
     bench_device(c, &Device::cpu(), 8, "full", vec![SEQ_LEN as i32; 8]);
     if let Some(gpu) = common::gpu() {
         let batch = 2048;
         bench_device(c, &gpu, batch, "full", vec![SEQ_LEN as i32; batch]);
-        bench_device(c, &gpu, batch, "short", short_lengths(batch));
+        bench_device(c, &gpu, batch, "short", lengths("short", batch, SEQ_LEN));
     }
 }
 

@@ -9,15 +9,13 @@
 //! names `bench/summarize.py` looks for. `cargo bench --bench contrastive`.
 mod common;
 
-use common::random_tensor;
+use common::{lengths, random_tensor};
 
 use asif_kernels::ops::contrastive::{
     contrastive_loss_forward_backward, initial_logit_scale, ContrastiveReduction,
 };
 use asif_kernels::{Device, IndexTensor, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 fn bench_device(c: &mut Criterion, device: &Device, batch: usize, n: usize, d: usize) {
     let label = device.name();
@@ -25,14 +23,8 @@ fn bench_device(c: &mut Criterion, device: &Device, batch: usize, n: usize, d: u
     let a = random_tensor(device, &[batch, n, d], 2);
     let s = Tensor::from_vec(device, &[1], vec![initial_logit_scale()]).expect("s");
     let full = IndexTensor::from_vec(device, &[batch], vec![n as i32; batch]).expect("lengths");
-    let mut rng = StdRng::seed_from_u64(2);
-    let short_lengths = (0..batch)
-        .map(|_| {
-            let u: f64 = rng.random::<f64>().max(1e-12);
-            ((u.ln() / (1.0f64 - 1.0 / 8.0).ln()).ceil() as i32).clamp(1, n as i32)
-        })
-        .collect();
-    let short = IndexTensor::from_vec(device, &[batch], short_lengths).expect("lengths");
+    let short =
+        IndexTensor::from_vec(device, &[batch], lengths("short", batch, n)).expect("lengths");
     let bytes = (4 * batch * n * d * 4) as u64;
 
     let mut group = c.benchmark_group("contrastive");

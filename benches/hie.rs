@@ -11,26 +11,11 @@
 //! peers, whose H_X and H_A both require grad) with `full`.
 mod common;
 
-use common::random_tensor;
+use common::{lengths, random_tensor};
 
 use asif_kernels::ops::hie::{self, HieBackward, HieOptions};
 use asif_kernels::{Device, IndexTensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-
-/// L_b for `batch` sequences: all n, or geometric with mean about 8 clipped to [1, n].
-fn lengths_for(mode: &str, batch: usize, n: usize) -> Vec<i32> {
-    (0..batch)
-        .map(|b| {
-            if mode == "full" {
-                return n as i32;
-            }
-            let bits = (b as u32).wrapping_mul(2_654_435_761).wrapping_add(12_345) >> 8;
-            let u = (bits as f64 + 0.5) / 16_777_216.0;
-            let geometric = (u.ln() / (1.0f64 - 1.0 / 8.0).ln()).ceil() as i32;
-            geometric.clamp(1, n as i32)
-        })
-        .collect()
-}
 
 #[allow(clippy::too_many_arguments)]
 fn bench_device(
@@ -48,7 +33,7 @@ fn bench_device(
     let dy = random_tensor(device, &[batch, n, d], 3);
     let w_r = random_tensor(device, &[n, r], 4);
     let lengths =
-        IndexTensor::from_vec(device, &[batch], lengths_for(mode, batch, n)).expect("lengths");
+        IndexTensor::from_vec(device, &[batch], lengths(mode, batch, n)).expect("lengths");
     let options = HieOptions::default();
     let sequence = (batch * n * d * 4) as u64;
     let basis = (batch * d * r * 4) as u64;
