@@ -15,8 +15,48 @@ pub mod linear;
 pub mod residual_norm;
 pub mod source_attention;
 
-use crate::device::Device;
-use crate::{Error, IndexTensor, Result};
+use crate::device::{Buffer, Device, LaunchConfig};
+use crate::kernels::KernelRef;
+use crate::{kernel_args, Error, IndexTensor, Result};
+
+/// `y = f(x)` over `len` elements through a grid-stride kernel `(const float* x, float* y, int
+/// len)`: the launch shared by the elementwise activations (GELU, ReLU).
+pub(crate) fn launch_elementwise(
+    device: &Device,
+    kernel: KernelRef,
+    x: &Buffer<f32>,
+    len: usize,
+) -> Result<Buffer<f32>> {
+    let mut y = device.zeros::<f32>(len)?;
+    if len > 0 {
+        device.launch(
+            kernel,
+            LaunchConfig::grid_stride(len),
+            &mut kernel_args![x, &mut y, len as i32],
+        )?;
+    }
+    Ok(y)
+}
+
+/// `dx = f'(x) · dy` over `len` elements through a grid-stride kernel `(const float* x, const
+/// float* dy, float* dx, int len)`: the backward of [`launch_elementwise`]'s activations.
+pub(crate) fn launch_elementwise_backward(
+    device: &Device,
+    kernel: KernelRef,
+    x: &Buffer<f32>,
+    dy: &Buffer<f32>,
+    len: usize,
+) -> Result<Buffer<f32>> {
+    let mut dx = device.zeros::<f32>(len)?;
+    if len > 0 {
+        device.launch(
+            kernel,
+            LaunchConfig::grid_stride(len),
+            &mut kernel_args![x, dy, &mut dx, len as i32],
+        )?;
+    }
+    Ok(dx)
+}
 
 /// Checks that `indices` live on `device` and, where they are host memory (CPU and emulated
 /// devices), that every value lies in `[lower, upper)`. On the GPU the values are not read back

@@ -1,21 +1,14 @@
 //! Launches of `kernels/gelu.cu`, shared by the CUDA and emulated devices.
-use crate::device::{Buffer, Device, LaunchConfig};
+use crate::device::{Buffer, Device};
 use crate::kernels::KernelRef;
-use crate::{kernel_args, Result};
+use crate::ops::{launch_elementwise, launch_elementwise_backward};
+use crate::Result;
 
 const FORWARD: KernelRef = KernelRef::new("gelu", "gelu_forward");
 const BACKWARD: KernelRef = KernelRef::new("gelu", "gelu_backward");
 
 pub(super) fn forward(device: &Device, x: &Buffer<f32>, len: usize) -> Result<Buffer<f32>> {
-    let mut y = device.zeros::<f32>(len)?;
-    if len > 0 {
-        device.launch(
-            FORWARD,
-            LaunchConfig::grid_stride(len),
-            &mut kernel_args![x, &mut y, len as i32],
-        )?;
-    }
-    Ok(y)
+    launch_elementwise(device, FORWARD, x, len)
 }
 
 pub(super) fn backward(
@@ -24,13 +17,5 @@ pub(super) fn backward(
     dy: &Buffer<f32>,
     len: usize,
 ) -> Result<Buffer<f32>> {
-    let mut dx = device.zeros::<f32>(len)?;
-    if len > 0 {
-        device.launch(
-            BACKWARD,
-            LaunchConfig::grid_stride(len),
-            &mut kernel_args![x, dy, &mut dx, len as i32],
-        )?;
-    }
-    Ok(dx)
+    launch_elementwise_backward(device, BACKWARD, x, dy, len)
 }

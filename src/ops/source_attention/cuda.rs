@@ -1,6 +1,7 @@
 //! Launches of `kernels/source_attention.cu`, shared by the CUDA and emulated devices.
 use crate::device::{Buffer, Device, LaunchConfig};
 use crate::kernels::KernelRef;
+use crate::ops::{launch_elementwise, launch_elementwise_backward};
 use crate::{kernel_args, Result};
 
 const STACK: KernelRef = KernelRef::new("source_attention", "source_attention_stack");
@@ -75,15 +76,7 @@ pub(super) fn unstack(
 }
 
 pub(super) fn relu_forward(device: &Device, x: &Buffer<f32>, len: usize) -> Result<Buffer<f32>> {
-    let mut y = device.zeros::<f32>(len)?;
-    if len > 0 {
-        device.launch(
-            RELU_FORWARD,
-            LaunchConfig::grid_stride(len),
-            &mut kernel_args![x, &mut y, len as i32],
-        )?;
-    }
-    Ok(y)
+    launch_elementwise(device, RELU_FORWARD, x, len)
 }
 
 pub(super) fn relu_backward(
@@ -92,15 +85,7 @@ pub(super) fn relu_backward(
     dy: &Buffer<f32>,
     len: usize,
 ) -> Result<Buffer<f32>> {
-    let mut dx = device.zeros::<f32>(len)?;
-    if len > 0 {
-        device.launch(
-            RELU_BACKWARD,
-            LaunchConfig::grid_stride(len),
-            &mut kernel_args![x, dy, &mut dx, len as i32],
-        )?;
-    }
-    Ok(dx)
+    launch_elementwise_backward(device, RELU_BACKWARD, x, dy, len)
 }
 
 /// `(out [R, d], α [R, K])`.
