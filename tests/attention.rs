@@ -15,7 +15,7 @@ use asif_kernels::ops::attention::{
     ReferenceProblem, ScorePair,
 };
 use asif_kernels::{Device, Error, IndexTensor, Tensor};
-use common::{all_devices, assert_close, kernel_devices, random, rng, tensor};
+use common::{all_devices, assert_close, kernel_devices, random, rng, tensor, weighted};
 
 /// fp32 against the f64 reference: sums of at most 64 terms per softmax and per dot product.
 const TOLERANCE: f64 = 1e-5;
@@ -197,10 +197,6 @@ fn modes(dropout: f32) -> Vec<(&'static str, Case)> {
             },
         ),
     ]
-}
-
-fn weighted(values: &[f64], weights: &[f64]) -> f64 {
-    values.iter().zip(weights).map(|(v, w)| v * w).sum()
 }
 
 /// Σ_s w_s ⊙ O_s: every output element weighted differently.

@@ -13,7 +13,9 @@ use asif_kernels::ops::contrastive::{
     initial_logit_scale, ContrastiveReduction, ContrastiveReference,
 };
 use asif_kernels::{Device, Error, IndexTensor};
-use common::{all_devices, assert_close, emulated, random, relative_error, rng, tensor};
+use common::{
+    all_devices, assert_close, emulated, gradcheck_options, random, relative_error, rng, tensor,
+};
 
 /// fp32 against the f64 reference: sums of at most 64 · 256 products per entry.
 const TOLERANCE: f64 = 1e-5;
@@ -214,14 +216,6 @@ impl Case {
 // ---------------------------------------------------------------------------------------------
 // Tier 1: the reference's gradients against finite differences (f64).
 
-fn options() -> GradCheckOptions {
-    GradCheckOptions {
-        step: 1e-5,
-        relative_tolerance: 1e-6,
-        absolute_tolerance: 1e-8,
-    }
-}
-
 /// Checks dx, da (on the rows listed, all if `None`) and ds of `case` by central differences of
 /// `upstream · L_co`.
 fn check_finite_differences(what: &str, case: &Case, a_rows: Option<&[usize]>) {
@@ -250,11 +244,17 @@ fn check_finite_differences(what: &str, case: &Case, a_rows: Option<&[usize]>) {
         scaled(case.reference_with(&case.x, &a, case.s))
     };
     for (name, result) in [
-        ("dx", check_gradient(loss_x, &case.x, &want.dx, options())),
-        ("da", check_gradient(loss_a, &a_params, &da_want, options())),
+        (
+            "dx",
+            check_gradient(loss_x, &case.x, &want.dx, gradcheck_options()),
+        ),
+        (
+            "da",
+            check_gradient(loss_a, &a_params, &da_want, gradcheck_options()),
+        ),
         (
             "ds",
-            check_gradient(loss_s, &[case.s], &[want.ds], options()),
+            check_gradient(loss_s, &[case.s], &[want.ds], gradcheck_options()),
         ),
     ] {
         if let Err(e) = result {

@@ -2,23 +2,15 @@
 //! device against the f64 reference, given logits and through u E_Xᵀ), stability at ±1e4, tape.
 mod common;
 
-use asif_kernels::autograd::gradcheck::{check_gradient, GradCheckOptions};
+use asif_kernels::autograd::gradcheck::check_gradient;
 use asif_kernels::autograd::Tape;
 use asif_kernels::ops::{cross_entropy, linear};
 use asif_kernels::{Device, Error, IndexTensor, Tensor};
-use common::{all_devices, assert_close, random, rng, tensor};
+use common::{all_devices, assert_close, gradcheck_options, random, rng, tensor};
 use rand::Rng;
 
 /// Sums over up to ~2000 fp32 exponentials against f64.
 const TOLERANCE: f64 = 1e-5;
-
-fn options() -> GradCheckOptions {
-    GradCheckOptions {
-        step: 1e-5,
-        relative_tolerance: 1e-6,
-        absolute_tolerance: 1e-8,
-    }
-}
 
 fn targets(rng: &mut rand::rngs::StdRng, rows: usize, items: usize) -> Vec<i32> {
     (0..rows)
@@ -37,7 +29,7 @@ fn gradient_matches_finite_differences() {
         |p: &[f64]| cross_entropy::forward_reference(p, &t, items).0,
         &logits,
         &grad,
-        options(),
+        gradcheck_options(),
     )
     .expect("dlogits");
 
@@ -63,8 +55,8 @@ fn gradient_matches_finite_differences() {
         )
         .0
     };
-    check_gradient(loss_u, &u, &du, options()).expect("du");
-    check_gradient(loss_e, &table, &dtable, options()).expect("dE");
+    check_gradient(loss_u, &u, &du, gradcheck_options()).expect("du");
+    check_gradient(loss_e, &table, &dtable, gradcheck_options()).expect("dE");
 }
 
 #[test]

@@ -2,27 +2,15 @@
 //! reference), tiers 2 and 4 (every device against the f64 reference on odd sizes), the tape.
 mod common;
 
-use asif_kernels::autograd::gradcheck::{check_gradient, GradCheckOptions};
+use asif_kernels::autograd::gradcheck::check_gradient;
 use asif_kernels::autograd::Tape;
 use asif_kernels::ops::embedding::{self, Pooling};
 use asif_kernels::{Device, Error, IndexTensor};
-use common::{all_devices, assert_close, random, rng, tensor};
+use common::{all_devices, assert_close, gradcheck_options, random, rng, tensor, weighted};
 use rand::Rng;
 
 /// Sums of a handful of fp32 terms; atomics may add them in any order.
 const TOLERANCE: f64 = 1e-6;
-
-fn weighted(values: &[f64], weights: &[f64]) -> f64 {
-    values.iter().zip(weights).map(|(v, w)| v * w).sum()
-}
-
-fn options() -> GradCheckOptions {
-    GradCheckOptions {
-        step: 1e-5,
-        relative_tolerance: 1e-6,
-        absolute_tolerance: 1e-8,
-    }
-}
 
 /// Ids with duplicates and pads.
 fn ids(rng: &mut rand::rngs::StdRng, len: usize, vocab: usize) -> Vec<i32> {
@@ -79,7 +67,7 @@ fn pooled_backward_matches_finite_differences() {
                 &w,
             )
         };
-        check_gradient(f, &table, &analytic, options())
+        check_gradient(f, &table, &analytic, gradcheck_options())
             .unwrap_or_else(|e| panic!("mean {mean}: {e}"));
         let pooled = embedding::pooled_forward_reference(&table, &tokens, max_tokens, dim, mean);
         assert!(

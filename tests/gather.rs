@@ -5,12 +5,8 @@ use asif_kernels::autograd::gradcheck::{check_gradient, GradCheckOptions};
 use asif_kernels::autograd::Tape;
 use asif_kernels::ops::gather::{self, GatherIndex};
 use asif_kernels::{Device, Error, IndexTensor};
-use common::{all_devices, assert_close, random, rng, tensor, to_f32, to_f64};
+use common::{all_devices, assert_close, random, rng, tensor, to_f32, to_f64, weighted};
 use rand::Rng;
-
-fn weighted(values: &[f64], weights: &[f64]) -> f64 {
-    values.iter().zip(weights).map(|(v, w)| v * w).sum()
-}
 
 #[test]
 fn gather_backward_matches_finite_differences() {

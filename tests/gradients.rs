@@ -1,23 +1,11 @@
 //! Tier 1: every hand-derived backward matches finite differences of its CPU forward, in f64.
 mod common;
 
-use asif_kernels::autograd::gradcheck::{check_gradient, GradCheckOptions};
+use asif_kernels::autograd::gradcheck::check_gradient;
 use asif_kernels::ops::{gelu, layer_norm};
-use common::{random, rng};
+use common::{gradcheck_options, random, rng, weighted};
 
 /// Σ w ⊙ f(params): a scalar that weighs every output element differently.
-fn weighted(values: &[f64], weights: &[f64]) -> f64 {
-    values.iter().zip(weights).map(|(v, w)| v * w).sum()
-}
-
-fn options() -> GradCheckOptions {
-    GradCheckOptions {
-        step: 1e-5,
-        relative_tolerance: 1e-6,
-        absolute_tolerance: 1e-8,
-    }
-}
-
 #[test]
 fn layer_norm_backward_matches_finite_differences() {
     let mut rng = rng(1);
@@ -51,12 +39,15 @@ fn layer_norm_backward_matches_finite_differences() {
                 )
             };
             for (name, result) in [
-                ("dx", check_gradient(loss_x, &x, &dx, options())),
+                ("dx", check_gradient(loss_x, &x, &dx, gradcheck_options())),
                 (
                     "dgamma",
-                    check_gradient(loss_gamma, &gamma, &dgamma, options()),
+                    check_gradient(loss_gamma, &gamma, &dgamma, gradcheck_options()),
                 ),
-                ("dbeta", check_gradient(loss_beta, &beta, &dbeta, options())),
+                (
+                    "dbeta",
+                    check_gradient(loss_beta, &beta, &dbeta, gradcheck_options()),
+                ),
             ] {
                 if let Err(e) = result {
                     panic!("layer norm {name}, cols {cols}, eps {eps:e}: {e}");
@@ -75,7 +66,7 @@ fn gelu_backward_matches_finite_differences() {
     let w = random(&mut rng, x.len(), 0.0, 1.0);
     let dx = gelu::backward_reference(&x, &w);
     let loss = |p: &[f64]| weighted(&gelu::forward_reference(p), &w);
-    check_gradient(loss, &x, &dx, options()).expect("gelu dx");
+    check_gradient(loss, &x, &dx, gradcheck_options()).expect("gelu dx");
 }
 
 #[test]
@@ -101,7 +92,8 @@ fn gradient_checker_catches_a_wrong_gradient() {
     let right: Vec<f64> = x.iter().map(|v| 3.0 * v * v).collect();
     let mut wrong = right.clone();
     wrong[1] *= 1.01;
-    assert!(check_gradient(f, &x, &right, options()).is_ok());
-    let error = check_gradient(f, &x, &wrong, options()).expect_err("a 1% error must be caught");
+    assert!(check_gradient(f, &x, &right, gradcheck_options()).is_ok());
+    let error =
+        check_gradient(f, &x, &wrong, gradcheck_options()).expect_err("a 1% error must be caught");
     assert!(error.to_string().contains("entry 1"), "{error}");
 }

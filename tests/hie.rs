@@ -9,7 +9,7 @@ use asif_kernels::autograd::gradcheck::{check_gradient, GradCheckOptions};
 use asif_kernels::autograd::Tape;
 use asif_kernels::ops::hie::{self, Dims, HieBackward, HieOptions};
 use asif_kernels::{Device, IndexTensor, Tensor};
-use common::{all_devices, assert_close, random, rng, tensor};
+use common::{all_devices, assert_close, random, rng, tensor, weighted};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -95,10 +95,6 @@ fn dims(batch: usize, n: usize, d: usize, r: usize) -> Dims {
 }
 
 /// Σ w ⊙ values.
-fn weighted(values: &[f64], weights: &[f64]) -> f64 {
-    values.iter().zip(weights).map(|(v, w)| v * w).sum()
-}
-
 fn max_abs(values: &[f64]) -> f64 {
     values.iter().fold(0.0f64, |m, v| m.max(v.abs()))
 }

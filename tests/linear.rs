@@ -2,26 +2,14 @@
 //! reference), tiers 2 and 4 (every device against the f64 triple loop on odd sizes), the tape.
 mod common;
 
-use asif_kernels::autograd::gradcheck::{check_gradient, GradCheckOptions};
+use asif_kernels::autograd::gradcheck::check_gradient;
 use asif_kernels::autograd::Tape;
 use asif_kernels::ops::linear;
 use asif_kernels::{Device, Error, Tensor};
-use common::{all_devices, assert_close, random, rng, tensor};
+use common::{all_devices, assert_close, gradcheck_options, random, rng, tensor, weighted};
 
 /// fp32 GEMM against the f64 triple loop: sums of up to a few hundred products.
 const TOLERANCE: f64 = 1e-5;
-
-fn weighted(values: &[f64], weights: &[f64]) -> f64 {
-    values.iter().zip(weights).map(|(v, w)| v * w).sum()
-}
-
-fn options() -> GradCheckOptions {
-    GradCheckOptions {
-        step: 1e-5,
-        relative_tolerance: 1e-6,
-        absolute_tolerance: 1e-8,
-    }
-}
 
 #[test]
 fn linear_backward_matches_finite_differences() {
@@ -50,9 +38,9 @@ fn linear_backward_matches_finite_differences() {
                 &seed,
             )
         };
-        check_gradient(fx, &x, &dx, options()).expect("dx");
-        check_gradient(fw, &w, &dw, options()).expect("dW");
-        check_gradient(fb, &b, &db, options()).expect("db");
+        check_gradient(fx, &x, &dx, gradcheck_options()).expect("dx");
+        check_gradient(fw, &w, &dw, gradcheck_options()).expect("dW");
+        check_gradient(fb, &b, &db, gradcheck_options()).expect("db");
     }
 }
 
@@ -76,8 +64,8 @@ fn matmul_transposed_backward_matches_finite_differences() {
             &seed,
         )
     };
-    check_gradient(fu, &u, &du, options()).expect("du");
-    check_gradient(ft, &table, &dtable, options()).expect("dE");
+    check_gradient(fu, &u, &du, gradcheck_options()).expect("du");
+    check_gradient(ft, &table, &dtable, gradcheck_options()).expect("dE");
 }
 
 #[test]

@@ -8,13 +8,9 @@ use asif_kernels::ops::dropout::{self, DropoutMode};
 use asif_kernels::ops::residual_norm::{self, DropoutSettings};
 use asif_kernels::ops::{add, layer_norm};
 use asif_kernels::{Device, Error};
-use common::{all_devices, assert_close, random, rng, tensor, to_f64};
+use common::{all_devices, assert_close, random, rng, tensor, to_f64, weighted};
 
 const TOLERANCE: f64 = 1e-5;
-
-fn weighted(values: &[f64], weights: &[f64]) -> f64 {
-    values.iter().zip(weights).map(|(v, w)| v * w).sum()
-}
 
 /// f64 reference of y = LN(Dropout(x) + r): the dropout and layer-norm references composed.
 fn reference(

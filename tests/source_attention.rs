@@ -4,24 +4,14 @@
 //! typed errors.
 mod common;
 
-use asif_kernels::autograd::gradcheck::{check_gradient, GradCheckOptions};
+use asif_kernels::autograd::gradcheck::check_gradient;
 use asif_kernels::autograd::Tape;
 use asif_kernels::ops::linear::linear;
 use asif_kernels::ops::source_attention::{self as gate, MAX_SOURCES};
 use asif_kernels::{Device, Error, Tensor};
-use common::{all_devices, assert_close, random, rng, tensor, to_f32, to_f64};
-
-fn weighted(values: &[f64], weights: &[f64]) -> f64 {
-    values.iter().zip(weights).map(|(v, w)| v * w).sum()
-}
-
-fn options() -> GradCheckOptions {
-    GradCheckOptions {
-        step: 1e-5,
-        relative_tolerance: 1e-6,
-        absolute_tolerance: 1e-8,
-    }
-}
+use common::{
+    all_devices, assert_close, gradcheck_options, random, rng, tensor, to_f32, to_f64, weighted,
+};
 
 #[test]
 fn pooling_backward_matches_finite_differences() {
@@ -34,9 +24,9 @@ fn pooling_backward_matches_finite_differences() {
         let (dsources, denergies) = gate::backward_reference(&sources, &weights, &w, k, d);
         let loss_sources = |p: &[f64]| weighted(&gate::forward_reference(p, &energies, k, d).0, &w);
         let loss_energies = |p: &[f64]| weighted(&gate::forward_reference(&sources, p, k, d).0, &w);
-        check_gradient(loss_sources, &sources, &dsources, options())
+        check_gradient(loss_sources, &sources, &dsources, gradcheck_options())
             .unwrap_or_else(|e| panic!("dsources [{rows}, {k}, {d}]: {e}"));
-        check_gradient(loss_energies, &energies, &denergies, options())
+        check_gradient(loss_energies, &energies, &denergies, gradcheck_options())
             .unwrap_or_else(|e| panic!("denergies [{rows}, {k}, {d}]: {e}"));
         // α is a softmax: rows sum to 1.
         for row in weights.chunks(k) {
@@ -56,7 +46,7 @@ fn relu_backward_matches_finite_differences() {
     let w = random(&mut rng, x.len(), 0.0, 1.0);
     let dx = gate::relu_backward_reference(&x, &w);
     let loss = |p: &[f64]| weighted(&gate::relu_forward_reference(p), &w);
-    check_gradient(loss, &x, &dx, options()).expect("relu dx");
+    check_gradient(loss, &x, &dx, gradcheck_options()).expect("relu dx");
     assert_eq!(gate::relu_backward_reference(&[0.0], &[1.0]), vec![0.0]);
 }
 

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::sync::OnceLock;
 
+use asif_kernels::autograd::gradcheck::GradCheckOptions;
 use asif_kernels::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -124,4 +125,19 @@ pub fn assert_close(what: &str, device: &Device, got: &Tensor, want: &[f64], tol
         "{what} on {}: relative error {error:.3e} > {tolerance:.1e}",
         device.name()
     );
+}
+
+/// Σ values·weights: the scalar a finite-difference check differentiates (a random projection of
+/// an op's output).
+pub fn weighted(values: &[f64], weights: &[f64]) -> f64 {
+    values.iter().zip(weights).map(|(v, w)| v * w).sum()
+}
+
+/// The finite-difference settings of the op tests (f64 central differences, step 1e-5).
+pub fn gradcheck_options() -> GradCheckOptions {
+    GradCheckOptions {
+        step: 1e-5,
+        relative_tolerance: 1e-6,
+        absolute_tolerance: 1e-8,
+    }
 }
