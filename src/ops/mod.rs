@@ -17,7 +17,35 @@ pub mod source_attention;
 
 use crate::device::{Buffer, Device, LaunchConfig};
 use crate::kernels::KernelRef;
-use crate::{kernel_args, Error, IndexTensor, Result};
+use crate::{kernel_args, Error, IndexTensor, Result, Tensor};
+
+/// Elements the grid-stride kernels can index (32-bit), as a typed error past that.
+pub(crate) fn check_kernel_len(op: &'static str, len: usize) -> Result<usize> {
+    if len > i32::MAX as usize {
+        return Err(Error::shape(
+            op,
+            format!("{len} elements exceed the kernel's 32-bit indexing"),
+        ));
+    }
+    Ok(len)
+}
+
+/// The checks of an elementwise activation's backward: `x` and `dy` on one device with one
+/// shape, within the kernels' indexing. Returns the length.
+pub(crate) fn check_elementwise_backward(
+    op: &'static str,
+    x: &Tensor,
+    dy: &Tensor,
+) -> Result<usize> {
+    x.same_device(op, dy)?;
+    if dy.shape() != x.shape() {
+        return Err(Error::shape(
+            op,
+            format!("dy {:?} must match x {:?}", dy.shape(), x.shape()),
+        ));
+    }
+    check_kernel_len(op, x.len())
+}
 
 /// `y = f(x)` over `len` elements through a grid-stride kernel `(const float* x, float* y, int
 /// len)`: the launch shared by the elementwise activations (GELU, ReLU).

@@ -9,22 +9,13 @@ pub use cpu::{backward as backward_reference, erf_f64, forward as forward_refere
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
-use crate::{Error, Result, Tensor};
+use crate::ops::{check_elementwise_backward, check_kernel_len};
+use crate::{Result, Tensor};
 
 const OP: &str = "gelu";
 
-fn check_len(x: &Tensor) -> Result<usize> {
-    if x.len() > i32::MAX as usize {
-        return Err(Error::shape(
-            OP,
-            format!("{} elements exceed the kernel's 32-bit indexing", x.len()),
-        ));
-    }
-    Ok(x.len())
-}
-
 pub fn gelu_forward(x: &Tensor) -> Result<Tensor> {
-    let len = check_len(x)?;
+    let len = check_kernel_len(OP, x.len())?;
     let device = x.device();
     let y = match device {
         Device::Cpu => Buffer::Host(cpu::forward(x.host())),
@@ -34,14 +25,7 @@ pub fn gelu_forward(x: &Tensor) -> Result<Tensor> {
 }
 
 pub fn gelu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
-    let len = check_len(x)?;
-    x.same_device(OP, dy)?;
-    if dy.shape() != x.shape() {
-        return Err(Error::shape(
-            OP,
-            format!("dy {:?} must match x {:?}", dy.shape(), x.shape()),
-        ));
-    }
+    let len = check_elementwise_backward(OP, x, dy)?;
     let device = x.device();
     let dx = match device {
         Device::Cpu => Buffer::Host(cpu::backward(x.host(), dy.host())),

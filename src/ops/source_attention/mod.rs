@@ -23,6 +23,7 @@ pub use cpu::{
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
+use crate::ops::{check_elementwise_backward, check_kernel_len};
 use crate::{Error, Result, Tensor};
 
 /// Most sources K the kernels take (one warp lane per source).
@@ -31,13 +32,7 @@ pub const MAX_SOURCES: usize = 32;
 const OP: &str = "source_attention";
 
 fn check_len(len: usize) -> Result<()> {
-    if len > i32::MAX as usize {
-        return Err(Error::shape(
-            OP,
-            format!("{len} elements exceed the kernel's 32-bit indexing"),
-        ));
-    }
-    Ok(())
+    check_kernel_len(OP, len).map(|_| ())
 }
 
 /// Stacks K tensors of one shape `[.., d]` into `[.., K, d]` (source k at index k of the new
@@ -151,14 +146,7 @@ pub fn relu_forward(x: &Tensor) -> Result<Tensor> {
 
 /// `dy · 1[x > 0]` (the gradient at x = 0 is 0, as PyTorch's).
 pub fn relu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
-    check_len(x.len())?;
-    x.same_device(OP, dy)?;
-    if dy.shape() != x.shape() {
-        return Err(Error::shape(
-            OP,
-            format!("dy {:?} must match x {:?}", dy.shape(), x.shape()),
-        ));
-    }
+    check_elementwise_backward(OP, x, dy)?;
     let device = x.device();
     let dx = match device {
         Device::Cpu => Buffer::Host(cpu::relu_backward(x.host(), dy.host())),
