@@ -76,9 +76,13 @@ extern "C" __global__ void layer_norm_backward_input(const float* __restrict__ x
     const float row_mean = mean[row];
     const float row_rstd = rstd[row];
 
+    // g is rounded once (__fmul_rn) so that the sum and the second loop see the same value:
+    // left to itself the compiler fuses `sum_g += dy·γ` (and `g - mean_g`) into an FMA with the
+    // unrounded product, and rstd (up to 1/sqrt(eps) = 1e6) amplifies that rounding. At cols = 1
+    // the true dx is exactly 0 and the GPU gave 6.7e-4 (H200, 2026-11-27).
     float sum_g = 0.0f, sum_g_xhat = 0.0f;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-        const float g = dy_row[c] * gamma[c];
+        const float g = __fmul_rn(dy_row[c], gamma[c]);
         const float x_hat = (x_row[c] - row_mean) * row_rstd;
         sum_g += g;
         sum_g_xhat += g * x_hat;
@@ -87,7 +91,7 @@ extern "C" __global__ void layer_norm_backward_input(const float* __restrict__ x
     const float mean_g_xhat = block_reduce_sum(sum_g_xhat, scratch) / (float)cols;
 
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-        const float g = dy_row[c] * gamma[c];
+        const float g = __fmul_rn(dy_row[c], gamma[c]);
         const float x_hat = (x_row[c] - row_mean) * row_rstd;
         dx_row[c] = row_rstd * (g - mean_g - x_hat * mean_g_xhat);
     }
