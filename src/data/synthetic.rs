@@ -12,9 +12,8 @@
 //! Files: `<name>.inter` (`user_id:token item_id:token timestamp:float`, rows in global time
 //! order, as a log would be) and `<name>.item` (`item_id:token category:token_seq`, one
 //! category token per item; the catalogue in birth order).
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
 use crate::data::dataset::{DatasetFiles, LoadConfig};
 use crate::data::error::DataError;
@@ -285,16 +284,13 @@ pub fn generate_world(
     ))
 }
 
+/// Writes one atomic file whole (temporary sibling, then rename): several runs may regenerate
+/// the same dataset at once, and none may read another's half-written file.
 fn write_file(
-    path: &PathBuf,
-    body: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+    path: &Path,
+    body: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
 ) -> Result<(), DataError> {
-    let file = File::create(path).map_err(|source| DataError::Io {
-        path: path.clone(),
-        action: "cannot create",
-        source,
-    })?;
-    let mut w = BufWriter::new(file);
-    body(&mut w).map_err(io_err(path))?;
-    w.flush().map_err(io_err(path))
+    let mut bytes = Vec::new();
+    body(&mut bytes).map_err(io_err(path))?;
+    crate::checkpoint::replace_file(path, &bytes).map_err(io_err(path))
 }
