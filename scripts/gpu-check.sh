@@ -134,7 +134,7 @@ print(f"copy bandwidth: {2 * x.numel() * 4 / (ms * 1e-3) / 1e9:.0f} GB/s (read +
   if python3 -c 'import torch' 2>/dev/null; then
     # The end-to-end row (one whole layer, eager, no torch.compile) first: it is the headline
     # comparison and the shortest peer, so a run that nears its budget still has it.
-    section peers-asif_layer 45 python3 "$bundle/peers/asif_layer.py" --out "$out" $dry
+    section peers-asif_layer 60 python3 "$bundle/peers/asif_layer.py" --out "$out" $dry
     section peers-attention 120 python3 "$bundle/peers/attention.py" --out "$out" $dry
     section peers-hie 75 python3 "$bundle/peers/hie.py" --out "$out" $dry
     section peers-contrastive 60 python3 "$bundle/peers/contrastive.py" --out "$out" $dry

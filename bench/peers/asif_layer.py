@@ -6,6 +6,11 @@ v1 from the ID stream X, v2 from F, v3 from P), the dual-score attention with th
 softmaxes (eqs. 3-5), three output projections with dropout, residual and LayerNorm, HIE on
 (H_X, H_A) after the sublayer LN (A4) with padding rows zeroed (A6) and Q as a constant (A7), and
 three position-wise FFNs. Training mode: hidden dropout 0.5, attention dropout 0.3.
+
+Two rows: "eager layer" takes HIE's Q from torch.linalg.qr (what a user would write), "eager layer,
+CholeskyQR2" from hie.py's CholeskyQR2 peer (batched matmuls, the fast PyTorch QR at this size;
+a speed peer, not a correct rank-deficient QR). The first H200 run showed linalg.qr taking about
+93 of the eager layer's 117 ms forward, so the second row is the fair end-to-end comparison.
 """
 import math
 
@@ -14,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import additive_mask, causal_padding_mask, lengths, parse_args, Results, time_call
+from hie import cholesky_qr, rank_guard
 
 
 class FeedForward(nn.Module):
@@ -27,9 +33,9 @@ class FeedForward(nn.Module):
 
 
 class ASIFLayer(nn.Module):
-    def __init__(self, n, d, h, r, inner=256, hidden_dropout=0.5, attn_dropout=0.3):
+    def __init__(self, n, d, h, r, qr="linalg", inner=256, hidden_dropout=0.5, attn_dropout=0.3):
         super().__init__()
-        self.h = h
+        self.h, self.qr = h, qr
         self.proj = nn.ModuleDict({k: nn.Linear(d, d) for k in ("q1", "k1", "q2", "k2", "v1", "v2", "v3")})
         self.out = nn.ModuleList(nn.Linear(d, d) for _ in range(3))
         self.norms = nn.ModuleList(nn.LayerNorm(d, eps=1e-12) for _ in range(3))
@@ -49,9 +55,14 @@ class ASIFLayer(nn.Module):
         valid = (torch.arange(hx.shape[1], device=hx.device)[None, :] < L[:, None]).to(hx.dtype)[:, :, None]
         hx_m, ha_m = hx * valid, ha * valid
         with torch.no_grad():
-            q, r = torch.linalg.qr(hx_m.transpose(1, 2) @ self.w_r)
-            diag = torch.diagonal(r, dim1=-2, dim2=-1).abs()
-            q = q * (diag > 1e-6 * diag.amax(-1, keepdim=True))[:, None, :].to(q.dtype)
+            m = hx_m.transpose(1, 2) @ self.w_r
+            if self.qr == "linalg":
+                q, r = torch.linalg.qr(m)
+            else:  # CholeskyQR2
+                q1, r1 = cholesky_qr(m)
+                q, r2 = cholesky_qr(q1)
+                r = r2 @ r1
+            q = rank_guard(q, torch.diagonal(r, dim1=-2, dim2=-1))
         c_x, c_a = hx_m @ q, ha_m @ q
         return ((c_x * c_a > 0).to(c_a.dtype) * c_a) @ q.transpose(1, 2)
 
@@ -74,7 +85,7 @@ def main():
     B, n, d, h, r = (args.sizes[k] for k in ("B", "n", "d", "h", "r"))
     results = Results("asif_layer", args)
     torch.backends.cuda.matmul.allow_tf32 = False
-    layer = ASIFLayer(n, d, h, r).to(args.device).train()
+    layers = {name: ASIFLayer(n, d, h, r, qr).to(args.device).train() for name, qr in (("eager layer", "linalg"), ("eager layer, CholeskyQR2", "cholesky"))}
     generator = torch.Generator().manual_seed(3)
     for lengths_mode in ("full", "short"):
         L = lengths(B, n, lengths_mode, generator).to(args.device)
@@ -84,16 +95,18 @@ def main():
             for _ in range(2 if args.device == "cuda" else 1)
         ]
 
-        def step(*inputs):
-            outputs = layer(*inputs)
-            sum(o.square().mean() for o in outputs).backward()
+        for name, layer in layers.items():
 
-        def forward_only(*inputs):
-            with torch.no_grad():
-                layer(*inputs)
+            def step(*inputs, layer=layer):
+                outputs = layer(*inputs)
+                sum(o.square().mean() for o in outputs).backward()
 
-        results.attempt("eager layer", lengths_mode, "forward", lambda: time_call(forward_only, sets, args.runs, args.device))
-        results.attempt("eager layer", lengths_mode, "forward+backward", lambda: time_call(step, sets, args.runs, args.device))
+            def forward_only(*inputs, layer=layer):
+                with torch.no_grad():
+                    layer(*inputs)
+
+            results.attempt(name, lengths_mode, "forward", lambda: time_call(forward_only, sets, args.runs, args.device))
+            results.attempt(name, lengths_mode, "forward+backward", lambda: time_call(step, sets, args.runs, args.device))
     results.write()
 
 
