@@ -7,8 +7,8 @@ mod common;
 
 use common::random_tensor;
 
-use asif_kernels::ops::{gelu, layer_norm};
-use asif_kernels::Device;
+use asif_kernels::ops::{gelu, layer_norm, relu};
+use asif_kernels::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn bench_device(c: &mut Criterion, device: &Device, rows: usize, cols: usize) {
@@ -47,30 +47,38 @@ fn bench_device(c: &mut Criterion, device: &Device, rows: usize, cols: usize) {
     );
     group.finish();
 
-    let mut group = c.benchmark_group("gelu");
-    group.throughput(Throughput::Bytes(2 * bytes));
-    group.bench_function(
-        BenchmarkId::new("forward", format!("{label} {rows}x{cols}")),
-        |b| {
-            b.iter(|| {
-                let out = gelu::gelu_forward(&x).expect("forward");
-                device.synchronize().expect("sync");
-                out
-            })
-        },
-    );
-    group.throughput(Throughput::Bytes(3 * bytes));
-    group.bench_function(
-        BenchmarkId::new("backward", format!("{label} {rows}x{cols}")),
-        |b| {
-            b.iter(|| {
-                let out = gelu::gelu_backward(&x, &dy).expect("backward");
-                device.synchronize().expect("sync");
-                out
-            })
-        },
-    );
-    group.finish();
+    type Forward = fn(&Tensor) -> asif_kernels::Result<Tensor>;
+    type Backward = fn(&Tensor, &Tensor) -> asif_kernels::Result<Tensor>;
+    let activations: [(&str, Forward, Backward); 2] = [
+        ("gelu", gelu::gelu_forward, gelu::gelu_backward),
+        ("relu", relu::relu_forward, relu::relu_backward),
+    ];
+    for (name, forward, backward) in activations {
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Bytes(2 * bytes));
+        group.bench_function(
+            BenchmarkId::new("forward", format!("{label} {rows}x{cols}")),
+            |b| {
+                b.iter(|| {
+                    let out = forward(&x).expect("forward");
+                    device.synchronize().expect("sync");
+                    out
+                })
+            },
+        );
+        group.throughput(Throughput::Bytes(3 * bytes));
+        group.bench_function(
+            BenchmarkId::new("backward", format!("{label} {rows}x{cols}")),
+            |b| {
+                b.iter(|| {
+                    let out = backward(&x, &dy).expect("backward");
+                    device.synchronize().expect("sync");
+                    out
+                })
+            },
+        );
+        group.finish();
+    }
 }
 
 fn ops(c: &mut Criterion) {

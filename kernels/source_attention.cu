@@ -1,12 +1,10 @@
 // source_attention.cu: the fusion gate 𝓕_gate of spec §3.1 (RecBole's VanillaAttention over the
 // stacked item and attribute embeddings), everything except its two projections (those run on the
-// linear op: H = X W₁ + b₁ and e = ReLU(H) w₂).
+// linear op: H = X W₁ + b₁ and e = ReLU(H) w₂; the ReLU between them is kernels/relu.cu).
 //
 // What it computes, for R rows (r = (b, t)), K = m + 1 sources x_0 = E_X[s], x_j = A_j, width d:
 //   source_attention_stack     X[r, k, :] = x_k[r, :]     (one launch per source k; [R, K, d])
 //   source_attention_unstack   dx_k[r, :] = dX[r, k, :]   (its backward)
-//   source_attention_relu_forward   y = max(x, 0)                 (VanillaAttention's ReLU)
-//   source_attention_relu_backward  dx = dy · 1[x > 0]
 //   source_attention_forward   α[r, :] = softmax_k(e[r, :]),  out[r, :] = Σ_k α[r, k] X[r, k, :]
 //                              (saves α, [R, K])
 //   source_attention_backward  dX[r, k, :] = α[r, k] · dout[r, :]
@@ -14,7 +12,7 @@
 //                              de[r, k] = α[r, k] · (g_k − Σ_j α[r, j] g_j)
 //
 // Launch shapes (src/ops/source_attention/cuda.rs):
-//   stack, unstack, relu: 1-D grid-stride loop, 256 threads per block.
+//   stack, unstack: 1-D grid-stride loop, 256 threads per block.
 //   forward, backward: one warp per row (lane k < K holds e_k / α_k, so K ≤ 32 = MAX_SOURCES in
 //   src/ops/source_attention), 8 warps per block,
 //   grid.x = min(ceil(R/8), 65535), grid-stride over rows. The d axis is walked in strides of 32
@@ -23,10 +21,11 @@
 // Traffic and floor at the paper's sizes (R = B·n = 102400, d = 256, m = 1 so K = 2, fp32; one
 // [R, d] tensor is 105 MB; 3.0 TB/s on an H100): forward reads X (210 MB) and writes out (105 MB):
 // about 105 µs; backward reads X and dout and writes dX: 525 MB, about 175 µs. Stacking costs a read
-// and a write of X (420 MB, 140 µs); the ReLU over H ([R, K, d]) reads and writes 420 MB.
+// and a write of X (420 MB, 140 µs). (The ReLU over H, [R, K, d], is relu.cu's.)
 //
 // Versions:
 //   1. separate stack, ReLU and pooling kernels; the projections on cuBLAS through the linear op.
+//   2. the ReLU moved to its own family, kernels/relu.cu (one kernel family per .cu).
 #include "common.cuh"
 
 
@@ -49,21 +48,6 @@ extern "C" __global__ void source_attention_unstack(const float* __restrict__ st
         const int r = i / d;
         const int c = i - r * d;
         source[i] = stacked[((size_t)r * k_sources + slot) * d + c];
-    }
-}
-
-extern "C" __global__ void source_attention_relu_forward(const float* __restrict__ x,
-                                                         float* __restrict__ y, int len) {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += blockDim.x * gridDim.x) {
-        y[i] = fmaxf(x[i], 0.0f);
-    }
-}
-
-extern "C" __global__ void source_attention_relu_backward(const float* __restrict__ x,
-                                                          const float* __restrict__ dy,
-                                                          float* __restrict__ dx, int len) {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += blockDim.x * gridDim.x) {
-        dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
     }
 }
 

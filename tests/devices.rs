@@ -4,7 +4,7 @@ mod common;
 
 use asif_kernels::device::{Buffer, KernelArg, LaunchConfig};
 use asif_kernels::kernels::{self, KernelRef};
-use asif_kernels::ops::{gelu, layer_norm};
+use asif_kernels::ops::{gelu, layer_norm, relu};
 use asif_kernels::{Device, Error, Tensor};
 
 #[test]
@@ -126,4 +126,13 @@ fn ops_reject_bad_shapes_and_mixed_devices_with_typed_errors() {
     let dy = Tensor::from_vec(&cpu, &[5], vec![0.0; 5]).expect("dy");
     let error = gelu::gelu_backward(&x, &dy).expect_err("dy of another shape");
     assert!(matches!(error, Error::Shape { .. }), "{error}");
+    let error = relu::relu_backward(&x, &dy).expect_err("dy of another shape");
+    assert!(matches!(error, Error::Shape { .. }), "{error}");
+    assert!(
+        error.to_string().contains("relu"),
+        "the error names the op: {error}"
+    );
+    let dy_elsewhere = Tensor::from_vec(&emulated, &[2, 3], vec![0.0; 6]).expect("dy");
+    let error = relu::relu_backward(&x, &dy_elsewhere).expect_err("mixed devices");
+    assert!(matches!(error, Error::DeviceMismatch { .. }), "{error}");
 }

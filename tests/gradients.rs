@@ -2,7 +2,7 @@
 mod common;
 
 use asif_kernels::autograd::gradcheck::check_gradient;
-use asif_kernels::ops::{gelu, layer_norm};
+use asif_kernels::ops::{gelu, layer_norm, relu};
 use common::{gradcheck_options, random, rng, weighted};
 
 /// Σ w ⊙ f(params): a scalar that weighs every output element differently.
@@ -67,6 +67,21 @@ fn gelu_backward_matches_finite_differences() {
     let dx = gelu::backward_reference(&x, &w);
     let loss = |p: &[f64]| weighted(&gelu::forward_reference(p), &w);
     check_gradient(loss, &x, &dx, gradcheck_options()).expect("gelu dx");
+}
+
+#[test]
+fn relu_backward_matches_finite_differences() {
+    let mut rng = rng(3);
+    // Away from the kink at 0, where the derivative jumps (the backward takes 0 there).
+    let x: Vec<f64> = random(&mut rng, 64, 0.0, 1.0)
+        .into_iter()
+        .map(|v| if v.abs() < 1e-3 { v + 0.01 } else { v })
+        .collect();
+    let w = random(&mut rng, x.len(), 0.0, 1.0);
+    let dx = relu::backward_reference(&x, &w);
+    let loss = |p: &[f64]| weighted(&relu::forward_reference(p), &w);
+    check_gradient(loss, &x, &dx, gradcheck_options()).expect("relu dx");
+    assert_eq!(relu::backward_reference(&[0.0], &[1.0]), vec![0.0]);
 }
 
 #[test]

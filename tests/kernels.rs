@@ -3,8 +3,8 @@
 //! The CPU device's f32 dispatch is checked the same way.
 mod common;
 
-use asif_kernels::ops::{add, gelu, layer_norm};
-use common::{all_devices, assert_close, random, rng, tensor};
+use asif_kernels::ops::{add, gelu, layer_norm, relu};
+use common::{all_devices, assert_close, random, rng, tensor, to_f32, to_f64};
 
 /// fp32 kernels against the f64 reference: forward sums of up to a thousand terms.
 const TOLERANCE: f64 = 1e-5;
@@ -85,6 +85,37 @@ fn gelu_matches_reference_on_odd_sizes() {
                 &dx,
                 &gelu::backward_reference(&x, &dy),
                 TOLERANCE,
+            );
+        }
+    }
+}
+
+#[test]
+fn relu_matches_reference_on_odd_sizes() {
+    let mut rng = rng(13);
+    for device in all_devices() {
+        for &len in &[1usize, 31, 33, 256, 1000, 70_001] {
+            // f32-representable inputs, so max and the select are exact; every 7th x exactly 0
+            // (y = 0 and dx = 0 at the kink, as the reference and PyTorch).
+            let mut x = to_f64(&to_f32(&random(&mut rng, len, 0.0, 1.0)));
+            x.iter_mut().step_by(7).for_each(|v| *v = 0.0);
+            let dy = to_f64(&to_f32(&random(&mut rng, len, 0.0, 1.0)));
+            let x_t = tensor(&device, &[len], &x);
+            let y = relu::relu_forward(&x_t).expect("forward");
+            assert_close(
+                &format!("relu y len {len}"),
+                &device,
+                &y,
+                &relu::forward_reference(&x),
+                0.0,
+            );
+            let dx = relu::relu_backward(&x_t, &tensor(&device, &[len], &dy)).expect("backward");
+            assert_close(
+                &format!("relu dx len {len}"),
+                &device,
+                &dx,
+                &relu::backward_reference(&x, &dy),
+                0.0,
             );
         }
     }

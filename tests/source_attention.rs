@@ -1,12 +1,14 @@
 //! The fusion gate's op (𝓕_gate, spec §3.1; `ops::source_attention`): tier 1 (f64 finite
 //! differences of the CPU reference), tiers 2 and 4 (every device against the f64 reference on odd
-//! sizes), the tape (the whole VanillaAttention with the linear op against finite differences) and
-//! typed errors.
+//! sizes), the tape (the whole VanillaAttention with the linear and ReLU ops against finite
+//! differences) and typed errors. The ReLU's own tests sit beside GELU's (`tests/gradients.rs`,
+//! `tests/kernels.rs`, `tests/devices.rs`).
 mod common;
 
 use asif_kernels::autograd::gradcheck::check_gradient;
 use asif_kernels::autograd::Tape;
 use asif_kernels::ops::linear::linear;
+use asif_kernels::ops::relu::relu;
 use asif_kernels::ops::source_attention::{self as gate, MAX_SOURCES};
 use asif_kernels::{Device, Error, Tensor};
 use common::{
@@ -33,21 +35,6 @@ fn pooling_backward_matches_finite_differences() {
             assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         }
     }
-}
-
-#[test]
-fn relu_backward_matches_finite_differences() {
-    let mut rng = rng(801);
-    // Away from the kink at 0, where the derivative jumps (the backward takes 0 there).
-    let x: Vec<f64> = random(&mut rng, 64, 0.0, 1.0)
-        .into_iter()
-        .map(|v| if v.abs() < 1e-3 { v + 0.01 } else { v })
-        .collect();
-    let w = random(&mut rng, x.len(), 0.0, 1.0);
-    let dx = gate::relu_backward_reference(&x, &w);
-    let loss = |p: &[f64]| weighted(&gate::relu_forward_reference(p), &w);
-    check_gradient(loss, &x, &dx, gradcheck_options()).expect("relu dx");
-    assert_eq!(gate::relu_backward_reference(&[0.0], &[1.0]), vec![0.0]);
 }
 
 #[test]
@@ -123,26 +110,6 @@ fn every_device_matches_the_reference_on_odd_sizes() {
                 what("denergies"),
                 device.name()
             );
-
-            let x = to_f64(&to_f32(&random(&mut rng, rows * k * d, 0.0, 1.0)));
-            let x_t = tensor(&device, &[rows, k, d], &x);
-            let y = gate::relu_forward(&x_t).expect("relu");
-            assert_close(
-                &what("relu"),
-                &device,
-                &y,
-                &gate::relu_forward_reference(&x),
-                0.0,
-            );
-            let dy = to_f64(&to_f32(&random(&mut rng, x.len(), 0.0, 1.0)));
-            let dx = gate::relu_backward(&x_t, &tensor(&device, &[rows, k, d], &dy)).unwrap();
-            assert_close(
-                &what("relu dx"),
-                &device,
-                &dx,
-                &gate::relu_backward_reference(&x, &dy),
-                0.0,
-            );
         }
     }
 }
@@ -164,7 +131,7 @@ fn gate_on_tape(
         .collect();
     let stacked = gate::stack_sources(tape, &[&leaves[0], &leaves[1], &leaves[2]]).unwrap();
     let hidden = linear(tape, &stacked, &leaves[3], Some(&leaves[4])).unwrap();
-    let hidden = gate::relu(tape, &hidden).unwrap();
+    let hidden = relu(tape, &hidden).unwrap();
     let energies = linear(tape, &hidden, &leaves[5], None).unwrap();
     let out = gate::source_attention(tape, &stacked, &energies).unwrap();
     (leaves, out)
@@ -269,10 +236,6 @@ fn bad_shapes_are_typed_errors() {
     assert_eq!(out.weights.to_vec().unwrap(), vec![0.5; 4]);
     assert!(matches!(
         gate::source_attention_backward(&stacked, &out.weights, &stacked),
-        Err(Error::Shape { .. })
-    ));
-    assert!(matches!(
-        gate::relu_backward(&a, &b),
         Err(Error::Shape { .. })
     ));
 }

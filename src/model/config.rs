@@ -108,7 +108,7 @@ pub enum Fusion {
     /// Linear_{(1+m)d→d}([E_X; A_1; …; A_m]), computed as E_X W_0 + Σ_j A_j W_j + b.
     Concat,
     /// RecBole's VanillaAttention over the stacked vectors [E_X; A_1 … A_m]:
-    /// Σ_k α_k x_k with α = softmax_k(w₂ᵀ ReLU(W₁ x_k + b₁)) (`ops::source_attention`).
+    /// Σ_k α_k x_k with α = softmax_k(w₂ᵀ ReLU(W₁ x_k + b₁)) (`ops::source_attention`, `ops::relu`).
     Gate,
 }
 

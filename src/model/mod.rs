@@ -27,7 +27,8 @@ use crate::ops::embedding::{embedding, pooled_embedding};
 use crate::ops::gather::gather_last;
 use crate::ops::layer_norm::layer_norm;
 use crate::ops::linear::{linear, matmul_transposed_forward};
-use crate::ops::source_attention::{relu, source_attention, stack_sources};
+use crate::ops::relu::relu;
+use crate::ops::source_attention::{source_attention, stack_sources};
 use crate::rng::{hash64, uniform};
 use crate::{Device, Error, IndexTensor, Result, Tensor};
 

@@ -12,6 +12,7 @@ pub mod gelu;
 pub mod hie;
 pub mod layer_norm;
 pub mod linear;
+pub mod relu;
 pub mod residual_norm;
 pub mod source_attention;
 

@@ -28,18 +28,6 @@ pub fn unstack<F: Float>(stacked: &[F], k_sources: usize, slot: usize, d: usize)
     out
 }
 
-pub fn relu_forward<F: Float>(x: &[F]) -> Vec<F> {
-    x.iter().map(|&v| v.max(F::zero())).collect()
-}
-
-/// `dy · 1[x > 0]` (zero at x = 0, as PyTorch).
-pub fn relu_backward<F: Float>(x: &[F], dy: &[F]) -> Vec<F> {
-    x.iter()
-        .zip(dy)
-        .map(|(&v, &g)| if v > F::zero() { g } else { F::zero() })
-        .collect()
-}
-
 /// `(out [R, d], α [R, K])`: α = softmax_k(e), out = Σ_k α_k X[r, k, :].
 pub fn forward<F: Float>(
     sources: &[F],

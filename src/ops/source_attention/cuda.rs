@@ -1,14 +1,10 @@
 //! Launches of `kernels/source_attention.cu`, shared by the CUDA and emulated devices.
 use crate::device::{Buffer, Device, LaunchConfig};
 use crate::kernels::KernelRef;
-use crate::ops::{launch_elementwise, launch_elementwise_backward};
 use crate::{kernel_args, Result};
 
 const STACK: KernelRef = KernelRef::new("source_attention", "source_attention_stack");
 const UNSTACK: KernelRef = KernelRef::new("source_attention", "source_attention_unstack");
-const RELU_FORWARD: KernelRef = KernelRef::new("source_attention", "source_attention_relu_forward");
-const RELU_BACKWARD: KernelRef =
-    KernelRef::new("source_attention", "source_attention_relu_backward");
 const FORWARD: KernelRef = KernelRef::new("source_attention", "source_attention_forward");
 const BACKWARD: KernelRef = KernelRef::new("source_attention", "source_attention_backward");
 /// Rows (warps) per block of the forward and backward.
@@ -73,19 +69,6 @@ pub(super) fn unstack(
         )?;
     }
     Ok(source)
-}
-
-pub(super) fn relu_forward(device: &Device, x: &Buffer<f32>, len: usize) -> Result<Buffer<f32>> {
-    launch_elementwise(device, RELU_FORWARD, x, len)
-}
-
-pub(super) fn relu_backward(
-    device: &Device,
-    x: &Buffer<f32>,
-    dy: &Buffer<f32>,
-    len: usize,
-) -> Result<Buffer<f32>> {
-    launch_elementwise_backward(device, RELU_BACKWARD, x, dy, len)
 }
 
 /// `(out [R, d], α [R, K])`.

@@ -3,27 +3,26 @@
 //! and floors: `docs/source_attention.md`.
 //!
 //! 𝓕_gate = Σ_k α_k x_k with α = softmax_k(e), e_k = w₂ᵀ ReLU(W₁ x_k + b₁) (+ b₂, which cancels in
-//! the softmax). The two projections run on [`crate::ops::linear`]; this op holds the rest:
+//! the softmax). The two projections run on [`crate::ops::linear`] and the ReLU on
+//! [`crate::ops::relu`]; this op holds the rest:
 //! - [`stack_sources`]: K tensors `[.., d]` → `[.., K, d]` (the input of both the projection and
 //!   the pooling);
-//! - [`relu`]: the projection's activation;
 //! - [`source_attention`]: the softmax over K and the weighted sum, forward and backward fused
 //!   (saves α).
 //!
-//! Plain kernel API: [`stack_sources_forward`], [`unstack_source`], [`relu_forward`],
-//! [`relu_backward`], [`source_attention_forward`], [`source_attention_backward`].
+//! Plain kernel API: [`stack_sources_forward`], [`unstack_source`], [`source_attention_forward`],
+//! [`source_attention_backward`].
 mod cpu;
 mod cuda;
 
 pub use cpu::{
-    backward as backward_reference, forward as forward_reference,
-    relu_backward as relu_backward_reference, relu_forward as relu_forward_reference,
-    stack as stack_reference, unstack as unstack_reference,
+    backward as backward_reference, forward as forward_reference, stack as stack_reference,
+    unstack as unstack_reference,
 };
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
-use crate::ops::{check_elementwise_backward, check_kernel_len};
+use crate::ops::check_kernel_len;
 use crate::{Error, Result, Tensor};
 
 /// Most sources K the kernels take (one warp lane per source).
@@ -131,37 +130,6 @@ pub fn stack_sources(tape: &Tape, sources: &[&Var]) -> Result<Var> {
             .map(|(slot, &id)| Ok((id, unstack_source(dy, slot)?)))
             .collect()
     }))
-}
-
-/// `max(x, 0)`, elementwise.
-pub fn relu_forward(x: &Tensor) -> Result<Tensor> {
-    check_len(x.len())?;
-    let device = x.device();
-    let y = match device {
-        Device::Cpu => Buffer::Host(cpu::relu_forward(x.host())),
-        Device::Cuda(_) | Device::Emulated(_) => cuda::relu_forward(device, x.buffer(), x.len())?,
-    };
-    Ok(Tensor::from_buffer(device, x.shape(), y))
-}
-
-/// `dy · 1[x > 0]` (the gradient at x = 0 is 0, as PyTorch's).
-pub fn relu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
-    check_elementwise_backward(OP, x, dy)?;
-    let device = x.device();
-    let dx = match device {
-        Device::Cpu => Buffer::Host(cpu::relu_backward(x.host(), dy.host())),
-        Device::Cuda(_) | Device::Emulated(_) => {
-            cuda::relu_backward(device, x.buffer(), dy.buffer(), x.len())?
-        }
-    };
-    Ok(Tensor::from_buffer(device, x.shape(), dx))
-}
-
-/// Tape face of the ReLU.
-pub fn relu(tape: &Tape, x: &Var) -> Result<Var> {
-    let y = relu_forward(x.value())?;
-    let (x_value, x_id) = (x.value().clone(), x.id());
-    Ok(tape.record(y, move |dy| Ok(vec![(x_id, relu_backward(&x_value, dy)?)])))
 }
 
 /// `(R, K, d)` after checking `energies` against stacked `sources`: energies are `[.., K]` or
