@@ -16,6 +16,7 @@ pub mod relu;
 pub mod residual_norm;
 pub mod source_attention;
 
+use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device, LaunchConfig};
 use crate::kernels::KernelRef;
 use crate::{kernel_args, Error, IndexTensor, Result, Tensor};
@@ -31,60 +32,74 @@ pub(crate) fn check_kernel_len(op: &'static str, len: usize) -> Result<usize> {
     Ok(len)
 }
 
-/// The checks of an elementwise activation's backward: `x` and `dy` on one device with one
-/// shape, within the kernels' indexing. Returns the length.
-pub(crate) fn check_elementwise_backward(
-    op: &'static str,
-    x: &Tensor,
-    dy: &Tensor,
-) -> Result<usize> {
-    x.same_device(op, dy)?;
-    if dy.shape() != x.shape() {
-        return Err(Error::shape(
-            op,
-            format!("dy {:?} must match x {:?}", dy.shape(), x.shape()),
-        ));
-    }
-    check_kernel_len(op, x.len())
+/// An elementwise activation (GELU, ReLU): its op name, its two grid-stride kernels
+/// `(const float* x, float* y, int len)` and `(const float* x, const float* dy, float* dx, int
+/// len)`, and its f32 reference. The checks, the device dispatch, the launches and the tape face
+/// are shared here; each activation's module names its pieces.
+pub(crate) struct Activation {
+    pub op: &'static str,
+    pub forward_kernel: KernelRef,
+    pub backward_kernel: KernelRef,
+    pub forward_reference: fn(&[f32]) -> Vec<f32>,
+    pub backward_reference: fn(&[f32], &[f32]) -> Vec<f32>,
 }
 
-/// `y = f(x)` over `len` elements through a grid-stride kernel `(const float* x, float* y, int
-/// len)`: the launch shared by the elementwise activations (GELU, ReLU).
-pub(crate) fn launch_elementwise(
-    device: &Device,
-    kernel: KernelRef,
-    x: &Buffer<f32>,
-    len: usize,
-) -> Result<Buffer<f32>> {
-    let mut y = device.zeros::<f32>(len)?;
-    if len > 0 {
-        device.launch(
-            kernel,
-            LaunchConfig::grid_stride(len),
-            &mut kernel_args![x, &mut y, len as i32],
-        )?;
+impl Activation {
+    /// `y = f(x)`, elementwise.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let len = check_kernel_len(self.op, x.len())?;
+        let device = x.device();
+        let y = match device {
+            Device::Cpu => Buffer::Host((self.forward_reference)(x.host())),
+            Device::Cuda(_) | Device::Emulated(_) => {
+                let mut y = device.zeros::<f32>(len)?;
+                if len > 0 {
+                    device.launch(
+                        self.forward_kernel,
+                        LaunchConfig::grid_stride(len),
+                        &mut kernel_args![x.buffer(), &mut y, len as i32],
+                    )?;
+                }
+                y
+            }
+        };
+        Ok(Tensor::from_buffer(device, x.shape(), y))
     }
-    Ok(y)
-}
 
-/// `dx = f'(x) · dy` over `len` elements through a grid-stride kernel `(const float* x, const
-/// float* dy, float* dx, int len)`: the backward of [`launch_elementwise`]'s activations.
-pub(crate) fn launch_elementwise_backward(
-    device: &Device,
-    kernel: KernelRef,
-    x: &Buffer<f32>,
-    dy: &Buffer<f32>,
-    len: usize,
-) -> Result<Buffer<f32>> {
-    let mut dx = device.zeros::<f32>(len)?;
-    if len > 0 {
-        device.launch(
-            kernel,
-            LaunchConfig::grid_stride(len),
-            &mut kernel_args![x, dy, &mut dx, len as i32],
-        )?;
+    /// `dx = f'(x) · dy`: `x` and `dy` on one device with one shape.
+    pub fn backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        x.same_device(self.op, dy)?;
+        if dy.shape() != x.shape() {
+            return Err(Error::shape(
+                self.op,
+                format!("dy {:?} must match x {:?}", dy.shape(), x.shape()),
+            ));
+        }
+        let len = check_kernel_len(self.op, x.len())?;
+        let device = x.device();
+        let dx = match device {
+            Device::Cpu => Buffer::Host((self.backward_reference)(x.host(), dy.host())),
+            Device::Cuda(_) | Device::Emulated(_) => {
+                let mut dx = device.zeros::<f32>(len)?;
+                if len > 0 {
+                    device.launch(
+                        self.backward_kernel,
+                        LaunchConfig::grid_stride(len),
+                        &mut kernel_args![x.buffer(), dy.buffer(), &mut dx, len as i32],
+                    )?;
+                }
+                dx
+            }
+        };
+        Ok(Tensor::from_buffer(device, x.shape(), dx))
     }
-    Ok(dx)
+
+    /// The tape face: records `y = f(x)` with its backward.
+    pub fn record(&'static self, tape: &Tape, x: &Var) -> Result<Var> {
+        let y = self.forward(x.value())?;
+        let (x_value, x_id) = (x.value().clone(), x.id());
+        Ok(tape.record(y, move |dy| Ok(vec![(x_id, self.backward(&x_value, dy)?)])))
+    }
 }
 
 /// Checks that `indices` live on `device` and, where they are host memory (CPU and emulated
