@@ -491,6 +491,9 @@ fn occupancy_matches_the_calculator_on_known_shapes() {
         (o.blocks_per_sm, o.warps_per_sm, o.limited_by),
         (4, 16, "shared memory")
     );
+    // 45 KiB static: 4 blocks only because of the 1 KiB reserved per block (5 without it).
+    let o = sass::occupancy(16, 46080, 128, 0);
+    assert_eq!((o.blocks_per_sm, o.limited_by), (4, "shared memory"));
     // 32 threads, few registers: the 32-block limit, 32 warps.
     let o = sass::occupancy(16, 0, 32, 0);
     assert_eq!(
