@@ -588,3 +588,62 @@ int a;
         );
     }
 }
+
+/// On an sm_90 GPU (the GPU script runs this binary there): the driver's own occupancy
+/// (`cuOccupancyMaxActiveBlocksPerMultiprocessor`) for every kernel at its declared launch shape
+/// equals the calculator's that the report and the occupancy gate use. Skips without a GPU.
+#[test]
+fn occupancy_matches_the_driver_on_an_sm90_gpu() {
+    if !compiled() || common::cuda().is_none() {
+        return;
+    }
+    let context = cudarc::driver::CudaContext::new(0).expect("GPU 0 opened above");
+    let capability = context.compute_capability().expect("compute capability");
+    if capability != (9, 0) {
+        common::skip(
+            "occupancy against the driver",
+            &format!(
+                "GPU 0 is sm_{}{}, the cubins are sm_90",
+                capability.0, capability.1
+            ),
+        );
+        return;
+    }
+    let mut mismatches = Vec::new();
+    for family in kernels::families() {
+        let cubin = family.cubin_sm90.expect("compiled families embed a cubin");
+        let module = context
+            .load_module(cudarc::nvrtc::Ptx::from_binary(cubin.to_vec()))
+            .unwrap_or_else(|e| panic!("{}: cannot load the cubin: {e}", family.name));
+        for declaration in declarations(family.name, family.source) {
+            let function = module
+                .load_function(&declaration.kernel)
+                .unwrap_or_else(|e| panic!("{}: {e}", declaration.kernel));
+            let driver = function
+                .occupancy_max_active_blocks_per_multiprocessor(
+                    declaration.block_threads,
+                    declaration.dynamic_shared_bytes as usize,
+                    None,
+                )
+                .unwrap_or_else(|e| panic!("{}: {e}", declaration.kernel));
+            let r = family
+                .resources
+                .iter()
+                .find(|r| r.kernel == declaration.kernel)
+                .expect("ptxas report");
+            let ours = sass::occupancy(
+                r.registers,
+                r.shared_bytes,
+                declaration.block_threads,
+                declaration.dynamic_shared_bytes,
+            );
+            if ours.blocks_per_sm != driver {
+                mismatches.push(format!(
+                    "{}: driver {driver} blocks per SM, calculator {} ({:?})",
+                    declaration.kernel, ours.blocks_per_sm, ours
+                ));
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
