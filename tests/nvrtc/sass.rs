@@ -449,14 +449,14 @@ pub fn render_report(kernels: &[Kernel], provenance: &Provenance) -> String {
         "## How to read it\n\n\
          - **launch**: `block` threads per block and `dynamic` shared bytes at the paper's sizes \
          (d = 256, h = 4, n = 50, r = 16), as the kernel's `// asif-gate:` line declares them; \
-         they must match its launcher in `src/ops/*/cuda.rs`.\n\
+         they must match its launcher in `src/ops/` (syntax: docs/build.md).\n\
          - **regs, stack, spill, static smem**: ptxas' report (`--ptxas-options=-v`); **local**: \
          local memory the cubin records. A stack frame or local memory means an array indexed at \
          run time or a spill: slow memory traffic hidden in the kernel.\n\
          - **occupancy**: theoretical, at the launch shape, as the CUDA occupancy calculator \
          computes it for sm_90 (64 warps, 32 blocks, 64 K registers allocated per warp in units \
-         of 256, 228 KiB shared memory with 1 KiB reserved per block); **limit** is what bounds \
-         it. **declared** is the least the kernel promises (`occupancy>=N%`).\n\
+         of 256, 228 KiB shared memory with 1 KiB reserved per block; on an sm_90 GPU the NVRTC \
+         tier checks it against the driver's own answer); **limit** is what bounds it. **declared** is the least the kernel promises (`occupancy>=N%`).\n\
          - **instruction mix**: static counts in the SASS (each instruction once, however often \
          a loop runs it). Widths are bits, `≤16/32/64/128`: LDG/STG global, LDS/STS shared, \
          LDGSTS `cp.async`; `LDG.128` and `STG.128` are vector (float4) accesses. HMMA is a \
