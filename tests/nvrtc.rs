@@ -408,6 +408,33 @@ fn sass_report_matches_the_committed_copy() {
     );
 }
 
+/// The allow-list is what lets v1 attention_forward pass: without it the fixed stack gate flags
+/// its 24-byte frame (the frame the old parser read as 0). When attention v2 removes the frame,
+/// the stale allow-list fails `every_kernel_passes_its_gates`; remove both then.
+#[test]
+fn stack_gate_flags_attention_forward_without_its_allow_list() {
+    let Some(tool) = cuobjdump() else { return };
+    let mut kernel = crate_kernels(tool)
+        .iter()
+        .find(|k| k.name == "attention_forward")
+        .expect("attention_forward")
+        .clone();
+    assert!(kernel.violations().is_empty());
+    let declaration = kernel.declaration.as_mut().expect("declared");
+    declaration.allowed_stack_bytes = 0;
+    declaration.stack_reason = None;
+    let violations = kernel.violations();
+    assert_eq!(
+        violations.iter().map(|(g, _)| *g).collect::<Vec<_>>(),
+        vec![Gate::Stack],
+        "{violations:?}"
+    );
+    assert!(
+        violations[0].1.contains("24-byte stack frame"),
+        "{violations:?}"
+    );
+}
+
 #[test]
 fn stack_gate_catches_a_stack_frame() {
     let Some(tool) = cuobjdump() else { return };
