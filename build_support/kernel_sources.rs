@@ -85,3 +85,159 @@ pub fn entry_points(source: &str) -> Vec<String> {
     }
     names
 }
+
+/// What a kernel declares about its own sm_90 build, in a `// asif-gate:` line of its `.cu` file
+/// (next to its launch shapes), checked by the NVRTC tier (docs/kernels-sass.md):
+///
+/// ```text
+/// // asif-gate: attention_forward block=128 occupancy>=50% stack=24 why="..."
+/// // asif-gate: hie_forward block=256 dynamic_shared=16448 occupancy>=25%
+/// // asif-gate: some_gemm block=128 occupancy>=25% tensor_core vector_io
+/// ```
+///
+/// `block` and `dynamic_shared` are the launch shape at the paper's sizes (threads per block and
+/// dynamic shared bytes, as its launcher in `src/ops/*/cuda.rs` computes them); `occupancy` is the
+/// least theoretical occupancy the kernel must keep at that shape; `tensor_core`: its SASS must
+/// contain HMMA; `vector_io`: it must have a 128-bit global load or store; `stack=N why="..."`
+/// allow-lists exactly N bytes of stack frame (and the local memory it implies), with the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateDeclaration {
+    pub kernel: String,
+    pub block_threads: u32,
+    pub dynamic_shared_bytes: u32,
+    /// Least theoretical occupancy, in percent of the SM's 64 warps.
+    pub min_occupancy_percent: u32,
+    pub tensor_core: bool,
+    pub vector_io: bool,
+    pub allowed_stack_bytes: u32,
+    pub stack_reason: Option<String>,
+}
+
+/// The marker that starts a gate declaration in a comment.
+pub const GATE_MARKER: &str = "asif-gate:";
+
+/// Every `// asif-gate:` declaration in `source`, in file order.
+/// A quoted `why="..."` may continue on the following `//` lines until its closing quote.
+pub fn gate_declarations(source: &str) -> Result<Vec<GateDeclaration>, String> {
+    let mut declarations = Vec::new();
+    let mut lines = source.lines().enumerate();
+    while let Some((number, line)) = lines.next() {
+        let Some(comment) = line.trim_start().strip_prefix("//") else {
+            continue;
+        };
+        let Some(rest) = comment.trim_start().strip_prefix(GATE_MARKER) else {
+            continue;
+        };
+        let mut text = rest.trim().to_string();
+        while text.matches('"').count() % 2 == 1 {
+            let Some(continued) = lines
+                .next()
+                .and_then(|(_, next)| next.trim_start().strip_prefix("//"))
+            else {
+                break;
+            };
+            text.push(' ');
+            text.push_str(continued.trim());
+        }
+        declarations.push(
+            parse_gate(&text)
+                .map_err(|e| format!("line {}: `{}`: {e}", number + 1, line.trim()))?,
+        );
+    }
+    Ok(declarations)
+}
+
+fn parse_gate(text: &str) -> Result<GateDeclaration, String> {
+    let words = split_words(text)?;
+    let mut words = words.into_iter();
+    let kernel = words.next().ok_or("no kernel name")?;
+    if kernel.contains('=') || kernel.is_empty() {
+        return Err("the first word must be the kernel's name".into());
+    }
+    let mut gate = GateDeclaration {
+        kernel,
+        block_threads: 0,
+        dynamic_shared_bytes: 0,
+        min_occupancy_percent: 0,
+        tensor_core: false,
+        vector_io: false,
+        allowed_stack_bytes: 0,
+        stack_reason: None,
+    };
+    let mut occupancy_given = false;
+    let number = |key: &str, value: &str| {
+        value
+            .parse::<u32>()
+            .map_err(|_| format!("{key}={value} is not a whole number"))
+    };
+    for word in words {
+        if word == "tensor_core" {
+            gate.tensor_core = true;
+        } else if word == "vector_io" {
+            gate.vector_io = true;
+        } else if let Some(value) = word.strip_prefix("occupancy>=") {
+            let percent = value
+                .strip_suffix('%')
+                .ok_or_else(|| format!("occupancy>={value} must be a percentage (50%)"))?;
+            gate.min_occupancy_percent = number("occupancy", percent)?;
+            if gate.min_occupancy_percent > 100 {
+                return Err(format!("occupancy>={value} is above 100%"));
+            }
+            occupancy_given = true;
+        } else if let Some((key, value)) = word.split_once('=') {
+            match key {
+                "block" => gate.block_threads = number(key, value)?,
+                "dynamic_shared" => gate.dynamic_shared_bytes = number(key, value)?,
+                "stack" => gate.allowed_stack_bytes = number(key, value)?,
+                "why" => gate.stack_reason = Some(value.to_string()),
+                _ => return Err(format!("unknown key `{key}`")),
+            }
+        } else {
+            return Err(format!("unknown word `{word}`"));
+        }
+    }
+    if gate.block_threads == 0 || gate.block_threads > 1024 {
+        return Err("block=N (1..=1024 threads, the real launch shape) is required".into());
+    }
+    if !occupancy_given {
+        return Err("occupancy>=N% is required".into());
+    }
+    match (gate.allowed_stack_bytes, &gate.stack_reason) {
+        (0, Some(_)) => return Err("why=\"...\" without stack=N".into()),
+        (n, None) if n > 0 => return Err("stack=N needs why=\"the reason\"".into()),
+        (_, Some(reason)) if reason.trim().is_empty() => return Err("why=\"\" is empty".into()),
+        _ => {}
+    }
+    Ok(gate)
+}
+
+/// Whitespace-separated words; `key="a quoted value"` is one word, quotes removed.
+fn split_words(text: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut chars = text.trim().chars().peekable();
+    while chars.peek().is_some() {
+        let mut word = String::new();
+        while let Some(&c) = chars.peek() {
+            if c.is_whitespace() {
+                break;
+            }
+            chars.next();
+            if c == '"' {
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some(inner) => word.push(inner),
+                        None => return Err("unclosed quote".into()),
+                    }
+                }
+            } else {
+                word.push(c);
+            }
+        }
+        words.push(word);
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+    }
+    Ok(words)
+}

@@ -15,6 +15,10 @@
 //
 // Versions:
 //   1. flat buffer, one launch.
+//
+// Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
+// paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it.
+//   asif-gate: adam_update block=256 occupancy>=100%
 #include "common.cuh"
 
 extern "C" __global__ void adam_update(float* __restrict__ params, const float* __restrict__ grads,

@@ -54,6 +54,17 @@
 //   1. fp32 CUDA cores, global (L1-cached) key/value reads, transpose-scratch dot products, lse-only
 //      saved state, two-pass deterministic backward. Not yet tensor-core (TF32/bf16 mma), which
 //      perf-floors.md says the backward needs to be memory-bound.
+//
+// Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
+// paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it;
+// one block of ATTENTION_WARPS = 4 warps per (sequence, head), 256 threads in the sum.
+//   asif-gate: attention_forward block=128 occupancy>=50% stack=24 why="v1 keeps each lane's
+//     scores sx/sa/sp[2] (one per chunk of 32 keys) in a loop that is not unrolled, so they are
+//     indexed at run time and live in a 24-byte stack frame; allow-listed until attention v2
+//     replaces this kernel"
+//   asif-gate: attention_backward_queries block=128 occupancy>=50%
+//   asif-gate: attention_backward_keys block=128 occupancy>=50%
+//   asif-gate: attention_sum_over_batch block=256 occupancy>=100%
 #include "common.cuh"
 
 #define ATTENTION_MAX_LEN 64

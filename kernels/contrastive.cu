@@ -45,6 +45,12 @@
 // Versions:
 //   1. one block per sequence, S and then κ·G in one 64×65 shared tile, x and a streamed twice
 //      (S needs the norms before G exists, so the gradient pass cannot share the first read).
+//
+// Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
+// paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it.
+//   asif-gate: contrastive_forward_backward block=256 occupancy>=50%
+//   asif-gate: contrastive_reduce block=256 occupancy>=100%
+//   asif-gate: contrastive_scale block=256 occupancy>=100%
 #include "common.cuh"
 
 #define CONTRASTIVE_MAX_N 64

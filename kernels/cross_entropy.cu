@@ -22,6 +22,12 @@
 //
 // Versions:
 //   1. online max/sum per thread, block merge, in-place gradient.
+//
+// Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
+// paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it.
+//   asif-gate: cross_entropy_rows block=256 occupancy>=100%
+//   asif-gate: cross_entropy_mean block=256 occupancy>=100%
+//   asif-gate: scale_by_scalar block=256 occupancy>=100%
 #include "common.cuh"
 
 __device__ __forceinline__ float block_reduce_max(float value, float* scratch) {

@@ -13,6 +13,10 @@
 //
 // Versions:
 //   1. one hash per element.
+//
+// Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
+// paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it.
+//   asif-gate: dropout_apply block=256 occupancy>=100%
 #include "common.cuh"
 
 extern "C" __global__ void dropout_apply(const float* __restrict__ x, float* __restrict__ y, int len,

@@ -7,6 +7,11 @@
 // Launch shape (src/ops/add/cuda.rs): 1-D grid-stride loop, 256 threads per block.
 // Floor: reads x and y, writes y: 12 bytes per element (at 102400 × 256 fp32, 315 MB, about
 // 105 µs at 3.0 TB/s on an H100).
+//
+// Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
+// paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it.
+//   asif-gate: add_assign block=256 occupancy>=100%
+//   asif-gate: add_out block=256 occupancy>=100%
 #include "common.cuh"
 
 extern "C" __global__ void add_assign(float* __restrict__ y, const float* __restrict__ x, int len) {

@@ -26,6 +26,13 @@
 //
 // Versions:
 //   1. grid-stride gather; atomic scatter-add backward.
+//
+// Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
+// paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it.
+//   asif-gate: embedding_forward block=256 occupancy>=100%
+//   asif-gate: embedding_backward block=256 occupancy>=100%
+//   asif-gate: pooled_embedding_forward block=256 occupancy>=100%
+//   asif-gate: pooled_embedding_backward block=256 occupancy>=100%
 #include "common.cuh"
 
 extern "C" __global__ void embedding_forward(const float* __restrict__ table, const int* __restrict__ ids,

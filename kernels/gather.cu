@@ -11,6 +11,11 @@
 //
 // Versions:
 //   1. grid-stride copy.
+//
+// Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
+// paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it.
+//   asif-gate: gather_rows_forward block=256 occupancy>=100%
+//   asif-gate: gather_rows_backward block=256 occupancy>=100%
 #include "common.cuh"
 
 extern "C" __global__ void gather_rows_forward(const float* __restrict__ h, const int* __restrict__ index,

@@ -10,6 +10,11 @@
 // Traffic and floor at the paper's FFN size (B·n·inner = 102400 × 256 fp32): forward reads x and
 // writes y (210 MB, about 70 µs at 3.0 TB/s on an H100); backward reads x and dy, writes dx
 // (315 MB, about 105 µs). Fusing GELU into the FFN's GEMM epilogue is the later step.
+//
+// Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
+// paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it.
+//   asif-gate: gelu_forward block=256 occupancy>=100%
+//   asif-gate: gelu_backward block=256 occupancy>=100%
 #include "common.cuh"
 
 #define GELU_INV_SQRT2 0.70710678118654752440f

@@ -34,6 +34,14 @@
 //      geqr2 then org2r, column-major in shared memory); one warp per trailing column for the
 //      reflector dot products (warp shuffles, no block barrier per column); lane k of a warp
 //      computes C[t,k] for one row t with broadcast loads of the row.
+//
+// Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
+// paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it;
+// d = 256: 8 warps, r = 16 columns of leading(d) = 257 floats of dynamic shared memory.
+//   asif-gate: hie_forward block=256 dynamic_shared=16448 occupancy>=75%
+//   asif-gate: hie_backward_q_constant block=256 dynamic_shared=16448 occupancy>=100%
+//   asif-gate: hie_backward_full block=256 dynamic_shared=16448 occupancy>=75%
+//   asif-gate: hie_sum_batch block=256 occupancy>=100%
 #include "common.cuh"
 
 #define HIE_MAX_RANK 32

@@ -22,6 +22,14 @@
 // Versions:
 //   1. two-pass mean then variance per block (numerically safe for eps = 1e-12; the one-pass
 //      E[x²] - E[x]² cancels catastrophically when |μ| ≫ σ).
+//
+// Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
+// paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it;
+// d = 256: 8 warps per row; the parameter passes use 256 threads.
+//   asif-gate: layer_norm_forward block=256 occupancy>=100%
+//   asif-gate: layer_norm_backward_input block=256 occupancy>=100%
+//   asif-gate: layer_norm_backward_params_partial block=256 occupancy>=100%
+//   asif-gate: layer_norm_backward_params_finish block=256 occupancy>=100%
 #include "common.cuh"
 
 #define LAYER_NORM_ROWS_PER_CHUNK 64

@@ -19,6 +19,12 @@
 //
 // Versions:
 //   1. separate bias add after the GEMM; two-pass column sum for db.
+//
+// Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
+// paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it.
+//   asif-gate: linear_bias_add block=256 occupancy>=100%
+//   asif-gate: linear_bias_grad_partial block=256 occupancy>=100%
+//   asif-gate: linear_bias_grad_finish block=256 occupancy>=100%
 #include "common.cuh"
 
 #define LINEAR_ROWS_PER_CHUNK 64

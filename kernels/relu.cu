@@ -16,6 +16,11 @@
 //
 // Versions:
 //   1. moved unchanged out of source_attention.cu (was source_attention_relu_forward/backward).
+//
+// Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
+// paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it.
+//   asif-gate: relu_forward block=256 occupancy>=100%
+//   asif-gate: relu_backward block=256 occupancy>=100%
 #include "common.cuh"
 
 extern "C" __global__ void relu_forward(const float* __restrict__ x, float* __restrict__ y, int len) {

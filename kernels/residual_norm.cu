@@ -18,6 +18,11 @@
 //
 // Versions:
 //   1. two-pass statistics over z as layer_norm_forward.
+//
+// Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
+// paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it;
+// d = 256: 8 warps per row, as layer_norm.
+//   asif-gate: residual_dropout_layer_norm_forward block=256 occupancy>=100%
 #include "common.cuh"
 
 extern "C" __global__ void residual_dropout_layer_norm_forward(

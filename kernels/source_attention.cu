@@ -26,6 +26,13 @@
 // Versions:
 //   1. separate stack, ReLU and pooling kernels; the projections on cuBLAS through the linear op.
 //   2. the ReLU moved to its own family, kernels/relu.cu (one kernel family per .cu).
+//
+// Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
+// paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it.
+//   asif-gate: source_attention_stack block=256 occupancy>=100%
+//   asif-gate: source_attention_unstack block=256 occupancy>=100%
+//   asif-gate: source_attention_forward block=256 occupancy>=62%
+//   asif-gate: source_attention_backward block=256 occupancy>=100%
 #include "common.cuh"
 
 
