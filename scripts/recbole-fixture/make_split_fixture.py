@@ -111,6 +111,10 @@ def run(data_dir, kcore):
                 seqs[u].append(i)
         return seqs
 
+    def id_fingerprint(field):
+        tokens = dataset.field2id_token[field][1:]  # id 0 is [PAD]
+        return f"{fnv1a(' '.join(tokens).encode('utf-8')):016x}"
+
     train_counts = Counter(user_tokens(train.dataset))
     valid_t = targets(valid.dataset)
     test_t = targets(test.dataset)
@@ -121,6 +125,8 @@ def run(data_dir, kcore):
         f"# RecBole 1.2.1 leave-one-out split of ml-100k, k-core {kcore or 'off'}: "
         f"{len(users)} users, {sum(train_counts.values())} train, {len(valid_t)} valid, "
         f"{len(test_t)} test samples. Made by scripts/recbole-fixture/make_split_fixture.py.\n"
+        f"# ids: users {id_fingerprint(uid_field)} items {id_fingerprint(iid_field)}"
+        " (FNV-1a 64 of the tokens of ids 1, 2, ... joined by single spaces)\n"
         "# sequence_fnv1a: FNV-1a 64 of the user's whole sequence of item tokens in RecBole's order,\n"
         "# joined by single spaces (rebuilt from the samples: first input item, then the targets).\n"
         "user_id\tvalid_target\ttest_target\ttrain_samples\tsequence_fnv1a\n"
