@@ -95,19 +95,29 @@ fn load_bytes(
     )
 }
 
-/// Everything a loaded dataset promises.
+/// Everything a loaded dataset promises (under the default time order).
 fn check_dataset(ds: &asif_kernels::data::Dataset, n: usize) {
     let mut interactions = 0;
+    // The default order's key: min-max normalised in f64, then rounded to f32 (RecBole).
+    let all: Vec<f64> = (1..ds.n_user_ids() as u32)
+        .flat_map(|u| ds.times(u).iter().copied())
+        .collect();
+    let min = all.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let key = |t: f64| {
+        if max == min {
+            1.0
+        } else {
+            ((t - min) / (max - min)) as f32
+        }
+    };
     for u in 1..ds.n_user_ids() as u32 {
         let seq = ds.sequence(u);
         assert!(!seq.is_empty(), "every user has an interaction");
         assert!(seq
             .iter()
             .all(|&i| i >= 1 && (i as usize) < ds.n_item_ids()));
-        assert!(ds
-            .times(u)
-            .windows(2)
-            .all(|w| (w[0] as f32) <= (w[1] as f32)));
+        assert!(ds.times(u).windows(2).all(|w| key(w[0]) <= key(w[1])));
         interactions += seq.len();
     }
     assert_eq!(interactions, ds.n_interactions());

@@ -1,6 +1,8 @@
-//! MovieLens-100k in RecBole format (spec §5): counts after loading, filtering and splitting.
-//! Needs `data/ml-100k/` (run `scripts/fetch-ml100k.sh`); without it every test prints one
-//! skip line and passes.
+//! MovieLens-100k in RecBole format (spec §5): counts after loading, filtering and splitting,
+//! and the split against RecBole 1.2.1's own (the fixtures in `tests/fixtures/recbole/`, made
+//! by `scripts/recbole-fixture/make_split_fixture.py`). Needs `data/ml-100k/` (run
+//! `scripts/fetch-ml100k.sh`); without it every test prints one skip line and passes, unless
+//! `ASIF_REQUIRE_DATA=1` (CI), which makes a missing dataset a failure.
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -13,6 +15,12 @@ fn ml100k_dir() -> Option<PathBuf> {
     if dir.join("ml-100k.inter").is_file() && dir.join("ml-100k.item").is_file() {
         Some(dir)
     } else {
+        assert!(
+            std::env::var_os("ASIF_REQUIRE_DATA").is_none_or(|v| v != "1"),
+            "ASIF_REQUIRE_DATA=1 but {} has no ml-100k.inter and ml-100k.item \
+             (run scripts/fetch-ml100k.sh)",
+            dir.display()
+        );
         // One line per test binary, written straight to stderr so libtest does not capture it.
         static SKIP_LINE: std::sync::Once = std::sync::Once::new();
         SKIP_LINE.call_once(|| {
@@ -107,10 +115,18 @@ fn ml100k_5core_counts() {
 fn ml100k_order_and_batches() {
     let Some(dir) = ml100k_dir() else { return };
     let ds = Dataset::load_recbole(&dir, "ml-100k", &LoadConfig::default()).unwrap();
-    // Time order within every user, under the f32 timestamps RecBole sorts by.
+    // Time order within every user, under the keys RecBole sorts by: min-max normalised
+    // timestamps rounded to f32. Ties (timestamps about 1 s apart) may be in either order.
+    let (min, max) = (1..=943u32)
+        .flat_map(|u| ds.times(u).iter().copied())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), t| {
+            (lo.min(t), hi.max(t))
+        });
     for u in 1..=943u32 {
+        let key = |t: f64| ((t - min) / (max - min)) as f32;
         let t = ds.times(u);
-        assert!(t.windows(2).all(|w| (w[0] as f32) <= (w[1] as f32)));
+        assert!(t.windows(2).all(|w| key(w[0]) <= key(w[1])));
+        assert!(t.windows(2).all(|w| w[0] <= w[1] + 2.0));
     }
     let exact = Dataset::load_recbole(
         &dir,
@@ -145,64 +161,165 @@ fn ml100k_order_and_batches() {
     );
 }
 
-/// The loaded dataset as text: counts, then each user's items in order, then the item ids.
-fn dump(ds: &Dataset) -> String {
-    let mut s = format!(
-        "users {} items {} interactions {} train {}\n",
-        ds.n_users(),
-        ds.n_items(),
-        ds.n_interactions(),
-        ds.leave_one_out().train.len()
-    );
-    for u in 1..ds.n_user_ids() as u32 {
-        let items: Vec<&str> = ds.sequence(u).iter().map(|&i| ds.item_token(i)).collect();
-        s += &format!("{}\t{}\n", ds.user_token(u), items.join(" "));
-    }
-    let items: Vec<&str> = (1..ds.n_item_ids() as u32)
-        .map(|i| ds.item_token(i))
-        .collect();
-    s += &format!("items {}\n", items.join(" "));
-    s
-}
-
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
-/// Parity with RecBole 1.2.1: the fingerprints are of the same text written by a pandas replay
-/// of RecBole's own steps (read_csv, filter_inter_by_user_or_item, `_filter_by_inter_num`,
-/// `pd.factorize` remapping, float32 timestamps, two stable argsorts), so user ids, item ids
-/// and every user's order (ties included) match RecBole's exactly.
-#[test]
-fn ml100k_matches_recbole_order() {
-    let Some(dir) = ml100k_dir() else { return };
-    for (k, expected) in [(0, 0x32fb_7fd0_fecf_c56e_u64), (5, 0xf5a4_8b66_4a01_d559)] {
-        let cfg = LoadConfig::default()
-            .with_attributes(&["class"])
-            .with_kcore(k);
-        let ds = Dataset::load_recbole(&dir, "ml-100k", &cfg).unwrap();
-        assert_eq!(fnv1a(dump(&ds).as_bytes()), expected, "k = {k}");
+/// One user's row of a RecBole split fixture.
+struct RecBoleUser {
+    user: String,
+    valid: String,
+    test: String,
+    train: usize,
+    sequence_fnv1a: u64,
+}
+
+/// A fixture written by `scripts/recbole-fixture/make_split_fixture.py`: the fingerprints of
+/// RecBole's user and item id orders, and one row per user.
+fn read_fixture(name: &str) -> ((u64, u64), Vec<RecBoleUser>) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/recbole")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let hex = |s: &str| u64::from_str_radix(s, 16).unwrap();
+    let mut ids = None;
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# ids: ") {
+            let w: Vec<&str> = rest.split(' ').collect();
+            assert_eq!((w[0], w[2]), ("users", "items"), "{line}");
+            ids = Some((hex(w[1]), hex(w[3])));
+        } else if line.starts_with('#') || line.starts_with("user_id\t") {
+            continue;
+        } else {
+            let c: Vec<&str> = line.split('\t').collect();
+            assert_eq!(c.len(), 5, "{}: {line}", path.display());
+            rows.push(RecBoleUser {
+                user: c[0].into(),
+                valid: c[1].into(),
+                test: c[2].into(),
+                train: c[3].parse().unwrap(),
+                sequence_fnv1a: hex(c[4]),
+            });
+        }
     }
-    // The f32 rounding matters: comparing exact timestamps changes 149 users' test targets.
-    let f32_order = Dataset::load_recbole(&dir, "ml-100k", &LoadConfig::default()).unwrap();
-    let exact = Dataset::load_recbole(
-        &dir,
-        "ml-100k",
-        &LoadConfig {
-            time_order: TimeOrder::Exact,
-            ..LoadConfig::default()
-        },
-    )
-    .unwrap();
-    let differ = |off: usize| {
-        (1..=943u32)
-            .filter(|&u| {
-                let (a, b) = (f32_order.sequence(u), exact.sequence(u));
-                a[a.len() - off] != b[b.len() - off]
-            })
-            .count()
+    (ids.expect("an `# ids:` line"), rows)
+}
+
+/// How our split of ml-100k differs from RecBole's.
+#[derive(Default)]
+struct Differences {
+    /// Users whose validation target differs.
+    valid: usize,
+    /// Users whose test target differs.
+    test: usize,
+    /// Every difference, one line each.
+    lines: Vec<String>,
+}
+
+fn differences_from_recbole(ds: &Dataset, fixture: &str) -> Differences {
+    let ((user_ids, item_ids), rows) = read_fixture(fixture);
+    let mut out = Differences::default();
+    let diffs = &mut out.lines;
+    let ids = |n: usize, token: &dyn Fn(u32) -> String| {
+        let t: Vec<String> = (1..n as u32).map(token).collect();
+        fnv1a(t.join(" ").as_bytes())
     };
-    assert_eq!((differ(1), differ(2)), (149, 254));
+    if ids(ds.n_user_ids(), &|u| ds.user_token(u).to_string()) != user_ids {
+        diffs.push("user id order".to_string());
+    }
+    if ids(ds.n_item_ids(), &|i| ds.item_token(i).to_string()) != item_ids {
+        diffs.push("item id order".to_string());
+    }
+    if rows.len() != ds.n_users() {
+        diffs.push(format!("{} users, RecBole {}", ds.n_users(), rows.len()));
+    }
+    let split = ds.leave_one_out();
+    let mut train = vec![0usize; ds.n_user_ids()];
+    for s in &split.train {
+        train[s.user as usize] += 1;
+    }
+    let target = |samples: &[asif_kernels::data::Sample], u: u32| {
+        samples
+            .iter()
+            .find(|s| s.user == u)
+            .map_or("-".to_string(), |&s| {
+                ds.item_token(ds.target(s)).to_string()
+            })
+    };
+    for r in &rows {
+        let Some(u) = ds.user_id(&r.user) else {
+            diffs.push(format!("user {}: missing", r.user));
+            continue;
+        };
+        let (valid, test) = (target(&split.valid, u), target(&split.test, u));
+        if (&valid, &test) != (&r.valid, &r.test) {
+            out.valid += usize::from(valid != r.valid);
+            out.test += usize::from(test != r.test);
+            diffs.push(format!(
+                "user {}: valid/test targets {valid}/{test}, RecBole {}/{}",
+                r.user, r.valid, r.test
+            ));
+        }
+        if train[u as usize] != r.train {
+            diffs.push(format!(
+                "user {}: {} train samples, RecBole {}",
+                r.user, train[u as usize], r.train
+            ));
+        }
+        let seq: Vec<&str> = ds.sequence(u).iter().map(|&i| ds.item_token(i)).collect();
+        if fnv1a(seq.join(" ").as_bytes()) != r.sequence_fnv1a {
+            diffs.push(format!("user {}: sequence order", r.user));
+        }
+    }
+    out
+}
+
+/// Parity with RecBole 1.2.1 itself: its own `create_dataset` + `data_preparation` on
+/// ml-100k (its built-in configuration, leave-one-out, time order), no filter and 5-core,
+/// wrote the fixtures. User and item ids, every user's order, valid and test targets and
+/// train sample counts must all be RecBole's.
+#[test]
+fn ml100k_split_matches_recbole() {
+    let Some(dir) = ml100k_dir() else { return };
+    for k in [0, 5] {
+        let cfg = LoadConfig::default().with_kcore(k);
+        let ds = Dataset::load_recbole(&dir, "ml-100k", &cfg).unwrap();
+        let diffs = differences_from_recbole(&ds, &format!("ml-100k-split-k{k}.tsv")).lines;
+        assert!(
+            diffs.is_empty(),
+            "k-core {k}: {} differences from RecBole 1.2.1's split, first: {:?}",
+            diffs.len(),
+            &diffs[..diffs.len().min(10)]
+        );
+    }
+}
+
+/// Why the default order is RecBole's normalised f32 one: the other orders give a different
+/// split (issue 14). Raw f32 timestamps (the default before) merge timestamps up to 64 s apart
+/// into ties; exact comparison splits ties RecBole has (timestamps 1 s apart that normalise to
+/// the same f32).
+#[test]
+fn ml100k_other_time_orders_differ_from_recbole() {
+    let Some(dir) = ml100k_dir() else { return };
+    for (k, order, expected) in [
+        (0, TimeOrder::RecBoleF32, (251, 147)),
+        (0, TimeOrder::Exact, (5, 4)),
+        (5, TimeOrder::RecBoleF32, (248, 147)),
+        (5, TimeOrder::Exact, (5, 4)),
+    ] {
+        let cfg = LoadConfig {
+            time_order: order,
+            ..LoadConfig::default().with_kcore(k)
+        };
+        let ds = Dataset::load_recbole(&dir, "ml-100k", &cfg).unwrap();
+        let diffs = differences_from_recbole(&ds, &format!("ml-100k-split-k{k}.tsv"));
+        assert_eq!(
+            (diffs.valid, diffs.test),
+            expected,
+            "k-core {k}, {order:?}: users whose valid / test target differs from RecBole's"
+        );
+    }
 }

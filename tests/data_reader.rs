@@ -61,14 +61,23 @@ fn ids_follow_first_appearance_and_sequences_are_time_ordered() {
 #[test]
 fn tied_timestamps_keep_file_order_and_f32_rounding_makes_ties() {
     // 881250949 and 881250950 both round to the f32 881250944 (f32 steps are 64 there), so
-    // RecBole sees a tie and keeps file order; the exact order puts 881250949 first.
+    // RecBole without normalisation sees a tie and keeps file order; the exact order puts
+    // 881250949 first.
     let inter = "user_id:token\ttimestamp:float\titem_id:token\n\
 u\t881250950\tlate\n\
 u\t5\tfirst\n\
 u\t881250949\tearly\n\
 u\t7\ttie1\n\
 u\t7\ttie2\n";
-    let recbole = load_str(inter, None, &LoadConfig::default()).unwrap();
+    let recbole = load_str(
+        inter,
+        None,
+        &LoadConfig {
+            time_order: TimeOrder::RecBoleF32,
+            ..LoadConfig::default()
+        },
+    )
+    .unwrap();
     assert_eq!(
         tokens(&recbole, "u"),
         ["first", "tie1", "tie2", "late", "early"]
@@ -86,6 +95,53 @@ u\t7\ttie2\n";
         tokens(&exact, "u"),
         ["first", "tie1", "tie2", "early", "late"]
     );
+}
+
+#[test]
+fn default_order_is_recboles_normalized_f32() {
+    // RecBole's ml-100k configuration min-max normalises timestamps (in f64) and then rounds
+    // them to f32. Here min = 0 (user v's) and max = 2^30 + 1030: 2^30 + 1000 and 2^30 + 1010
+    // map to within 3e-8 of 1.0 and both round to 1.0 (f32 steps below 1.0 are 6e-8), a tie
+    // kept in file order; near 0 the f32 steps are fine, so 1 and 2 stay apart. Min and max
+    // are over every user's interactions.
+    let top = (1u64 << 30) + 1000;
+    let inter = format!(
+        "user_id:token\titem_id:token\ttimestamp:float\n\
+u\tlate\t{}\n\
+u\tearly\t{}\n\
+u\ttwo\t2\n\
+u\tone\t1\n\
+v\tlast\t{}\n\
+v\tzero\t0\n",
+        top + 10,
+        top,
+        top + 30
+    );
+    let ds = load_str(&inter, None, &LoadConfig::default()).unwrap();
+    assert_eq!(tokens(&ds, "u"), ["one", "two", "late", "early"]);
+    assert_eq!(tokens(&ds, "v"), ["zero", "last"]);
+    let cfg = |time_order| LoadConfig {
+        time_order,
+        ..LoadConfig::default()
+    };
+    let exact = load_str(&inter, None, &cfg(TimeOrder::Exact)).unwrap();
+    assert_eq!(tokens(&exact, "u"), ["one", "two", "early", "late"]);
+    // A tie only the normalisation makes: with min = −1e9, 1.25 and 1.5 both map to about
+    // 1 − 1e-10, which rounds to the f32 1.0, while as raw f32 they are distinct.
+    let small = "user_id:token\titem_id:token\ttimestamp:float\n\
+u\tb\t1.5\n\
+u\ta\t1.25\n\
+u\tlo\t-1e9\n";
+    let ds = load_str(small, None, &LoadConfig::default()).unwrap();
+    assert_eq!(tokens(&ds, "u"), ["lo", "b", "a"]);
+    let raw = load_str(small, None, &cfg(TimeOrder::RecBoleF32)).unwrap();
+    assert_eq!(tokens(&raw, "u"), ["lo", "a", "b"]);
+    // All timestamps equal: RecBole sets every key to 1.0, so file order.
+    let flat = "user_id:token\titem_id:token\ttimestamp:float\n\
+u\tx\t5\n\
+u\ty\t5\n";
+    let ds = load_str(flat, None, &LoadConfig::default()).unwrap();
+    assert_eq!(tokens(&ds, "u"), ["x", "y"]);
 }
 
 #[test]

@@ -34,12 +34,25 @@ impl DatasetFiles {
     }
 }
 
-/// How timestamps order a user's interactions.
+/// How timestamps order a user's interactions. Every order is a stable sort: interactions
+/// whose keys are equal keep file order.
+///
+/// RecBole 1.2.1 sorts each user's interactions by the timestamp column as it holds it after
+/// preprocessing: a 32-bit float (`torch.FloatTensor`), min-max normalised first when
+/// `normalize_all` is on. Its built-in ml-100k configuration turns `normalize_all` on, which
+/// [`TimeOrder::RecBoleNormalizedF32`] (the default) reproduces; [`TimeOrder::RecBoleF32`] is
+/// its order with normalisation off (RecBole's default for a dataset without a built-in
+/// configuration). `tests/data_ml100k.rs` checks the default against RecBole's own split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum TimeOrder {
-    /// RecBole parity: RecBole stores `float` columns as 32-bit floats before it sorts, so
-    /// timestamps that round to the same f32 count as ties and keep file order. Default.
+    /// RecBole with `normalize_all` (its ml-100k configuration): the key is
+    /// `(t − min) / (max − min)` in f64, min and max over the interactions that survive
+    /// filtering, rounded to f32 (1.0 for every row when min = max). Timestamps that round to
+    /// the same f32 are ties; on ml-100k that merges some timestamps 1 s apart. Default.
     #[default]
+    RecBoleNormalizedF32,
+    /// RecBole without normalisation: the key is the timestamp rounded to f32, so timestamps
+    /// within one f32 step (64 s around 2^29–2^30) are ties. The default before issue 14.
     RecBoleF32,
     /// Compare the timestamps as parsed (f64).
     Exact,
@@ -68,7 +81,7 @@ pub struct LoadConfig {
     /// `filter_inter_by_user_or_item`: drop interactions whose item has no `.item` row
     /// (only when there is an `.item` file). Default true.
     pub filter_inter_by_item: bool,
-    /// How to compare timestamps. Default [`TimeOrder::RecBoleF32`].
+    /// How to compare timestamps. Default [`TimeOrder::RecBoleNormalizedF32`].
     pub time_order: TimeOrder,
 }
 
@@ -84,7 +97,7 @@ impl Default for LoadConfig {
             user_min_interactions: None,
             item_min_interactions: None,
             filter_inter_by_item: true,
-            time_order: TimeOrder::RecBoleF32,
+            time_order: TimeOrder::RecBoleNormalizedF32,
         }
     }
 }
@@ -485,6 +498,45 @@ fn read_items(
     Ok(RawItems { row_item, columns })
 }
 
+/// The per-row keys a [`TimeOrder`] sorts by.
+enum SortKeys<'a> {
+    F32(Vec<f32>),
+    F64(&'a [f64]),
+}
+
+/// The keys of `times` (the interactions that survived filtering) under `order`.
+fn sort_keys(times: &[f64], order: TimeOrder) -> SortKeys<'_> {
+    match order {
+        TimeOrder::RecBoleNormalizedF32 => {
+            // RecBole `Dataset._normalize`: `(arr - mn) / (mx - mn)` in float64 with
+            // mn, mx = min(arr), max(arr); 1.0 everywhere when they are equal. Then
+            // `torch.FloatTensor` rounds to f32 (to nearest, as `as f32` does).
+            let (min, max) = times
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &t| {
+                    (lo.min(t), hi.max(t))
+                });
+            let keys = if max == min {
+                vec![1.0; times.len()]
+            } else {
+                // With |timestamps| near f64::MAX the range overflows and keys become NaN;
+                // numpy sorts NaN after every number, as total_cmp does a positive NaN.
+                let range = max - min;
+                times
+                    .iter()
+                    .map(|&t| match ((t - min) / range) as f32 {
+                        k if k.is_nan() => f32::NAN,
+                        k => k,
+                    })
+                    .collect()
+            };
+            SortKeys::F32(keys)
+        }
+        TimeOrder::RecBoleF32 => SortKeys::F32(times.iter().map(|&t| t as f32).collect()),
+        TimeOrder::Exact => SortKeys::F64(times),
+    }
+}
+
 /// Loads a dataset from atomic files (see [`LoadConfig`] for what is read and how).
 pub fn load(files: &DatasetFiles, cfg: &LoadConfig) -> Result<Dataset, DataError> {
     cfg.validate()?;
@@ -676,17 +728,15 @@ pub fn load(files: &DatasetFiles, cfg: &LoadConfig) -> Result<Dataset, DataError
         order[cursor[f]] = r as u32;
         cursor[f] += 1;
     }
+    let keys = sort_keys(&row_time, cfg.time_order);
     for u in 1..n_user_ids {
         let seg = &mut order[offsets[u]..offsets[u + 1]];
-        match cfg.time_order {
-            TimeOrder::RecBoleF32 => seg.sort_by(|&a, &b| {
-                (row_time[a as usize] as f32).total_cmp(&(row_time[b as usize] as f32))
-            }),
-            TimeOrder::Exact => {
-                seg.sort_by(|&a, &b| row_time[a as usize].total_cmp(&row_time[b as usize]))
-            }
+        match &keys {
+            SortKeys::F32(k) => seg.sort_by(|&a, &b| k[a as usize].total_cmp(&k[b as usize])),
+            SortKeys::F64(k) => seg.sort_by(|&a, &b| k[a as usize].total_cmp(&k[b as usize])),
         }
     }
+    drop(keys);
     let seq_items: Vec<u32> = order
         .iter()
         .map(|&r| item_final[row_item[r as usize] as usize])

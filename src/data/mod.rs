@@ -1,5 +1,5 @@
-//! Data and evaluation input (spec §5): RecBole atomic files, the paper's protocol, batches and
-//! a built-in synthetic dataset. See `docs/data.md`.
+//! Data and evaluation input (spec §5): RecBole atomic files, the paper's protocol, batches, a
+//! converter from the S³-Rec format and a built-in synthetic dataset. See `docs/data.md`.
 //!
 //! ```no_run
 //! use asif_kernels::data::{Dataset, LoadConfig, Batcher, Order};
@@ -18,6 +18,7 @@ pub mod batch;
 pub mod dataset;
 mod error;
 pub mod rng;
+pub mod s3rec;
 pub mod split;
 pub mod synthetic;
 
@@ -28,5 +29,6 @@ pub use dataset::{
     TimeOrder, TokenTable, PAD_TOKEN,
 };
 pub use error::DataError;
+pub use s3rec::{S3Rec, S3RecFiles};
 pub use split::{Sample, Split};
 pub use synthetic::SyntheticConfig;
