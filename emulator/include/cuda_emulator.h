@@ -9,7 +9,11 @@
 //   - a thread that returns early drops out of both barriers (arrive_and_drop), as on the GPU;
 //   - atomics through std::atomic_ref; dynamic shared memory through ASIF_DYNAMIC_SHARED,
 //     filled with 0xFF bytes (NaN as float) at each block so reads before writes show up;
-//   - one launch at a time in the process (a mutex), so parallel tests are safe.
+//   - one launch at a time in the process (a mutex), so parallel tests are safe;
+//   - tensor cores (kernels/mma.cuh, docs/tensor-cores.md): mma and ldmatrix are warp
+//     collectives over the PTX fragment layouts, with operands rounded as the hardware reads
+//     them; cp.async poisons its destination with NaN until the wait that completes its group;
+//     misuse (a partial warp, a misaligned address) fails the launch with a message.
 // What it cannot see: races between blocks, warp-synchronous code that relies on lockstep
 // without __syncwarp, timing, and memory-model subtleties of the real GPU. Those need the GPU.
 //
