@@ -17,7 +17,7 @@ use asif_kernels::ops::attention::{
     attention_backward, attention_forward, AttentionConfig, AttentionInputs, OutputGradients,
     ScorePair,
 };
-use asif_kernels::{Device, IndexTensor};
+use asif_kernels::{Device, IndexTensor, Precision};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const SEQ_LEN: usize = 50;
@@ -54,6 +54,7 @@ fn bench_device(
         heads: HEADS,
         dropout: 0.2,
         seed: 42,
+        precision: Precision::Fp32,
     };
     let tensor_bytes = (batch * SEQ_LEN * WIDTH * 4) as u64;
 

@@ -62,6 +62,14 @@ pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
 
+    /// A [`Precision`](crate::Precision) that the op's kernel does not compute in (the v1
+    /// kernels compute in fp32 only).
+    #[error("{op}: precision {precision} is not implemented by kernel v1 (only fp32 is)")]
+    PrecisionNotImplemented {
+        op: &'static str,
+        precision: crate::Precision,
+    },
+
     /// A switch value the spec names but this crate does not implement yet.
     #[error("not implemented yet: {0}")]
     NotImplemented(String),

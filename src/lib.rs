@@ -8,7 +8,8 @@
 //! reference, CUDA, emulated), [`Tensor`], [`ops`] (one module per op, each with a plain kernel
 //! API and a tape API), [`autograd`] (the tape and the finite-difference checker), [`data`] and
 //! [`metrics`] (RecBole data and full-ranking evaluation), [`model`] (ASIF and its baselines on
-//! the tape), [`train`] (the trainer) and [`checkpoint`] (safetensors files).
+//! the tape), [`train`] (the trainer) and [`checkpoint`] (safetensors files). [`Precision`] names
+//! the arithmetic of the ops that will use tensor cores.
 pub mod autograd;
 pub mod checkpoint;
 pub mod data;
@@ -18,12 +19,14 @@ pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod ops;
+pub mod precision;
 pub mod rng;
 pub mod tensor;
 pub mod train;
 
 pub use device::Device;
 pub use error::{Error, Result};
+pub use precision::Precision;
 pub use tensor::{IndexTensor, Tensor};
 
 /// The README's code examples, compiled and run as doctests so the README stays true.

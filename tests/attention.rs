@@ -14,7 +14,7 @@ use asif_kernels::ops::attention::{
     self, AttentionConfig, AttentionInputs, Geometry, OutputGradients, ReferenceMatrix,
     ReferenceProblem, ScorePair,
 };
-use asif_kernels::{Device, Error, IndexTensor, Tensor};
+use asif_kernels::{Device, Error, IndexTensor, Precision, Tensor};
 use common::{all_devices, assert_close, kernel_devices, random, rng, tensor, weighted};
 
 /// fp32 against the f64 reference: sums of at most 64 terms per softmax and per dot product.
@@ -74,6 +74,7 @@ impl Case {
             heads: self.heads,
             dropout: self.dropout,
             seed: 0x5EED_F00D,
+            precision: Precision::Fp32,
         }
     }
     fn geometry(&self) -> Geometry {
@@ -600,6 +601,53 @@ fn dropout_is_applied_and_regenerated() {
             }),
             "dropout changes the output"
         );
+    }
+}
+
+#[test]
+fn tf32_and_bf16_are_not_implemented_by_kernel_v1() {
+    let case = Case {
+        lengths: vec![3, 2],
+        seq_len: 3,
+        heads: 2,
+        head_dim: 4,
+        pairs: 2,
+        fused: true,
+        position: true,
+        shared_positions: false,
+        dropout: 0.0,
+    };
+    let data = case.data(15);
+    for device in all_devices() {
+        let inputs = case.tensors(&device, &data.inputs);
+        let lengths = case.lengths(&device);
+        let fp32 = case.config();
+        assert_eq!(fp32.precision, Precision::default());
+        let (outputs, saved) =
+            attention::attention_forward(&inputs, &lengths, &fp32).expect("fp32 forward");
+        let upstream = OutputGradients {
+            id: Some(&outputs.id),
+            ..Default::default()
+        };
+        for precision in [Precision::Tf32, Precision::Bf16] {
+            let config = AttentionConfig { precision, ..fp32 };
+            let forward = attention::attention_forward(&inputs, &lengths, &config).map(|_| ());
+            let backward =
+                attention::attention_backward(&inputs, &lengths, &config, &saved, &upstream)
+                    .map(|_| ());
+            for (what, result) in [("forward", forward), ("backward", backward)] {
+                match result {
+                    Err(Error::PrecisionNotImplemented {
+                        op: "attention",
+                        precision: named,
+                    }) if named == precision => {}
+                    other => panic!(
+                        "attention {what} in {precision} on {}: {other:?}",
+                        device.name()
+                    ),
+                }
+            }
+        }
     }
 }
 

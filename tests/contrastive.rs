@@ -10,9 +10,9 @@ use asif_kernels::autograd::gradcheck::{check_gradient, GradCheckOptions};
 use asif_kernels::autograd::Tape;
 use asif_kernels::ops::contrastive::{
     contrastive_loss, contrastive_loss_forward_backward, forward_backward_reference,
-    initial_logit_scale, ContrastiveReduction, ContrastiveReference,
+    initial_logit_scale, ContrastiveOptions, ContrastiveReduction, ContrastiveReference,
 };
-use asif_kernels::{Device, Error, IndexTensor};
+use asif_kernels::{Device, Error, IndexTensor, Precision};
 use common::{
     all_devices, assert_close, emulated, gradcheck_options, random, relative_error, rng, tensor,
 };
@@ -626,6 +626,44 @@ fn bad_inputs_are_typed_errors_and_wild_lengths_are_clamped() {
                 contrastive_loss_forward_backward(&x, &x, &cpu_lengths, &s, None, mean, 1.0),
                 Err(Error::DeviceMismatch { .. })
             ));
+        }
+    }
+}
+
+#[test]
+fn tf32_and_bf16_are_not_implemented_by_kernel_v1() {
+    let mut rng = rng(15);
+    for device in all_devices() {
+        let x = tensor(&device, &[2, 4, 3], &random(&mut rng, 2 * 4 * 3, 0.0, 1.0));
+        let lengths = IndexTensor::from_vec(&device, &[2], vec![4, 2]).expect("lengths");
+        let s = tensor(&device, &[1], &[initial_logit_scale() as f64]);
+        let reduction = ContrastiveReduction::MeanPerSequence;
+        let fp32 = ContrastiveOptions::from(reduction);
+        assert_eq!(fp32.precision, Precision::Fp32);
+        assert!(contrastive_loss_forward_backward(&x, &x, &lengths, &s, None, fp32, 1.0).is_ok());
+        for precision in [Precision::Tf32, Precision::Bf16] {
+            let options = ContrastiveOptions {
+                reduction,
+                precision,
+            };
+            let plain = contrastive_loss_forward_backward(&x, &x, &lengths, &s, None, options, 1.0)
+                .map(|_| ());
+            let tape = Tape::new();
+            let (x_var, s_var) = (tape.leaf(x.clone()), tape.leaf(s.clone()));
+            let taped = contrastive_loss(&tape, &x_var, &x_var, &lengths, &s_var, None, options)
+                .map(|_| ());
+            for (what, result) in [("plain", plain), ("tape", taped)] {
+                match result {
+                    Err(Error::PrecisionNotImplemented {
+                        op: "contrastive_loss",
+                        precision: named,
+                    }) if named == precision => {}
+                    other => panic!(
+                        "contrastive loss ({what}) in {precision} on {}: {other:?}",
+                        device.name()
+                    ),
+                }
+            }
         }
     }
 }

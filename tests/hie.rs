@@ -8,7 +8,7 @@ mod common;
 use asif_kernels::autograd::gradcheck::{check_gradient, GradCheckOptions};
 use asif_kernels::autograd::Tape;
 use asif_kernels::ops::hie::{self, Dims, HieBackward, HieOptions};
-use asif_kernels::{Device, IndexTensor, Tensor};
+use asif_kernels::{Device, Error, IndexTensor, Precision, Tensor};
 use common::{all_devices, assert_close, random, rng, tensor, weighted};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -822,4 +822,45 @@ fn bad_shapes_and_arguments_are_errors() {
         .is_err(),
         "dy shape"
     );
+}
+
+#[test]
+fn tf32_and_bf16_are_not_implemented_by_kernel_v1() {
+    let mut rng = rng(15);
+    for device in all_devices() {
+        let h = tensor(
+            &device,
+            &[2, 4, 16],
+            &random(&mut rng, 2 * 4 * 16, 0.0, 1.0),
+        );
+        let w = tensor(&device, &[4, 3], &random(&mut rng, 4 * 3, 0.0, 1.0));
+        let lengths = IndexTensor::from_vec(&device, &[2], vec![4, 2]).unwrap();
+        let fp32 = HieOptions::default();
+        assert_eq!(fp32.precision, Precision::Fp32);
+        let (_, saved) = hie::hie_forward(&h, &h, &w, &lengths, fp32).expect("fp32 forward");
+        for precision in [Precision::Tf32, Precision::Bf16] {
+            let options = HieOptions { precision, ..fp32 };
+            let forward = hie::hie_forward(&h, &h, &w, &lengths, options).map(|_| ());
+            let backward = hie::hie_backward(
+                &h,
+                &h,
+                &w,
+                &lengths,
+                &saved,
+                &h,
+                options,
+                HieBackward::QConstant,
+            )
+            .map(|_| ());
+            for (what, result) in [("forward", forward), ("backward", backward)] {
+                match result {
+                    Err(Error::PrecisionNotImplemented {
+                        op: "hie",
+                        precision: named,
+                    }) if named == precision => {}
+                    other => panic!("hie {what} in {precision} on {}: {other:?}", device.name()),
+                }
+            }
+        }
+    }
 }

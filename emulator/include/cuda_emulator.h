@@ -9,7 +9,11 @@
 //   - a thread that returns early drops out of both barriers (arrive_and_drop), as on the GPU;
 //   - atomics through std::atomic_ref; dynamic shared memory through ASIF_DYNAMIC_SHARED,
 //     filled with 0xFF bytes (NaN as float) at each block so reads before writes show up;
-//   - one launch at a time in the process (a mutex), so parallel tests are safe.
+//   - one launch at a time in the process (a mutex), so parallel tests are safe;
+//   - tensor cores (kernels/mma.cuh, docs/tensor-cores.md): mma and ldmatrix are warp
+//     collectives over the PTX fragment layouts, with operands rounded as the hardware reads
+//     them; cp.async poisons its destination with NaN until the wait that completes its group;
+//     misuse (a partial warp, a misaligned address) fails the launch with a message.
 // What it cannot see: races between blocks, warp-synchronous code that relies on lockstep
 // without __syncwarp, timing, and memory-model subtleties of the real GPU. Those need the GPU.
 //
@@ -27,6 +31,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -40,7 +45,7 @@
 #define __noinline__
 #define __restrict__ __restrict
 #define __shared__ static
-#define __align__(n) alignas(n)
+#define __align__(n) __attribute__((aligned(n)))
 #define __launch_bounds__(...)
 #define ASIF_DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(::emu::dynamic_shared())
 
@@ -64,12 +69,22 @@ struct Warp {
     std::unique_ptr<std::barrier<>> barrier;
     unsigned size = 0;
     std::uint64_t exchange[32] = {};
+    // Warp collectives of kernels/mma.cuh (mma, ldmatrix): each lane's operand registers or row
+    // address, and whether the lane is taking part in the current collective.
+    std::uint32_t fragment_a[32][4] = {};
+    std::uint32_t fragment_b[32][2] = {};
+    const void* row_address[32] = {};
+    bool present[32] = {};
 };
 
 struct Block {
     std::unique_ptr<std::barrier<>> barrier;
     std::vector<Warp> warps;
     std::vector<unsigned char> shared;
+    // The first misuse a kernel made of an emulated instruction (a partial warp in an mma, a
+    // misaligned cp.async...); the launch then fails with this message.
+    std::mutex error_mutex;
+    std::string error;
 };
 
 inline Block* current_block = nullptr;
@@ -82,6 +97,12 @@ inline void* dynamic_shared() {
 }
 
 inline Warp& my_warp() { return current_block->warps[warp_id]; }
+
+// Records a misuse of an emulated instruction; the launch returns it as its error.
+inline void report(const char* message) {
+    std::lock_guard<std::mutex> guard(current_block->error_mutex);
+    if (current_block->error.empty()) current_block->error = message;
+}
 
 // Every active lane publishes `value`, then reads lane `source`'s (its own where `source` is
 // outside the warp), then waits again so the buffer is not overwritten before all have read.
@@ -190,6 +211,170 @@ inline float __uint_as_float(unsigned bits) { float f; std::memcpy(&f, &bits, 4)
 template <typename T>
 T __ldg(const T* address) { return *address; }
 
+// Tensor-core building blocks (kernels/mma.cuh calls these in place of its inline PTX; the model
+// is described in docs/tensor-cores.md).
+namespace emu {
+
+inline float bits_to_float(std::uint32_t bits) { float f; std::memcpy(&f, &bits, 4); return f; }
+inline std::uint32_t float_to_bits(float f) { std::uint32_t bits; std::memcpy(&bits, &f, 4); return bits; }
+
+// cvt.rna.tf32.f32: keep 10 mantissa bits, round to nearest with ties away from zero (adding half
+// an ulp to the magnitude bits does exactly that), low 13 bits zero. NaN and infinity pass.
+inline std::uint32_t tf32_round(float x) {
+    const std::uint32_t bits = float_to_bits(x);
+    if ((bits & 0x7f800000u) == 0x7f800000u) return bits;
+    return (bits + 0x1000u) & ~0x1fffu;
+}
+
+// cvt.rn.bf16.f32: round to nearest even; NaN stays a (quiet) NaN.
+inline std::uint32_t bf16_round(float x) {
+    const std::uint32_t bits = float_to_bits(x);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (bits >> 16) | 0x0040u;
+    return (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+}
+// cvt.rn.bf16x2.f32 d, high, low: `low` in bits 0..15, `high` in bits 16..31.
+inline std::uint32_t bf16x2_pack(float low, float high) { return bf16_round(low) | (bf16_round(high) << 16); }
+
+// What the tensor core reads of an operand: a TF32 register's upper 19 bits (its low 13 bits are
+// ignored), a bf16 half's 16 bits widened exactly.
+inline double tf32_operand(std::uint32_t bits) { return bits_to_float(bits & ~0x1fffu); }
+inline double bf16_operand(std::uint32_t bits, int half) { return bits_to_float(((bits >> (16 * half)) & 0xffffu) << 16); }
+
+// Opens a warp collective: every lane publishes, then all wait. False (and an error for the
+// launch) unless all 32 lanes of a full warp take part, as .sync.aligned requires.
+inline bool collective_begin(Warp& warp, const char* what) {
+    warp.present[lane_id] = true;
+    warp.barrier->arrive_and_wait();
+    bool full = warp.size == 32;
+    for (unsigned lane = 0; lane < 32 && full; ++lane) full = warp.present[lane];
+    if (!full) report(what);
+    return full;
+}
+// Closes it: nobody overwrites the published values before every lane has read them.
+inline void collective_end(Warp& warp) {
+    warp.barrier->arrive_and_wait();
+    warp.present[lane_id] = false;
+}
+
+// C/D fragment of both shapes (PTX ISA, "Matrix Fragments for mma.m16n8k8/m16n8k16"):
+// c[i] is D[groupID + 8·(i ≥ 2)][2·threadID_in_group + (i & 1)].
+// Each lane computes its own four outputs from the operands all lanes published: exact products
+// of the rounded inputs summed in double, plus C, rounded once to fp32. The hardware's internal
+// accumulation order and rounding are unspecified; integer-valued tiles make both exact.
+template <typename ElementA, typename ElementB>
+inline void mma_m16n8(float* d, const float* c, int depth, ElementA element_a, ElementB element_b) {
+    const int group = (int)lane_id >> 2, thread_in_group = (int)lane_id & 3;
+    float out[4];
+    for (int i = 0; i < 4; ++i) {
+        const int row = group + 8 * (i >> 1), col = 2 * thread_in_group + (i & 1);
+        double sum = 0.0;
+        for (int k = 0; k < depth; ++k) sum += element_a(row, k) * element_b(k, col);
+        out[i] = (float)(sum + (double)c[i]);
+    }
+    for (int i = 0; i < 4; ++i) d[i] = out[i];
+}
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32. Fragments (groupID g, threadID_in_group t):
+// A a[i] = A[g + 8·(i & 1)][t + 4·(i ≥ 2)]; B b[i] = B[t + 4·i][g].
+inline void mma_m16n8k8_tf32(float* d, const std::uint32_t* a, const std::uint32_t* b, const float* c) {
+    Warp& warp = my_warp();
+    for (int i = 0; i < 4; ++i) warp.fragment_a[lane_id][i] = a[i];
+    for (int i = 0; i < 2; ++i) warp.fragment_b[lane_id][i] = b[i];
+    if (collective_begin(warp, "mma.m16n8k8.tf32 needs all 32 lanes of a full warp")) {
+        mma_m16n8(
+            d, c, 8,
+            [&](int row, int k) { return tf32_operand(warp.fragment_a[(row % 8) * 4 + k % 4][(row / 8) + 2 * (k / 4)]); },
+            [&](int k, int col) { return tf32_operand(warp.fragment_b[col * 4 + k % 4][k / 4]); });
+    }
+    collective_end(warp);
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32. Register i holds two bf16 (element 2i in
+// the low half): A a[i] = A[g + 8·(i & 1)][2t + half + 8·(i ≥ 2)]; B b[i] = B[2t + half + 8·i][g].
+inline void mma_m16n8k16_bf16(float* d, const std::uint32_t* a, const std::uint32_t* b, const float* c) {
+    Warp& warp = my_warp();
+    for (int i = 0; i < 4; ++i) warp.fragment_a[lane_id][i] = a[i];
+    for (int i = 0; i < 2; ++i) warp.fragment_b[lane_id][i] = b[i];
+    if (collective_begin(warp, "mma.m16n8k16.bf16 needs all 32 lanes of a full warp")) {
+        mma_m16n8(
+            d, c, 16,
+            [&](int row, int k) {
+                return bf16_operand(warp.fragment_a[(row % 8) * 4 + (k % 8) / 2][(row / 8) + 2 * (k / 8)], k % 2);
+            },
+            [&](int k, int col) { return bf16_operand(warp.fragment_b[col * 4 + (k % 8) / 2][k / 8], k % 2); });
+    }
+    collective_end(warp);
+}
+
+// ldmatrix.sync.aligned.m8n8.x{1,2,4}{.trans}.shared.b16: lane 8·i + r gives the address of row r
+// of 8×8 matrix i (16 bytes, 16-byte aligned). Lane L receives in r[i] two 16-bit elements of
+// matrix i: (row L/4, columns 2·(L%4) and +1), or with .trans (rows 2·(L%4) and +1, column L/4);
+// the first in the low half.
+inline void ldmatrix(std::uint32_t* r, int count, bool transposed, const void* row) {
+    Warp& warp = my_warp();
+    warp.row_address[lane_id] = row;
+    if ((int)lane_id < 8 * count && (reinterpret_cast<std::uintptr_t>(row) & 15u) != 0) {
+        report("ldmatrix: a row address is not 16-byte aligned");
+    }
+    if (collective_begin(warp, "ldmatrix needs all 32 lanes of a full warp")) {
+        const int lane = (int)lane_id;
+        for (int i = 0; i < count; ++i) {
+            auto element = [&](int matrix_row, int column) {
+                std::uint16_t value;
+                std::memcpy(&value, static_cast<const unsigned char*>(warp.row_address[8 * i + matrix_row]) + 2 * column, 2);
+                return (std::uint32_t)value;
+            };
+            const std::uint32_t low = transposed ? element(2 * (lane % 4), lane / 4) : element(lane / 4, 2 * (lane % 4));
+            const std::uint32_t high = transposed ? element(2 * (lane % 4) + 1, lane / 4) : element(lane / 4, 2 * (lane % 4) + 1);
+            r[i] = low | (high << 16);
+        }
+    }
+    collective_end(warp);
+}
+
+// cp.async.cg.shared.global (16 bytes) with commit and wait groups, per thread as in PTX. The
+// source is read at issue; the destination holds NaN (0xFF bytes) from issue until the wait that
+// completes the copy's group, so reading it too early fails the same way every run.
+struct PendingCopy {
+    void* destination;
+    unsigned char bytes[16];
+};
+inline thread_local std::vector<PendingCopy> copies_uncommitted;
+inline thread_local std::vector<std::vector<PendingCopy>> copies_committed;  // oldest group first
+
+inline void cp_async_reset() {
+    copies_uncommitted.clear();
+    copies_committed.clear();
+}
+inline void cp_async_16(void* shared_destination, const void* global_source) {
+    if (((reinterpret_cast<std::uintptr_t>(shared_destination) | reinterpret_cast<std::uintptr_t>(global_source)) & 15u) != 0) {
+        report("cp.async: a 16-byte copy with an address that is not 16-byte aligned");
+        return;
+    }
+    PendingCopy copy{shared_destination, {}};
+    std::memcpy(copy.bytes, global_source, 16);
+    std::memset(shared_destination, 0xFF, 16);
+    copies_uncommitted.push_back(copy);
+}
+inline void cp_async_commit() {
+    copies_committed.push_back(std::move(copies_uncommitted));
+    copies_uncommitted.clear();
+}
+// cp.async.wait_group N: completes every committed group but the N most recent.
+inline void cp_async_wait_group(int pending) {
+    while ((int)copies_committed.size() > pending) {
+        for (const PendingCopy& copy : copies_committed.front()) std::memcpy(copy.destination, copy.bytes, 16);
+        copies_committed.erase(copies_committed.begin());
+    }
+}
+// cp.async.wait_all = commit_group + wait_group 0.
+inline void cp_async_wait_all() {
+    cp_async_commit();
+    cp_async_wait_group(0);
+}
+
+}  // namespace emu
+
 namespace emu {
 
 using Thunk = void (*)(void**);
@@ -254,6 +439,7 @@ inline int launch(Thunk kernel, dim3 grid, dim3 block, unsigned shared_bytes, vo
             for (unsigned long long b = 0; b < blocks; ++b) {
                 start.arrive_and_wait();
                 blockIdx = uint3{(unsigned)(b % grid.x), (unsigned)((b / grid.x) % grid.y), (unsigned)(b / ((unsigned long long)grid.x * grid.y))};
+                cp_async_reset();
                 kernel(args);
                 current_block->barrier->arrive_and_drop();
                 my_warp().barrier->arrive_and_drop();
@@ -270,6 +456,10 @@ inline int launch(Thunk kernel, dim3 grid, dim3 block, unsigned shared_bytes, vo
     }
     for (auto& worker : workers) worker.join();
     current_block = nullptr;
+    if (!state.error.empty()) {
+        std::snprintf(error, error_len, "%s", state.error.c_str());
+        return 1;
+    }
     return 0;
 }
 

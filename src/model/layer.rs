@@ -25,7 +25,7 @@ use crate::ops::hie::{hie, HieOptions};
 use crate::ops::linear::linear;
 use crate::ops::residual_norm::{residual_layer_norm, DropoutSettings};
 use crate::rng::hash64;
-use crate::{Error, IndexTensor, Result, Tensor};
+use crate::{Error, IndexTensor, Precision, Result, Tensor};
 
 use super::Mode;
 
@@ -185,6 +185,7 @@ impl Sublayers<'_> {
                 DropoutMode::Eval => 0.0,
             },
             seed: self.seeds.next(),
+            precision: Precision::Fp32,
         }
     }
 

@@ -20,7 +20,7 @@ use crate::autograd::{Gradients, Tape, Var};
 use crate::data::{Batch, Dataset, TokenTable};
 use crate::ops::add::add;
 use crate::ops::attention::attention;
-use crate::ops::contrastive::{contrastive_loss, initial_logit_scale};
+use crate::ops::contrastive::{contrastive_loss, initial_logit_scale, ContrastiveReduction};
 use crate::ops::cross_entropy::cross_entropy_over_items;
 use crate::ops::dropout::dropout;
 use crate::ops::embedding::{embedding, pooled_embedding};
@@ -543,7 +543,7 @@ impl Model {
                     &inputs.lengths,
                     params.get("logit_scale"),
                     groups.as_ref(),
-                    self.config.rsa_reduction.into(),
+                    ContrastiveReduction::from(self.config.rsa_reduction),
                 )?)
             }
             _ => None,

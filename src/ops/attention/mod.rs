@@ -29,7 +29,7 @@ pub use cpu::{
 
 use crate::autograd::{Tape, Var, VarId};
 use crate::device::{Buffer, Device};
-use crate::{Error, IndexTensor, Result, Tensor};
+use crate::{Error, IndexTensor, Precision, Result, Tensor};
 
 const OP: &str = "attention";
 
@@ -64,6 +64,10 @@ pub struct AttentionConfig {
     pub dropout: f32,
     /// Seed of the dropout hash; use a fresh one per step and layer.
     pub seed: u64,
+    /// Arithmetic of the score and value products (`crate::precision`). Kernel v1 computes in
+    /// fp32 only: [`Precision::Tf32`] and [`Precision::Bf16`] are
+    /// [`Error::PrecisionNotImplemented`].
+    pub precision: Precision,
 }
 
 /// O_X (`id`), O_A (`fused`), O_P (`position`), each `[B, n, d]`.
@@ -124,6 +128,7 @@ fn check<'a>(
     lengths: &IndexTensor,
     config: &AttentionConfig,
 ) -> Result<Checked<'a>> {
+    config.precision.require_fp32(OP)?;
     let pairs = inputs.score_pairs.len();
     if !(1..=3).contains(&pairs) {
         return Err(Error::argument(

@@ -16,7 +16,7 @@ pub use cpu::{forward_backward as forward_backward_reference, ContrastiveReferen
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
-use crate::{Error, IndexTensor, Result, Tensor};
+use crate::{Error, IndexTensor, Precision, Result, Tensor};
 
 /// The largest logit scale κ (CLIP's clamp); above it the gradient to s is zero.
 pub const LOGIT_SCALE_MAX: f32 = 100.0;
@@ -41,6 +41,27 @@ pub enum ContrastiveReduction {
     /// L_co = (1/B) Σ_b 1/2 Σ_t (ℓ_X(t) + ℓ_A(t)): eq. 9 literally, no 1/L_b
     /// (`rsa_reduction=sum`).
     Sum,
+}
+
+/// How the loss is computed: the reduction and the arithmetic of the similarity products.
+/// A bare [`ContrastiveReduction`] converts into it with the default precision, so
+/// `contrastive_loss_forward_backward(.., ContrastiveReduction::Sum, ..)` reads as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ContrastiveOptions {
+    pub reduction: ContrastiveReduction,
+    /// Arithmetic of S = κ·X̃Ãᵀ and its gradients (`crate::precision`). Kernel v1 computes in
+    /// fp32 only: [`Precision::Tf32`] and [`Precision::Bf16`] are
+    /// [`Error::PrecisionNotImplemented`].
+    pub precision: Precision,
+}
+
+impl From<ContrastiveReduction> for ContrastiveOptions {
+    fn from(reduction: ContrastiveReduction) -> Self {
+        ContrastiveOptions {
+            reduction,
+            precision: Precision::default(),
+        }
+    }
 }
 
 /// The loss and the gradients of `upstream · loss`.
@@ -137,6 +158,8 @@ fn check(
 /// logit-scale parameter `logit_scale` (s, shape [1]; κ = min(exp s, 100)), and the gradients of
 /// `upstream · L_co` with respect to x, a and s.
 ///
+/// `options` is a [`ContrastiveOptions`] or just a [`ContrastiveReduction`] (fp32).
+///
 /// `groups` ([B, n], optional) is the dedup switch (`rsa_dedup`): position u ≠ t is removed from
 /// row t's and column t's negatives when `groups[b][u] == groups[b][t]`. Pass item ids to stop
 /// repeated items acting as negatives of each other, or attribute-set ids for same-attribute
@@ -147,9 +170,14 @@ pub fn contrastive_loss_forward_backward(
     lengths: &IndexTensor,
     logit_scale: &Tensor,
     groups: Option<&IndexTensor>,
-    reduction: ContrastiveReduction,
+    options: impl Into<ContrastiveOptions>,
     upstream: f32,
 ) -> Result<ContrastiveOutput> {
+    let ContrastiveOptions {
+        reduction,
+        precision,
+    } = options.into();
+    precision.require_fp32(OP)?;
     let (batch, n, d) = check(x, a, lengths, logit_scale, groups)?;
     if !upstream.is_finite() {
         return Err(Error::argument(
@@ -239,7 +267,7 @@ pub fn contrastive_loss(
     lengths: &IndexTensor,
     logit_scale: &Var,
     groups: Option<&IndexTensor>,
-    reduction: ContrastiveReduction,
+    options: impl Into<ContrastiveOptions>,
 ) -> Result<Var> {
     let out = contrastive_loss_forward_backward(
         x.value(),
@@ -247,7 +275,7 @@ pub fn contrastive_loss(
         lengths,
         logit_scale.value(),
         groups,
-        reduction,
+        options,
         1.0,
     )?;
     let (x_id, a_id, s_id) = (x.id(), a.id(), logit_scale.id());

@@ -17,7 +17,7 @@ pub use cpu::{
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
-use crate::{Error, IndexTensor, Result, Tensor};
+use crate::{Error, IndexTensor, Precision, Result, Tensor};
 
 const OP: &str = "hie";
 
@@ -44,6 +44,10 @@ pub struct HieOptions {
     pub keep_padding: bool,
     /// Rank guard threshold, relative to the largest residual norm so far ([`RANK_TOLERANCE`]).
     pub rank_tolerance: f32,
+    /// Arithmetic of the QR and projection products (`crate::precision`). Kernel v1 computes in
+    /// fp32 only: [`Precision::Tf32`] and [`Precision::Bf16`] are
+    /// [`Error::PrecisionNotImplemented`].
+    pub precision: Precision,
 }
 
 impl Default for HieOptions {
@@ -51,6 +55,7 @@ impl Default for HieOptions {
         HieOptions {
             keep_padding: false,
             rank_tolerance: RANK_TOLERANCE,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -150,6 +155,7 @@ fn dims(h_x: &Tensor, h_a: &Tensor, w_r: &Tensor, lengths: &IndexTensor) -> Resu
 }
 
 fn check_options(options: &HieOptions) -> Result<()> {
+    options.precision.require_fp32(OP)?;
     let tolerance = options.rank_tolerance;
     if !(tolerance.is_finite() && (0.0..1.0).contains(&tolerance)) {
         return Err(Error::argument(
