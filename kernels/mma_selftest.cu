@@ -15,6 +15,13 @@
 // warp collectives). Traffic: under 5 KB; this family exists for its answers, not its speed.
 //
 // Versions: 1 (issue 15).
+//
+// Gates (docs/build.md): one warp per launch, so at most 32 blocks of one warp each per SM.
+//   asif-gate: mma_selftest_tf32 block=32 occupancy>=50% tensor_core
+//   asif-gate: mma_selftest_3xtf32 block=32 occupancy>=50% tensor_core
+//   asif-gate: mma_selftest_bf16 block=32 occupancy>=50% tensor_core
+//   asif-gate: mma_selftest_ldmatrix block=32 occupancy>=50% tensor_core
+//   asif-gate: mma_selftest_cp_async block=32 occupancy>=50% tensor_core vector_io
 #include "common.cuh"
 #include "mma.cuh"
 
