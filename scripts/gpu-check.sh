@@ -123,7 +123,8 @@ print(f"copy bandwidth: {2 * x.numel() * 4 / (ms * 1e-3) / 1e9:.0f} GB/s (read +
   fi
   for test in "$bundle"/bin/*; do
     case "$(basename "$test")" in bench-*) continue ;; esac
-    section "test-$(basename "$test")" 60 "$test" --test-threads=1
+    # Poison mode (docs/testing.md): uninitialised buffers start as NaN in every test binary.
+    ASIF_POISON_UNINIT=1 section "test-$(basename "$test")" 60 "$test" --test-threads=1
   done
   for bench in "$bundle"/bin/bench-*; do
     [ -x "$bench" ] || continue

@@ -41,10 +41,7 @@ impl<T: Scalar> Tensor<T> {
                 ),
             ));
         }
-        let buffer = match device {
-            Device::Cuda(_) => device.upload(&data)?,
-            Device::Cpu | Device::Emulated(_) => Buffer::Host(data),
-        };
+        let buffer = device.upload_vec(data)?;
         Ok(Tensor {
             shape: shape.to_vec(),
             storage: Arc::new(buffer),
@@ -86,9 +83,18 @@ impl<T: Scalar> Tensor<T> {
     pub fn buffer(&self) -> &Buffer<T> {
         &self.storage
     }
-    /// The buffer for writing, copied first if another tensor shares it.
-    pub(crate) fn buffer_mut(&mut self) -> &mut Buffer<T> {
-        Arc::make_mut(&mut self.storage)
+    /// The buffer for writing, copied first (`Device::duplicate`, counted) if another tensor
+    /// shares it.
+    pub(crate) fn buffer_mut(&mut self) -> Result<&mut Buffer<T>> {
+        if Arc::get_mut(&mut self.storage).is_none() {
+            self.storage = Arc::new(self.device.duplicate(&self.storage)?);
+        }
+        Arc::get_mut(&mut self.storage).ok_or_else(|| {
+            Error::argument(
+                "Tensor::buffer_mut",
+                "a buffer copied just now is still shared",
+            )
+        })
     }
 
     /// The values, copied to the host.

@@ -6,19 +6,28 @@ pub trait Scalar:
     bytemuck::Pod + DeviceRepr + ValidAsZeroBits + Default + std::fmt::Debug + Send + Sync + 'static
 {
     const NAME: &'static str;
+    /// What an uninitialised buffer holds in the poison mode (`Device::uninitialized`): a value
+    /// no kernel computes on purpose, so a slot the kernel forgot to write shows in a parity test.
+    const POISON: Self;
 }
 impl Scalar for f32 {
     const NAME: &'static str = "f32";
+    /// NaN: it propagates through any arithmetic that reads it and fails every finite check.
+    const POISON: Self = f32::NAN;
 }
 impl Scalar for i32 {
     const NAME: &'static str = "i32";
+    /// The most negative value: out of range as an index, length or id.
+    const POISON: Self = i32::MIN;
 }
 impl Scalar for u32 {
     const NAME: &'static str = "u32";
+    const POISON: Self = u32::MAX;
 }
 
-/// A buffer of `T` on some device.
-#[derive(Debug, Clone)]
+/// A buffer of `T` on some device. Not `Clone`: a copy goes through `Device::duplicate`, which
+/// counts it (`Device::counters`).
+#[derive(Debug)]
 pub enum Buffer<T: Scalar> {
     /// Host memory: the CPU reference device, and the emulated device's "device memory".
     Host(Vec<T>),

@@ -3,13 +3,14 @@
 //! cudarc loads the driver and libraries by name at run time and panics when one is absent, so
 //! every entry point here checks presence first and returns [`Error::CudaUnavailable`].
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 
-use super::{Buffer, KernelArg, LaunchConfig};
+use super::{Buffer, Counters, KernelArg, LaunchConfig};
 use crate::kernels::{self, KernelRef};
 use crate::{Error, Result};
 
@@ -21,7 +22,13 @@ pub struct CudaBackend {
     stream: Arc<CudaStream>,
     blas: Mutex<Option<Arc<CudaBlas>>>,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    counters: Counters,
+    poison_uninitialized: AtomicBool,
 }
+
+/// The environment variable that turns the poison mode on for every CUDA device the process
+/// opens (`Device::uninitialized`); the GPU script sets it.
+pub const POISON_UNINITIALIZED_ENV: &str = "ASIF_POISON_UNINIT";
 
 impl CudaBackend {
     pub fn new(ordinal: usize) -> Result<Self> {
@@ -44,7 +51,23 @@ impl CudaBackend {
             stream,
             blas: Mutex::new(None),
             modules: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            poison_uninitialized: AtomicBool::new(
+                std::env::var(POISON_UNINITIALIZED_ENV).is_ok_and(|v| !v.is_empty() && v != "0"),
+            ),
         })
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Whether `Device::uninitialized` fills its buffers with `Scalar::POISON` first.
+    pub fn poison_uninitialized(&self) -> bool {
+        self.poison_uninitialized.load(Ordering::Relaxed)
+    }
+    pub fn set_poison_uninitialized(&self, poison: bool) {
+        self.poison_uninitialized.store(poison, Ordering::Relaxed);
     }
 
     pub fn ordinal(&self) -> usize {

@@ -1,7 +1,8 @@
 //! The emulated device: kernels run on the host through `asif_emulator::launch`.
 use std::ffi::c_void;
+use std::sync::Arc;
 
-use super::{KernelArg, LaunchConfig};
+use super::{Counters, KernelArg, LaunchConfig};
 use crate::kernels::KernelRef;
 use crate::{Error, Result};
 
@@ -10,14 +11,23 @@ use crate::{Error, Result};
 pub type EmulatorLaunchFn =
     unsafe fn(&str, [u32; 3], [u32; 3], u32, &[*mut c_void]) -> std::result::Result<(), String>;
 
-#[derive(Clone, Copy)]
+/// The emulator's launch function and this device's counters (shared by its clones).
+#[derive(Clone)]
 pub struct Emulator {
     launch: EmulatorLaunchFn,
+    counters: Arc<Counters>,
 }
 
 impl Emulator {
     pub fn new(launch: EmulatorLaunchFn) -> Self {
-        Emulator { launch }
+        Emulator {
+            launch,
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     pub(crate) fn launch(

@@ -4,8 +4,10 @@
 //! - [`Device::Emulated`]: the same `.cu` kernels compiled for the host (test-only, provided by
 //!   the `asif-emulator` crate), device memory being host memory.
 //!
-//! CUDA and emulated devices share [`Device::launch`]; only its last step differs.
+//! CUDA and emulated devices share [`Device::launch`]; only its last step differs. Both count
+//! what they do in the same way ([`Device::counters`], `counters.rs`).
 mod buffer;
+mod counters;
 mod cuda;
 mod emulated;
 mod launch;
@@ -13,7 +15,8 @@ mod launch;
 use std::sync::Arc;
 
 pub use buffer::{Buffer, Scalar};
-pub use cuda::CudaBackend;
+pub use counters::{CounterSnapshot, Counters};
+pub use cuda::{CudaBackend, POISON_UNINITIALIZED_ENV};
 pub use emulated::{Emulator, EmulatorLaunchFn};
 pub use launch::{KernelArg, LaunchConfig, MAX_DEFAULT_SHARED_BYTES};
 
@@ -83,24 +86,117 @@ impl Device {
         }
     }
 
-    /// A buffer of `len` zeros.
+    /// What this device has done so far (launches, memsets, allocations, copies); shared by its
+    /// clones. The CPU device counts nothing: its counters stay at zero.
+    pub fn counters(&self) -> &Counters {
+        static CPU_COUNTS_NOTHING: Counters = Counters::new();
+        match self {
+            Device::Cpu => &CPU_COUNTS_NOTHING,
+            Device::Cuda(backend) => backend.counters(),
+            Device::Emulated(emulator) => emulator.counters(),
+        }
+    }
+
+    /// The counters of the CUDA and emulated devices; `None` on the CPU.
+    fn counting(&self) -> Option<&Counters> {
+        match self {
+            Device::Cpu => None,
+            Device::Cuda(backend) => Some(backend.counters()),
+            Device::Emulated(emulator) => Some(emulator.counters()),
+        }
+    }
+
+    /// A buffer of `len` zeros: one allocation and one memset. Ops use it only where a kernel
+    /// accumulates into its output (or leaves some of it untouched on purpose); a buffer that a
+    /// kernel overwrites entirely comes from [`Device::uninitialized`].
     pub fn zeros<T: Scalar>(&self, len: usize) -> Result<Buffer<T>> {
+        if let Some(counters) = self.counting() {
+            counters.allocation(len * size_of::<T>());
+            counters.memset();
+        }
         match self {
             Device::Cuda(backend) => Ok(Buffer::Cuda(backend.stream().alloc_zeros::<T>(len)?)),
             Device::Cpu | Device::Emulated(_) => Ok(Buffer::Host(vec![T::default(); len])),
         }
     }
 
+    /// A buffer of `len` elements whose values are unspecified: one allocation, no memset.
+    ///
+    /// Invariant: only for a buffer that the next kernel writes in full (every element, whatever
+    /// the input) before anything reads it; a buffer that a kernel accumulates into, or leaves
+    /// partly untouched, comes from [`Device::zeros`]. To make a break of that invariant visible,
+    /// the poison mode fills the buffer with [`Scalar::POISON`] (NaN for f32) first: always on the
+    /// emulated and CPU devices, and on CUDA when [`POISON_UNINITIALIZED_ENV`] is set or
+    /// [`Device::set_poison_uninitialized`] turned it on (the GPU parity tests do). A slot the
+    /// kernel skips then reads back NaN and fails its parity test. The fill is not counted.
+    pub fn uninitialized<T: Scalar>(&self, len: usize) -> Result<Buffer<T>> {
+        if let Some(counters) = self.counting() {
+            counters.allocation(len * size_of::<T>());
+        }
+        match self {
+            Device::Cuda(backend) => {
+                let stream = backend.stream();
+                // SAFETY: `T` is plain old data (`Scalar: Pod`), so any bytes are a valid `T`;
+                // the invariant above says a kernel writes every element before it is read.
+                let mut buffer = unsafe { stream.alloc::<T>(len) }?;
+                if backend.poison_uninitialized() && len > 0 {
+                    stream.memcpy_htod(&vec![T::POISON; len], &mut buffer)?;
+                }
+                Ok(Buffer::Cuda(buffer))
+            }
+            Device::Cpu | Device::Emulated(_) => Ok(Buffer::Host(vec![T::POISON; len])),
+        }
+    }
+
+    /// Turns the poison mode of [`Device::uninitialized`] on or off for this CUDA device (and its
+    /// clones). The emulated and CPU devices always poison; there it does nothing.
+    pub fn set_poison_uninitialized(&self, poison: bool) {
+        if let Device::Cuda(backend) = self {
+            backend.set_poison_uninitialized(poison);
+        }
+    }
+
+    /// Whether [`Device::uninitialized`] fills its buffers with [`Scalar::POISON`].
+    pub fn poisons_uninitialized(&self) -> bool {
+        match self {
+            Device::Cuda(backend) => backend.poison_uninitialized(),
+            Device::Cpu | Device::Emulated(_) => true,
+        }
+    }
+
     /// Copies host data to this device.
     pub fn upload<T: Scalar>(&self, host: &[T]) -> Result<Buffer<T>> {
+        self.count_upload::<T>(host.len());
         match self {
             Device::Cuda(backend) => Ok(Buffer::Cuda(backend.stream().clone_htod(host)?)),
             Device::Cpu | Device::Emulated(_) => Ok(Buffer::Host(host.to_vec())),
         }
     }
 
+    /// Moves host data to this device: an upload on CUDA, the vector itself on host devices
+    /// (counted as an upload on the emulated device, so it counts what CUDA does).
+    pub fn upload_vec<T: Scalar>(&self, host: Vec<T>) -> Result<Buffer<T>> {
+        match self {
+            Device::Cuda(_) => self.upload(&host),
+            Device::Cpu | Device::Emulated(_) => {
+                self.count_upload::<T>(host.len());
+                Ok(Buffer::Host(host))
+            }
+        }
+    }
+
+    fn count_upload<T: Scalar>(&self, len: usize) {
+        if let Some(counters) = self.counting() {
+            counters.allocation(len * size_of::<T>());
+            counters.host_to_device(len * size_of::<T>());
+        }
+    }
+
     /// Copies a buffer of this device to the host.
     pub fn download<T: Scalar>(&self, buffer: &Buffer<T>) -> Result<Vec<T>> {
+        if let Some(counters) = self.counting() {
+            counters.device_to_host(buffer.len() * size_of::<T>());
+        }
         match (self, buffer) {
             (_, Buffer::Host(v)) => Ok(v.clone()),
             (Device::Cuda(backend), Buffer::Cuda(s)) => Ok(backend.stream().clone_dtoh(s)?),
@@ -109,6 +205,40 @@ impl Device {
                 expected: other.memory_location().into(),
                 found: "cuda".into(),
             }),
+        }
+    }
+
+    /// A copy of a buffer of this device, on this device (one allocation, a device-to-device
+    /// copy).
+    pub fn duplicate<T: Scalar>(&self, buffer: &Buffer<T>) -> Result<Buffer<T>> {
+        if let Some(counters) = self.counting() {
+            counters.allocation(buffer.len() * size_of::<T>());
+            counters.device_to_device(buffer.len() * size_of::<T>());
+        }
+        match (self, buffer) {
+            (Device::Cuda(backend), Buffer::Cuda(s)) => {
+                Ok(Buffer::Cuda(backend.stream().clone_dtod(s)?))
+            }
+            (Device::Cpu | Device::Emulated(_), Buffer::Host(v)) => Ok(Buffer::Host(v.clone())),
+            (other, buffer) => Err(Error::DeviceMismatch {
+                op: "duplicate",
+                expected: other.memory_location().into(),
+                found: buffer.location().into(),
+            }),
+        }
+    }
+
+    /// Counts a copy within the device's memory (a packing copy between buffers).
+    pub(crate) fn count_device_to_device(&self, bytes: usize) {
+        if let Some(counters) = self.counting() {
+            counters.device_to_device(bytes);
+        }
+    }
+
+    /// Counts one cuBLAS call (or the host GEMM that stands in for it on the emulated device).
+    pub(crate) fn count_blas_call(&self) {
+        if let Some(counters) = self.counting() {
+            counters.blas_call();
         }
     }
 
@@ -169,6 +299,9 @@ impl Device {
                 expected: expected.into(),
                 found: found.into(),
             });
+        }
+        if let Some(counters) = self.counting() {
+            counters.launch();
         }
         match self {
             Device::Cuda(backend) => backend.launch(kernel, config, args),

@@ -52,7 +52,8 @@ impl Activation {
         let y = match device {
             Device::Cpu => Buffer::Host((self.forward_reference)(x.host())),
             Device::Cuda(_) | Device::Emulated(_) => {
-                let mut y = device.zeros::<f32>(len)?;
+                // The activation kernels write every element (grid-stride loop).
+                let mut y = device.uninitialized::<f32>(len)?;
                 if len > 0 {
                     device.launch(
                         self.forward_kernel,
@@ -80,7 +81,8 @@ impl Activation {
         let dx = match device {
             Device::Cpu => Buffer::Host((self.backward_reference)(x.host(), dy.host())),
             Device::Cuda(_) | Device::Emulated(_) => {
-                let mut dx = device.zeros::<f32>(len)?;
+                // Written in full, as the forward's y.
+                let mut dx = device.uninitialized::<f32>(len)?;
                 if len > 0 {
                     device.launch(
                         self.backward_kernel,

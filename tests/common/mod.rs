@@ -25,11 +25,16 @@ pub fn emulated() -> Device {
 }
 
 /// GPU 0 if usable. Without one the GPU tier is skipped with one printed line per test binary,
-/// unless ASIF_REQUIRE_GPU=1 (the GPU script sets it), which makes absence a failure.
+/// unless ASIF_REQUIRE_GPU=1 (the GPU script sets it), which makes absence a failure. The GPU
+/// parity tests run in the poison mode (`Device::uninitialized` fills with NaN, as the emulator
+/// always does), so a kernel that leaves a slot of its output unwritten fails its parity test.
 pub fn cuda() -> Option<Device> {
     static CUDA: OnceLock<Option<Device>> = OnceLock::new();
     CUDA.get_or_init(|| match Device::cuda(0) {
-        Ok(device) => Some(device),
+        Ok(device) => {
+            device.set_poison_uninitialized(true);
+            Some(device)
+        }
         Err(e) => {
             assert!(
                 !env_flag("ASIF_REQUIRE_GPU"),

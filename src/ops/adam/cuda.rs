@@ -49,6 +49,7 @@ pub(super) fn copy_into(
     offset: usize,
 ) -> Result<()> {
     let len = src.len();
+    device.count_device_to_device(len * size_of::<f32>());
     match (device, src, dst) {
         (Device::Cuda(backend), Buffer::Cuda(s), Buffer::Cuda(d)) => {
             backend
@@ -76,6 +77,7 @@ pub(super) fn copy_out(
     dst: &mut Buffer<f32>,
 ) -> Result<()> {
     let len = dst.len();
+    device.count_device_to_device(len * size_of::<f32>());
     match (device, src, dst) {
         (Device::Cuda(backend), Buffer::Cuda(s), Buffer::Cuda(d)) => {
             backend

@@ -108,10 +108,12 @@ impl Adam {
             config,
             shapes: params.iter().map(|p| p.shape().to_vec()).collect(),
             step: 0,
+            // Zeros: the moments start at 0 and every step accumulates into them.
             first_moment: device.zeros(total)?,
             second_moment: device.zeros(total)?,
-            flat_params: device.zeros(total)?,
-            flat_grads: device.zeros(total)?,
+            // Every step copies all parameters and gradients in before the update reads them.
+            flat_params: device.uninitialized(total)?,
+            flat_grads: device.uninitialized(total)?,
             device,
         })
     }
@@ -221,7 +223,7 @@ impl Adam {
         let mut offset = 0;
         for p in params.iter_mut() {
             let len = p.len();
-            cuda::copy_out(&self.device, &self.flat_params, offset, p.buffer_mut())?;
+            cuda::copy_out(&self.device, &self.flat_params, offset, p.buffer_mut()?)?;
             offset += len;
         }
         Ok(())

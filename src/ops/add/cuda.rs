@@ -25,7 +25,8 @@ const ADD_OUT: KernelRef = KernelRef::new("elementwise", "add_out");
 
 pub(super) fn add_out(device: &Device, a: &Buffer<f32>, b: &Buffer<f32>) -> Result<Buffer<f32>> {
     let len = a.len();
-    let mut out = device.zeros::<f32>(len)?;
+    // `add_out` writes every element (grid-stride loop over `len`).
+    let mut out = device.uninitialized::<f32>(len)?;
     if len > 0 {
         device.launch(
             ADD_OUT,

@@ -24,11 +24,11 @@ pub fn add_assign(y: &mut Tensor, x: &Tensor) -> Result<()> {
     match &device {
         Device::Cpu => {
             let x_values = x.host().to_vec();
-            cpu::add_assign(y.buffer_mut().host_slice_mut(), &x_values);
+            cpu::add_assign(y.buffer_mut()?.host_slice_mut(), &x_values);
             Ok(())
         }
         Device::Cuda(_) | Device::Emulated(_) => {
-            cuda::add_assign(&device, y.buffer_mut(), x.buffer(), x.len())
+            cuda::add_assign(&device, y.buffer_mut()?, x.buffer(), x.len())
         }
     }
 }

@@ -56,11 +56,14 @@ pub(super) struct Forward {
 
 pub(super) fn forward(device: &Device, g: &Geometry, inputs: &Inputs<'_>) -> Result<Forward> {
     let len = g.batch * g.seq_len * g.width();
-    let mut out_x = device.zeros::<f32>(len)?;
+    // One block per (sequence, head) writes its head's columns of all n rows of every wanted
+    // output (zeros past L_b) and all three statistics of every row; an unwanted output is a
+    // 1-element dummy the kernel never touches.
+    let mut out_x = device.uninitialized::<f32>(len)?;
     let want = |bit: i32| inputs.outputs_mask & bit != 0;
-    let mut out_a = device.zeros::<f32>(if want(OUT_FUSED) { len } else { 1 })?;
-    let mut out_p = device.zeros::<f32>(if want(OUT_POSITION) { len } else { 1 })?;
-    let mut lse = device.zeros::<f32>(3 * g.batch * g.heads * g.seq_len)?;
+    let mut out_a = device.uninitialized::<f32>(if want(OUT_FUSED) { len } else { 1 })?;
+    let mut out_p = device.uninitialized::<f32>(if want(OUT_POSITION) { len } else { 1 })?;
+    let mut lse = device.uninitialized::<f32>(3 * g.batch * g.heads * g.seq_len)?;
     let (batch, n, heads, head_dim) = scalars(g);
     device.launch(
         FORWARD,
@@ -118,10 +121,12 @@ pub(super) fn backward(
     upstream: &Upstream<'_>,
 ) -> Result<[Option<Buffer<f32>>; 9]> {
     let per_sequence = g.batch * g.seq_len * g.width();
-    // Every present input gets a per-sequence gradient buffer; absent ones a 1-element dummy.
+    // Every present input gets a per-sequence gradient buffer, which the row pass (dQ) or the
+    // column pass (dK, dV) writes in full (its head's columns of all n rows, zeros past L_b);
+    // absent ones a 1-element dummy the kernels never touch.
     let mut grads: Vec<Buffer<f32>> = (0..9)
         .map(|t| {
-            device.zeros::<f32>(if inputs.buffers[t].is_some() {
+            device.uninitialized::<f32>(if inputs.buffers[t].is_some() {
                 per_sequence
             } else {
                 1
@@ -133,8 +138,9 @@ pub(super) fn backward(
     let output = |s: usize| upstream.outputs[s].unwrap_or(out_x);
     let grad = |s: usize| upstream.grads[s].unwrap_or(grad_x);
     let (batch, n, heads, head_dim) = scalars(g);
-    // D_s,i = dO_s,i · O_s,i from the row pass, read by the column pass.
-    let mut row_dot = device.zeros::<f32>(3 * g.batch * g.heads * g.seq_len)?;
+    // D_s,i = dO_s,i · O_s,i from the row pass, read by the column pass; both touch the rows
+    // i < L_b only.
+    let mut row_dot = device.uninitialized::<f32>(3 * g.batch * g.heads * g.seq_len)?;
     let [dq1, dk1, dq2, dk2, dq3, dk3, dv1, dv2, dv3] = &mut grads[..] else {
         unreachable!("nine gradient buffers")
     };
@@ -218,7 +224,8 @@ pub(super) fn backward(
         }
         result[t] = Some(if inputs.shared_mask & (1 << t) != 0 {
             // Deterministic sum of the per-sequence partial gradients over the batch.
-            let mut total = device.zeros::<f32>(shared_len)?;
+            // `attention_sum_over_batch` writes every element.
+            let mut total = device.uninitialized::<f32>(shared_len)?;
             device.launch(
                 SUM_OVER_BATCH,
                 LaunchConfig::grid_stride(shared_len),

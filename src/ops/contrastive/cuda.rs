@@ -34,15 +34,23 @@ pub(super) fn forward_backward(
     reduction: ContrastiveReduction,
     upstream: f32,
 ) -> Result<Output> {
-    let mut dx = device.zeros::<f32>(batch * n * d)?;
-    let mut da = device.zeros::<f32>(batch * n * d)?;
-    let mut loss = device.zeros::<f32>(1)?;
-    let mut ds = device.zeros::<f32>(1)?;
     if batch == 0 {
-        return Ok(Output { loss, dx, da, ds });
+        // Zeros: the loss and ds of no sequences are empty sums, and no kernel runs.
+        return Ok(Output {
+            loss: device.zeros::<f32>(1)?,
+            dx: device.uninitialized::<f32>(0)?,
+            da: device.uninitialized::<f32>(0)?,
+            ds: device.zeros::<f32>(1)?,
+        });
     }
-    let mut loss_partial = device.zeros::<f32>(batch)?;
-    let mut ds_partial = device.zeros::<f32>(batch)?;
+    // One block per sequence writes all n × d of its dx and da (zeros past L_b and for L_b = 0)
+    // and its two partials; the reduce writes loss and ds.
+    let mut dx = device.uninitialized::<f32>(batch * n * d)?;
+    let mut da = device.uninitialized::<f32>(batch * n * d)?;
+    let mut loss = device.uninitialized::<f32>(1)?;
+    let mut ds = device.uninitialized::<f32>(1)?;
+    let mut loss_partial = device.uninitialized::<f32>(batch)?;
+    let mut ds_partial = device.uninitialized::<f32>(batch)?;
     // Without group ids the kernel never reads the pointer; the lengths stand in for it.
     let (groups, use_groups) = match inputs.groups {
         Some(groups) => (groups, 1i32),
@@ -84,7 +92,8 @@ pub(super) fn scale(
     factor: &Buffer<f32>,
     len: usize,
 ) -> Result<Buffer<f32>> {
-    let mut out = device.zeros::<f32>(len)?;
+    // `contrastive_scale` writes every element.
+    let mut out = device.uninitialized::<f32>(len)?;
     if len > 0 {
         device.launch(
             SCALE,

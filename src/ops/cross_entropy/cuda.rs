@@ -15,8 +15,10 @@ pub(super) fn loss_and_gradient_in_place(
     rows: usize,
     items: usize,
 ) -> Result<Buffer<f32>> {
-    let mut row_loss = device.zeros::<f32>(rows)?;
-    let mut loss = device.zeros::<f32>(1)?;
+    // `cross_entropy_rows` writes every row's loss (one block per row), `cross_entropy_mean` the
+    // one mean.
+    let mut row_loss = device.uninitialized::<f32>(rows)?;
+    let mut loss = device.uninitialized::<f32>(1)?;
     device.launch(
         ROWS,
         LaunchConfig::linear(rows as u32, 256),

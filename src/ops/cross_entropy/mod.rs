@@ -18,7 +18,7 @@ pub use cpu::forward as forward_reference;
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
 use crate::ops::check_indices;
-use crate::ops::linear::{gemm, Gemm};
+use crate::ops::linear::{gemm, gemm_output, Gemm};
 use crate::{Error, IndexTensor, Result, Tensor};
 
 const OP: &str = "cross_entropy";
@@ -99,7 +99,13 @@ pub fn softmax_cross_entropy_forward(
     };
     let device = logits.device();
     check_targets(device, targets, rows, items)?;
-    loss_from_logits(device, logits.buffer().clone(), targets, rows, items)
+    loss_from_logits(
+        device,
+        device.duplicate(logits.buffer())?,
+        targets,
+        rows,
+        items,
+    )
 }
 
 fn check_scalar(device: &Device, dloss: &Tensor) -> Result<()> {
@@ -133,7 +139,7 @@ fn scale(device: &Device, buffer: &mut Buffer<f32>, dloss: &Tensor) -> Result<()
 pub fn softmax_cross_entropy_backward(saved: &CrossEntropySaved, dloss: &Tensor) -> Result<Tensor> {
     let device = saved.gradient.device();
     check_scalar(device, dloss)?;
-    let mut dlogits = saved.gradient.buffer().clone();
+    let mut dlogits = device.duplicate(saved.gradient.buffer())?;
     scale(device, &mut dlogits, dloss)?;
     Ok(Tensor::from_buffer(device, saved.gradient.shape(), dlogits))
 }
@@ -169,7 +175,6 @@ pub fn cross_entropy_over_items_forward(
     };
     let device = u.device();
     check_targets(device, targets, rows, items)?;
-    let mut logits = device.zeros::<f32>(rows * items)?;
     let product = Gemm {
         transpose_a: false,
         transpose_b: true,
@@ -179,6 +184,7 @@ pub fn cross_entropy_over_items_forward(
         alpha: 1.0,
         beta: 0.0,
     };
+    let mut logits = gemm_output(device, product)?;
     gemm(device, product, u.buffer(), table.buffer(), &mut logits)?;
     loss_from_logits(device, logits, targets, rows, items)
 }
@@ -206,38 +212,28 @@ pub fn cross_entropy_over_items_backward(
         ));
     }
     let g = saved.gradient.buffer();
-    let mut du = device.zeros::<f32>(rows * d)?;
-    gemm(
-        device,
-        Gemm {
-            transpose_a: false,
-            transpose_b: false,
-            m: rows,
-            n: d,
-            k: items,
-            alpha: 1.0,
-            beta: 0.0,
-        },
-        g,
-        table.buffer(),
-        &mut du,
-    )?;
-    let mut dtable = device.zeros::<f32>(items * d)?;
-    gemm(
-        device,
-        Gemm {
-            transpose_a: true,
-            transpose_b: false,
-            m: items,
-            n: d,
-            k: rows,
-            alpha: 1.0,
-            beta: 0.0,
-        },
-        g,
-        u.buffer(),
-        &mut dtable,
-    )?;
+    let du_product = Gemm {
+        transpose_a: false,
+        transpose_b: false,
+        m: rows,
+        n: d,
+        k: items,
+        alpha: 1.0,
+        beta: 0.0,
+    };
+    let mut du = gemm_output(device, du_product)?;
+    gemm(device, du_product, g, table.buffer(), &mut du)?;
+    let dtable_product = Gemm {
+        transpose_a: true,
+        transpose_b: false,
+        m: items,
+        n: d,
+        k: rows,
+        alpha: 1.0,
+        beta: 0.0,
+    };
+    let mut dtable = gemm_output(device, dtable_product)?;
+    gemm(device, dtable_product, g, u.buffer(), &mut dtable)?;
     scale(device, &mut du, dloss)?;
     scale(device, &mut dtable, dloss)?;
     Ok((

@@ -13,7 +13,8 @@ pub(super) fn apply(
     seed: u64,
 ) -> Result<Buffer<f32>> {
     let len = x.len();
-    let mut y = device.zeros::<f32>(len)?;
+    // `dropout_apply` writes every element, kept or dropped.
+    let mut y = device.uninitialized::<f32>(len)?;
     if len > 0 {
         device.launch(
             APPLY,

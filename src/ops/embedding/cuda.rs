@@ -16,7 +16,8 @@ pub(super) fn forward(
     dim: usize,
 ) -> Result<Buffer<f32>> {
     let positions = ids.len();
-    let mut out = device.zeros::<f32>(positions * dim)?;
+    // `embedding_forward` writes every element (0 for an id outside the table).
+    let mut out = device.uninitialized::<f32>(positions * dim)?;
     if positions * dim > 0 {
         device.launch(
             FORWARD,
@@ -42,6 +43,7 @@ pub(super) fn backward(
     dim: usize,
 ) -> Result<Buffer<f32>> {
     let positions = ids.len();
+    // Zeros: `embedding_backward` accumulates (atomicAdd) into the rows of the ids it meets.
     let mut dtable = device.zeros::<f32>(vocab * dim)?;
     if positions * dim > 0 {
         device.launch(
@@ -70,7 +72,8 @@ pub(super) fn pooled_forward(
     mean: bool,
 ) -> Result<Buffer<f32>> {
     let rows = tokens.len() / max_tokens;
-    let mut out = device.zeros::<f32>(rows * dim)?;
+    // `pooled_embedding_forward` writes every element (the sum over no tokens is 0).
+    let mut out = device.uninitialized::<f32>(rows * dim)?;
     if rows * dim > 0 {
         device.launch(
             POOLED_FORWARD,
@@ -100,6 +103,7 @@ pub(super) fn pooled_backward(
     mean: bool,
 ) -> Result<Buffer<f32>> {
     let rows = tokens.len() / max_tokens;
+    // Zeros: `pooled_embedding_backward` accumulates (atomicAdd) into the tokens' rows.
     let mut dtable = device.zeros::<f32>(vocab * dim)?;
     if rows * dim > 0 {
         device.launch(

@@ -15,7 +15,8 @@ pub(super) fn forward(
     offset: i32,
 ) -> Result<Buffer<f32>> {
     let batch = index.len();
-    let mut out = device.zeros::<f32>(batch * dim)?;
+    // `gather_rows_forward` writes every element (0 for a position outside the sequence).
+    let mut out = device.uninitialized::<f32>(batch * dim)?;
     if batch * dim > 0 {
         device.launch(
             FORWARD,
@@ -43,6 +44,7 @@ pub(super) fn backward(
     offset: i32,
 ) -> Result<Buffer<f32>> {
     let batch = index.len();
+    // Zeros: `gather_rows_backward` scatters into one row per sequence; the others stay zero.
     let mut dh = device.zeros::<f32>(batch * n * dim)?;
     if batch * dim > 0 {
         device.launch(

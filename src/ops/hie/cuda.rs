@@ -58,11 +58,22 @@ pub(super) fn forward(
     rank_tolerance: f32,
 ) -> Result<Forward> {
     let Dims { batch, n, d, r } = dims;
-    let mut output = device.zeros::<f32>(batch * n * d)?;
-    let mut q = device.zeros::<f32>(batch * d * r)?;
-    let mut r_mat = device.zeros::<f32>(batch * r * r)?;
-    let mut mask = device.zeros::<f32>(batch * n * r)?;
-    if batch > 0 && n > 0 {
+    // `hie_forward` writes every element of its four outputs (one block per sequence: all n rows
+    // of the output and φ, zeros past L_b; all of Q and R, zeros for dropped columns). With no
+    // sequence or no position no kernel runs: zeros (Q and R of an empty M).
+    let empty = batch == 0 || n == 0;
+    let alloc = |len: usize| {
+        if empty {
+            device.zeros::<f32>(len)
+        } else {
+            device.uninitialized::<f32>(len)
+        }
+    };
+    let mut output = alloc(batch * n * d)?;
+    let mut q = alloc(batch * d * r)?;
+    let mut r_mat = alloc(batch * r * r)?;
+    let mut mask = alloc(batch * n * r)?;
+    if !empty {
         let (b, n, d, r) = ints(dims);
         device.launch(
             FORWARD,
@@ -102,7 +113,8 @@ pub(super) fn backward_q_constant(
     dims: Dims,
     keep_padding: bool,
 ) -> Result<Buffer<f32>> {
-    let mut dh_a = device.zeros::<f32>(dims.batch * dims.n * dims.d)?;
+    // `hie_backward_q_constant` writes all n rows of every sequence (zeros past L_b).
+    let mut dh_a = device.uninitialized::<f32>(dims.batch * dims.n * dims.d)?;
     if dims.batch > 0 && dims.n > 0 {
         let (b, n, d, r) = ints(dims);
         device.launch(
@@ -149,16 +161,24 @@ pub(super) fn backward_full(
     keep_padding: bool,
 ) -> Result<Full> {
     let Dims { batch, n, d, r } = dims;
-    let mut dh_a = device.zeros::<f32>(batch * n * d)?;
-    let mut dh_x = device.zeros::<f32>(batch * n * d)?;
-    let mut dw_r = device.zeros::<f32>(n * r)?;
     if batch == 0 || n == 0 {
-        return Ok(Full { dh_a, dh_x, dw_r });
+        // Zeros: dW_r over no sequences is an empty sum, and no kernel runs.
+        return Ok(Full {
+            dh_a: device.uninitialized::<f32>(0)?,
+            dh_x: device.uninitialized::<f32>(0)?,
+            dw_r: device.zeros::<f32>(n * r)?,
+        });
     }
-    let mut dw_partial = device.zeros::<f32>(batch * n * r)?;
-    let mut filtered = device.zeros::<f32>(batch * n * r)?;
-    let mut c_bar = device.zeros::<f32>(batch * n * r)?;
-    let mut m_bar = device.zeros::<f32>(batch * d * r)?;
+    // `hie_backward_full` writes all of dH_A, dH_X, the dW_r partials and M̄ (every row, zeros past
+    // L_b); `hie_sum_batch` all of dW_r. Its scratch c̄ and φ⊙C_A it writes for t < L_b and
+    // reads only there.
+    let mut dh_a = device.uninitialized::<f32>(batch * n * d)?;
+    let mut dh_x = device.uninitialized::<f32>(batch * n * d)?;
+    let mut dw_r = device.uninitialized::<f32>(n * r)?;
+    let mut dw_partial = device.uninitialized::<f32>(batch * n * r)?;
+    let mut filtered = device.uninitialized::<f32>(batch * n * r)?;
+    let mut c_bar = device.uninitialized::<f32>(batch * n * r)?;
+    let mut m_bar = device.uninitialized::<f32>(batch * d * r)?;
     let (b_i, n_i, d_i, r_i) = ints(dims);
     let FullInputs {
         h_x,

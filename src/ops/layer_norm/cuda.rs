@@ -33,9 +33,10 @@ pub(super) fn forward(
     cols: usize,
     eps: f32,
 ) -> Result<Forward> {
-    let mut y = device.zeros::<f32>(rows * cols)?;
-    let mut mean = device.zeros::<f32>(rows)?;
-    let mut rstd = device.zeros::<f32>(rows)?;
+    // `layer_norm_forward` writes every row of y, mean and rstd (one block per row).
+    let mut y = device.uninitialized::<f32>(rows * cols)?;
+    let mut mean = device.uninitialized::<f32>(rows)?;
+    let mut rstd = device.uninitialized::<f32>(rows)?;
     if rows > 0 {
         device.launch(
             FORWARD,
@@ -73,12 +74,19 @@ pub(super) fn backward(
     rows: usize,
     cols: usize,
 ) -> Result<Backward> {
-    let mut dx = device.zeros::<f32>(rows * cols)?;
-    let mut dgamma = device.zeros::<f32>(cols)?;
-    let mut dbeta = device.zeros::<f32>(cols)?;
     if rows == 0 {
-        return Ok(Backward { dx, dgamma, dbeta });
+        // Zeros: with no rows, dγ and dβ are empty sums and no kernel runs.
+        return Ok(Backward {
+            dx: device.uninitialized::<f32>(0)?,
+            dgamma: device.zeros::<f32>(cols)?,
+            dbeta: device.zeros::<f32>(cols)?,
+        });
     }
+    // Each kernel below writes every element of its outputs: dx one block per row, the partials
+    // every (chunk, column), the finish every column.
+    let mut dx = device.uninitialized::<f32>(rows * cols)?;
+    let mut dgamma = device.uninitialized::<f32>(cols)?;
+    let mut dbeta = device.uninitialized::<f32>(cols)?;
     let (rows_i, cols_i) = (rows as i32, cols as i32);
     device.launch(
         BACKWARD_INPUT,
@@ -87,8 +95,8 @@ pub(super) fn backward(
     )?;
 
     let chunks = rows.div_ceil(ROWS_PER_CHUNK);
-    let mut dgamma_partial = device.zeros::<f32>(chunks * cols)?;
-    let mut dbeta_partial = device.zeros::<f32>(chunks * cols)?;
+    let mut dgamma_partial = device.uninitialized::<f32>(chunks * cols)?;
+    let mut dbeta_partial = device.uninitialized::<f32>(chunks * cols)?;
     let partial = LaunchConfig {
         grid: [cols.div_ceil(32) as u32, chunks as u32, 1],
         block: [32, 8, 1],

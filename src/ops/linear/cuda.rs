@@ -35,12 +35,14 @@ pub(super) fn bias_grad(
     rows: usize,
     cols: usize,
 ) -> Result<Buffer<f32>> {
-    let mut dbias = device.zeros::<f32>(cols)?;
     if rows == 0 || cols == 0 {
-        return Ok(dbias);
+        // Zeros: the sum over no rows, and no kernel runs.
+        return device.zeros::<f32>(cols);
     }
+    // The partial kernel writes every (chunk, column), the finish every column.
+    let mut dbias = device.uninitialized::<f32>(cols)?;
     let chunks = rows.div_ceil(ROWS_PER_CHUNK);
-    let mut partial = device.zeros::<f32>(chunks * cols)?;
+    let mut partial = device.uninitialized::<f32>(chunks * cols)?;
     let config = LaunchConfig {
         grid: [cols.div_ceil(32) as u32, chunks as u32, 1],
         block: [32, 8, 1],

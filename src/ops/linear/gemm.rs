@@ -35,6 +35,23 @@ pub(crate) struct Gemm {
     pub beta: f32,
 }
 
+/// A fresh C for a product with β = 0, which cuBLAS and matrixmultiply write in full without
+/// reading it: uninitialised, except for k = 0, where no product runs into C (zeros, the empty
+/// sum).
+pub(crate) fn gemm_output(device: &Device, g: Gemm) -> Result<Buffer<f32>> {
+    if g.beta != 0.0 {
+        return Err(Error::argument(
+            "gemm",
+            format!("{g:?}: a fresh C needs β = 0 (β C would read uninitialised memory)"),
+        ));
+    }
+    if g.k == 0 {
+        device.zeros::<f32>(g.m * g.n)
+    } else {
+        device.uninitialized::<f32>(g.m * g.n)
+    }
+}
+
 pub(crate) fn gemm(
     device: &Device,
     g: Gemm,
@@ -56,6 +73,8 @@ pub(crate) fn gemm(
     if g.m == 0 || g.n == 0 {
         return Ok(());
     }
+    // One cuBLAS call on CUDA; the emulated device counts its host GEMM as the same call.
+    device.count_blas_call();
     match device {
         Device::Cpu | Device::Emulated(_) => {
             host_gemm(g, a.host_slice(), b.host_slice(), c.host_slice_mut());

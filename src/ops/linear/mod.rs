@@ -22,7 +22,7 @@ pub use cpu::{
     matmul_transposed_forward as matmul_transposed_forward_reference,
 };
 pub use gemm::{allow_tf32, set_allow_tf32};
-pub(crate) use gemm::{gemm, Gemm};
+pub(crate) use gemm::{gemm, gemm_output, Gemm};
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
@@ -86,7 +86,7 @@ fn out_shape(x: &Tensor, last: usize) -> Vec<usize> {
 }
 
 fn matmul_into(device: &Device, g: Gemm, a: &Tensor, b: &Tensor) -> Result<Buffer<f32>> {
-    let mut c = device.zeros::<f32>(g.m * g.n)?;
+    let mut c = gemm_output(device, g)?;
     gemm(device, g, a.buffer(), b.buffer(), &mut c)?;
     Ok(c)
 }

@@ -26,10 +26,11 @@ pub(super) fn forward(
     scale: f32,
     seed: u64,
 ) -> Result<Forward> {
-    let mut z = device.zeros::<f32>(rows * cols)?;
-    let mut y = device.zeros::<f32>(rows * cols)?;
-    let mut mean = device.zeros::<f32>(rows)?;
-    let mut rstd = device.zeros::<f32>(rows)?;
+    // The kernel writes every row of z, y, mean and rstd (one block per row).
+    let mut z = device.uninitialized::<f32>(rows * cols)?;
+    let mut y = device.uninitialized::<f32>(rows * cols)?;
+    let mut mean = device.uninitialized::<f32>(rows)?;
+    let mut rstd = device.uninitialized::<f32>(rows)?;
     if rows > 0 {
         // Same block size as layer_norm's launcher, so the reductions match the unfused path.
         let threads = cols.div_ceil(32).clamp(1, 8) as u32 * 32;

@@ -23,7 +23,8 @@ pub(super) fn stack(
     d: usize,
 ) -> Result<Buffer<f32>> {
     let k_sources = sources.len();
-    let mut stacked = device.zeros::<f32>(rows * k_sources * d)?;
+    // One `source_attention_stack` launch per slot; together they write every element.
+    let mut stacked = device.uninitialized::<f32>(rows * k_sources * d)?;
     if rows * d == 0 {
         return Ok(stacked);
     }
@@ -53,7 +54,8 @@ pub(super) fn unstack(
     slot: usize,
     d: usize,
 ) -> Result<Buffer<f32>> {
-    let mut source = device.zeros::<f32>(rows * d)?;
+    // `source_attention_unstack` writes every element.
+    let mut source = device.uninitialized::<f32>(rows * d)?;
     if rows * d > 0 {
         device.launch(
             UNSTACK,
@@ -80,8 +82,9 @@ pub(super) fn forward(
     k_sources: usize,
     d: usize,
 ) -> Result<(Buffer<f32>, Buffer<f32>)> {
-    let mut out = device.zeros::<f32>(rows * d)?;
-    let mut weights = device.zeros::<f32>(rows * k_sources)?;
+    // One warp per row writes all d columns of out and all K weights (K ≤ 32, checked by mod.rs).
+    let mut out = device.uninitialized::<f32>(rows * d)?;
+    let mut weights = device.uninitialized::<f32>(rows * k_sources)?;
     if rows > 0 {
         device.launch(
             FORWARD,
@@ -110,8 +113,9 @@ pub(super) fn backward(
     k_sources: usize,
     d: usize,
 ) -> Result<(Buffer<f32>, Buffer<f32>)> {
-    let mut dsources = device.zeros::<f32>(rows * k_sources * d)?;
-    let mut denergies = device.zeros::<f32>(rows * k_sources)?;
+    // One warp per row writes all K × d entries of dX and all K of de.
+    let mut dsources = device.uninitialized::<f32>(rows * k_sources * d)?;
+    let mut denergies = device.uninitialized::<f32>(rows * k_sources)?;
     if rows > 0 {
         device.launch(
             BACKWARD,
