@@ -40,7 +40,7 @@ use asif_kernels::ops::residual_norm::{
 use asif_kernels::ops::source_attention::{
     source_attention_backward, source_attention_forward, stack_sources_forward, unstack_source,
 };
-use asif_kernels::{Device, IndexTensor, Tensor};
+use asif_kernels::{Device, IndexTensor, Precision, Tensor};
 use common::{kernel_devices, random, rng, tensor};
 
 /// Bytes of one f32 or i32.
@@ -630,6 +630,7 @@ fn attention_is_one_launch_forward_and_no_memset() {
             heads,
             dropout: 0.1,
             seed: 3,
+            precision: Precision::Fp32,
         };
         let ((outputs, saved), counts) = counted(&device, || {
             attention_forward(&inputs, &lengths, &config).unwrap()
