@@ -9,12 +9,14 @@
 //! API and a tape API), [`autograd`] (the tape and the finite-difference checker), [`data`] and
 //! [`metrics`] (RecBole data and full-ranking evaluation), [`model`] (ASIF and its baselines on
 //! the tape), [`train`] (the trainer) and [`checkpoint`] (safetensors files). [`Precision`] names
-//! the arithmetic of the ops that will use tensor cores.
+//! the arithmetic of the ops that will use tensor cores; [`kernel_version`] which version of a
+//! rewritten kernel family an op launches.
 pub mod autograd;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod kernel_version;
 pub mod kernels;
 pub mod metrics;
 pub mod model;
