@@ -1,0 +1,97 @@
+//! Known answers written as numbers (issue 16): the counter hash, its uniform draws and the dropout
+//! masks and scale, so a change on both sides of a mirror (`src/rng.rs` and
+//! `kernels/hash_rng.cuh`), which every parity test accepts, still fails here.
+//!
+//! Where the numbers come from: `hash64(0, k)` for k = 1..4 is SplitMix64's published output
+//! stream from state 0 (0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, …: the mixer is SplitMix64's
+//! finaliser on seed ⊕ k·golden, and with seed 0 that is the reference generator's k-th output);
+//! the other values were computed in Python from the SplitMix64 constants (64-bit wrapping
+//! arithmetic), not from this crate.
+mod common;
+
+use asif_kernels::ops::dropout::{dropout_backward, dropout_forward, keep_scale, DropoutMode};
+use asif_kernels::rng::{dropout_keep, hash64, uniform};
+use asif_kernels::{Device, Tensor};
+
+#[test]
+fn hash64_is_splitmix64() {
+    // SplitMix64 from state 0: its first four outputs.
+    assert_eq!(hash64(0, 1), 0xE220_A839_7B1D_CDAF);
+    assert_eq!(hash64(0, 2), 0x6E78_9E6A_A1B9_65F4);
+    assert_eq!(hash64(0, 3), 0x06C4_5D18_8009_454F);
+    assert_eq!(hash64(0, 4), 0xF88B_B8A8_724C_81EC);
+    assert_eq!(hash64(0, 0), 0);
+    // Non-zero seeds: seed ⊕ counter·golden, then the finaliser.
+    assert_eq!(hash64(42, 0), 0xA759_EA27_D472_7622);
+    assert_eq!(hash64(42, 7), 0x53AD_348A_F3DD_AF4B);
+    assert_eq!(hash64(0xDEAD_BEEF, 123_456_789), 0x9EB9_DDA0_7692_25F7);
+}
+
+#[test]
+fn uniform_is_the_top_24_bits() {
+    // (hash >> 40) · 2⁻²⁴, exact in f32.
+    assert_eq!(uniform(0, 0), 0.0);
+    assert_eq!(uniform(0, 1), 14_819_496.0 / 16_777_216.0); // 0xE220A8
+    assert_eq!(uniform(42, 0), 0.653_715_729_713_439_9);
+    assert_eq!(uniform(42, 7), 0.326_861_619_949_340_8);
+    assert_eq!(uniform(0xDEAD_BEEF, 123_456_789), 0.620_023_548_603_057_9);
+    // Kept with probability 1 − p: kept when the draw is ≥ p.
+    assert!(dropout_keep(42, 7, 0.3268));
+    assert!(!dropout_keep(42, 7, 0.3269));
+}
+
+#[test]
+fn dropout_scale_is_one_over_one_minus_p() {
+    assert_eq!(keep_scale(0.0).unwrap(), 1.0);
+    assert_eq!(keep_scale(0.25).unwrap(), 1.333_333_4);
+    assert_eq!(keep_scale(0.3).unwrap(), 1.428_571_5);
+    assert_eq!(keep_scale(0.5).unwrap(), 2.0);
+}
+
+/// The masks and values of the dropout op on every host device (the CPU reference and the real
+/// kernel on the emulator), as literal numbers: element i is kept iff uniform(seed, i) ≥ p.
+#[test]
+fn dropout_masks_are_known() {
+    let x: Vec<f32> = (1..=12).map(|i| i as f32).collect();
+    // p = 0.25, seed 2024: kept 1 1 0 0 1 0 1 0 1 1 0 1, scale 4/3.
+    let expected_quarter = [
+        1.333_333_4,
+        2.666_666_7,
+        0.0,
+        0.0,
+        6.666_666_5,
+        0.0,
+        9.333_333,
+        0.0,
+        12.0,
+        13.333_333,
+        0.0,
+        16.0,
+    ];
+    // p = 0.5, seed 7: kept 0 1 1 1 0 0 0 1 0 0 1 1, scale 2.
+    let expected_half = [
+        0.0, 4.0, 6.0, 8.0, 0.0, 0.0, 0.0, 16.0, 0.0, 0.0, 22.0, 24.0,
+    ];
+    for device in [Device::Cpu, common::emulated()] {
+        for (p, seed, expected) in [(0.25, 2024, &expected_quarter), (0.5, 7, &expected_half)] {
+            let input = Tensor::from_vec(&device, &[3, 4], x.clone()).unwrap();
+            let y = dropout_forward(&input, p, seed, DropoutMode::Train)
+                .unwrap()
+                .to_vec()
+                .unwrap();
+            let dx = dropout_backward(&input, p, seed, DropoutMode::Train)
+                .unwrap()
+                .to_vec()
+                .unwrap();
+            for (what, got) in [("forward", &y), ("backward", &dx)] {
+                for (i, (g, e)) in got.iter().zip(expected.iter()).enumerate() {
+                    assert!(
+                        (g - e).abs() <= 1e-6 * e.abs(),
+                        "{} dropout {what}, p {p}, seed {seed}, element {i}: {g}, expected {e}",
+                        device.name()
+                    );
+                }
+            }
+        }
+    }
+}
