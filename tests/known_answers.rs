@@ -95,3 +95,56 @@ fn dropout_masks_are_known() {
         }
     }
 }
+
+/// κ = min(exp s, 100) (spec §3.4, A9): the clamp sits at exactly 100. Above it the loss is the
+/// loss at s = ln 100 and s gets no gradient; just below it, it is not.
+#[test]
+fn the_logit_scale_is_clamped_at_one_hundred() {
+    use asif_kernels::autograd::Tape;
+    use asif_kernels::ops::contrastive::{contrastive_loss, ContrastiveReduction};
+    use asif_kernels::IndexTensor;
+    let (b, n, d) = (2, 4, 8);
+    let x: Vec<f32> = (0..b * n * d)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0)
+        .collect();
+    let a: Vec<f32> = (0..b * n * d)
+        .map(|i| ((i * 5 % 13) as f32 - 6.0) / 6.0)
+        .collect();
+    for device in [Device::Cpu, common::emulated()] {
+        let at = |kappa: f32| {
+            let tape = Tape::new();
+            let leaf = |v: &Vec<f32>, shape: &[usize]| {
+                tape.leaf(Tensor::from_vec(&device, shape, v.clone()).unwrap())
+            };
+            let s = leaf(&vec![kappa.ln()], &[1]);
+            let lengths = IndexTensor::from_vec(&device, &[b], vec![4, 3]).unwrap();
+            let loss = contrastive_loss(
+                &tape,
+                &leaf(&x, &[b, n, d]),
+                &leaf(&a, &[b, n, d]),
+                &lengths,
+                &s,
+                None,
+                ContrastiveReduction::MeanPerSequence,
+            )
+            .unwrap();
+            let one = Tensor::from_vec(&device, &[1], vec![1.0]).unwrap();
+            let grads = tape.backward_from(vec![(&loss, one)]).unwrap();
+            let ds = grads.get(&s).map_or(0.0, |g| g.to_vec().unwrap()[0]);
+            (loss.value().to_vec().unwrap()[0], ds)
+        };
+        let (at_100, _) = at(100.0);
+        let (above, ds_above) = at(150.0);
+        let (below, ds_below) = at(90.0);
+        let name = device.name();
+        assert!(
+            (above - at_100).abs() <= 1e-6 * at_100.abs(),
+            "{name}: L(κ = 150) = {above}, L(κ = 100) = {at_100}: not clamped at 100"
+        );
+        assert_eq!(ds_above, 0.0, "{name}: the clamped s gets a gradient");
+        assert!(
+            (below - at_100).abs() > 1e-4 * at_100.abs() && ds_below != 0.0,
+            "{name}: κ = 90 is clamped ({below} vs {at_100}, dL/ds {ds_below})"
+        );
+    }
+}
