@@ -4,7 +4,7 @@
 # if one no longer applies (its code moved: the text to replace is not found exactly once), or if
 # one no longer compiles. The working tree is never touched.
 #
-#   scripts/mutants.sh            # the CI set: the three former survivors and five others
+#   scripts/mutants.sh            # the CI set: the three former survivors and three others
 #   scripts/mutants.sh full       # every planted bug (a longer job; docs/testing.md has its last result)
 #   scripts/mutants.sh list       # the planted bugs, their tier and their tests
 #   scripts/mutants.sh NAME...    # only these
@@ -43,8 +43,8 @@ mutant hash_constant_both_sides ci "known_answers dropout"
 edit src/rng.rs 'counter.wrapping_mul(0x9E37_79B9_7F4A_7C15)' 'counter.wrapping_mul(0x9E37_79B9_7F4A_7C17)'
 edit kernels/hash_rng.cuh '(counter * 0x9E3779B97F4A7C15ull)' '(counter * 0x9E3779B97F4A7C17ull)'
 
-# --- others, Rust only (no emulator rebuild), in CI -------------------------------------------
-mutant layer_norm_eps_dropped ci "kernels"
+# --- others, Rust only (no emulator rebuild; the first three in CI) -----------------------------
+mutant layer_norm_eps_dropped full "kernels"
 edit src/ops/layer_norm/cpu.rs 'let rstd = F::one() / (variance + eps).sqrt();' 'let rstd = F::one() / variance.sqrt().max(eps);'
 
 mutant ndcg_discount_off_by_one ci "metrics"
@@ -56,7 +56,7 @@ edit src/metrics.rs 'let mut above = scores[1..].iter().filter(|&&s| s >= st).co
 mutant contrastive_clamp_wrong ci "contrastive known_answers"
 edit src/ops/contrastive/cpu.rs 'let clamped = exp_s > max_scale;' 'let clamped = exp_s > max_scale + max_scale;'
 
-mutant hie_rank_guard_removed ci "hie"
+mutant hie_rank_guard_removed full "hie"
 edit src/ops/hie/cpu.rs 'if p >= max_rank || norm <= tolerance * largest {' 'if p >= max_rank || norm <= F::zero() {'
 
 # --- the longer job: kernels (each recompiles the emulator) and the data pipeline --------------
@@ -68,6 +68,20 @@ edit kernels/attention.cu '        scratch[r * ATTENTION_SCRATCH_STRIDE + lane] 
 
 mutant dropout_kernel_scale_dropped full "dropout known_answers"
 edit kernels/dropout.cu 'asif_dropout_keep(seed, (unsigned long long)i, p) ? x[i] * scale : 0.0f;' 'asif_dropout_keep(seed, (unsigned long long)i, p) ? x[i] : 0.0f;'
+
+# Kernel backwards seen by their own forward (tests/kernel_finite_differences.rs alone).
+mutant attention_kernel_backward_sign full "kernel_finite_differences"
+edit kernels/attention.cu 'w[ATTENTION_MAX_LEN + j] = scale * (ds_x + ds_p);' 'w[ATTENTION_MAX_LEN + j] = scale * (ds_x - ds_p);'
+
+mutant attention_kernel_backward_dropout_multiplier full "kernel_finite_differences"
+edit kernels/attention.cu 'ds_x = expf(scale * (s1 + s2 + s3) - lse_x[i]) * (m * dp_x - d_x);' 'ds_x = expf(scale * (s1 + s2 + s3) - lse_x[i]) * (dp_x - d_x);'
+
+mutant hie_kernel_backward_sign_mask_dropped full "kernel_finite_differences"
+edit kernels/hie.cu '            g *= mask_b[t * r + lane];
+' ''
+
+mutant contrastive_kernel_scale_gradient full "kernel_finite_differences"
+edit kernels/contrastive.cu 'const float g = grad_weight * (p + q - (t == u ? 2.0f : 0.0f));' 'const float g = grad_weight * (p + q - (t == u ? 1.0f : 0.0f));'
 
 mutant attention_reference_backward_diagonal full "attention"
 edit src/ops/attention/cpu.rs '                    for j in 0..=i {
