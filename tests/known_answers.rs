@@ -32,10 +32,13 @@ fn uniform_is_the_top_24_bits() {
     // (hash >> 40) · 2⁻²⁴, exact in f32.
     assert_eq!(uniform(0, 0), 0.0);
     assert_eq!(uniform(0, 1), 14_819_496.0 / 16_777_216.0); // 0xE220A8
-    assert_eq!(uniform(42, 0), 0.653_715_729_713_439_9);
-    assert_eq!(uniform(42, 7), 0.326_861_619_949_340_8);
-    assert_eq!(uniform(0xDEAD_BEEF, 123_456_789), 0.620_023_548_603_057_9);
-    // Kept with probability 1 − p: kept when the draw is ≥ p.
+    assert_eq!(uniform(42, 0), 10_967_530.0 / 16_777_216.0); // 0xA759EA
+    assert_eq!(uniform(42, 7), 5_483_828.0 / 16_777_216.0); // 0x53AD34
+    assert_eq!(
+        uniform(0xDEAD_BEEF, 123_456_789),
+        10_402_269.0 / 16_777_216.0
+    ); // 0x9EB9DD
+       // Kept with probability 1 − p: kept when the draw is ≥ p.
     assert!(dropout_keep(42, 7, 0.3268));
     assert!(!dropout_keep(42, 7, 0.3269));
 }
