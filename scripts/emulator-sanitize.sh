@@ -3,8 +3,9 @@
 #
 #   scripts/emulator-sanitize.sh demo     # the race demo: must be reported without __syncthreads,
 #                                         # and clean with it (exit 0 when both hold)
-#   scripts/emulator-sanitize.sh kernels  # every emulated kernel test with the emulator and the
-#                                         # kernels built under -fsanitize=thread
+#   scripts/emulator-sanitize.sh kernels  # every emulated kernel test binary with the emulator and
+#                                         # the kernels built under -fsanitize=thread
+#   scripts/emulator-sanitize.sh kernels attention hie   # only these test binaries
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-demo}"
@@ -35,10 +36,21 @@ demo)
   echo "with __syncthreads: clean ($(grep reverse_through_shared "$work/out.txt"))"
   ;;
 kernels)
-  # A separate target folder keeps the instrumented emulator away from the normal build.
+  # Every test binary that runs emulated kernels (the whole-model tests, model and model_oracle,
+  # run the same kernels at model scale and are left out for time). A separate target folder
+  # keeps the instrumented emulator away from the normal build. `kernels BINARY...` runs only those.
+  shift || true
+  binaries=("$@")
+  if ((${#binaries[@]} == 0)); then
+    binaries=(kernels tape attention hie contrastive dropout embedding gather linear residual
+      cross_entropy adam source_attention devices kernel_finite_differences known_answers)
+  fi
+  args=()
+  for b in "${binaries[@]}"; do args+=(--test "$b"); done
+  # --no-fail-fast: one race report does not hide another binary's.
   ASIF_EMULATOR_SANITIZE=thread CARGO_TARGET_DIR=target/tsan \
     TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/emulator/sanitize/tsan.supp" \
-    setarch "$(uname -m)" -R cargo test --test kernels --test tape
+    setarch "$(uname -m)" -R cargo test --no-fail-fast "${args[@]}"
   ;;
 *)
   echo "usage: $0 [demo|kernels]" >&2; exit 2 ;;
