@@ -18,7 +18,7 @@ use asif_kernels::autograd::{Tape, Var};
 use asif_kernels::ops::attention::{attention, AttentionConfig};
 use asif_kernels::ops::contrastive::{contrastive_loss, ContrastiveReduction};
 use asif_kernels::ops::hie::{hie, HieBackward, HieOptions};
-use asif_kernels::{Device, IndexTensor, Tensor};
+use asif_kernels::{Device, IndexTensor, Precision, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -178,6 +178,7 @@ fn attention_backward_matches_its_forward() {
                 heads: 2,
                 dropout: 0.2,
                 seed: 11,
+                precision: Precision::Fp32,
             };
             let lens = lengths(&device, &[1, 4, 6]);
             let build = |tape: &Tape, x: &[Var]| -> Vec<Var> {
