@@ -9,11 +9,13 @@
 //! API and a tape API), [`autograd`] (the tape and the finite-difference checker), [`data`] and
 //! [`metrics`] (RecBole data and full-ranking evaluation), [`model`] (ASIF and its baselines on
 //! the tape), [`train`] (the trainer) and [`checkpoint`] (safetensors files).
+pub mod accumulate;
 pub mod autograd;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod files;
 pub mod kernels;
 pub mod metrics;
 pub mod model;
