@@ -30,7 +30,7 @@ edit() {
 
 # --- the three bugs that survived the suite before issue 16 -----------------------------------
 mutant vx_from_fused ci "model_oracle model"
-edit src/model/layer.rs 'let vx = self.dense(x, &p("value_id"))?;' 'let vx = self.dense(f, &p("value_id"))?;'
+edit src/model/layer.rs 'let vx = self.value_id.forward(pass, x)?;' 'let vx = self.value_id.forward(pass, f)?;'
 
 mutant lambda_ignored ci "model_oracle model"
 edit src/model/mod.rs '            contrastive,

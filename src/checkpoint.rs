@@ -3,11 +3,11 @@
 //! target, so a crash leaves either the old file or the new one, never half of one.
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+pub use crate::files::replace_file;
 use crate::{Error, Result};
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -54,30 +54,6 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(checkpoint_error(path, "not a file path"));
     }
     replace_file(path, bytes).map_err(io(path))
-}
-
-/// Replaces the file `path` (its folder must exist) by `bytes`: written to a temporary sibling
-/// of its own, synced, then renamed over `path`. A reader, in this process or another, sees the
-/// old file or the new one, never part of one. Also used for the synthetic dataset, which concurrent runs regenerate.
-pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    // Process id and a per-process counter: no two writers, processes or threads, share one.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"))?;
-    let mut temporary: PathBuf = path.to_path_buf();
-    temporary.set_file_name(format!(
-        ".{}.tmp-{}-{write}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    {
-        let mut file = fs::File::create(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    fs::rename(&temporary, path)
 }
 
 /// A safetensors file read into memory.

@@ -11,11 +11,13 @@
 //! the tape), [`train`] (the trainer) and [`checkpoint`] (safetensors files). [`Precision`] names
 //! the arithmetic of the ops that will use tensor cores; [`kernel_version`] which version of a
 //! rewritten kernel family an op launches.
+pub mod accumulate;
 pub mod autograd;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod files;
 pub mod kernel_version;
 pub mod kernels;
 pub mod metrics;

@@ -17,7 +17,7 @@ pub mod gradcheck;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use crate::ops::add::add_assign;
+use crate::accumulate::add_assign;
 use crate::{Error, Result, Tensor};
 
 /// Identifies a value recorded on a tape.

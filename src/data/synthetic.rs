@@ -292,5 +292,5 @@ fn write_file(
 ) -> Result<(), DataError> {
     let mut bytes = Vec::new();
     body(&mut bytes).map_err(io_err(path))?;
-    crate::checkpoint::replace_file(path, &bytes).map_err(io_err(path))
+    crate::files::replace_file(path, &bytes).map_err(io_err(path))
 }

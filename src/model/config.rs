@@ -54,26 +54,106 @@ impl ModelKind {
         }
     }
 
+    /// What this kind switches on: the one place a model kind is matched (spec §4's switch
+    /// table, `docs/model.md`). Every other decision reads these switches.
+    pub fn switches(self) -> Switches {
+        let asif = Switches {
+            layer: LayerKind::Asif,
+            fused_input: FusedInput::Fusion,
+            position_stream: true,
+            hie: true,
+            rsa: true,
+            id_scores: false,
+        };
+        let sasrec = Switches {
+            layer: LayerKind::SasRec,
+            fused_input: FusedInput::None,
+            position_stream: false,
+            hie: false,
+            rsa: false,
+            id_scores: false,
+        };
+        match self {
+            ModelKind::SasRec => sasrec,
+            ModelKind::SasRecF => Switches {
+                fused_input: FusedInput::Fusion,
+                ..sasrec
+            },
+            ModelKind::Asif => asif,
+            ModelKind::AsifWithoutRsa => Switches { rsa: false, ..asif },
+            ModelKind::AsifWithoutHie => Switches { hie: false, ..asif },
+            ModelKind::AsifWithoutUp => Switches {
+                fused_input: FusedInput::FusionWithPositions,
+                position_stream: false,
+                ..asif
+            },
+            ModelKind::AsifWithoutFa => Switches {
+                fused_input: FusedInput::Attributes,
+                id_scores: true,
+                ..asif
+            },
+        }
+    }
+
     /// Reads side information (attribute tables).
     pub fn uses_attributes(self) -> bool {
-        self != ModelKind::SasRec
+        self.switches().fused_input != FusedInput::None
     }
     /// The SASRec layer (one stream) rather than ASIF's three streams.
     pub fn is_sasrec(self) -> bool {
-        matches!(self, ModelKind::SasRec | ModelKind::SasRecF)
+        self.switches().layer == LayerKind::SasRec
     }
     /// Has the position stream h_P and the score pair C_P.
     pub fn position_stream(self) -> bool {
-        !self.is_sasrec() && self != ModelKind::AsifWithoutUp
+        self.switches().position_stream
     }
     /// Applies HIE in every layer.
     pub fn hie(self) -> bool {
-        !self.is_sasrec() && self != ModelKind::AsifWithoutHie
+        self.switches().hie
     }
     /// Adds λ·L_co (when λ > 0).
     pub fn rsa(self) -> bool {
-        !self.is_sasrec() && self != ModelKind::AsifWithoutRsa
+        self.switches().rsa
     }
+}
+
+/// A model kind's row of the switch table ([`ModelKind::switches`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switches {
+    /// The layer the model stacks.
+    pub layer: LayerKind,
+    /// Where the fused input comes from: SASRec_F's X⁰, ASIF's F⁰.
+    pub fused_input: FusedInput,
+    /// The position stream h_P and its score pair C_P (ASIF layers).
+    pub position_stream: bool,
+    /// HIE in every layer (ASIF layers).
+    pub hie: bool,
+    /// λ·L_co in the loss (when λ > 0).
+    pub rsa: bool,
+    /// A third score pair C_X = (X W_q, X W_k) (`asif_wo_fa`, ASIF layers).
+    pub id_scores: bool,
+}
+
+/// The layer a model stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    /// One stream X, one score pair (spec §2).
+    SasRec,
+    /// Three streams X, h_A, h_P and the dual-score attention (spec §3.2).
+    Asif,
+}
+
+/// The fused input of a model: for a SASRec layer X⁰'s item term, for an ASIF layer F⁰.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FusedInput {
+    /// No side information (SASRec: X⁰ = Drop(LN(E_X + E_P))).
+    None,
+    /// 𝓕(E_X, A) (the fusion's weights are built).
+    Fusion,
+    /// 𝓕(E_X, A) + E_P (`asif_wo_up`: no position stream).
+    FusionWithPositions,
+    /// A = Σ_j A_j alone (`asif_wo_fa`: no fusion weights).
+    Attributes,
 }
 
 impl fmt::Display for ModelKind {

@@ -1,9 +1,11 @@
-//! One ASIF layer (spec §3.2) as a public unit: the code [`Model::encode`] runs per layer, and
-//! what `benches/asif_layer.rs` times against the eager PyTorch layer of
-//! `bench/peers/asif_layer.py` (the GPU check's end-to-end row).
+//! The layers a model stacks: the SASRec layer (spec §2) and one ASIF layer (spec §3.2), each a
+//! typed block that creates its own parameters (deciding which exist) and runs its own forward.
+//! An ASIF layer is public through [`super::Model::asif_layer`], what `benches/asif_layer.rs`
+//! times against the eager PyTorch layer of `bench/peers/asif_layer.py` (the GPU check's
+//! end-to-end row).
 //!
-//! A layer reads the three streams X (ID), F (fused, the paper's h_A) and P (position) and, on
-//! the tape:
+//! An ASIF layer reads the three streams X (ID), F (fused, the paper's h_A) and P (position)
+//! and, on the tape:
 //! 1. projects Q_f, K_f from F, Q_p, K_p from P (and, for `asif_wo_fa`, Q_x, K_x from X), and the
 //!    values V_X = X W_v1, V_A = F W_v2, V_P = P W_v3;
 //! 2. runs the fused dual-score attention (eqs. 3 to 5: Π_X, Π_A, Π_P with one mask and one
@@ -13,63 +15,16 @@
 //! 5. per-stream FFNs (A5): X' = FFN_X(H_X), F' = FFN_A(H_A), P' = FFN_P(H_P).
 //!
 //! The last layer builds only what is read afterwards (X'; H_A for HIE): see `docs/model.md`.
-use std::cell::Cell;
-
-use super::{fused_output_read, position_output_read, reshape, Model, ModelConfig, Params};
 use crate::autograd::{Tape, Var};
 use crate::ops::add::add;
-use crate::ops::attention::{attention, AttentionConfig};
-use crate::ops::dropout::DropoutMode;
-use crate::ops::gelu::gelu;
+use crate::ops::attention::attention;
 use crate::ops::hie::{hie, HieOptions};
 use crate::ops::linear::linear;
-use crate::ops::residual_norm::{residual_layer_norm, DropoutSettings};
-use crate::rng::hash64;
-use crate::{Error, IndexTensor, Precision, Result, Tensor};
+use crate::{Error, IndexTensor, Result, Tensor};
 
-use super::Mode;
-
-/// Where a forward pass's dropout masks come from: a fresh seed per dropout site, drawn in
-/// order from (base seed, site counter), and the dropout mode (training or evaluation).
-///
-/// The model draws its sites in a fixed order (input dropouts, then per layer: attention, the
-/// three sublayer ends, the FFNs), so the same [`DropoutSeeds`] gives the same masks.
-#[derive(Debug)]
-pub struct DropoutSeeds {
-    base: u64,
-    counter: Cell<u64>,
-    /// Training (masks drawn) or evaluation (dropout is the identity).
-    pub mode: DropoutMode,
-}
-
-impl DropoutSeeds {
-    /// Seeds `hash64(base, 0)`, `hash64(base, 1)`, … in `mode`.
-    pub fn new(base: u64, mode: DropoutMode) -> DropoutSeeds {
-        DropoutSeeds {
-            base,
-            counter: Cell::new(0),
-            mode,
-        }
-    }
-
-    /// The seeds [`Model::forward`] and [`Model::scores`] use for a model seeded `model_seed`:
-    /// in training a base from (model seed, step), so each step draws new masks.
-    pub fn for_model(model_seed: u64, mode: Mode) -> DropoutSeeds {
-        match mode {
-            Mode::Train { step } => {
-                DropoutSeeds::new(hash64(model_seed ^ 0xD50_0000, step), DropoutMode::Train)
-            }
-            Mode::Eval => DropoutSeeds::new(0, DropoutMode::Eval),
-        }
-    }
-
-    /// The next site's seed.
-    pub fn next(&self) -> u64 {
-        let c = self.counter.get();
-        self.counter.set(c + 1);
-        hash64(self.base, c)
-    }
-}
+use super::blocks::{FeedForward, LayerNorm, Linear};
+use super::forward::Forward;
+use super::parameters::{Block, Init, ParameterBuilder, ParameterId};
 
 /// The position stream P entering a layer.
 #[derive(Debug, Clone)]
@@ -111,6 +66,14 @@ pub struct AsifStreams {
     pub position: Option<PositionStream>,
 }
 
+fn reshape(tape: &Tape, x: &Var, shape: &[usize]) -> Result<Var> {
+    let original = x.value().shape().to_vec();
+    let id = x.id();
+    Ok(tape.record(x.value().reshape(shape)?, move |dy| {
+        Ok(vec![(id, dy.reshape(&original)?)])
+    }))
+}
+
 /// E_P `[n, d]` broadcast to `[batch, n, d]` on the tape: ones[batch, 1] · E_P[1, n·d] (its
 /// gradient is the sum over the batch), so every device runs it through the linear op.
 pub fn broadcast_positions(tape: &Tape, table: &Var, batch: usize) -> Result<Var> {
@@ -132,97 +95,241 @@ pub fn broadcast_positions(tape: &Tape, table: &Var, batch: usize) -> Result<Var
     reshape(tape, &full, &[batch, n, d])
 }
 
-/// The sublayer building blocks of a forward pass: parameters by name, the config's sizes and
-/// dropouts, and the seed stream (shared by [`Model::encode`]'s SASRec and ASIF layers).
-pub(super) struct Sublayers<'a> {
-    pub tape: &'a Tape,
-    pub config: &'a ModelConfig,
-    pub params: &'a Params<'a>,
-    pub seeds: &'a DropoutSeeds,
+/// One SASRec layer `layers.{l}.*`: one score pair and value from X, H = LN(Drop(O W_o) + X),
+/// X' = FFN(H).
+#[derive(Debug, Clone)]
+pub(super) struct SasRecLayer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    output: Linear,
+    attention_norm: LayerNorm,
+    ffn: FeedForward,
 }
 
-impl Sublayers<'_> {
-    /// x W + b with the named linear.
-    pub fn dense(&self, x: &Var, prefix: &str) -> Result<Var> {
-        linear(
-            self.tape,
-            x,
-            self.params.get(&format!("{prefix}.weight")),
-            Some(self.params.get(&format!("{prefix}.bias"))),
-        )
+impl SasRecLayer {
+    pub fn new(builder: &mut ParameterBuilder, l: usize) -> Result<SasRecLayer> {
+        let cfg = builder.config();
+        let (d, inner) = (cfg.hidden_size, cfg.inner_size);
+        let p = |s: &str| format!("layers.{l}.{s}");
+        Ok(SasRecLayer {
+            query: Linear::square(builder, &p("query"), d)?,
+            key: Linear::square(builder, &p("key"), d)?,
+            value: Linear::square(builder, &p("value"), d)?,
+            output: Linear::square(builder, &p("output"), d)?,
+            attention_norm: LayerNorm::new(builder, &p("attention_norm"), d)?,
+            ffn: FeedForward::new(builder, &p("ffn"), d, inner)?,
+        })
     }
 
-    /// LN(Dropout(y) + residual) with the named norm (one seed).
-    pub fn sublayer_end(&self, y: &Var, residual: &Var, prefix: &str) -> Result<Var> {
-        residual_layer_norm(
-            self.tape,
-            y,
-            residual,
-            self.params.get(&format!("{prefix}.weight")),
-            self.params.get(&format!("{prefix}.bias")),
-            self.config.layer_norm_eps,
-            DropoutSettings {
-                p: self.config.hidden_dropout,
-                seed: self.seeds.next(),
-                mode: self.seeds.mode,
-            },
-        )
+    pub fn forward(&self, pass: &Forward, x: &Var, lengths: &IndexTensor) -> Result<Var> {
+        let q = self.query.forward(pass, x)?;
+        let k = self.key.forward(pass, x)?;
+        let v = self.value.forward(pass, x)?;
+        let o = attention(
+            pass.tape,
+            &[(&q, &k)],
+            &v,
+            None,
+            None,
+            lengths,
+            &pass.attention_config(),
+        )?;
+        let y = self.output.forward(pass, &o.id)?;
+        let h = self.attention_norm.residual(pass, &y, x)?;
+        self.ffn.forward(pass, &h)
     }
+}
 
-    /// The position-wise FFN: LN(Drop(GELU(x W_1 + b_1) W_2 + b_2) + x).
-    pub fn ffn(&self, x: &Var, prefix: &str) -> Result<Var> {
-        let h = gelu(self.tape, &self.dense(x, &format!("{prefix}.dense1"))?)?;
-        let y = self.dense(&h, &format!("{prefix}.dense2"))?;
-        self.sublayer_end(&y, x, &format!("{prefix}.norm"))
-    }
-
-    /// The attention op's heads and dropout (none in evaluation), with the next seed.
-    pub fn attention_config(&self) -> AttentionConfig {
-        AttentionConfig {
-            heads: self.config.heads,
-            dropout: match self.seeds.mode {
-                DropoutMode::Train => self.config.attention_dropout,
-                DropoutMode::Eval => 0.0,
-            },
-            seed: self.seeds.next(),
-            precision: Precision::Fp32,
+impl Block for SasRecLayer {
+    fn visit(&self, visitor: &mut dyn FnMut(ParameterId)) {
+        for linear in [&self.query, &self.key, &self.value, &self.output] {
+            linear.visit(visitor);
         }
+        self.attention_norm.visit(visitor);
+        self.ffn.visit(visitor);
+    }
+}
+
+/// A stream's value projection, output projection and sublayer norm (`value_s`, `output_s`,
+/// `norm_s`): built where the stream's H_s is read.
+#[derive(Debug, Clone)]
+struct StreamOutput {
+    value: Linear,
+    output: Linear,
+    norm: LayerNorm,
+}
+
+impl StreamOutput {
+    fn new(builder: &mut ParameterBuilder, l: usize, stream: &str) -> Result<StreamOutput> {
+        let d = builder.config().hidden_size;
+        let p = |s: &str| format!("layers.{l}.{s}_{stream}");
+        Ok(StreamOutput {
+            value: Linear::square(builder, &p("value"), d)?,
+            output: Linear::square(builder, &p("output"), d)?,
+            norm: LayerNorm::new(builder, &p("norm"), d)?,
+        })
     }
 
-    /// Layer `l` (0-based) of an ASIF-family model: spec §3.2, steps 1 to 7.
-    pub fn asif_layer(
+    /// H_s = LN_s(Drop(O_s W_os + b) + residual).
+    fn sublayer_end(&self, pass: &Forward, o: &Var, residual: &Var) -> Result<Var> {
+        let y = self.output.forward(pass, o)?;
+        self.norm.residual(pass, &y, residual)
+    }
+}
+
+impl Block for StreamOutput {
+    fn visit(&self, visitor: &mut dyn FnMut(ParameterId)) {
+        self.value.visit(visitor);
+        self.output.visit(visitor);
+        self.norm.visit(visitor);
+    }
+}
+
+/// A pair of score projections (Q, K) from one stream.
+#[derive(Debug, Clone)]
+struct ScorePair {
+    query: Linear,
+    key: Linear,
+}
+
+impl ScorePair {
+    fn new(builder: &mut ParameterBuilder, l: usize, stream: &str) -> Result<ScorePair> {
+        let d = builder.config().hidden_size;
+        Ok(ScorePair {
+            query: Linear::square(builder, &format!("layers.{l}.query_{stream}"), d)?,
+            key: Linear::square(builder, &format!("layers.{l}.key_{stream}"), d)?,
+        })
+    }
+
+    fn forward(&self, pass: &Forward, x: &Var) -> Result<(Var, Var)> {
+        Ok((self.query.forward(pass, x)?, self.key.forward(pass, x)?))
+    }
+}
+
+impl Block for ScorePair {
+    fn visit(&self, visitor: &mut dyn FnMut(ParameterId)) {
+        self.query.visit(visitor);
+        self.key.visit(visitor);
+    }
+}
+
+/// Layer `l` of an ASIF-family model, `layers.{l}.*` (spec §3.2, steps 1 to 7; module docs).
+#[derive(Debug, Clone)]
+pub(super) struct AsifLayer {
+    /// C_XA's pair from F.
+    fused_scores: ScorePair,
+    /// V_X.
+    value_id: Linear,
+    /// C_P's pair from P, where the model has a position stream.
+    position_scores: Option<ScorePair>,
+    /// C_X's pair from X (`asif_wo_fa`).
+    id_scores: Option<ScorePair>,
+    output_id: Linear,
+    norm_id: LayerNorm,
+    /// V_A, W_oA, LN_A: where H_A is read (by the next layer, or by HIE).
+    fused_output: Option<StreamOutput>,
+    /// V_P, W_oP, LN_P: where H_P is read (by the next layer).
+    position_output: Option<StreamOutput>,
+    /// HIE's fixed random bases W_r `[n, r]`.
+    hie_bases: Option<ParameterId>,
+    ffn_id: FeedForward,
+    /// FFN_A and FFN_P: not in the last layer, whose F' and P' nobody reads.
+    ffn_fused: Option<FeedForward>,
+    ffn_position: Option<FeedForward>,
+}
+
+impl AsifLayer {
+    /// Layer `l` of `layers`. Only X is read out after the last layer, so there h_P (and,
+    /// without HIE, h_A) is never read: those values, output projections, norms and FFNs would
+    /// get no gradient, and are not built. This is the one place that decides it.
+    pub fn new(builder: &mut ParameterBuilder, l: usize, layers: usize) -> Result<AsifLayer> {
+        let cfg = builder.config();
+        let switches = cfg.kind.switches();
+        let (d, n, inner, rank) = (cfg.hidden_size, cfg.max_len, cfg.inner_size, cfg.hie_rank);
+        let last = l + 1 == layers;
+        let fused_read = !last || switches.hie;
+        let position_read = switches.position_stream && !last;
+        let p = |s: &str| format!("layers.{l}.{s}");
+        let fused_scores = ScorePair::new(builder, l, "fused")?;
+        let value_id = Linear::square(builder, &p("value_id"), d)?;
+        let position_scores = match switches.position_stream {
+            true => Some(ScorePair::new(builder, l, "position")?),
+            false => None,
+        };
+        let id_scores = match switches.id_scores {
+            true => Some(ScorePair::new(builder, l, "id")?),
+            false => None,
+        };
+        let output_id = Linear::square(builder, &p("output_id"), d)?;
+        let norm_id = LayerNorm::new(builder, &p("norm_id"), d)?;
+        let fused_output = match fused_read {
+            true => Some(StreamOutput::new(builder, l, "fused")?),
+            false => None,
+        };
+        let position_output = match position_read {
+            true => Some(StreamOutput::new(builder, l, "position")?),
+            false => None,
+        };
+        let hie_bases = match switches.hie {
+            true => Some(builder.add(p("hie_bases"), &[n, rank], Init::StandardNormal)?),
+            false => None,
+        };
+        let ffn_id = FeedForward::new(builder, &p("ffn_id"), d, inner)?;
+        let (mut ffn_fused, mut ffn_position) = (None, None);
+        if !last {
+            ffn_fused = Some(FeedForward::new(builder, &p("ffn_fused"), d, inner)?);
+            if switches.position_stream {
+                ffn_position = Some(FeedForward::new(builder, &p("ffn_position"), d, inner)?);
+            }
+        }
+        Ok(AsifLayer {
+            fused_scores,
+            value_id,
+            position_scores,
+            id_scores,
+            output_id,
+            norm_id,
+            fused_output,
+            position_output,
+            hie_bases,
+            ffn_id,
+            ffn_fused,
+            ffn_position,
+        })
+    }
+
+    /// Whether this layer reads a position stream.
+    pub fn reads_positions(&self) -> bool {
+        self.position_scores.is_some()
+    }
+
+    pub fn forward(
         &self,
-        l: usize,
+        pass: &Forward,
         streams: &AsifStreams,
         lengths: &IndexTensor,
     ) -> Result<AsifStreams> {
-        let cfg = self.config;
-        let kind = cfg.kind;
-        let p = |s: &str| format!("layers.{l}.{s}");
-        let last = l + 1 == cfg.layers;
+        let tape = pass.tape;
+        let cfg = pass.config;
         let x = &streams.id;
         let f = streams
             .fused
             .as_ref()
             .ok_or_else(|| Error::argument("asif_layer", "the fused stream F is missing"))?;
-        let qf = self.dense(f, &p("query_fused"))?;
-        let kf = self.dense(f, &p("key_fused"))?;
+        let (qf, kf) = self.fused_scores.forward(pass, f)?;
         let mut position_pair = None;
         let mut position_values = None;
-        if let Some(position) = &streams.position {
+        if let (Some(scores), Some(position)) = (&self.position_scores, &streams.position) {
             let ps = &position.source;
-            position_pair = Some((
-                self.dense(ps, &p("query_position"))?,
-                self.dense(ps, &p("key_position"))?,
-            ));
-            if position_output_read(kind, last) {
-                position_values = Some(self.dense(ps, &p("value_position"))?);
+            position_pair = Some(scores.forward(pass, ps)?);
+            if let Some(output) = &self.position_output {
+                position_values = Some(output.value.forward(pass, ps)?);
             }
         }
-        let id_pair = if kind == super::ModelKind::AsifWithoutFa {
-            Some((self.dense(x, &p("query_id"))?, self.dense(x, &p("key_id"))?))
-        } else {
-            None
+        let id_pair = match &self.id_scores {
+            Some(scores) => Some(scores.forward(pass, x)?),
+            None => None,
         };
         let mut pairs: Vec<(&Var, &Var)> = vec![(&qf, &kf)];
         if let Some((q, k)) = &position_pair {
@@ -231,44 +338,39 @@ impl Sublayers<'_> {
         if let Some((q, k)) = &id_pair {
             pairs.push((q, k));
         }
-        let vx = self.dense(x, &p("value_id"))?;
-        let va = if fused_output_read(kind, last) {
-            Some(self.dense(f, &p("value_fused"))?)
-        } else {
-            None
+        let vx = self.value_id.forward(pass, x)?;
+        let va = match &self.fused_output {
+            Some(output) => Some(output.value.forward(pass, f)?),
+            None => None,
         };
         let o = attention(
-            self.tape,
+            tape,
             &pairs,
             &vx,
             va.as_ref(),
             position_values.as_ref(),
             lengths,
-            &self.attention_config(),
+            &pass.attention_config(),
         )?;
-        let mut h_x = self.sublayer_end(&self.dense(&o.id, &p("output_id"))?, x, &p("norm_id"))?;
-        let h_a = match &o.fused {
-            Some(o_a) => Some(self.sublayer_end(
-                &self.dense(o_a, &p("output_fused"))?,
-                f,
-                &p("norm_fused"),
-            )?),
-            None => None,
-        };
-        let h_p = match (&o.position, &streams.position) {
-            (Some(o_p), Some(position)) => Some(self.sublayer_end(
-                &self.dense(o_p, &p("output_position"))?,
-                &position.residual,
-                &p("norm_position"),
-            )?),
+        let mut h_x = self
+            .norm_id
+            .residual(pass, &self.output_id.forward(pass, &o.id)?, x)?;
+        let h_a = match (&o.fused, &self.fused_output) {
+            (Some(o_a), Some(output)) => Some(output.sublayer_end(pass, o_a, f)?),
             _ => None,
         };
-        if let (true, Some(h_a)) = (kind.hie(), &h_a) {
+        let h_p = match (&o.position, &self.position_output, &streams.position) {
+            (Some(o_p), Some(output), Some(position)) => {
+                Some(output.sublayer_end(pass, o_p, &position.residual)?)
+            }
+            _ => None,
+        };
+        if let (Some(bases), Some(h_a)) = (self.hie_bases, &h_a) {
             let homogeneous = hie(
-                self.tape,
+                tape,
                 &h_x,
                 h_a,
-                self.params.get(&p("hie_bases")),
+                pass.parameter(bases),
                 lengths,
                 HieOptions {
                     keep_padding: cfg.hie_keep_padding,
@@ -276,93 +378,38 @@ impl Sublayers<'_> {
                 },
                 cfg.hie_gradient.into(),
             )?;
-            h_x = add(self.tape, &h_x, &homogeneous)?;
+            h_x = add(tape, &h_x, &homogeneous)?;
         }
-        let id = self.ffn(&h_x, &p("ffn_id"))?;
+        let id = self.ffn_id.forward(pass, &h_x)?;
         let mut next = AsifStreams {
             id,
             fused: None,
             position: None,
         };
-        if !last {
-            next.fused = Some(self.ffn(h_a.as_ref().expect("h_A is read"), &p("ffn_fused"))?);
-            if let Some(h_p) = h_p {
-                next.position = Some(PositionStream::from_hidden(
-                    self.ffn(&h_p, &p("ffn_position"))?,
-                ));
-            }
+        if let Some(ffn) = &self.ffn_fused {
+            let h_a = h_a.ok_or_else(|| Error::argument("asif_layer", "H_A is not built"))?;
+            next.fused = Some(ffn.forward(pass, &h_a)?);
+        }
+        if let (Some(ffn), Some(h_p)) = (&self.ffn_position, h_p) {
+            next.position = Some(PositionStream::from_hidden(ffn.forward(pass, &h_p)?));
         }
         Ok(next)
     }
 }
 
-impl Model {
-    /// Layer `layer` (0-based) of this ASIF-family model on `tape`: exactly the layer
-    /// [`Model::forward`] runs (spec §3.2; see the module docs), on the streams `streams` with
-    /// lengths L_b `[B]` and dropout seeds `seeds` (drawn in the model's order: attention, H_X,
-    /// H_A, H_P, then FFN_X, FFN_A, FFN_P).
-    ///
-    /// `vars` are this model's parameters on `tape`, one per [`Model::parameters`] entry in that
-    /// order (the layer reads its own by name: `layers.{layer}.*`). `streams.fused` is required,
-    /// and `streams.position` exactly where the model has a position stream (layer 1's from
-    /// [`PositionStream::from_table`]). Returns X' and, unless this is the last layer, F' and P'.
-    pub fn asif_layer(
-        &self,
-        tape: &Tape,
-        vars: &[Var],
-        layer: usize,
-        streams: &AsifStreams,
-        lengths: &IndexTensor,
-        seeds: &DropoutSeeds,
-    ) -> Result<AsifStreams> {
-        let cfg = &self.config;
-        let bad = |m: String| Err(Error::argument("asif_layer", m));
-        if cfg.kind.is_sasrec() {
-            return bad(format!("{} has no ASIF layer", cfg.kind));
-        }
-        if layer >= cfg.layers {
-            return bad(format!("layer {layer} of a {}-layer model", cfg.layers));
-        }
-        if vars.len() != self.parameters.len() {
-            return bad(format!(
-                "{} variables for {} parameters",
-                vars.len(),
-                self.parameters.len()
-            ));
-        }
-        if let Some((v, p)) = vars
-            .iter()
-            .zip(&self.parameters)
-            .find(|(v, p)| v.value().shape() != p.value.shape())
-        {
-            return bad(format!(
-                "variable for `{}` is {:?}, the parameter {:?}",
-                p.name,
-                v.value().shape(),
-                p.value.shape()
-            ));
-        }
-        if streams.position.is_some() != cfg.kind.position_stream() {
-            return bad(format!(
-                "{} {} a position stream",
-                cfg.kind,
-                if cfg.kind.position_stream() {
-                    "needs"
-                } else {
-                    "has no"
-                }
-            ));
-        }
-        let params = Params {
-            vars,
-            index: &self.index,
-        };
-        Sublayers {
-            tape,
-            config: cfg,
-            params: &params,
-            seeds,
-        }
-        .asif_layer(layer, streams, lengths)
+impl Block for AsifLayer {
+    fn visit(&self, visitor: &mut dyn FnMut(ParameterId)) {
+        self.fused_scores.visit(visitor);
+        self.value_id.visit(visitor);
+        self.position_scores.visit(visitor);
+        self.id_scores.visit(visitor);
+        self.output_id.visit(visitor);
+        self.norm_id.visit(visitor);
+        self.fused_output.visit(visitor);
+        self.position_output.visit(visitor);
+        self.hie_bases.visit(visitor);
+        self.ffn_id.visit(visitor);
+        self.ffn_fused.visit(visitor);
+        self.ffn_position.visit(visitor);
     }
 }

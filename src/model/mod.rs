@@ -1,191 +1,51 @@
 //! ASIF and its baselines as one code path (spec §2 to §4; switch table: `docs/model.md`).
 //!
-//! A [`Model`] owns its named parameters (RecBole's initialisation) and runs on any device: its
-//! forward pass is built from the ops' tape faces, so the same code trains on the CPU, the
-//! emulator and a GPU. [`Model::forward`] records L = L_ce + λ·L_co for a batch on a tape;
-//! [`Model::scores`] gives u E_Xᵀ over all items in evaluation mode (no dropout). The prediction
-//! layer is E_X itself (tied weights).
+//! A [`Model`] owns its parameters (RecBole's initialisation) as typed blocks and runs on any
+//! device: its forward pass is built from the ops' tape faces, so the same code trains on the
+//! CPU, the emulator and a GPU. [`Model::forward`] records L = L_ce + λ·L_co for a batch on a
+//! tape; [`Model::scores`] gives u E_Xᵀ over all items in evaluation mode (no dropout). The
+//! prediction layer is E_X itself (tied weights).
+//!
+//! Files, one job each: `config.rs` (the kinds and their switch table, the one place a kind is
+//! matched; hyper-parameters), `inputs.rs` (a batch on a device, dataset glue),
+//! `parameters.rs` (the parameter list, initialisation, typed handles), `blocks.rs` (linear,
+//! layer norm, FFN), `fusion.rs` (𝓕), `layer.rs` (the SASRec and ASIF layers), `forward.rs`
+//! (what a pass carries: mode, dropout seeds), `weights.rs` (checkpoint I/O), and this file
+//! (the model: which blocks exist, the forward pass, the loss).
+mod blocks;
 mod config;
+mod forward;
+mod fusion;
+mod inputs;
 mod layer;
+mod parameters;
+mod weights;
 
 pub use config::{
-    DataShape, Fusion, HieGradient, ModelConfig, ModelKind, PoolingMode, RsaReduction,
+    DataShape, FusedInput, Fusion, HieGradient, LayerKind, ModelConfig, ModelKind, PoolingMode,
+    RsaReduction, Switches,
 };
-pub use layer::{broadcast_positions, AsifStreams, DropoutSeeds, PositionStream};
+pub use forward::{DropoutSeeds, Mode};
+pub use inputs::{attribute_groups, data_shape, token_attributes, ModelInputs};
+pub use layer::{broadcast_positions, AsifStreams, PositionStream};
+pub use parameters::Parameter;
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use crate::autograd::{Gradients, Tape, Var};
-use crate::data::{Batch, Dataset, TokenTable};
 use crate::ops::add::add;
-use crate::ops::attention::attention;
 use crate::ops::contrastive::{contrastive_loss, initial_logit_scale, ContrastiveReduction};
 use crate::ops::cross_entropy::cross_entropy_over_items;
-use crate::ops::dropout::dropout;
 use crate::ops::embedding::{embedding, pooled_embedding};
 use crate::ops::gather::gather_last;
-use crate::ops::layer_norm::layer_norm;
-use crate::ops::linear::{linear, matmul_transposed_forward};
-use crate::ops::relu::relu;
-use crate::ops::source_attention::{source_attention, stack_sources};
-use crate::rng::{hash64, uniform};
+use crate::ops::linear::matmul_transposed_forward;
 use crate::{Device, Error, IndexTensor, Result, Tensor};
 
-/// One named parameter.
-#[derive(Debug, Clone)]
-pub struct Parameter {
-    pub name: String,
-    pub value: Tensor,
-}
-
-/// A batch's inputs on a device: item ids `[B, n]`, lengths L_b `[B]`, targets `[B]` and, per
-/// attribute type, the tokens `[B, n, width]`.
-#[derive(Debug, Clone)]
-pub struct ModelInputs {
-    pub items: IndexTensor,
-    pub lengths: IndexTensor,
-    pub targets: IndexTensor,
-    pub attributes: Vec<IndexTensor>,
-    /// Attribute-set ids `[B, n]` for `rsa_dedup` ([`attribute_groups`]): positions with the
-    /// same id hold items whose attribute tokens are identical. [`ModelInputs::from_batch`] fills
-    /// it on the host; `None` makes a model with `rsa_dedup` compute it from `items` and
-    /// `attributes` (a download on a GPU).
-    pub attribute_groups: Option<IndexTensor>,
-}
-
-/// Attribute-set ids of `positions` item slots for `rsa_dedup` (spec §3.4): two slots get the same
-/// id exactly when, for every attribute type, their sorted non-zero tokens are equal (the tokens
-/// the model pools, so identical ids mean identical a rows). Padding slots (`items[p] == 0`) get
-/// −1; they are outside L_b, so the contrastive loss never reads them. `tokens[j]` holds type j's
-/// tokens, `positions × widths[j]`. Ids are numbered in order of first appearance.
-pub fn attribute_groups(items: &[i32], tokens: &[&[i32]], widths: &[usize]) -> Vec<i32> {
-    let mut ids: HashMap<Vec<Vec<i32>>, i32> = HashMap::new();
-    items
-        .iter()
-        .enumerate()
-        .map(|(p, &item)| {
-            if item == 0 {
-                return -1;
-            }
-            let key: Vec<Vec<i32>> = tokens
-                .iter()
-                .zip(widths)
-                .map(|(t, &w)| {
-                    let mut set: Vec<i32> = t[p * w..(p + 1) * w]
-                        .iter()
-                        .copied()
-                        .filter(|&v| v != 0)
-                        .collect();
-                    set.sort_unstable();
-                    set
-                })
-                .collect();
-            let next = ids.len() as i32;
-            *ids.entry(key).or_insert(next)
-        })
-        .collect()
-}
-
-impl ModelInputs {
-    /// Uploads a [`Batch`] and its attribute tokens (`tables`, one per attribute type; `width`
-    /// tokens kept per item).
-    pub fn from_batch(
-        device: &Device,
-        batch: &Batch,
-        tables: &[&TokenTable],
-        width: usize,
-    ) -> Result<ModelInputs> {
-        let (b, n) = (batch.len(), batch.n);
-        let to_i32 = |v: &[u32]| v.iter().map(|&x| x as i32).collect::<Vec<i32>>();
-        let items = to_i32(&batch.items);
-        let tokens: Vec<Vec<i32>> = tables
-            .iter()
-            .map(|t| to_i32(&batch.attribute_tokens(t, width)))
-            .collect();
-        let attribute_groups = if tokens.is_empty() {
-            None
-        } else {
-            let slices: Vec<&[i32]> = tokens.iter().map(|t| t.as_slice()).collect();
-            let groups = attribute_groups(&items, &slices, &vec![width; tokens.len()]);
-            Some(IndexTensor::from_vec(device, &[b, n], groups)?)
-        };
-        let attributes = tokens
-            .into_iter()
-            .map(|t| IndexTensor::from_vec(device, &[b, n, width], t))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(ModelInputs {
-            items: IndexTensor::from_vec(device, &[b, n], items)?,
-            lengths: IndexTensor::from_vec(device, &[b], to_i32(&batch.lengths))?,
-            targets: IndexTensor::from_vec(device, &[b], to_i32(&batch.targets))?,
-            attributes,
-            attribute_groups,
-        })
-    }
-
-    /// The attribute-set ids `[B, n]` of these inputs: [`ModelInputs::attribute_groups`] when
-    /// set, else computed from `items` and `attributes` ([`attribute_groups`]; on a GPU this
-    /// downloads them).
-    pub fn attribute_group_ids(&self) -> Result<IndexTensor> {
-        if let Some(groups) = &self.attribute_groups {
-            return Ok(groups.clone());
-        }
-        let items = self.items.to_vec()?;
-        let tokens = self
-            .attributes
-            .iter()
-            .map(|a| a.to_vec())
-            .collect::<Result<Vec<_>>>()?;
-        let widths: Vec<usize> = self
-            .attributes
-            .iter()
-            .map(|a| a.shape().last().copied().unwrap_or(0))
-            .collect();
-        let slices: Vec<&[i32]> = tokens.iter().map(|t| t.as_slice()).collect();
-        IndexTensor::from_vec(
-            self.items.device(),
-            self.items.shape(),
-            attribute_groups(&items, &slices, &widths),
-        )
-    }
-
-    pub fn batch_size(&self) -> usize {
-        self.lengths.len()
-    }
-}
-
-/// The token attributes of a dataset in a fixed order (by name), with their vocabulary sizes:
-/// what a model with side information reads.
-pub fn token_attributes(dataset: &Dataset) -> Vec<(&str, &TokenTable)> {
-    let mut out: Vec<(&str, &TokenTable)> = dataset
-        .attributes()
-        .iter()
-        .filter_map(|a| a.tokens().map(|t| (a.name.as_str(), t)))
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(b.0));
-    out
-}
-
-/// The [`DataShape`] of a dataset (its token attributes in [`token_attributes`] order).
-pub fn data_shape(dataset: &Dataset) -> DataShape {
-    DataShape {
-        n_item_ids: dataset.n_item_ids(),
-        attribute_vocab: token_attributes(dataset)
-            .iter()
-            .map(|(_, t)| t.n_token_ids())
-            .collect(),
-    }
-}
-
-/// Training (dropout on, masks from the step) or evaluation (dropout off).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// `step` selects the dropout masks: a different step gives different masks.
-    Train {
-        step: u64,
-    },
-    Eval,
-}
+use blocks::LayerNorm;
+use forward::Forward;
+use fusion::FusionBlock;
+use layer::{AsifLayer, SasRecLayer};
+use parameters::{Block, Init, Leaves, ParameterBuilder, ParameterId};
 
 /// What [`Model::forward`] recorded: the parameter leaves (in [`Model::parameters`] order) and
 /// the two loss terms.
@@ -236,101 +96,150 @@ pub struct Model {
     data: DataShape,
     device: Device,
     parameters: Vec<Parameter>,
-    index: HashMap<String, usize>,
+    blocks: Blocks,
 }
 
-/// How a parameter is initialised.
-enum Init {
-    /// N(0, σ) with σ the config's init std; `zero_pad_row` zeroes row 0 (embedding tables).
-    Normal {
-        zero_pad_row: bool,
-    },
-    /// N(0, 1) (HIE's fixed random W_r, spec §3.3).
-    StandardNormal,
-    Constant(f32),
+/// The layers a model stacks (its switch table's `layer`).
+#[derive(Debug, Clone)]
+enum Layers {
+    SasRec(Vec<SasRecLayer>),
+    Asif(Vec<AsifLayer>),
 }
 
-struct Builder<'a> {
-    config: &'a ModelConfig,
-    device: &'a Device,
-    parameters: Vec<Parameter>,
+/// The model's typed blocks, in creation order: handles into [`Model::parameters`].
+#[derive(Debug, Clone)]
+struct Blocks {
+    /// E_X `[|V|, d]` (also the prediction layer).
+    item_embedding: ParameterId,
+    /// E_P `[n, d]`.
+    position_embedding: ParameterId,
+    /// One table per attribute type, where the model reads side information.
+    attribute_embeddings: Vec<ParameterId>,
+    /// 𝓕's weights, where the model fuses E_X with A.
+    fusion: Option<FusionBlock>,
+    /// LN of X⁰.
+    input_norm: LayerNorm,
+    /// LN_f of F⁰ (ASIF layers).
+    fused_input_norm: Option<LayerNorm>,
+    layers: Layers,
+    /// RSA's s, where the loss has λ·L_co.
+    logit_scale: Option<ParameterId>,
 }
 
-impl Builder<'_> {
-    fn add(&mut self, name: String, shape: &[usize], init: Init) -> Result<()> {
-        let len: usize = shape.iter().product();
-        let seed = hash64(
-            self.config.seed ^ 0xA51F_0000_0000_0000,
-            self.parameters.len() as u64,
-        );
-        let normal = |i: usize, std: f32| -> f32 {
-            // Box-Muller from two counter-based uniforms: the same values on every platform.
-            let u1 = 1.0 - uniform(seed, 2 * i as u64) as f64;
-            let u2 = uniform(seed, 2 * i as u64 + 1) as f64;
-            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32 * std
-        };
-        let mut values: Vec<f32> = match init {
-            Init::Normal { .. } => (0..len).map(|i| normal(i, self.config.init_std)).collect(),
-            Init::StandardNormal => (0..len).map(|i| normal(i, 1.0)).collect(),
-            Init::Constant(c) => vec![c; len],
-        };
-        if let Init::Normal { zero_pad_row: true } = init {
-            values[..shape[1]].fill(0.0);
-        }
-        self.parameters.push(Parameter {
-            name,
-            value: Tensor::from_vec(self.device, shape, values)?,
-        });
-        Ok(())
-    }
-
-    fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<()> {
-        self.add(
-            format!("{prefix}.weight"),
-            &[d_in, d_out],
-            Init::Normal {
-                zero_pad_row: false,
-            },
+impl Blocks {
+    /// The one constructor that decides which weights exist, from the kind's switches and the
+    /// config.
+    fn new(builder: &mut ParameterBuilder, data: &DataShape) -> Result<Blocks> {
+        let config = builder.config().clone();
+        let switches = config.kind.switches();
+        let (d, n) = (config.hidden_size, config.max_len);
+        let item_embedding = builder.add(
+            "item_embedding.weight".into(),
+            &[data.n_item_ids, d],
+            Init::EMBEDDING,
         )?;
-        if bias {
-            self.add(format!("{prefix}.bias"), &[d_out], Init::Constant(0.0))?;
+        let position_embedding =
+            builder.add("position_embedding.weight".into(), &[n, d], Init::NORMAL)?;
+        let mut attribute_embeddings = Vec::new();
+        let mut fusion = None;
+        if switches.fused_input != FusedInput::None {
+            for (j, &vocab) in data.attribute_vocab.iter().enumerate() {
+                attribute_embeddings.push(builder.add(
+                    format!("attribute_embedding.{j}.weight"),
+                    &[vocab, d],
+                    Init::EMBEDDING,
+                )?);
+            }
+            if matches!(
+                switches.fused_input,
+                FusedInput::Fusion | FusedInput::FusionWithPositions
+            ) {
+                fusion = Some(FusionBlock::new(
+                    builder,
+                    config.fusion,
+                    d,
+                    data.attribute_vocab.len(),
+                )?);
+            }
         }
-        Ok(())
-    }
-
-    fn norm(&mut self, prefix: &str, d: usize) -> Result<()> {
-        self.add(format!("{prefix}.weight"), &[d], Init::Constant(1.0))?;
-        self.add(format!("{prefix}.bias"), &[d], Init::Constant(0.0))
-    }
-
-    fn ffn(&mut self, prefix: &str, d: usize, inner: usize) -> Result<()> {
-        self.linear(&format!("{prefix}.dense1"), d, inner, true)?;
-        self.linear(&format!("{prefix}.dense2"), inner, d, true)?;
-        self.norm(&format!("{prefix}.norm"), d)
+        let input_norm = LayerNorm::new(builder, "input_norm", d)?;
+        let (fused_input_norm, layers) = match switches.layer {
+            LayerKind::SasRec => (
+                None,
+                Layers::SasRec(
+                    (0..config.layers)
+                        .map(|l| SasRecLayer::new(builder, l))
+                        .collect::<Result<_>>()?,
+                ),
+            ),
+            LayerKind::Asif => (
+                Some(LayerNorm::new(builder, "fused_input_norm", d)?),
+                Layers::Asif(
+                    (0..config.layers)
+                        .map(|l| AsifLayer::new(builder, l, config.layers))
+                        .collect::<Result<_>>()?,
+                ),
+            ),
+        };
+        let logit_scale = if config.effective_rsa_lambda() > 0.0 {
+            Some(builder.add(
+                "logit_scale".into(),
+                &[1],
+                Init::Constant(initial_logit_scale()),
+            )?)
+        } else {
+            None
+        };
+        Ok(Blocks {
+            item_embedding,
+            position_embedding,
+            attribute_embeddings,
+            fusion,
+            input_norm,
+            fused_input_norm,
+            layers,
+            logit_scale,
+        })
     }
 }
 
-/// Parameter lookup by name during a forward pass.
-struct Params<'a> {
-    vars: &'a [Var],
-    index: &'a HashMap<String, usize>,
-}
-
-impl Params<'_> {
-    fn get(&self, name: &str) -> &Var {
-        &self.vars[*self
-            .index
-            .get(name)
-            .unwrap_or_else(|| panic!("model built without parameter `{name}`"))]
+impl Blocks {
+    /// Whether visiting the blocks yields the handles of all `count` parameters, once each, in
+    /// list order (what checkpoints and the optimiser's order rely on).
+    fn visits_in_order(&self, count: usize) -> bool {
+        let mut next = 0;
+        let mut in_order = true;
+        self.visit(&mut |id| {
+            in_order &= id.index() == next;
+            next += 1;
+        });
+        in_order && next == count
     }
 }
 
-fn reshape(tape: &Tape, x: &Var, shape: &[usize]) -> Result<Var> {
-    let original = x.value().shape().to_vec();
-    let id = x.id();
-    Ok(tape.record(x.value().reshape(shape)?, move |dy| {
-        Ok(vec![(id, dy.reshape(&original)?)])
-    }))
+impl Block for Blocks {
+    fn visit(&self, visitor: &mut dyn FnMut(ParameterId)) {
+        self.item_embedding.visit(visitor);
+        self.position_embedding.visit(visitor);
+        self.attribute_embeddings.visit(visitor);
+        self.fusion.visit(visitor);
+        self.input_norm.visit(visitor);
+        self.fused_input_norm.visit(visitor);
+        match &self.layers {
+            Layers::SasRec(layers) => layers.visit(visitor),
+            Layers::Asif(layers) => layers.visit(visitor),
+        }
+        self.logit_scale.visit(visitor);
+    }
+}
+
+struct Encoded {
+    /// u: the hidden state at L_b − 1, `[B, d]`.
+    user: Var,
+    /// E_X[s], raw (RSA's x).
+    item_embeddings: Var,
+    /// Σ_j A_j (RSA's a), where the model reads attributes.
+    attribute_sum: Option<Var>,
 }
 
 impl Model {
@@ -339,120 +248,19 @@ impl Model {
     /// HIE N(0, 1); RSA's logit scale s = ln(1/0.07)).
     pub fn new(config: &ModelConfig, data: &DataShape, device: &Device) -> Result<Model> {
         config.validate(data)?;
-        let (d, n, inner) = (config.hidden_size, config.max_len, config.inner_size);
-        let kind = config.kind;
-        let mut b = Builder {
-            config,
-            device,
-            parameters: Vec::new(),
-        };
-        let emb = Init::Normal { zero_pad_row: true };
-        b.add("item_embedding.weight".into(), &[data.n_item_ids, d], emb)?;
-        b.add(
-            "position_embedding.weight".into(),
-            &[n, d],
-            Init::Normal {
-                zero_pad_row: false,
-            },
-        )?;
-        if kind.uses_attributes() {
-            for (j, &vocab) in data.attribute_vocab.iter().enumerate() {
-                b.add(
-                    format!("attribute_embedding.{j}.weight"),
-                    &[vocab, d],
-                    Init::Normal { zero_pad_row: true },
-                )?;
-            }
-            if config.fusion == Fusion::Concat && kind != ModelKind::AsifWithoutFa {
-                b.linear("fusion.item", d, d, true)?;
-                for j in 0..data.attribute_vocab.len() {
-                    b.linear(&format!("fusion.attribute.{j}"), d, d, false)?;
-                }
-            }
-            // VanillaAttention's projection: Linear(d, d) (W₁, b₁), ReLU, Linear(d, 1) (w₂),
-            // named after RecBole's nn.Sequential indices. RecBole's b₂ is not built: e_k + b₂
-            // shifts every energy of a position alike, so the softmax cancels it and its gradient
-            // is identically zero (as the unread h_P weights, see the layers below).
-            if config.fusion == Fusion::Gate && kind != ModelKind::AsifWithoutFa {
-                b.linear("fusion.gate.projection.0", d, d, true)?;
-                b.linear("fusion.gate.projection.2", d, 1, false)?;
-            }
-        }
-        b.norm("input_norm", d)?;
-        if !kind.is_sasrec() {
-            b.norm("fused_input_norm", d)?;
-        }
-        for l in 0..config.layers {
-            let p = |s: &str| format!("layers.{l}.{s}");
-            let last = l + 1 == config.layers;
-            if kind.is_sasrec() {
-                for s in ["query", "key", "value", "output"] {
-                    b.linear(&p(s), d, d, true)?;
-                }
-                b.norm(&p("attention_norm"), d)?;
-                b.ffn(&p("ffn"), d, inner)?;
-                continue;
-            }
-            // Only X is read out after the last layer, so there h_P (and, without HIE, h_A) is
-            // never read: those values, output projections, norms and FFNs would get no
-            // gradient, and are not built ([`fused_output_read`], [`position_output_read`]).
-            let fused_out = fused_output_read(kind, last);
-            let position_out = position_output_read(kind, last);
-            for s in ["query_fused", "key_fused", "value_id"] {
-                b.linear(&p(s), d, d, true)?;
-            }
-            if kind.position_stream() {
-                for s in ["query_position", "key_position"] {
-                    b.linear(&p(s), d, d, true)?;
-                }
-            }
-            if kind == ModelKind::AsifWithoutFa {
-                for s in ["query_id", "key_id"] {
-                    b.linear(&p(s), d, d, true)?;
-                }
-            }
-            b.linear(&p("output_id"), d, d, true)?;
-            b.norm(&p("norm_id"), d)?;
-            if fused_out {
-                b.linear(&p("value_fused"), d, d, true)?;
-                b.linear(&p("output_fused"), d, d, true)?;
-                b.norm(&p("norm_fused"), d)?;
-            }
-            if position_out {
-                b.linear(&p("value_position"), d, d, true)?;
-                b.linear(&p("output_position"), d, d, true)?;
-                b.norm(&p("norm_position"), d)?;
-            }
-            if kind.hie() {
-                b.add(p("hie_bases"), &[n, config.hie_rank], Init::StandardNormal)?;
-            }
-            b.ffn(&p("ffn_id"), d, inner)?;
-            if !last {
-                b.ffn(&p("ffn_fused"), d, inner)?;
-                if kind.position_stream() {
-                    b.ffn(&p("ffn_position"), d, inner)?;
-                }
-            }
-        }
-        if kind.rsa() && config.rsa_lambda > 0.0 {
-            b.add(
-                "logit_scale".into(),
-                &[1],
-                Init::Constant(initial_logit_scale()),
-            )?;
-        }
-        let parameters = b.parameters;
-        let index = parameters
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.name.clone(), i))
-            .collect();
+        let mut builder = ParameterBuilder::new(config, device);
+        let blocks = Blocks::new(&mut builder, data)?;
+        let parameters = builder.finish();
+        debug_assert!(
+            blocks.visits_in_order(parameters.len()),
+            "the blocks hold every parameter once, in creation order"
+        );
         Ok(Model {
             config: config.clone(),
             data: data.clone(),
             device: device.clone(),
             parameters,
-            index,
+            blocks,
         })
     }
 
@@ -470,8 +278,12 @@ impl Model {
     pub fn parameters(&self) -> &[Parameter] {
         &self.parameters
     }
+    /// The parameter named `name` (its checkpoint name), if the model has one.
     pub fn parameter(&self, name: &str) -> Option<&Tensor> {
-        self.index.get(name).map(|&i| &self.parameters[i].value)
+        self.parameters
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &p.value)
     }
     /// Number of trainable scalars.
     pub fn n_scalars(&self) -> usize {
@@ -510,27 +322,31 @@ impl Model {
         Ok(())
     }
 
-    /// Records the forward pass of a batch on `tape`: L_ce (and L_co where the model has RSA).
-    pub fn forward(&self, tape: &Tape, inputs: &ModelInputs, mode: Mode) -> Result<ForwardPass> {
-        let vars: Vec<Var> = self
-            .parameters
+    fn leaves(&self, tape: &Tape) -> Vec<Var> {
+        self.parameters
             .iter()
             .map(|p| tape.leaf(p.value.clone()))
-            .collect();
+            .collect()
+    }
+
+    /// Records the forward pass of a batch on `tape`: L_ce (and L_co where the model has RSA).
+    pub fn forward(&self, tape: &Tape, inputs: &ModelInputs, mode: Mode) -> Result<ForwardPass> {
+        let vars = self.leaves(tape);
         let encoded = self.encode(tape, &vars, inputs, mode)?;
-        let params = Params {
-            vars: &vars,
-            index: &self.index,
-        };
+        let leaves = Leaves(&vars);
         let cross_entropy = cross_entropy_over_items(
             tape,
             &encoded.user,
-            params.get("item_embedding.weight"),
+            leaves.get(self.blocks.item_embedding),
             &inputs.targets,
         )?;
         let lambda = self.config.effective_rsa_lambda();
-        let contrastive = match (&encoded.attribute_sum, lambda > 0.0) {
-            (Some(a), true) => {
+        let contrastive = match (
+            &encoded.attribute_sum,
+            self.blocks.logit_scale,
+            lambda > 0.0,
+        ) {
+            (Some(a), Some(logit_scale), true) => {
                 let groups = if self.config.rsa_dedup {
                     Some(inputs.attribute_group_ids()?)
                 } else {
@@ -541,7 +357,7 @@ impl Model {
                     &encoded.item_embeddings,
                     a,
                     &inputs.lengths,
-                    params.get("logit_scale"),
+                    leaves.get(logit_scale),
                     groups.as_ref(),
                     ContrastiveReduction::from(self.config.rsa_reduction),
                 )?)
@@ -560,52 +376,12 @@ impl Model {
     /// included; the evaluator ignores it.
     pub fn scores(&self, inputs: &ModelInputs) -> Result<Tensor> {
         let tape = Tape::new();
-        let vars: Vec<Var> = self
-            .parameters
-            .iter()
-            .map(|p| tape.leaf(p.value.clone()))
-            .collect();
+        let vars = self.leaves(&tape);
         let encoded = self.encode(&tape, &vars, inputs, Mode::Eval)?;
         matmul_transposed_forward(
             encoded.user.value(),
-            self.parameter("item_embedding.weight").expect("item table"),
+            Leaves(&vars).get(self.blocks.item_embedding).value(),
         )
-    }
-
-    fn check_inputs(&self, inputs: &ModelInputs) -> Result<()> {
-        let b = inputs.lengths.len();
-        let n = self.config.max_len;
-        let bad = |m: String| Err(Error::shape("model", m));
-        if inputs.items.shape() != [b, n] {
-            return bad(format!(
-                "items must be [B = {b}, n = {n}], got {:?}",
-                inputs.items.shape()
-            ));
-        }
-        if inputs.targets.shape() != [b] {
-            return bad(format!(
-                "targets must be [{b}], got {:?}",
-                inputs.targets.shape()
-            ));
-        }
-        if self.config.kind.uses_attributes() {
-            let m = self.data.attribute_vocab.len();
-            if inputs.attributes.len() != m {
-                return bad(format!(
-                    "{} attribute token blocks for a model with {m} attribute types",
-                    inputs.attributes.len()
-                ));
-            }
-            for a in &inputs.attributes {
-                if a.shape().len() != 3 || a.shape()[..2] != [b, n] {
-                    return bad(format!(
-                        "attribute tokens must be [B = {b}, n = {n}, width], got {:?}",
-                        a.shape()
-                    ));
-                }
-            }
-        }
-        Ok(())
     }
 
     fn encode(
@@ -615,53 +391,36 @@ impl Model {
         inputs: &ModelInputs,
         mode: Mode,
     ) -> Result<Encoded> {
-        self.check_inputs(inputs)?;
-        let cfg = &self.config;
-        let kind = cfg.kind;
+        inputs.check(&self.config, &self.data)?;
+        let blocks = &self.blocks;
+        let switches = self.config.kind.switches();
         let batch = inputs.batch_size();
-        let params = Params {
-            vars,
-            index: &self.index,
-        };
-        let seeds = DropoutSeeds::for_model(cfg.seed, mode);
-        let hidden_drop = |x: &Var| dropout(tape, x, cfg.hidden_dropout, seeds.next(), seeds.mode);
-        let sublayers = layer::Sublayers {
+        let seeds = DropoutSeeds::for_model(self.config.seed, mode);
+        let pass = Forward {
             tape,
-            config: cfg,
-            params: &params,
+            config: &self.config,
+            leaves: Leaves(vars),
             seeds: &seeds,
         };
-        let norm = |x: &Var, prefix: &str| {
-            layer_norm(
-                tape,
-                x,
-                params.get(&format!("{prefix}.weight")),
-                params.get(&format!("{prefix}.bias")),
-                cfg.layer_norm_eps,
-            )
-        };
-        let dense = |x: &Var, prefix: &str| sublayers.dense(x, prefix);
-        // LN(Dropout(y) + residual) with the named norm.
-        let sublayer_end =
-            |y: &Var, residual: &Var, prefix: &str| sublayers.sublayer_end(y, residual, prefix);
-        let ffn = |x: &Var, prefix: &str| sublayers.ffn(x, prefix);
         // E_P broadcast to [B, n, d] on the tape (its gradient is the sum over the batch).
-        let position_table = params.get("position_embedding.weight");
-        let broadcast_positions = || broadcast_positions(tape, position_table, batch);
-        let attention_config = || sublayers.attention_config();
+        let position_table = pass.parameter(blocks.position_embedding);
+        let broadcast = || broadcast_positions(tape, position_table, batch);
 
-        let item_embeddings = embedding(tape, params.get("item_embedding.weight"), &inputs.items)?;
-        let mut attributes = Vec::new();
-        if kind.uses_attributes() {
-            for (j, tokens) in inputs.attributes.iter().enumerate() {
-                attributes.push(pooled_embedding(
+        let item_embeddings =
+            embedding(tape, pass.parameter(blocks.item_embedding), &inputs.items)?;
+        let attributes = blocks
+            .attribute_embeddings
+            .iter()
+            .zip(&inputs.attributes)
+            .map(|(&table, tokens)| {
+                pooled_embedding(
                     tape,
-                    params.get(&format!("attribute_embedding.{j}.weight")),
+                    pass.parameter(table),
                     tokens,
-                    cfg.pooling.into(),
-                )?);
-            }
-        }
+                    self.config.pooling.into(),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
         let attribute_sum = match attributes.split_first() {
             None => None,
             Some((first, rest)) => {
@@ -673,85 +432,64 @@ impl Model {
             }
         };
         let fused = |x: &Var| -> Result<Var> {
-            match cfg.fusion {
-                Fusion::Sum => add(tape, x, attribute_sum.as_ref().expect("attributes")),
-                Fusion::Concat => {
-                    let mut y = dense(x, "fusion.item")?;
-                    for (j, a) in attributes.iter().enumerate() {
-                        let w = params.get(&format!("fusion.attribute.{j}.weight"));
-                        y = add(tape, &y, &linear(tape, a, w, None)?)?;
-                    }
-                    Ok(y)
-                }
-                Fusion::Gate => {
-                    // [E_X; A_1 … A_m] → [B, n, m+1, d]; e = w₂ᵀ ReLU(W₁ x_k + b₁) → [B, n, m+1, 1].
-                    let mut sources = vec![x];
-                    sources.extend(attributes.iter());
-                    let stacked = stack_sources(tape, &sources)?;
-                    let hidden = relu(tape, &dense(&stacked, "fusion.gate.projection.0")?)?;
-                    let energies = linear(
-                        tape,
-                        &hidden,
-                        params.get("fusion.gate.projection.2.weight"),
-                        None,
-                    )?;
-                    source_attention(tape, &stacked, &energies)
-                }
-            }
+            let fusion = blocks
+                .fusion
+                .as_ref()
+                .ok_or_else(|| Error::argument("model", "no fusion weights"))?;
+            fusion.forward(&pass, x, &attributes, attribute_sum.as_ref())
+        };
+        let fused_input = |x: &Var| -> Result<Option<Var>> {
+            Ok(match switches.fused_input {
+                FusedInput::None => None,
+                FusedInput::Fusion => Some(fused(x)?),
+                FusedInput::FusionWithPositions => Some(add(tape, &fused(x)?, &broadcast()?)?),
+                FusedInput::Attributes => Some(
+                    attribute_sum
+                        .clone()
+                        .ok_or_else(|| Error::argument("model", "no attribute embeddings"))?,
+                ),
+            })
         };
 
-        let mut x;
-        if kind.is_sasrec() {
-            let source = if kind == ModelKind::SasRecF {
-                fused(&item_embeddings)?
-            } else {
-                item_embeddings.clone()
-            };
-            let with_positions = add(tape, &source, &broadcast_positions()?)?;
-            x = hidden_drop(&norm(&with_positions, "input_norm")?)?;
-            for l in 0..cfg.layers {
-                let p = |s: &str| format!("layers.{l}.{s}");
-                let q = dense(&x, &p("query"))?;
-                let k = dense(&x, &p("key"))?;
-                let v = dense(&x, &p("value"))?;
-                let o = attention(
-                    tape,
-                    &[(&q, &k)],
-                    &v,
-                    None,
-                    None,
-                    &inputs.lengths,
-                    &attention_config(),
-                )?;
-                let h = sublayer_end(&dense(&o.id, &p("output"))?, &x, &p("attention_norm"))?;
-                x = ffn(&h, &p("ffn"))?;
-            }
-        } else {
-            x = hidden_drop(&norm(&item_embeddings, "input_norm")?)?;
-            let fused_source = match kind {
-                ModelKind::AsifWithoutFa => attribute_sum.clone().expect("attributes"),
-                ModelKind::AsifWithoutUp => {
-                    add(tape, &fused(&item_embeddings)?, &broadcast_positions()?)?
+        let x = match &blocks.layers {
+            Layers::SasRec(layers) => {
+                // X⁰ = Drop(LN(E_X + E_P)), or with 𝓕(E_X, A) for E_X (SASRec_F).
+                let source = fused_input(&item_embeddings)?.unwrap_or(item_embeddings.clone());
+                let with_positions = add(tape, &source, &broadcast()?)?;
+                let mut x =
+                    pass.hidden_dropout(&blocks.input_norm.forward(&pass, &with_positions)?)?;
+                for layer in layers {
+                    x = layer.forward(&pass, &x, &inputs.lengths)?;
                 }
-                _ => fused(&item_embeddings)?,
-            };
-            let f = hidden_drop(&norm(&fused_source, "fused_input_norm")?)?;
-            // P⁰ = E_P raw: the projections read the shared [n, d] table, the residual its
-            // broadcast; from layer 2 on, P is the [B, n, d] stream h_P.
-            let mut streams = AsifStreams {
-                id: x,
-                fused: Some(f),
-                position: if kind.position_stream() {
-                    Some(PositionStream::from_table(tape, position_table, batch)?)
-                } else {
-                    None
-                },
-            };
-            for l in 0..cfg.layers {
-                streams = sublayers.asif_layer(l, &streams, &inputs.lengths)?;
+                x
             }
-            x = streams.id;
-        }
+            Layers::Asif(layers) => {
+                let x =
+                    pass.hidden_dropout(&blocks.input_norm.forward(&pass, &item_embeddings)?)?;
+                let fused_source = fused_input(&item_embeddings)?
+                    .ok_or_else(|| Error::argument("model", "an ASIF layer needs F⁰"))?;
+                let fused_norm = blocks
+                    .fused_input_norm
+                    .as_ref()
+                    .ok_or_else(|| Error::argument("model", "no fused input norm"))?;
+                let f = pass.hidden_dropout(&fused_norm.forward(&pass, &fused_source)?)?;
+                // P⁰ = E_P raw: the projections read the shared [n, d] table, the residual its
+                // broadcast; from layer 2 on, P is the [B, n, d] stream h_P.
+                let mut streams = AsifStreams {
+                    id: x,
+                    fused: Some(f),
+                    position: if switches.position_stream {
+                        Some(PositionStream::from_table(tape, position_table, batch)?)
+                    } else {
+                        None
+                    },
+                };
+                for layer in layers {
+                    streams = layer.forward(&pass, &streams, &inputs.lengths)?;
+                }
+                streams.id
+            }
+        };
         let user = gather_last(tape, &x, &inputs.lengths)?;
         Ok(Encoded {
             user,
@@ -760,53 +498,120 @@ impl Model {
         })
     }
 
+    /// Layer `layer` (0-based) of this ASIF-family model on `tape`: exactly the layer
+    /// [`Model::forward`] runs (spec §3.2; see `layer.rs`), on the streams `streams` with
+    /// lengths L_b `[B]` and dropout seeds `seeds` (drawn in the model's order: attention, H_X,
+    /// H_A, H_P, then FFN_X, FFN_A, FFN_P).
+    ///
+    /// `vars` are this model's parameters on `tape`, one per [`Model::parameters`] entry in that
+    /// order (the layer reads its own, `layers.{layer}.*`, by handle). `streams.fused` is
+    /// required, and `streams.position` exactly where the model has a position stream (layer
+    /// 1's from [`PositionStream::from_table`]). Returns X' and, unless this is the last layer,
+    /// F' and P'.
+    pub fn asif_layer(
+        &self,
+        tape: &Tape,
+        vars: &[Var],
+        layer: usize,
+        streams: &AsifStreams,
+        lengths: &IndexTensor,
+        seeds: &DropoutSeeds,
+    ) -> Result<AsifStreams> {
+        let cfg = &self.config;
+        let bad = |m: String| Err(Error::argument("asif_layer", m));
+        let layers = match &self.blocks.layers {
+            Layers::Asif(layers) => layers,
+            Layers::SasRec(_) => return bad(format!("{} has no ASIF layer", cfg.kind)),
+        };
+        let Some(asif_layer) = layers.get(layer) else {
+            return bad(format!("layer {layer} of a {}-layer model", cfg.layers));
+        };
+        if vars.len() != self.parameters.len() {
+            return bad(format!(
+                "{} variables for {} parameters",
+                vars.len(),
+                self.parameters.len()
+            ));
+        }
+        if let Some((v, p)) = vars
+            .iter()
+            .zip(&self.parameters)
+            .find(|(v, p)| v.value().shape() != p.value.shape())
+        {
+            return bad(format!(
+                "variable for `{}` is {:?}, the parameter {:?}",
+                p.name,
+                v.value().shape(),
+                p.value.shape()
+            ));
+        }
+        if streams.position.is_some() != asif_layer.reads_positions() {
+            return bad(format!(
+                "{} {} a position stream",
+                cfg.kind,
+                if asif_layer.reads_positions() {
+                    "needs"
+                } else {
+                    "has no"
+                }
+            ));
+        }
+        let pass = Forward {
+            tape,
+            config: cfg,
+            leaves: Leaves(vars),
+            seeds,
+        };
+        asif_layer.forward(&pass, streams, lengths)
+    }
+
     /// Saves the weights as safetensors (names as [`Model::parameters`], f32, row-major) with
     /// the model config and data shape as JSON metadata, atomically (temporary file, rename).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut metadata = HashMap::new();
-        metadata.insert(
-            "model_config".to_string(),
-            serde_json::to_string(&self.config).expect("config serialises"),
-        );
-        metadata.insert(
-            "data_shape".to_string(),
-            serde_json::to_string(&self.data).expect("shape serialises"),
-        );
-        let mut tensors = Vec::new();
-        for p in &self.parameters {
-            tensors.push((p.name.clone(), p.value.shape().to_vec(), p.value.to_vec()?));
-        }
-        crate::checkpoint::write_safetensors(path, &tensors, metadata)
+        weights::save(path, &self.config, &self.data, &self.parameters)
     }
 
     /// Loads weights written by [`Model::save`] (or a trainer checkpoint) into this model; every
     /// parameter must be present with its shape.
     pub fn load_weights(&mut self, path: &Path) -> Result<()> {
-        let file = crate::checkpoint::SafetensorsFile::read(path)?;
-        let mut tensors = Vec::new();
-        for p in &self.parameters {
-            let values = file.tensor(&p.name, p.value.shape())?;
-            tensors.push(Tensor::from_vec(&self.device, p.value.shape(), values)?);
-        }
+        let tensors = weights::load(path, &self.parameters, &self.device)?;
         self.set_tensors(tensors)
     }
 }
 
-/// Whether layer `last`'s h_A is read: by the next layer, or by HIE.
-fn fused_output_read(kind: ModelKind, last: bool) -> bool {
-    !last || kind.hie()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Whether a layer's h_P is read: only by the next layer.
-fn position_output_read(kind: ModelKind, last: bool) -> bool {
-    kind.position_stream() && !last
-}
-
-struct Encoded {
-    /// u: the hidden state at L_b − 1, `[B, d]`.
-    user: Var,
-    /// E_X[s], raw (RSA's x).
-    item_embeddings: Var,
-    /// Σ_j A_j (RSA's a), where the model reads attributes.
-    attribute_sum: Option<Var>,
+    /// The blocks hold every parameter exactly once, visited in creation (list) order, for
+    /// every kind and fusion: no parameter is created outside a block or held twice.
+    #[test]
+    fn blocks_visit_every_parameter_once_in_order() {
+        let data = DataShape {
+            n_item_ids: 9,
+            attribute_vocab: vec![4, 3],
+        };
+        for kind in ModelKind::ALL {
+            for fusion in [Fusion::Sum, Fusion::Concat, Fusion::Gate] {
+                for layers in [1, 2] {
+                    let config = ModelConfig {
+                        kind,
+                        fusion,
+                        hidden_size: 4,
+                        heads: 1,
+                        layers,
+                        max_len: 4,
+                        inner_size: 4,
+                        hie_rank: 2,
+                        ..ModelConfig::default()
+                    };
+                    let model = Model::new(&config, &data, &Device::cpu()).unwrap();
+                    assert!(
+                        model.blocks.visits_in_order(model.parameters.len()),
+                        "{kind} {fusion:?} {layers} layers"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -1,37 +1,16 @@
-//! Elementwise addition: `y += x` (the tape's gradient accumulation) and the residual add
-//! `out = a + b` (spec §2: `LN(Drop(O W_o) + X)`), whose backward passes `dout` to both inputs.
+//! Elementwise addition: the residual add `out = a + b` (spec §2: `LN(Drop(O W_o) + X)`), whose backward passes `dout` to both inputs.
 //! Kernels: `kernels/elementwise.cu`. The fused residual + dropout + layer norm is
-//! `ops::residual_norm`.
+//! `ops::residual_norm`. `y += x` (the tape's gradient accumulation) is the tensor-level
+//! [`crate::accumulate::add_assign`], re-exported here.
 mod cpu;
 mod cuda;
 
-pub use cpu::{add as add_reference, add_assign as add_assign_reference};
+pub use crate::accumulate::{add_assign, add_assign_reference};
+pub use cpu::add as add_reference;
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
 use crate::{Error, Result, Tensor};
-
-/// `y += x`, elementwise, same shape and device.
-pub fn add_assign(y: &mut Tensor, x: &Tensor) -> Result<()> {
-    y.same_device("add_assign", x)?;
-    if y.shape() != x.shape() {
-        return Err(Error::shape(
-            "add_assign",
-            format!("{:?} += {:?}", y.shape(), x.shape()),
-        ));
-    }
-    let device = y.device().clone();
-    match &device {
-        Device::Cpu => {
-            let x_values = x.host().to_vec();
-            cpu::add_assign(y.buffer_mut()?.host_slice_mut(), &x_values);
-            Ok(())
-        }
-        Device::Cuda(_) | Device::Emulated(_) => {
-            cuda::add_assign(&device, y.buffer_mut()?, x.buffer(), x.len())
-        }
-    }
-}
 
 /// `a + b`, elementwise, same shape and device (the residual add).
 pub fn add_forward(a: &Tensor, b: &Tensor) -> Result<Tensor> {

@@ -1,0 +1,46 @@
+//! Gradient accumulation as a tensor-level primitive: `y += x`, elementwise, on any device
+//! (`kernels/elementwise.cu: add_assign` on CUDA and the emulator). The tape sums the gradients
+//! of a value used twice with it, and `ops::add` re-exports it; it sits below both so that the
+//! tape does not import an op that imports the tape back.
+use crate::device::{Device, LaunchConfig};
+use crate::kernels::KernelRef;
+use crate::{kernel_args, Error, Result, Tensor};
+
+const ADD_ASSIGN: KernelRef = KernelRef::new("elementwise", "add_assign");
+
+/// Reference: `y += x`.
+pub fn add_assign_reference<F: num_traits::Float>(y: &mut [F], x: &[F]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = *y + x;
+    }
+}
+
+/// `y += x`, elementwise, same shape and device.
+pub fn add_assign(y: &mut Tensor, x: &Tensor) -> Result<()> {
+    y.same_device("add_assign", x)?;
+    if y.shape() != x.shape() {
+        return Err(Error::shape(
+            "add_assign",
+            format!("{:?} += {:?}", y.shape(), x.shape()),
+        ));
+    }
+    let device = y.device().clone();
+    match &device {
+        Device::Cpu => {
+            let x_values = x.host().to_vec();
+            add_assign_reference(y.buffer_mut()?.host_slice_mut(), &x_values);
+            Ok(())
+        }
+        Device::Cuda(_) | Device::Emulated(_) => {
+            let len = x.len();
+            if len == 0 {
+                return Ok(());
+            }
+            device.launch(
+                ADD_ASSIGN,
+                LaunchConfig::grid_stride(len),
+                &mut kernel_args![y.buffer_mut()?, x.buffer(), len as i32],
+            )
+        }
+    }
+}
