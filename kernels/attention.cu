@@ -570,3 +570,279 @@ extern "C" __global__ void attention_sum_over_batch(const float* __restrict__ pa
         out[t] = total;
     }
 }
+
+// ---- version 2: tensor cores, K and V staged once per (sequence, head) ----
+//
+// One block of 4 warps per (sequence, head), as v1; warp w owns query rows 16w .. 16w + 15 (one
+// m16 tile; n ≤ 64 is four of them). The rows of Q_k, K_k and V_s the block needs (the first
+// ⌈L_b/16⌉·16, zeros past L_b and past d_h up to a multiple of 8) are staged in shared memory once
+// each, by cp.async 16-byte copies when every row is 16-byte aligned (d_h and d multiples of 4,
+// aligned bases) and by plain loads otherwise. Tiles have a stride of 72 floats: the A and B
+// fragment reads (rows g, columns t; or rows t, columns g) fall in 32 distinct banks.
+//   S_k (16 × keys per warp) = Q_k K_kᵀ on m16n8k8 mma, 3xTF32 (fp32-level accuracy), into
+//   register fragments; key tiles past min(16w + 16, L_b) (the causal diagonal and L_b) skipped.
+//   The masked softmaxes run on the fragments (row max and sum over the 4 lanes of a group by
+//   shuffles); the log-sum-exp of each row is saved as v1 saves it (so v1's backward reads it);
+//   m ⊙ P goes to the warp's own rows of the Q tile (no longer needed), and O_s = (m ⊙ P) V_s on
+//   mma again, staged back through the same rows and written with 16-byte stores. Padded rows
+//   are written as zeros in the same pass: no memset.
+#include "mma.cuh"
+
+#define ATTENTION_V2_STRIDE 72
+#define ATTENTION_V2_TILES 8  // n ≤ 64 keys = 8 n8 tiles; d_h ≤ 64 channels = 8 tiles
+
+struct __align__(16) AttentionQuad {
+    float x, y, z, w;
+};
+
+__device__ __forceinline__ bool attention_aligned16(const void* pointer) {
+    return ((unsigned long long)pointer & 15ull) == 0;
+}
+
+// Rows 0 .. rows − 1 of one head of `source` into `tile` (stride ATTENTION_V2_STRIDE), columns
+// 0 .. columns − 1 (a multiple of 8); zeros for rows ≥ length and columns ≥ d_h. The copies are
+// committed as one cp.async group; the caller waits and then synchronises the block.
+__device__ __forceinline__ void attention_v2_stage(float* tile, const float* source, int shared,
+                                                   const AttentionBlock& g, int length, int rows, int columns,
+                                                   bool vector) {
+    if (vector) {
+        const int quads = columns / 4;
+        for (int e = threadIdx.x; e < rows * quads; e += blockDim.x) {
+            const int r = e / quads, c = 4 * (e % quads);
+            float* destination = tile + r * ATTENTION_V2_STRIDE + c;
+            if (r < length && c < g.head_dim) {
+                cp_async_16(destination, attention_row(source, shared, g, r) + c);
+            } else {
+                *reinterpret_cast<AttentionQuad*>(destination) = AttentionQuad{0.0f, 0.0f, 0.0f, 0.0f};
+            }
+        }
+        cp_async_commit();
+    } else {
+        for (int e = threadIdx.x; e < rows * columns; e += blockDim.x) {
+            const int r = e / columns, c = e % columns;
+            tile[r * ATTENTION_V2_STRIDE + c] =
+                r < length && c < g.head_dim ? attention_row(source, shared, g, r)[c] : 0.0f;
+        }
+    }
+}
+
+// acc[t] (+)= A·B for key tiles t < key_tiles: A = the warp's 16 rows of `queries`, B = rows
+// 8t .. 8t + 7 of `keys` transposed, over `ksteps` steps of 8 channels. `accumulate` = false
+// starts from zero.
+__device__ __forceinline__ void attention_v2_scores(float acc[ATTENTION_V2_TILES][4], const float* queries,
+                                                    const float* keys, int key_tiles, int ksteps, bool accumulate) {
+    if (!accumulate) {
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+    }
+    for (int k = 0; k < ksteps; ++k) {
+        float a[4];
+        mma_load_a_tf32_values(a, queries + 8 * k, ATTENTION_V2_STRIDE, 1);
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+            if (t < key_tiles) {  // uniform across the warp
+                float b[2];
+                mma_load_b_tf32_values(b, keys + 8 * t * ATTENTION_V2_STRIDE + 8 * k, 1, ATTENTION_V2_STRIDE);
+                mma_m16n8k8_3xtf32(acc[t], a, b, acc[t]);
+            }
+        }
+    }
+}
+
+// Masked softmax of the warp's rows row0 .. row0 + 15 from the raw scores `s` (scaled here),
+// dropout applied, m ⊙ P written to the rows of `probabilities` (stride ATTENTION_V2_STRIDE,
+// key tiles < key_tiles), the log-sum-exp of every row < n to `lse_row` (0 for rows ≥ L_b).
+__device__ __forceinline__ void attention_v2_softmax(const float s[ATTENTION_V2_TILES][4], float* probabilities,
+                                                     float* lse_row, const AttentionBlock& g, int row0, int length,
+                                                     int key_tiles, float scale, float dropout,
+                                                     unsigned long long seed) {
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    const int group = mma_group(lane), thread = mma_thread_in_group(lane);
+    const float minus_inf = -asif_infinity();
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int local = group + 8 * half;
+        const int i = row0 + local;
+        const bool row_valid = i < length;
+        float row_max = minus_inf;
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int j = 8 * t + 2 * thread + e;
+                if (t < key_tiles && row_valid && j <= i) row_max = fmaxf(row_max, scale * s[t][2 * half + e]);
+            }
+        }
+        row_max = fmaxf(row_max, __shfl_xor_sync(ASIF_FULL_MASK, row_max, 1));
+        row_max = fmaxf(row_max, __shfl_xor_sync(ASIF_FULL_MASK, row_max, 2));
+        float sum = 0.0f;
+        float e_values[ATTENTION_V2_TILES][2];
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int j = 8 * t + 2 * thread + e;
+                const bool valid = t < key_tiles && row_valid && j <= i;
+                e_values[t][e] = valid ? expf(scale * s[t][2 * half + e] - row_max) : 0.0f;
+                sum += e_values[t][e];
+            }
+        }
+        sum += __shfl_xor_sync(ASIF_FULL_MASK, sum, 1);
+        sum += __shfl_xor_sync(ASIF_FULL_MASK, sum, 2);
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+            if (t < key_tiles) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int j = 8 * t + 2 * thread + e;
+                    float p = 0.0f;
+                    if (e_values[t][e] != 0.0f) p = attention_dropout(g, i, j, dropout, seed) * (e_values[t][e] / sum);
+                    probabilities[local * ATTENTION_V2_STRIDE + j] = p;
+                }
+            }
+        }
+        if (thread == 0 && i < g.n) lse_row[i] = row_valid ? row_max + logf(sum) : 0.0f;
+    }
+}
+
+// O = (m ⊙ P) V for the warp's 16 rows (P in `rows`, key tiles < key_tiles), back into `rows`,
+// then rows row0 .. row0 + 15 (< n) of one head of `out`: zeros for rows ≥ L_b.
+__device__ __forceinline__ void attention_v2_values(float* rows, const float* values, float* out,
+                                                    const AttentionBlock& g, int row0, int length, int key_tiles,
+                                                    int channel_tiles, bool vector) {
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    if (row0 < length) {  // uniform across the warp
+        float acc[ATTENTION_V2_TILES][4];
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+        for (int k = 0; k < key_tiles; ++k) {
+            float a[4];
+            mma_load_a_tf32_values(a, rows + 8 * k, ATTENTION_V2_STRIDE, 1);
+#pragma unroll
+            for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+                if (t < channel_tiles) {
+                    float b[2];
+                    mma_load_b_tf32_values(b, values + 8 * k * ATTENTION_V2_STRIDE + 8 * t, ATTENTION_V2_STRIDE, 1);
+                    mma_m16n8k8_3xtf32(acc[t], a, b, acc[t]);
+                }
+            }
+        }
+        __syncwarp();  // every lane has read P before O overwrites it
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+            if (t < channel_tiles) mma_store_d(acc[t], rows + 8 * t, ATTENTION_V2_STRIDE, 1);
+        }
+        __syncwarp();
+    }
+    const int last = min(row0 + 16, g.n);
+    if (vector) {
+        const int quads = g.head_dim / 4;
+        for (int e = lane; e < (last - row0) * quads; e += ASIF_WARP_SIZE) {
+            const int r = e / quads, c = 4 * (e % quads);
+            const int i = row0 + r;
+            AttentionQuad value = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (i < length) value = *reinterpret_cast<const AttentionQuad*>(rows + r * ATTENTION_V2_STRIDE + c);
+            *reinterpret_cast<AttentionQuad*>(attention_row_out(out, g, i) + c) = value;
+        }
+    } else {
+        for (int e = lane; e < (last - row0) * g.head_dim; e += ASIF_WARP_SIZE) {
+            const int r = e / g.head_dim, c = e % g.head_dim;
+            const int i = row0 + r;
+            attention_row_out(out, g, i)[c] = i < length ? rows[r * ATTENTION_V2_STRIDE + c] : 0.0f;
+        }
+    }
+}
+
+// Same arguments, outputs and saved state as attention_forward (v1).
+extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, const float* __restrict__ k1, const float* __restrict__ q2,
+                         const float* __restrict__ k2, const float* __restrict__ q3, const float* __restrict__ k3,
+                         const float* __restrict__ v1, const float* __restrict__ v2, const float* __restrict__ v3,
+                         const int* __restrict__ lengths, float* __restrict__ out_x, float* __restrict__ out_a,
+                         float* __restrict__ out_p, float* __restrict__ lse, int batch, int n, int heads,
+                         int head_dim, int pairs, int outputs_mask, int shared_mask, float dropout,
+                         unsigned long long seed) {
+    __shared__ __align__(16) float rows_tile[ATTENTION_MAX_LEN * ATTENTION_V2_STRIDE];  // Q_k, then m ⊙ P, then O
+    __shared__ __align__(16) float keys_tile[ATTENTION_MAX_LEN * ATTENTION_V2_STRIDE];  // K_k, then V_s
+    if ((int)blockIdx.x >= batch * heads) return;  // uniform across the block
+    const AttentionBlock g = attention_block(n, heads, head_dim);
+    const int warp = threadIdx.x / ASIF_WARP_SIZE;
+    const bool want_a = (outputs_mask & ATTENTION_OUT_A) != 0;
+    const bool want_p = (outputs_mask & ATTENTION_OUT_P) != 0;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    const int length = attention_length(lengths, g.b, n);
+    const size_t lse_stride = (size_t)batch * heads * n;
+    float* lse_row = lse + (size_t)blockIdx.x * n;
+    // 16-byte copies need every row of every tensor 16-byte aligned.
+    const bool vector = head_dim % 4 == 0 && attention_aligned16(q1) && attention_aligned16(k1) &&
+                        attention_aligned16(q2) && attention_aligned16(k2) && attention_aligned16(q3) &&
+                        attention_aligned16(k3) && attention_aligned16(v1) && attention_aligned16(v2) &&
+                        attention_aligned16(v3) && attention_aligned16(out_x) && attention_aligned16(out_a) &&
+                        attention_aligned16(out_p);
+    const int staged_rows = (length + 15) / 16 * 16;
+    const int columns = (head_dim + 7) / 8 * 8;
+    const int row0 = 16 * warp;
+    const bool active = row0 < length;  // uniform across the warp
+    const int key_tiles = active ? (min(row0 + 16, length) + 7) / 8 : 0;
+    float* rows = rows_tile + row0 * ATTENTION_V2_STRIDE;
+
+    // Absent softmaxes have log-sum-exp 0 in every row.
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        if (!want_a) lse_row[lse_stride + i] = 0.0f;
+        if (!want_p) lse_row[2 * lse_stride + i] = 0.0f;
+    }
+
+    float s_x[ATTENTION_V2_TILES][4], s_1[ATTENTION_V2_TILES][4], s_2[ATTENTION_V2_TILES][4];
+    for (int k = 0; k < pairs; ++k) {
+        // Selects, not an array indexed at run time (which would live on the stack).
+        const float* queries = k == 0 ? q1 : k == 1 ? q2 : q3;
+        const float* keys = k == 0 ? k1 : k == 1 ? k2 : k3;
+        attention_v2_stage(rows_tile, queries, shared_mask & (ATTENTION_SHARED_Q1 << (2 * k)), g, length,
+                           staged_rows, columns, vector);
+        attention_v2_stage(keys_tile, keys, shared_mask & (ATTENTION_SHARED_K1 << (2 * k)), g, length,
+                           staged_rows, columns, vector);
+        cp_async_wait_all();
+        __syncthreads();
+        if (active) {
+            if (k == 0) {
+                attention_v2_scores(s_1, rows, keys_tile, key_tiles, columns / 8, false);
+            } else if (k == 1) {
+                attention_v2_scores(s_2, rows, keys_tile, key_tiles, columns / 8, false);
+            } else {
+                attention_v2_scores(s_x, rows, keys_tile, key_tiles, columns / 8, false);
+            }
+        }
+        __syncthreads();  // every warp is done with the tiles before the next pair overwrites them
+    }
+#pragma unroll
+    for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            float total = s_1[t][e];
+            if (pairs > 1) total += s_2[t][e];
+            if (pairs > 2) total += s_x[t][e];
+            s_x[t][e] = total;
+        }
+    }
+
+    // Softmax X, then A, then P: stage V_s while the warps form m ⊙ P in their own rows.
+    const int channel_tiles = columns / 8;
+    for (int s = 0; s < 3; ++s) {
+        if ((s == 1 && !want_a) || (s == 2 && !want_p)) continue;  // uniform across the block
+        const float* values = s == 0 ? v1 : s == 1 ? v2 : v3;
+        float* out = s == 0 ? out_x : s == 1 ? out_a : out_p;
+        attention_v2_stage(keys_tile, values, shared_mask & (ATTENTION_SHARED_V1 << s), g, length, staged_rows,
+                           columns, vector);
+        if (s == 0) {
+            attention_v2_softmax(s_x, rows, lse_row, g, row0, length, key_tiles, scale, dropout, seed);
+        } else if (s == 1) {
+            attention_v2_softmax(s_1, rows, lse_row + lse_stride, g, row0, length, key_tiles, scale, dropout, seed);
+        } else {
+            attention_v2_softmax(s_2, rows, lse_row + 2 * lse_stride, g, row0, length, key_tiles, scale, dropout,
+                                 seed);
+        }
+        cp_async_wait_all();
+        __syncthreads();
+        attention_v2_values(rows, keys_tile, out, g, row0, length, key_tiles, channel_tiles, vector);
+        __syncthreads();  // V_s is read by every warp before the next one overwrites it
+    }
+}

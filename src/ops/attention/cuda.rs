@@ -1,11 +1,14 @@
 //! Launches of `kernels/attention.cu`, shared by the CUDA and emulated devices.
 use crate::device::{Buffer, Device, LaunchConfig};
+use crate::kernel_version::{self, KernelVersion};
 use crate::kernels::KernelRef;
 use crate::{kernel_args, Result};
 
 use super::cpu::Geometry;
 
 const FORWARD: KernelRef = KernelRef::new("attention", "attention_forward");
+/// Tensor-core forward (`attention.cu` "Versions"): same arguments, outputs and saved state.
+const FORWARD_V2: KernelRef = KernelRef::new("attention", "attention_forward_v2");
 const BACKWARD_QUERIES: KernelRef = KernelRef::new("attention", "attention_backward_queries");
 const BACKWARD_KEYS: KernelRef = KernelRef::new("attention", "attention_backward_keys");
 const SUM_OVER_BATCH: KernelRef = KernelRef::new("attention", "attention_sum_over_batch");
@@ -65,8 +68,13 @@ pub(super) fn forward(device: &Device, g: &Geometry, inputs: &Inputs<'_>) -> Res
     let mut out_p = device.uninitialized::<f32>(if want(OUT_POSITION) { len } else { 1 })?;
     let mut lse = device.uninitialized::<f32>(3 * g.batch * g.heads * g.seq_len)?;
     let (batch, n, heads, head_dim) = scalars(g);
+    // Both versions save the same log-sum-exp, so either backward follows either forward.
+    let kernel = match kernel_version::selected(super::KERNEL_FAMILY)? {
+        KernelVersion::V1 => FORWARD,
+        KernelVersion::V2 => FORWARD_V2,
+    };
     device.launch(
-        FORWARD,
+        kernel,
         block_per_head(g),
         &mut kernel_args![
             inputs.get(0),

@@ -33,6 +33,11 @@ use crate::{Error, IndexTensor, Precision, Result, Tensor};
 
 const OP: &str = "attention";
 
+/// The kernel family [`crate::kernel_version`] selects for this op: v1 (fp32 CUDA cores, the
+/// default) or v2 (tensor cores; forward only so far, the backward is v1's in both);
+/// `ASIF_KERNEL_ATTENTION=v1|v2`, or `kernel_version::with_version(KERNEL_FAMILY, ..)`.
+pub const KERNEL_FAMILY: &str = "attention";
+
 /// Largest sequence length n the kernel takes (a row's keys are at most two chunks of 32).
 pub const MAX_SEQ_LEN: usize = 64;
 /// Largest head width d_h the kernel takes (a lane holds two channels of a row).
