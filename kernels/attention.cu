@@ -50,10 +50,31 @@
 // O_A, O_P for D (+315 MB) and, for inputs shared by the batch, writes and re-reads per-sequence
 // partial gradients. Key and value rows are re-read per query row from L1 (12.8 KB per head).
 //
-// Versions:
-//   1. fp32 CUDA cores, global (L1-cached) key/value reads, transpose-scratch dot products, lse-only
-//      saved state, two-pass deterministic backward. Not yet tensor-core (TF32/bf16 mma), which
-//      perf-floors.md says the backward needs to be memory-bound.
+// Versions (src/kernel_version.rs selects; ASIF_KERNEL_ATTENTION=v1|v2; v1 stays the default
+// until a GPU run shows v2 faster on every benchmark row):
+//   1. attention_forward, attention_backward_queries, attention_backward_keys: fp32 CUDA cores,
+//      global (L1-cached) key/value reads, transpose-scratch dot products, lse-only saved state,
+//      two-pass deterministic backward. Re-reads each key and value row once per query (about
+//      18× the unique bytes), 32-bit loads, serial 32-long add chains: 3.32 ms forward on an
+//      H200 against a 251 µs floor (bench/results/h200-2026-11-27.md).
+//   2. attention_forward_v2 (issue 18): the rows of Q_k, K_k and V_s one block needs staged once
+//      in shared memory (cp.async 16-byte copies), S_k and (m ⊙ P) V_s on m16n8k8 mma by 3xTF32
+//      (fp32-level accuracy, v1's tolerances), causal tiles and tiles past L_b skipped, softmaxes
+//      on the fragments, 16-byte stores, no memset. Same arguments and the same saved
+//      log-sum-exp as v1, so v1's backward runs after it (the backward is v1's in both versions
+//      until a v2 backward lands). Why: v1's re-reads and CUDA-core arithmetic.
+//      Floor and expectation at the paper's sizes (B = 2048, n = 50, d = 256, h = 4, all valid):
+//      1049 MB moved (7 inputs read once, 3 outputs written once), 251 µs at the H200's measured
+//      4171 GB/s. Tensor-core work: per (sequence, head) 2 score products over ≤ 36 of the 64
+//      key-tile × row-tile pairs (causal skipping) and 3 value products, each 3 TF32 mmas:
+//      about 8192 · 5 · (16·64·64·2 · 4 warps) · 0.6 · 3 ≈ 39 GFLOP of TF32, about 80 µs at the
+//      H200's dense TF32 rate, so memory-bound. The stage → compute → stage sequence of one
+//      block is serial (no double buffering) and each warp holds two 16 × 64 score fragments and
+//      one output fragment in registers (128 registers: 4 blocks of 128 per SM, 25 % occupancy,
+//      kernels-sass.md; HMMA, LDGSTS.128 and STG.128 in its SASS, no stack or spill): expected
+//      40 to 60 % of the floor, 0.4 to 0.6 ms, until a GPU run says otherwise. Next, if it falls
+//      short: double-buffer the stages (the next pair's cp.async under this pair's mma), and one
+//      block per sequence for all heads to share the position stream's staging.
 //
 // Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
 // paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it;
@@ -65,6 +86,7 @@
 //   asif-gate: attention_backward_queries block=128 occupancy>=50%
 //   asif-gate: attention_backward_keys block=128 occupancy>=50%
 //   asif-gate: attention_sum_over_batch block=256 occupancy>=100%
+//   asif-gate: attention_forward_v2 block=128 occupancy>=25% tensor_core vector_io
 #include "common.cuh"
 
 #define ATTENTION_MAX_LEN 64
@@ -753,6 +775,51 @@ __device__ __forceinline__ void attention_v2_values(float* rows, const float* va
     }
 }
 
+// One score pair for the whole block: stage Q and K, then each active warp forms (or adds, when
+// `accumulate`) its 16 rows of Q Kᵀ in `s`. Every thread of the block calls it.
+__device__ __forceinline__ void attention_v2_pair(float s[ATTENTION_V2_TILES][4], float* rows_tile, float* keys_tile,
+                                                  const float* queries, const float* keys, int shared_queries,
+                                                  int shared_keys, const AttentionBlock& g, int length,
+                                                  int staged_rows, int columns, bool vector, bool active,
+                                                  int key_tiles, bool accumulate) {
+    attention_v2_stage(rows_tile, queries, shared_queries, g, length, staged_rows, columns, vector);
+    attention_v2_stage(keys_tile, keys, shared_keys, g, length, staged_rows, columns, vector);
+    cp_async_wait_all();
+    __syncthreads();
+    const int row0 = 16 * (threadIdx.x / ASIF_WARP_SIZE);
+    if (active) {
+        attention_v2_scores(s, rows_tile + row0 * ATTENTION_V2_STRIDE, keys_tile, key_tiles, columns / 8, accumulate);
+    }
+    __syncthreads();  // every warp is done with the tiles before the next stage overwrites them
+}
+
+// One output for the whole block: stage V_s while each warp forms m ⊙ P_s from `s` in its own
+// rows of `rows_tile` (saving the log-sum-exp), then O_s = (m ⊙ P_s) V_s. Every thread calls it.
+__device__ __forceinline__ void attention_v2_output(const float s[ATTENTION_V2_TILES][4], float* rows_tile,
+                                                    float* keys_tile, const float* values, int shared_values,
+                                                    float* out, float* lse_row, const AttentionBlock& g, int row0,
+                                                    int length, int staged_rows, int columns, int key_tiles,
+                                                    float scale, float dropout, unsigned long long seed, bool vector) {
+    float* rows = rows_tile + row0 * ATTENTION_V2_STRIDE;
+    attention_v2_stage(keys_tile, values, shared_values, g, length, staged_rows, columns, vector);
+    attention_v2_softmax(s, rows, lse_row, g, row0, length, key_tiles, scale, dropout, seed);
+    cp_async_wait_all();
+    __syncthreads();
+    attention_v2_values(rows, keys_tile, out, g, row0, length, key_tiles, columns / 8, vector);
+    __syncthreads();  // V_s is read by every warp before the next stage overwrites it
+}
+
+// 4 blocks of 128 per SM (at most 128 registers a thread; 4 × 36 KB of shared memory fits):
+// declared apart so the definition keeps the entry-point form build.rs and the emulator scan for.
+#define ATTENTION_V2_MIN_BLOCKS 4
+extern "C" {
+__global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_V2_MIN_BLOCKS) attention_forward_v2(
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const int* __restrict__, float* __restrict__, float* __restrict__,
+    float* __restrict__, float* __restrict__, int, int, int, int, int, int, int, float, unsigned long long);
+}
+
 // Same arguments, outputs and saved state as attention_forward (v1).
 extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, const float* __restrict__ k1, const float* __restrict__ q2,
                          const float* __restrict__ k2, const float* __restrict__ q3, const float* __restrict__ k3,
@@ -791,58 +858,50 @@ extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, co
         if (!want_p) lse_row[2 * lse_stride + i] = 0.0f;
     }
 
-    float s_x[ATTENTION_V2_TILES][4], s_1[ATTENTION_V2_TILES][4], s_2[ATTENTION_V2_TILES][4];
-    for (int k = 0; k < pairs; ++k) {
-        // Selects, not an array indexed at run time (which would live on the stack).
-        const float* queries = k == 0 ? q1 : k == 1 ? q2 : q3;
-        const float* keys = k == 0 ? k1 : k == 1 ? k2 : k3;
-        attention_v2_stage(rows_tile, queries, shared_mask & (ATTENTION_SHARED_Q1 << (2 * k)), g, length,
-                           staged_rows, columns, vector);
-        attention_v2_stage(keys_tile, keys, shared_mask & (ATTENTION_SHARED_K1 << (2 * k)), g, length,
-                           staged_rows, columns, vector);
-        cp_async_wait_all();
-        __syncthreads();
-        if (active) {
-            if (k == 0) {
-                attention_v2_scores(s_1, rows, keys_tile, key_tiles, columns / 8, false);
-            } else if (k == 1) {
-                attention_v2_scores(s_2, rows, keys_tile, key_tiles, columns / 8, false);
-            } else {
-                attention_v2_scores(s_x, rows, keys_tile, key_tiles, columns / 8, false);
-            }
-        }
-        __syncthreads();  // every warp is done with the tiles before the next pair overwrites them
+    // Register budget: two score fragments (S_1 + S_2 + S_3 accumulating, and S_2 alone while
+    // softmax P reads it) and one output fragment, never three score sets at once. Order:
+    // S_1 → O_A; S_2 → O_P, then added; S_3 added; → O_X.
+    float s_x[ATTENTION_V2_TILES][4];
+    attention_v2_pair(s_x, rows_tile, keys_tile, q1, k1, shared_mask & ATTENTION_SHARED_Q1,
+                      shared_mask & ATTENTION_SHARED_K1, g, length, staged_rows, columns, vector, active, key_tiles,
+                      false);
+    if (want_a) {
+        attention_v2_output(s_x, rows_tile, keys_tile, v2, shared_mask & ATTENTION_SHARED_V2, out_a,
+                            lse_row + lse_stride, g, row0, length, staged_rows, columns, key_tiles, scale, dropout,
+                            seed, vector);
     }
-#pragma unroll
-    for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            float total = s_1[t][e];
-            if (pairs > 1) total += s_2[t][e];
-            if (pairs > 2) total += s_x[t][e];
-            s_x[t][e] = total;
-        }
-    }
-
-    // Softmax X, then A, then P: stage V_s while the warps form m ⊙ P in their own rows.
-    const int channel_tiles = columns / 8;
-    for (int s = 0; s < 3; ++s) {
-        if ((s == 1 && !want_a) || (s == 2 && !want_p)) continue;  // uniform across the block
-        const float* values = s == 0 ? v1 : s == 1 ? v2 : v3;
-        float* out = s == 0 ? out_x : s == 1 ? out_a : out_p;
-        attention_v2_stage(keys_tile, values, shared_mask & (ATTENTION_SHARED_V1 << s), g, length, staged_rows,
-                           columns, vector);
-        if (s == 0) {
-            attention_v2_softmax(s_x, rows, lse_row, g, row0, length, key_tiles, scale, dropout, seed);
-        } else if (s == 1) {
-            attention_v2_softmax(s_1, rows, lse_row + lse_stride, g, row0, length, key_tiles, scale, dropout, seed);
-        } else {
+    if (pairs > 1) {
+        if (want_p) {
+            float s_2[ATTENTION_V2_TILES][4];
+            attention_v2_pair(s_2, rows_tile, keys_tile, q2, k2, shared_mask & ATTENTION_SHARED_Q2,
+                              shared_mask & ATTENTION_SHARED_K2, g, length, staged_rows, columns, vector, active,
+                              key_tiles, false);
+            // softmax P first (it reads s_2), then s_2 joins the sum and dies before O_P's fragment.
+            attention_v2_stage(keys_tile, v3, shared_mask & ATTENTION_SHARED_V3, g, length, staged_rows, columns,
+                               vector);
             attention_v2_softmax(s_2, rows, lse_row + 2 * lse_stride, g, row0, length, key_tiles, scale, dropout,
                                  seed);
+#pragma unroll
+            for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s_x[t][e] += s_2[t][e];
+            }
+            cp_async_wait_all();
+            __syncthreads();
+            attention_v2_values(rows, keys_tile, out_p, g, row0, length, key_tiles, columns / 8, vector);
+            __syncthreads();  // V_3 is read by every warp before the next stage overwrites it
+        } else {
+            attention_v2_pair(s_x, rows_tile, keys_tile, q2, k2, shared_mask & ATTENTION_SHARED_Q2,
+                              shared_mask & ATTENTION_SHARED_K2, g, length, staged_rows, columns, vector, active,
+                              key_tiles, true);
         }
-        cp_async_wait_all();
-        __syncthreads();
-        attention_v2_values(rows, keys_tile, out, g, row0, length, key_tiles, channel_tiles, vector);
-        __syncthreads();  // V_s is read by every warp before the next one overwrites it
     }
+    if (pairs > 2) {
+        attention_v2_pair(s_x, rows_tile, keys_tile, q3, k3, shared_mask & ATTENTION_SHARED_Q3,
+                          shared_mask & ATTENTION_SHARED_K3, g, length, staged_rows, columns, vector, active, key_tiles,
+                          true);
+    }
+    attention_v2_output(s_x, rows_tile, keys_tile, v1, shared_mask & ATTENTION_SHARED_V1, out_x, lse_row, g, row0,
+                        length, staged_rows, columns, key_tiles, scale, dropout, seed, vector);
 }
+

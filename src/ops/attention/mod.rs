@@ -69,9 +69,9 @@ pub struct AttentionConfig {
     pub dropout: f32,
     /// Seed of the dropout hash; use a fresh one per step and layer.
     pub seed: u64,
-    /// Arithmetic of the score and value products (`crate::precision`). Kernel v1 computes in
-    /// fp32 only: [`Precision::Tf32`] and [`Precision::Bf16`] are
-    /// [`Error::PrecisionNotImplemented`].
+    /// Arithmetic of the score and value products (`crate::precision`). Kernels v1 and v2
+    /// compute in fp32 only (v2 by 3xTF32 on tensor cores): [`Precision::Tf32`] and
+    /// [`Precision::Bf16`] are [`Error::PrecisionNotImplemented`].
     pub precision: Precision,
 }
 
