@@ -62,7 +62,8 @@
 //      (fp32-level accuracy, v1's tolerances), causal tiles and tiles past L_b skipped, softmaxes
 //      on the fragments, 16-byte stores, no memset. Same arguments and the same saved
 //      log-sum-exp as v1, so v1's backward runs after it (the backward is v1's in both versions
-//      until a v2 backward lands). Why: v1's re-reads and CUDA-core arithmetic.
+//      until a v2 backward lands). Why: v1's re-reads and CUDA-core arithmetic. Its last argument
+//      picks plain TF32 products instead (Precision::Tf32, opt-in, its own tolerance tier).
 //      Floor and expectation at the paper's sizes (B = 2048, n = 50, d = 256, h = 4, all valid):
 //      1049 MB moved (7 inputs read once, 3 outputs written once), 251 µs at the H200's measured
 //      4171 GB/s. Tensor-core work: per (sequence, head) 2 score products over ≤ 36 of the 64
@@ -648,11 +649,27 @@ __device__ __forceinline__ void attention_v2_stage(float* tile, const float* sou
     }
 }
 
+// d += A·B on one m16n8k8 tile: 3xTF32 (Precision::Fp32, fp32-level accuracy), or plain TF32
+// (Precision::Tf32, opt-in: operands rounded to 10 mantissa bits) when `tf32`.
+__device__ __forceinline__ void attention_v2_mma(float d[4], const float a[4], const float b[2], bool tf32) {
+    if (tf32) {  // uniform across the warp
+        unsigned a_tf32[4], b_tf32[2];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) a_tf32[i] = tf32_round(a[i]);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) b_tf32[i] = tf32_round(b[i]);
+        mma_m16n8k8_tf32(d, a_tf32, b_tf32, d);
+    } else {
+        mma_m16n8k8_3xtf32(d, a, b, d);
+    }
+}
+
 // acc[t] (+)= A·B for key tiles t < key_tiles: A = the warp's 16 rows of `queries`, B = rows
 // 8t .. 8t + 7 of `keys` transposed, over `ksteps` steps of 8 channels. `accumulate` = false
 // starts from zero.
 __device__ __forceinline__ void attention_v2_scores(float acc[ATTENTION_V2_TILES][4], const float* queries,
-                                                    const float* keys, int key_tiles, int ksteps, bool accumulate) {
+                                                    const float* keys, int key_tiles, int ksteps, bool accumulate,
+                                                    bool tf32) {
     if (!accumulate) {
 #pragma unroll
         for (int t = 0; t < ATTENTION_V2_TILES; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
@@ -665,7 +682,7 @@ __device__ __forceinline__ void attention_v2_scores(float acc[ATTENTION_V2_TILES
             if (t < key_tiles) {  // uniform across the warp
                 float b[2];
                 mma_load_b_tf32_values(b, keys + 8 * t * ATTENTION_V2_STRIDE + 8 * k, 1, ATTENTION_V2_STRIDE);
-                mma_m16n8k8_3xtf32(acc[t], a, b, acc[t]);
+                attention_v2_mma(acc[t], a, b, tf32);
             }
         }
     }
@@ -731,7 +748,7 @@ __device__ __forceinline__ void attention_v2_softmax(const float s[ATTENTION_V2_
 // then rows row0 .. row0 + 15 (< n) of one head of `out`: zeros for rows ≥ L_b.
 __device__ __forceinline__ void attention_v2_values(float* rows, const float* values, float* out,
                                                     const AttentionBlock& g, int row0, int length, int key_tiles,
-                                                    int channel_tiles, bool vector) {
+                                                    int channel_tiles, bool vector, bool tf32) {
     const int lane = threadIdx.x % ASIF_WARP_SIZE;
     if (row0 < length) {  // uniform across the warp
         float acc[ATTENTION_V2_TILES][4];
@@ -745,7 +762,7 @@ __device__ __forceinline__ void attention_v2_values(float* rows, const float* va
                 if (t < channel_tiles) {
                     float b[2];
                     mma_load_b_tf32_values(b, values + 8 * k * ATTENTION_V2_STRIDE + 8 * t, ATTENTION_V2_STRIDE, 1);
-                    mma_m16n8k8_3xtf32(acc[t], a, b, acc[t]);
+                    attention_v2_mma(acc[t], a, b, tf32);
                 }
             }
         }
@@ -781,14 +798,15 @@ __device__ __forceinline__ void attention_v2_pair(float s[ATTENTION_V2_TILES][4]
                                                   const float* queries, const float* keys, int shared_queries,
                                                   int shared_keys, const AttentionBlock& g, int length,
                                                   int staged_rows, int columns, bool vector, bool active,
-                                                  int key_tiles, bool accumulate) {
+                                                  int key_tiles, bool accumulate, bool tf32) {
     attention_v2_stage(rows_tile, queries, shared_queries, g, length, staged_rows, columns, vector);
     attention_v2_stage(keys_tile, keys, shared_keys, g, length, staged_rows, columns, vector);
     cp_async_wait_all();
     __syncthreads();
     const int row0 = 16 * (threadIdx.x / ASIF_WARP_SIZE);
     if (active) {
-        attention_v2_scores(s, rows_tile + row0 * ATTENTION_V2_STRIDE, keys_tile, key_tiles, columns / 8, accumulate);
+        attention_v2_scores(s, rows_tile + row0 * ATTENTION_V2_STRIDE, keys_tile, key_tiles, columns / 8, accumulate,
+                            tf32);
     }
     __syncthreads();  // every warp is done with the tiles before the next stage overwrites them
 }
@@ -799,13 +817,14 @@ __device__ __forceinline__ void attention_v2_output(const float s[ATTENTION_V2_T
                                                     float* keys_tile, const float* values, int shared_values,
                                                     float* out, float* lse_row, const AttentionBlock& g, int row0,
                                                     int length, int staged_rows, int columns, int key_tiles,
-                                                    float scale, float dropout, unsigned long long seed, bool vector) {
+                                                    float scale, float dropout, unsigned long long seed, bool vector,
+                                                    bool tf32) {
     float* rows = rows_tile + row0 * ATTENTION_V2_STRIDE;
     attention_v2_stage(keys_tile, values, shared_values, g, length, staged_rows, columns, vector);
     attention_v2_softmax(s, rows, lse_row, g, row0, length, key_tiles, scale, dropout, seed);
     cp_async_wait_all();
     __syncthreads();
-    attention_v2_values(rows, keys_tile, out, g, row0, length, key_tiles, columns / 8, vector);
+    attention_v2_values(rows, keys_tile, out, g, row0, length, key_tiles, columns / 8, vector, tf32);
     __syncthreads();  // V_s is read by every warp before the next stage overwrites it
 }
 
@@ -817,17 +836,18 @@ __global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_V2_MIN_BLOCKS)
     const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
     const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
     const float* __restrict__, const int* __restrict__, float* __restrict__, float* __restrict__,
-    float* __restrict__, float* __restrict__, int, int, int, int, int, int, int, float, unsigned long long);
+    float* __restrict__, float* __restrict__, int, int, int, int, int, int, int, float, unsigned long long, int);
 }
 
-// Same arguments, outputs and saved state as attention_forward (v1).
+// Same arguments, outputs and saved state as attention_forward (v1), plus `tf32_products`: 0
+// computes the products by 3xTF32 (Precision::Fp32), 1 by plain TF32 (Precision::Tf32).
 extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, const float* __restrict__ k1, const float* __restrict__ q2,
                          const float* __restrict__ k2, const float* __restrict__ q3, const float* __restrict__ k3,
                          const float* __restrict__ v1, const float* __restrict__ v2, const float* __restrict__ v3,
                          const int* __restrict__ lengths, float* __restrict__ out_x, float* __restrict__ out_a,
                          float* __restrict__ out_p, float* __restrict__ lse, int batch, int n, int heads,
                          int head_dim, int pairs, int outputs_mask, int shared_mask, float dropout,
-                         unsigned long long seed) {
+                         unsigned long long seed, int tf32_products) {
     __shared__ __align__(16) float rows_tile[ATTENTION_MAX_LEN * ATTENTION_V2_STRIDE];  // Q_k, then m ⊙ P, then O
     __shared__ __align__(16) float keys_tile[ATTENTION_MAX_LEN * ATTENTION_V2_STRIDE];  // K_k, then V_s
     if ((int)blockIdx.x >= batch * heads) return;  // uniform across the block
@@ -850,6 +870,7 @@ extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, co
     const int row0 = 16 * warp;
     const bool active = row0 < length;  // uniform across the warp
     const int key_tiles = active ? (min(row0 + 16, length) + 7) / 8 : 0;
+    const bool tf32 = tf32_products != 0;
     float* rows = rows_tile + row0 * ATTENTION_V2_STRIDE;
 
     // Absent softmaxes have log-sum-exp 0 in every row.
@@ -864,18 +885,18 @@ extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, co
     float s_x[ATTENTION_V2_TILES][4];
     attention_v2_pair(s_x, rows_tile, keys_tile, q1, k1, shared_mask & ATTENTION_SHARED_Q1,
                       shared_mask & ATTENTION_SHARED_K1, g, length, staged_rows, columns, vector, active, key_tiles,
-                      false);
+                      false, tf32);
     if (want_a) {
         attention_v2_output(s_x, rows_tile, keys_tile, v2, shared_mask & ATTENTION_SHARED_V2, out_a,
                             lse_row + lse_stride, g, row0, length, staged_rows, columns, key_tiles, scale, dropout,
-                            seed, vector);
+                            seed, vector, tf32);
     }
     if (pairs > 1) {
         if (want_p) {
             float s_2[ATTENTION_V2_TILES][4];
             attention_v2_pair(s_2, rows_tile, keys_tile, q2, k2, shared_mask & ATTENTION_SHARED_Q2,
                               shared_mask & ATTENTION_SHARED_K2, g, length, staged_rows, columns, vector, active,
-                              key_tiles, false);
+                              key_tiles, false, tf32);
             // softmax P first (it reads s_2), then s_2 joins the sum and dies before O_P's fragment.
             attention_v2_stage(keys_tile, v3, shared_mask & ATTENTION_SHARED_V3, g, length, staged_rows, columns,
                                vector);
@@ -888,20 +909,20 @@ extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, co
             }
             cp_async_wait_all();
             __syncthreads();
-            attention_v2_values(rows, keys_tile, out_p, g, row0, length, key_tiles, columns / 8, vector);
+            attention_v2_values(rows, keys_tile, out_p, g, row0, length, key_tiles, columns / 8, vector, tf32);
             __syncthreads();  // V_3 is read by every warp before the next stage overwrites it
         } else {
             attention_v2_pair(s_x, rows_tile, keys_tile, q2, k2, shared_mask & ATTENTION_SHARED_Q2,
                               shared_mask & ATTENTION_SHARED_K2, g, length, staged_rows, columns, vector, active,
-                              key_tiles, true);
+                              key_tiles, true, tf32);
         }
     }
     if (pairs > 2) {
         attention_v2_pair(s_x, rows_tile, keys_tile, q3, k3, shared_mask & ATTENTION_SHARED_Q3,
                           shared_mask & ATTENTION_SHARED_K3, g, length, staged_rows, columns, vector, active, key_tiles,
-                          true);
+                          true, tf32);
     }
     attention_v2_output(s_x, rows_tile, keys_tile, v1, shared_mask & ATTENTION_SHARED_V1, out_x, lse_row, g, row0,
-                        length, staged_rows, columns, key_tiles, scale, dropout, seed, vector);
+                        length, staged_rows, columns, key_tiles, scale, dropout, seed, vector, tf32);
 }
 

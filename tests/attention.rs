@@ -669,37 +669,123 @@ fn tf32_and_bf16_are_not_implemented_by_kernel_v1() {
         dropout: 0.0,
     };
     let data = case.data(15);
-    for device in all_devices() {
-        let inputs = case.tensors(&device, &data.inputs);
-        let lengths = case.lengths(&device);
-        let fp32 = case.config();
-        assert_eq!(fp32.precision, Precision::default());
-        let (outputs, saved) =
-            attention::attention_forward(&inputs, &lengths, &fp32).expect("fp32 forward");
-        let upstream = OutputGradients {
-            id: Some(&outputs.id),
-            ..Default::default()
-        };
-        for precision in [Precision::Tf32, Precision::Bf16] {
-            let config = AttentionConfig { precision, ..fp32 };
-            let forward = attention::attention_forward(&inputs, &lengths, &config).map(|_| ());
-            let backward =
-                attention::attention_backward(&inputs, &lengths, &config, &saved, &upstream)
-                    .map(|_| ());
-            for (what, result) in [("forward", forward), ("backward", backward)] {
-                match result {
+    kernel_version::with_version(attention::KERNEL_FAMILY, KernelVersion::V1, || {
+        for device in all_devices() {
+            let inputs = case.tensors(&device, &data.inputs);
+            let lengths = case.lengths(&device);
+            let fp32 = case.config();
+            assert_eq!(fp32.precision, Precision::default());
+            let (outputs, saved) =
+                attention::attention_forward(&inputs, &lengths, &fp32).expect("fp32 forward");
+            let upstream = OutputGradients {
+                id: Some(&outputs.id),
+                ..Default::default()
+            };
+            for precision in [Precision::Tf32, Precision::Bf16] {
+                let config = AttentionConfig { precision, ..fp32 };
+                let forward = attention::attention_forward(&inputs, &lengths, &config).map(|_| ());
+                let backward =
+                    attention::attention_backward(&inputs, &lengths, &config, &saved, &upstream)
+                        .map(|_| ());
+                for (what, result) in [("forward", forward), ("backward", backward)] {
+                    match result {
+                        Err(Error::PrecisionNotImplemented {
+                            op: "attention",
+                            precision: named,
+                        }) if named == precision => {}
+                        other => panic!(
+                            "attention {what} in {precision} on {}: {other:?}",
+                            device.name()
+                        ),
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn tf32_on_kernel_v2_is_within_its_tier_and_bf16_is_not_implemented() {
+    // ASIF mode with dropout: v2's forward in plain TF32 against the f64 reference at the Tf32
+    // tier; it must differ from the 3xTF32 (Fp32) result, or the flag would not reach the mma.
+    // The backward (v1's, fp32) accepts the Tf32 config. The CPU device and Bf16 refuse it.
+    let case = Case {
+        lengths: vec![20, 11, 0],
+        seq_len: 20,
+        heads: 2,
+        head_dim: 16,
+        pairs: 2,
+        fused: true,
+        position: true,
+        shared_positions: true,
+        dropout: 0.2,
+    };
+    let data = case.data(21);
+    let problem = case.problem(&data.inputs);
+    let want = attention::forward_reference(&problem);
+    kernel_version::with_version(attention::KERNEL_FAMILY, KernelVersion::V2, || {
+        for device in all_devices() {
+            let inputs = case.tensors(&device, &data.inputs);
+            let lengths = case.lengths(&device);
+            let fp32 = case.config();
+            let tf32 = AttentionConfig {
+                precision: Precision::Tf32,
+                ..fp32
+            };
+            let bf16 = AttentionConfig {
+                precision: Precision::Bf16,
+                ..fp32
+            };
+            let refused = |config: &AttentionConfig, precision: Precision| {
+                match attention::attention_forward(&inputs, &lengths, config) {
                     Err(Error::PrecisionNotImplemented {
                         op: "attention",
                         precision: named,
                     }) if named == precision => {}
                     other => panic!(
-                        "attention {what} in {precision} on {}: {other:?}",
-                        device.name()
+                        "{precision} on {} should be refused: {:?}",
+                        device.name(),
+                        other.map(|_| ())
                     ),
                 }
+            };
+            refused(&bf16, Precision::Bf16);
+            if device == Device::cpu() {
+                refused(&tf32, Precision::Tf32);
+                continue;
             }
+            let (outputs, saved) =
+                attention::attention_forward(&inputs, &lengths, &tf32).expect("tf32 forward");
+            let (exact, _) =
+                attention::attention_forward(&inputs, &lengths, &fp32).expect("fp32 forward");
+            let got = [
+                Some(&outputs.id),
+                outputs.fused.as_ref(),
+                outputs.position.as_ref(),
+            ];
+            for s in 0..3 {
+                assert_close(
+                    &format!("TF32 {} on kernel v2", ["O_X", "O_A", "O_P"][s]),
+                    &device,
+                    got[s].expect("output"),
+                    want.outputs[s].as_ref().expect("reference output"),
+                    Precision::Tf32.relative_tolerance(),
+                );
+            }
+            assert_ne!(
+                outputs.id.to_vec().unwrap(),
+                exact.id.to_vec().unwrap(),
+                "Tf32 gave the Fp32 result on {}: the precision did not reach the kernel",
+                device.name()
+            );
+            let upstream = OutputGradients {
+                id: Some(&outputs.id),
+                ..Default::default()
+            };
+            attention::attention_backward(&inputs, &lengths, &tf32, &saved, &upstream)
+                .expect("the backward accepts the Tf32 config (it computes in fp32)");
         }
-    }
+    });
 }
 
 #[test]

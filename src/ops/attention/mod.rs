@@ -69,9 +69,10 @@ pub struct AttentionConfig {
     pub dropout: f32,
     /// Seed of the dropout hash; use a fresh one per step and layer.
     pub seed: u64,
-    /// Arithmetic of the score and value products (`crate::precision`). Kernels v1 and v2
-    /// compute in fp32 only (v2 by 3xTF32 on tensor cores): [`Precision::Tf32`] and
-    /// [`Precision::Bf16`] are [`Error::PrecisionNotImplemented`].
+    /// Arithmetic of the score and value products (`crate::precision`). Fp32 on every device
+    /// (kernel v2 by 3xTF32 on tensor cores); [`Precision::Tf32`] only with kernel v2 on a
+    /// kernel device (its forward; the backward computes in fp32), else
+    /// [`Error::PrecisionNotImplemented`], as [`Precision::Bf16`] always is.
     pub precision: Precision,
 }
 
@@ -133,7 +134,23 @@ fn check<'a>(
     lengths: &IndexTensor,
     config: &AttentionConfig,
 ) -> Result<Checked<'a>> {
-    config.precision.require_fp32(OP)?;
+    // Fp32 everywhere; Tf32 only on kernel v2's forward on a kernel device (the backward is
+    // v1's and computes in fp32); Bf16 nowhere yet.
+    if config.precision != Precision::Fp32 {
+        let tf32_kernel = config.precision == Precision::Tf32
+            && matches!(
+                inputs.id_values.device(),
+                Device::Cuda(_) | Device::Emulated(_)
+            )
+            && crate::kernel_version::selected(KERNEL_FAMILY)?
+                == crate::kernel_version::KernelVersion::V2;
+        if !tf32_kernel {
+            return Err(Error::PrecisionNotImplemented {
+                op: OP,
+                precision: config.precision,
+            });
+        }
+    }
     let pairs = inputs.score_pairs.len();
     if !(1..=3).contains(&pairs) {
         return Err(Error::argument(
@@ -285,6 +302,7 @@ fn kernel_inputs<'a>(
         shared_mask: checked.shared_mask,
         dropout: config.dropout,
         seed: config.seed,
+        tf32: config.precision == Precision::Tf32,
     }
 }
 
