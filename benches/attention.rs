@@ -7,15 +7,19 @@
 //! (B = 2048, n = 50, d = 256, h = 4) when there is one, with all 50 positions valid (`full`) and
 //! with short realistic lengths (`short`: geometric with mean 8, clipped to [1, n], as the PyTorch
 //! peers in bench/peers/common.py draw them); otherwise one line says it was skipped. Ids are
-//! `attention/{forward,backward,forward_backward}/<device> B=<B> <full|short>`, which
-//! bench/summarize.py matches. No dropout, as the peers. `cargo bench --bench attention`.
+//! `attention/{forward,backward,forward_backward}/<device> B=<B> lengths <full|short>`, with
+//! ` kernel v1` and ` kernel v2` on the GPU rows: both kernel versions side by side
+//! (`kernel_version`; v2 is the tensor-core forward, the backward is v1's in both), so one run of
+//! `scripts/gpu-check.sh run` measures both; bench/summarize.py matches the ids and takes the
+//! faster. Dropout 0.2 (the training setting). `cargo bench --bench attention`.
 mod common;
 
 use common::{lengths, random_tensor};
 
+use asif_kernels::kernel_version::{with_version, KernelVersion};
 use asif_kernels::ops::attention::{
     attention_backward, attention_forward, AttentionConfig, AttentionInputs, OutputGradients,
-    ScorePair,
+    ScorePair, KERNEL_FAMILY,
 };
 use asif_kernels::{Device, IndexTensor, Precision};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -30,8 +34,12 @@ fn bench_device(
     batch: usize,
     lengths_label: &str,
     lengths: Vec<i32>,
+    version: Option<KernelVersion>,
 ) {
-    let label = format!("{} B={batch} lengths {lengths_label}", device.name());
+    let mut label = format!("{} B={batch} lengths {lengths_label}", device.name());
+    if let Some(version) = version {
+        label = format!("{label} kernel {}", version.name());
+    }
     let shape = [batch, SEQ_LEN, WIDTH];
     let t = |seed: u32| random_tensor(device, &shape, seed);
     let inputs = AttentionInputs {
@@ -100,11 +108,18 @@ fn bench_device(
 }
 
 fn attention(c: &mut Criterion) {
-    bench_device(c, &Device::cpu(), 8, "full", vec![SEQ_LEN as i32; 8]);
+    bench_device(c, &Device::cpu(), 8, "full", vec![SEQ_LEN as i32; 8], None);
     if let Some(gpu) = common::gpu() {
         let batch = 2048;
-        bench_device(c, &gpu, batch, "full", vec![SEQ_LEN as i32; batch]);
-        bench_device(c, &gpu, batch, "short", lengths("short", batch, SEQ_LEN));
+        for version in [KernelVersion::V1, KernelVersion::V2] {
+            // The op reads the version on this thread at each call, inside criterion's loop.
+            with_version(KERNEL_FAMILY, version, || {
+                let full = vec![SEQ_LEN as i32; batch];
+                bench_device(c, &gpu, batch, "full", full, Some(version));
+                let short = lengths("short", batch, SEQ_LEN);
+                bench_device(c, &gpu, batch, "short", short, Some(version));
+            });
+        }
     }
 }
 

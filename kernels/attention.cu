@@ -50,10 +50,32 @@
 // O_A, O_P for D (+315 MB) and, for inputs shared by the batch, writes and re-reads per-sequence
 // partial gradients. Key and value rows are re-read per query row from L1 (12.8 KB per head).
 //
-// Versions:
-//   1. fp32 CUDA cores, global (L1-cached) key/value reads, transpose-scratch dot products, lse-only
-//      saved state, two-pass deterministic backward. Not yet tensor-core (TF32/bf16 mma), which
-//      perf-floors.md says the backward needs to be memory-bound.
+// Versions (src/kernel_version.rs selects; ASIF_KERNEL_ATTENTION=v1|v2; v1 stays the default
+// until a GPU run shows v2 faster on every benchmark row):
+//   1. attention_forward, attention_backward_queries, attention_backward_keys: fp32 CUDA cores,
+//      global (L1-cached) key/value reads, transpose-scratch dot products, lse-only saved state,
+//      two-pass deterministic backward. Re-reads each key and value row once per query (about
+//      18× the unique bytes), 32-bit loads, serial 32-long add chains: 3.32 ms forward on an
+//      H200 against a 251 µs floor (bench/results/h200-2026-11-27.md).
+//   2. attention_forward_v2 (issue 18): the rows of Q_k, K_k and V_s one block needs staged once
+//      in shared memory (cp.async 16-byte copies), S_k and (m ⊙ P) V_s on m16n8k8 mma by 3xTF32
+//      (fp32-level accuracy, v1's tolerances), causal tiles and tiles past L_b skipped, softmaxes
+//      on the fragments, 16-byte stores, no memset. Same arguments and the same saved
+//      log-sum-exp as v1, so v1's backward runs after it (the backward is v1's in both versions
+//      until a v2 backward lands). Why: v1's re-reads and CUDA-core arithmetic. Its last argument
+//      picks plain TF32 products instead (Precision::Tf32, opt-in, its own tolerance tier).
+//      Floor and expectation at the paper's sizes (B = 2048, n = 50, d = 256, h = 4, all valid):
+//      1049 MB moved (7 inputs read once, 3 outputs written once), 251 µs at the H200's measured
+//      4171 GB/s. Tensor-core work: per (sequence, head) 2 score products over ≤ 36 of the 64
+//      key-tile × row-tile pairs (causal skipping) and 3 value products, each 3 TF32 mmas:
+//      about 8192 · 5 · (16·64·64·2 · 4 warps) · 0.6 · 3 ≈ 39 GFLOP of TF32, about 80 µs at the
+//      H200's dense TF32 rate, so memory-bound. The stage → compute → stage sequence of one
+//      block is serial (no double buffering) and each warp holds two 16 × 64 score fragments and
+//      one output fragment in registers (128 registers: 4 blocks of 128 per SM, 25 % occupancy,
+//      kernels-sass.md; HMMA, LDGSTS.128 and STG.128 in its SASS, no stack or spill): expected
+//      40 to 60 % of the floor, 0.4 to 0.6 ms, until a GPU run says otherwise. Next, if it falls
+//      short: double-buffer the stages (the next pair's cp.async under this pair's mma), and one
+//      block per sequence for all heads to share the position stream's staging.
 //
 // Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
 // paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it;
@@ -65,6 +87,7 @@
 //   asif-gate: attention_backward_queries block=128 occupancy>=50%
 //   asif-gate: attention_backward_keys block=128 occupancy>=50%
 //   asif-gate: attention_sum_over_batch block=256 occupancy>=100%
+//   asif-gate: attention_forward_v2 block=128 occupancy>=25% tensor_core vector_io
 #include "common.cuh"
 
 #define ATTENTION_MAX_LEN 64
@@ -570,3 +593,336 @@ extern "C" __global__ void attention_sum_over_batch(const float* __restrict__ pa
         out[t] = total;
     }
 }
+
+// ---- version 2: tensor cores, K and V staged once per (sequence, head) ----
+//
+// One block of 4 warps per (sequence, head), as v1; warp w owns query rows 16w .. 16w + 15 (one
+// m16 tile; n ≤ 64 is four of them). The rows of Q_k, K_k and V_s the block needs (the first
+// ⌈L_b/16⌉·16, zeros past L_b and past d_h up to a multiple of 8) are staged in shared memory once
+// each, by cp.async 16-byte copies when every row is 16-byte aligned (d_h and d multiples of 4,
+// aligned bases) and by plain loads otherwise. Tiles have a stride of 72 floats: the A and B
+// fragment reads (rows g, columns t; or rows t, columns g) fall in 32 distinct banks.
+//   S_k (16 × keys per warp) = Q_k K_kᵀ on m16n8k8 mma, 3xTF32 (fp32-level accuracy), into
+//   register fragments; key tiles past min(16w + 16, L_b) (the causal diagonal and L_b) skipped.
+//   The masked softmaxes run on the fragments (row max and sum over the 4 lanes of a group by
+//   shuffles); the log-sum-exp of each row is saved as v1 saves it (so v1's backward reads it);
+//   m ⊙ P goes to the warp's own rows of the Q tile (no longer needed), and O_s = (m ⊙ P) V_s on
+//   mma again, staged back through the same rows and written with 16-byte stores. Padded rows
+//   are written as zeros in the same pass: no memset.
+#include "mma.cuh"
+
+#define ATTENTION_V2_STRIDE 72
+#define ATTENTION_V2_TILES 8  // n ≤ 64 keys = 8 n8 tiles; d_h ≤ 64 channels = 8 tiles
+
+struct __align__(16) AttentionQuad {
+    float x, y, z, w;
+};
+
+__device__ __forceinline__ bool attention_aligned16(const void* pointer) {
+    return ((unsigned long long)pointer & 15ull) == 0;
+}
+
+// Rows 0 .. rows − 1 of one head of `source` into `tile` (stride ATTENTION_V2_STRIDE), columns
+// 0 .. columns − 1 (a multiple of 8); zeros for rows ≥ length and columns ≥ d_h. The copies are
+// committed as one cp.async group; the caller waits and then synchronises the block.
+__device__ __forceinline__ void attention_v2_stage(float* tile, const float* source, int shared,
+                                                   const AttentionBlock& g, int length, int rows, int columns,
+                                                   bool vector) {
+    if (vector) {
+        const int quads = columns / 4;
+        for (int e = threadIdx.x; e < rows * quads; e += blockDim.x) {
+            const int r = e / quads, c = 4 * (e % quads);
+            float* destination = tile + r * ATTENTION_V2_STRIDE + c;
+            if (r < length && c < g.head_dim) {
+                cp_async_16(destination, attention_row(source, shared, g, r) + c);
+            } else {
+                *reinterpret_cast<AttentionQuad*>(destination) = AttentionQuad{0.0f, 0.0f, 0.0f, 0.0f};
+            }
+        }
+        cp_async_commit();
+    } else {
+        for (int e = threadIdx.x; e < rows * columns; e += blockDim.x) {
+            const int r = e / columns, c = e % columns;
+            tile[r * ATTENTION_V2_STRIDE + c] =
+                r < length && c < g.head_dim ? attention_row(source, shared, g, r)[c] : 0.0f;
+        }
+    }
+}
+
+// d += A·B on one m16n8k8 tile: 3xTF32 (Precision::Fp32, fp32-level accuracy), or plain TF32
+// (Precision::Tf32, opt-in: operands rounded to 10 mantissa bits) when `tf32`.
+__device__ __forceinline__ void attention_v2_mma(float d[4], const float a[4], const float b[2], bool tf32) {
+    if (tf32) {  // uniform across the warp
+        unsigned a_tf32[4], b_tf32[2];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) a_tf32[i] = tf32_round(a[i]);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) b_tf32[i] = tf32_round(b[i]);
+        mma_m16n8k8_tf32(d, a_tf32, b_tf32, d);
+    } else {
+        mma_m16n8k8_3xtf32(d, a, b, d);
+    }
+}
+
+// acc[t] (+)= A·B for key tiles t < key_tiles: A = the warp's 16 rows of `queries`, B = rows
+// 8t .. 8t + 7 of `keys` transposed, over `ksteps` steps of 8 channels. `accumulate` = false
+// starts from zero.
+__device__ __forceinline__ void attention_v2_scores(float acc[ATTENTION_V2_TILES][4], const float* queries,
+                                                    const float* keys, int key_tiles, int ksteps, bool accumulate,
+                                                    bool tf32) {
+    if (!accumulate) {
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+    }
+    for (int k = 0; k < ksteps; ++k) {
+        float a[4];
+        mma_load_a_tf32_values(a, queries + 8 * k, ATTENTION_V2_STRIDE, 1);
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+            if (t < key_tiles) {  // uniform across the warp
+                float b[2];
+                mma_load_b_tf32_values(b, keys + 8 * t * ATTENTION_V2_STRIDE + 8 * k, 1, ATTENTION_V2_STRIDE);
+                attention_v2_mma(acc[t], a, b, tf32);
+            }
+        }
+    }
+}
+
+// Masked softmax of the warp's rows row0 .. row0 + 15 from the raw scores `s` (scaled here),
+// dropout applied, m ⊙ P written to the rows of `probabilities` (stride ATTENTION_V2_STRIDE,
+// key tiles < key_tiles), the log-sum-exp of every row < n to `lse_row` (0 for rows ≥ L_b).
+__device__ __forceinline__ void attention_v2_softmax(const float s[ATTENTION_V2_TILES][4], float* probabilities,
+                                                     float* lse_row, const AttentionBlock& g, int row0, int length,
+                                                     int key_tiles, float scale, float dropout,
+                                                     unsigned long long seed) {
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    const int group = mma_group(lane), thread = mma_thread_in_group(lane);
+    const float minus_inf = -asif_infinity();
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int local = group + 8 * half;
+        const int i = row0 + local;
+        const bool row_valid = i < length;
+        float row_max = minus_inf;
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int j = 8 * t + 2 * thread + e;
+                if (t < key_tiles && row_valid && j <= i) row_max = fmaxf(row_max, scale * s[t][2 * half + e]);
+            }
+        }
+        row_max = fmaxf(row_max, __shfl_xor_sync(ASIF_FULL_MASK, row_max, 1));
+        row_max = fmaxf(row_max, __shfl_xor_sync(ASIF_FULL_MASK, row_max, 2));
+        float sum = 0.0f;
+        float e_values[ATTENTION_V2_TILES][2];
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int j = 8 * t + 2 * thread + e;
+                const bool valid = t < key_tiles && row_valid && j <= i;
+                e_values[t][e] = valid ? expf(scale * s[t][2 * half + e] - row_max) : 0.0f;
+                sum += e_values[t][e];
+            }
+        }
+        sum += __shfl_xor_sync(ASIF_FULL_MASK, sum, 1);
+        sum += __shfl_xor_sync(ASIF_FULL_MASK, sum, 2);
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+            if (t < key_tiles) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int j = 8 * t + 2 * thread + e;
+                    float p = 0.0f;
+                    if (e_values[t][e] != 0.0f) p = attention_dropout(g, i, j, dropout, seed) * (e_values[t][e] / sum);
+                    probabilities[local * ATTENTION_V2_STRIDE + j] = p;
+                }
+            }
+        }
+        if (thread == 0 && i < g.n) lse_row[i] = row_valid ? row_max + logf(sum) : 0.0f;
+    }
+}
+
+// O = (m ⊙ P) V for the warp's 16 rows (P in `rows`, key tiles < key_tiles), back into `rows`,
+// then rows row0 .. row0 + 15 (< n) of one head of `out`: zeros for rows ≥ L_b.
+__device__ __forceinline__ void attention_v2_values(float* rows, const float* values, float* out,
+                                                    const AttentionBlock& g, int row0, int length, int key_tiles,
+                                                    int channel_tiles, bool vector, bool tf32) {
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    if (row0 < length) {  // uniform across the warp
+        float acc[ATTENTION_V2_TILES][4];
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+        for (int k = 0; k < key_tiles; ++k) {
+            float a[4];
+            mma_load_a_tf32_values(a, rows + 8 * k, ATTENTION_V2_STRIDE, 1);
+#pragma unroll
+            for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+                if (t < channel_tiles) {
+                    float b[2];
+                    mma_load_b_tf32_values(b, values + 8 * k * ATTENTION_V2_STRIDE + 8 * t, ATTENTION_V2_STRIDE, 1);
+                    attention_v2_mma(acc[t], a, b, tf32);
+                }
+            }
+        }
+        __syncwarp();  // every lane has read P before O overwrites it
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+            if (t < channel_tiles) mma_store_d(acc[t], rows + 8 * t, ATTENTION_V2_STRIDE, 1);
+        }
+        __syncwarp();
+    }
+    const int last = min(row0 + 16, g.n);
+    if (vector) {
+        const int quads = g.head_dim / 4;
+        for (int e = lane; e < (last - row0) * quads; e += ASIF_WARP_SIZE) {
+            const int r = e / quads, c = 4 * (e % quads);
+            const int i = row0 + r;
+            AttentionQuad value = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (i < length) value = *reinterpret_cast<const AttentionQuad*>(rows + r * ATTENTION_V2_STRIDE + c);
+            *reinterpret_cast<AttentionQuad*>(attention_row_out(out, g, i) + c) = value;
+        }
+    } else {
+        for (int e = lane; e < (last - row0) * g.head_dim; e += ASIF_WARP_SIZE) {
+            const int r = e / g.head_dim, c = e % g.head_dim;
+            const int i = row0 + r;
+            attention_row_out(out, g, i)[c] = i < length ? rows[r * ATTENTION_V2_STRIDE + c] : 0.0f;
+        }
+    }
+}
+
+// One score pair for the whole block: stage Q and K, then each active warp forms (or adds, when
+// `accumulate`) its 16 rows of Q Kᵀ in `s`. Every thread of the block calls it.
+__device__ __forceinline__ void attention_v2_pair(float s[ATTENTION_V2_TILES][4], float* rows_tile, float* keys_tile,
+                                                  const float* queries, const float* keys, int shared_queries,
+                                                  int shared_keys, const AttentionBlock& g, int length,
+                                                  int staged_rows, int columns, bool vector, bool active,
+                                                  int key_tiles, bool accumulate, bool tf32) {
+    attention_v2_stage(rows_tile, queries, shared_queries, g, length, staged_rows, columns, vector);
+    attention_v2_stage(keys_tile, keys, shared_keys, g, length, staged_rows, columns, vector);
+    cp_async_wait_all();
+    __syncthreads();
+    const int row0 = 16 * (threadIdx.x / ASIF_WARP_SIZE);
+    if (active) {
+        attention_v2_scores(s, rows_tile + row0 * ATTENTION_V2_STRIDE, keys_tile, key_tiles, columns / 8, accumulate,
+                            tf32);
+    }
+    __syncthreads();  // every warp is done with the tiles before the next stage overwrites them
+}
+
+// One output for the whole block: stage V_s while each warp forms m ⊙ P_s from `s` in its own
+// rows of `rows_tile` (saving the log-sum-exp), then O_s = (m ⊙ P_s) V_s. Every thread calls it.
+__device__ __forceinline__ void attention_v2_output(const float s[ATTENTION_V2_TILES][4], float* rows_tile,
+                                                    float* keys_tile, const float* values, int shared_values,
+                                                    float* out, float* lse_row, const AttentionBlock& g, int row0,
+                                                    int length, int staged_rows, int columns, int key_tiles,
+                                                    float scale, float dropout, unsigned long long seed, bool vector,
+                                                    bool tf32) {
+    float* rows = rows_tile + row0 * ATTENTION_V2_STRIDE;
+    attention_v2_stage(keys_tile, values, shared_values, g, length, staged_rows, columns, vector);
+    attention_v2_softmax(s, rows, lse_row, g, row0, length, key_tiles, scale, dropout, seed);
+    cp_async_wait_all();
+    __syncthreads();
+    attention_v2_values(rows, keys_tile, out, g, row0, length, key_tiles, columns / 8, vector, tf32);
+    __syncthreads();  // V_s is read by every warp before the next stage overwrites it
+}
+
+// 4 blocks of 128 per SM (at most 128 registers a thread; 4 × 36 KB of shared memory fits):
+// declared apart so the definition keeps the entry-point form build.rs and the emulator scan for.
+#define ATTENTION_V2_MIN_BLOCKS 4
+extern "C" {
+__global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_V2_MIN_BLOCKS) attention_forward_v2(
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const int* __restrict__, float* __restrict__, float* __restrict__,
+    float* __restrict__, float* __restrict__, int, int, int, int, int, int, int, float, unsigned long long, int);
+}
+
+// Same arguments, outputs and saved state as attention_forward (v1), plus `tf32_products`: 0
+// computes the products by 3xTF32 (Precision::Fp32), 1 by plain TF32 (Precision::Tf32).
+extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, const float* __restrict__ k1, const float* __restrict__ q2,
+                         const float* __restrict__ k2, const float* __restrict__ q3, const float* __restrict__ k3,
+                         const float* __restrict__ v1, const float* __restrict__ v2, const float* __restrict__ v3,
+                         const int* __restrict__ lengths, float* __restrict__ out_x, float* __restrict__ out_a,
+                         float* __restrict__ out_p, float* __restrict__ lse, int batch, int n, int heads,
+                         int head_dim, int pairs, int outputs_mask, int shared_mask, float dropout,
+                         unsigned long long seed, int tf32_products) {
+    __shared__ __align__(16) float rows_tile[ATTENTION_MAX_LEN * ATTENTION_V2_STRIDE];  // Q_k, then m ⊙ P, then O
+    __shared__ __align__(16) float keys_tile[ATTENTION_MAX_LEN * ATTENTION_V2_STRIDE];  // K_k, then V_s
+    if ((int)blockIdx.x >= batch * heads) return;  // uniform across the block
+    const AttentionBlock g = attention_block(n, heads, head_dim);
+    const int warp = threadIdx.x / ASIF_WARP_SIZE;
+    const bool want_a = (outputs_mask & ATTENTION_OUT_A) != 0;
+    const bool want_p = (outputs_mask & ATTENTION_OUT_P) != 0;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    const int length = attention_length(lengths, g.b, n);
+    const size_t lse_stride = (size_t)batch * heads * n;
+    float* lse_row = lse + (size_t)blockIdx.x * n;
+    // 16-byte copies need every row of every tensor 16-byte aligned.
+    const bool vector = head_dim % 4 == 0 && attention_aligned16(q1) && attention_aligned16(k1) &&
+                        attention_aligned16(q2) && attention_aligned16(k2) && attention_aligned16(q3) &&
+                        attention_aligned16(k3) && attention_aligned16(v1) && attention_aligned16(v2) &&
+                        attention_aligned16(v3) && attention_aligned16(out_x) && attention_aligned16(out_a) &&
+                        attention_aligned16(out_p);
+    const int staged_rows = (length + 15) / 16 * 16;
+    const int columns = (head_dim + 7) / 8 * 8;
+    const int row0 = 16 * warp;
+    const bool active = row0 < length;  // uniform across the warp
+    const int key_tiles = active ? (min(row0 + 16, length) + 7) / 8 : 0;
+    const bool tf32 = tf32_products != 0;
+    float* rows = rows_tile + row0 * ATTENTION_V2_STRIDE;
+
+    // Absent softmaxes have log-sum-exp 0 in every row.
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        if (!want_a) lse_row[lse_stride + i] = 0.0f;
+        if (!want_p) lse_row[2 * lse_stride + i] = 0.0f;
+    }
+
+    // Register budget: two score fragments (S_1 + S_2 + S_3 accumulating, and S_2 alone while
+    // softmax P reads it) and one output fragment, never three score sets at once. Order:
+    // S_1 → O_A; S_2 → O_P, then added; S_3 added; → O_X.
+    float s_x[ATTENTION_V2_TILES][4];
+    attention_v2_pair(s_x, rows_tile, keys_tile, q1, k1, shared_mask & ATTENTION_SHARED_Q1,
+                      shared_mask & ATTENTION_SHARED_K1, g, length, staged_rows, columns, vector, active, key_tiles,
+                      false, tf32);
+    if (want_a) {
+        attention_v2_output(s_x, rows_tile, keys_tile, v2, shared_mask & ATTENTION_SHARED_V2, out_a,
+                            lse_row + lse_stride, g, row0, length, staged_rows, columns, key_tiles, scale, dropout,
+                            seed, vector, tf32);
+    }
+    if (pairs > 1) {
+        if (want_p) {
+            float s_2[ATTENTION_V2_TILES][4];
+            attention_v2_pair(s_2, rows_tile, keys_tile, q2, k2, shared_mask & ATTENTION_SHARED_Q2,
+                              shared_mask & ATTENTION_SHARED_K2, g, length, staged_rows, columns, vector, active,
+                              key_tiles, false, tf32);
+            // softmax P first (it reads s_2), then s_2 joins the sum and dies before O_P's fragment.
+            attention_v2_stage(keys_tile, v3, shared_mask & ATTENTION_SHARED_V3, g, length, staged_rows, columns,
+                               vector);
+            attention_v2_softmax(s_2, rows, lse_row + 2 * lse_stride, g, row0, length, key_tiles, scale, dropout,
+                                 seed);
+#pragma unroll
+            for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s_x[t][e] += s_2[t][e];
+            }
+            cp_async_wait_all();
+            __syncthreads();
+            attention_v2_values(rows, keys_tile, out_p, g, row0, length, key_tiles, columns / 8, vector, tf32);
+            __syncthreads();  // V_3 is read by every warp before the next stage overwrites it
+        } else {
+            attention_v2_pair(s_x, rows_tile, keys_tile, q2, k2, shared_mask & ATTENTION_SHARED_Q2,
+                              shared_mask & ATTENTION_SHARED_K2, g, length, staged_rows, columns, vector, active,
+                              key_tiles, true, tf32);
+        }
+    }
+    if (pairs > 2) {
+        attention_v2_pair(s_x, rows_tile, keys_tile, q3, k3, shared_mask & ATTENTION_SHARED_Q3,
+                          shared_mask & ATTENTION_SHARED_K3, g, length, staged_rows, columns, vector, active, key_tiles,
+                          true, tf32);
+    }
+    attention_v2_output(s_x, rows_tile, keys_tile, v1, shared_mask & ATTENTION_SHARED_V1, out_x, lse_row, g, row0,
+                        length, staged_rows, columns, key_tiles, scale, dropout, seed, vector, tf32);
+}
+

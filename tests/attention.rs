@@ -10,6 +10,7 @@ mod common;
 
 use asif_kernels::autograd::gradcheck::{check_gradient, GradCheckOptions};
 use asif_kernels::autograd::Tape;
+use asif_kernels::kernel_version::{self, KernelVersion};
 use asif_kernels::ops::attention::{
     self, AttentionConfig, AttentionInputs, Geometry, OutputGradients, ReferenceMatrix,
     ReferenceProblem, ScorePair,
@@ -19,6 +20,24 @@ use common::{all_devices, assert_close, kernel_devices, random, rng, tensor, wei
 
 /// fp32 against the f64 reference: sums of at most 64 terms per softmax and per dot product.
 const TOLERANCE: f64 = 1e-5;
+
+/// Runs a kernel test body once per kernel version of the op (v1 and v2 pass the same tests;
+/// `kernel_version`). Failure messages name the version through [`version_label`].
+fn for_each_version(mut body: impl FnMut()) {
+    for version in [KernelVersion::V1, KernelVersion::V2] {
+        kernel_version::with_version(attention::KERNEL_FAMILY, version, &mut body);
+    }
+}
+
+/// "kernel v1" or "kernel v2": the version the op launches now on this thread.
+fn version_label() -> String {
+    format!(
+        "kernel {}",
+        kernel_version::selected(attention::KERNEL_FAMILY)
+            .expect("version")
+            .name()
+    )
+}
 
 /// One configuration of the op. Inputs in kernel order: Q1, K1, Q2, K2, Q3, K3, V1, V2, V3.
 #[derive(Debug, Clone)]
@@ -341,7 +360,7 @@ fn check_against_reference(device: &Device, case: &Case, seed: u64) {
 
     let inputs = case.tensors(device, &data.inputs);
     let lengths = case.lengths(device);
-    let what = |name: &str| format!("{name} for {case:?}");
+    let what = |name: &str| format!("{name} for {case:?} ({})", version_label());
     let (outputs, saved) =
         attention::attention_forward(&inputs, &lengths, &case.config()).expect("forward");
     let got = [
@@ -455,6 +474,32 @@ fn kernel_matches_reference_on_odd_sizes() {
             shared_positions: false,
             dropout: 0.0,
         },
+        // d_h = 12: v2's tiles pad channels to 16 (16-byte rows, a partial k-step); lengths n,
+        // one m16 tile, one less, 1 and 0; three pairs, O_A only.
+        Case {
+            lengths: vec![17, 16, 15, 1, 0],
+            seq_len: 17,
+            heads: 2,
+            head_dim: 12,
+            pairs: 3,
+            fused: true,
+            position: false,
+            shared_positions: false,
+            dropout: 0.0,
+        },
+        // d = 18 (h = 3, d_h = 6): rows not 16-byte aligned, so v2 stages with plain loads;
+        // shared positions, dropout.
+        Case {
+            lengths: vec![20, 9],
+            seq_len: 20,
+            heads: 3,
+            head_dim: 6,
+            pairs: 2,
+            fused: false,
+            position: true,
+            shared_positions: true,
+            dropout: 0.3,
+        },
         // Odd d_h (lanes past d_h idle), lengths around the chunk boundary, heavy dropout, O_A only.
         Case {
             lengths: vec![33, 32, 31],
@@ -468,11 +513,13 @@ fn kernel_matches_reference_on_odd_sizes() {
             dropout: 0.5,
         },
     ];
-    for device in all_devices() {
-        for (i, case) in cases.iter().enumerate() {
-            check_against_reference(&device, case, 100 + i as u64);
+    for_each_version(|| {
+        for device in all_devices() {
+            for (i, case) in cases.iter().enumerate() {
+                check_against_reference(&device, case, 100 + i as u64);
+            }
         }
-    }
+    });
 }
 
 #[test]
@@ -491,65 +538,67 @@ fn padded_rows_are_zero_and_their_upstream_gradient_is_ignored() {
     let data = case.data(7);
     let (n, d) = (case.seq_len, case.width());
     let padded = |r: usize| (r % n) as i32 >= case.lengths[r / n];
-    for device in kernel_devices().into_iter().chain([Device::cpu()]) {
-        let inputs = case.tensors(&device, &data.inputs);
-        let lengths = case.lengths(&device);
-        let (outputs, saved) =
-            attention::attention_forward(&inputs, &lengths, &case.config()).expect("forward");
-        for out in [
-            Some(&outputs.id),
-            outputs.fused.as_ref(),
-            outputs.position.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let values = out.to_vec().unwrap();
-            for r in (0..case.batch() * n).filter(|&r| padded(r)) {
+    for_each_version(|| {
+        for device in kernel_devices().into_iter().chain([Device::cpu()]) {
+            let inputs = case.tensors(&device, &data.inputs);
+            let lengths = case.lengths(&device);
+            let (outputs, saved) =
+                attention::attention_forward(&inputs, &lengths, &case.config()).expect("forward");
+            for out in [
+                Some(&outputs.id),
+                outputs.fused.as_ref(),
+                outputs.position.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let values = out.to_vec().unwrap();
+                for r in (0..case.batch() * n).filter(|&r| padded(r)) {
+                    assert!(
+                        values[r * d..(r + 1) * d].iter().all(|&v| v == 0.0),
+                        "padded row {r} is not zero on {}",
+                        device.name()
+                    );
+                }
+            }
+            // Upstream gradients that are nonzero only on padded rows give exactly zero gradients.
+            let only_padded: Vec<f64> = data.grads[0]
+                .as_ref()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .map(|(e, &g)| if padded(e / d) { g } else { 0.0 })
+                .collect();
+            let g = tensor(&device, &case.shape(6), &only_padded);
+            let grads = attention::attention_backward(
+                &inputs,
+                &lengths,
+                &case.config(),
+                &saved,
+                &OutputGradients {
+                    id: Some(&g),
+                    fused: Some(&g),
+                    position: Some(&g),
+                },
+            )
+            .expect("backward");
+            let mut all = vec![
+                grads.id_values,
+                grads.fused_values.unwrap(),
+                grads.position_values.unwrap(),
+            ];
+            for pair in grads.score_pairs {
+                all.extend([pair.query, pair.key]);
+            }
+            for grad in all {
                 assert!(
-                    values[r * d..(r + 1) * d].iter().all(|&v| v == 0.0),
-                    "padded row {r} is not zero on {}",
+                    grad.to_vec().unwrap().iter().all(|&v| v == 0.0),
+                    "nonzero gradient from padded rows on {}",
                     device.name()
                 );
             }
         }
-        // Upstream gradients that are nonzero only on padded rows give exactly zero gradients.
-        let only_padded: Vec<f64> = data.grads[0]
-            .as_ref()
-            .unwrap()
-            .iter()
-            .enumerate()
-            .map(|(e, &g)| if padded(e / d) { g } else { 0.0 })
-            .collect();
-        let g = tensor(&device, &case.shape(6), &only_padded);
-        let grads = attention::attention_backward(
-            &inputs,
-            &lengths,
-            &case.config(),
-            &saved,
-            &OutputGradients {
-                id: Some(&g),
-                fused: Some(&g),
-                position: Some(&g),
-            },
-        )
-        .expect("backward");
-        let mut all = vec![
-            grads.id_values,
-            grads.fused_values.unwrap(),
-            grads.position_values.unwrap(),
-        ];
-        for pair in grads.score_pairs {
-            all.extend([pair.query, pair.key]);
-        }
-        for grad in all {
-            assert!(
-                grad.to_vec().unwrap().iter().all(|&v| v == 0.0),
-                "nonzero gradient from padded rows on {}",
-                device.name()
-            );
-        }
-    }
+    });
 }
 
 #[test]
@@ -567,41 +616,43 @@ fn dropout_is_applied_and_regenerated() {
         dropout: 0.4,
     };
     let data = case.data(8);
-    for device in all_devices() {
-        let inputs = case.tensors(&device, &data.inputs);
-        let lengths = case.lengths(&device);
-        let run = |config: AttentionConfig| {
-            attention::attention_forward(&inputs, &lengths, &config)
-                .expect("forward")
-                .0
-                .id
-                .to_vec()
-                .unwrap()
-        };
-        let config = case.config();
-        assert_eq!(
-            run(config),
-            run(config),
-            "same seed, same mask on {}",
-            device.name()
-        );
-        assert_ne!(
-            run(config),
-            run(AttentionConfig {
-                seed: config.seed + 1,
-                ..config
-            }),
-            "seed changes the mask"
-        );
-        assert_ne!(
-            run(config),
-            run(AttentionConfig {
-                dropout: 0.0,
-                ..config
-            }),
-            "dropout changes the output"
-        );
-    }
+    for_each_version(|| {
+        for device in all_devices() {
+            let inputs = case.tensors(&device, &data.inputs);
+            let lengths = case.lengths(&device);
+            let run = |config: AttentionConfig| {
+                attention::attention_forward(&inputs, &lengths, &config)
+                    .expect("forward")
+                    .0
+                    .id
+                    .to_vec()
+                    .unwrap()
+            };
+            let config = case.config();
+            assert_eq!(
+                run(config),
+                run(config),
+                "same seed, same mask on {}",
+                device.name()
+            );
+            assert_ne!(
+                run(config),
+                run(AttentionConfig {
+                    seed: config.seed + 1,
+                    ..config
+                }),
+                "seed changes the mask"
+            );
+            assert_ne!(
+                run(config),
+                run(AttentionConfig {
+                    dropout: 0.0,
+                    ..config
+                }),
+                "dropout changes the output"
+            );
+        }
+    });
 }
 
 #[test]
@@ -618,37 +669,123 @@ fn tf32_and_bf16_are_not_implemented_by_kernel_v1() {
         dropout: 0.0,
     };
     let data = case.data(15);
-    for device in all_devices() {
-        let inputs = case.tensors(&device, &data.inputs);
-        let lengths = case.lengths(&device);
-        let fp32 = case.config();
-        assert_eq!(fp32.precision, Precision::default());
-        let (outputs, saved) =
-            attention::attention_forward(&inputs, &lengths, &fp32).expect("fp32 forward");
-        let upstream = OutputGradients {
-            id: Some(&outputs.id),
-            ..Default::default()
-        };
-        for precision in [Precision::Tf32, Precision::Bf16] {
-            let config = AttentionConfig { precision, ..fp32 };
-            let forward = attention::attention_forward(&inputs, &lengths, &config).map(|_| ());
-            let backward =
-                attention::attention_backward(&inputs, &lengths, &config, &saved, &upstream)
-                    .map(|_| ());
-            for (what, result) in [("forward", forward), ("backward", backward)] {
-                match result {
+    kernel_version::with_version(attention::KERNEL_FAMILY, KernelVersion::V1, || {
+        for device in all_devices() {
+            let inputs = case.tensors(&device, &data.inputs);
+            let lengths = case.lengths(&device);
+            let fp32 = case.config();
+            assert_eq!(fp32.precision, Precision::default());
+            let (outputs, saved) =
+                attention::attention_forward(&inputs, &lengths, &fp32).expect("fp32 forward");
+            let upstream = OutputGradients {
+                id: Some(&outputs.id),
+                ..Default::default()
+            };
+            for precision in [Precision::Tf32, Precision::Bf16] {
+                let config = AttentionConfig { precision, ..fp32 };
+                let forward = attention::attention_forward(&inputs, &lengths, &config).map(|_| ());
+                let backward =
+                    attention::attention_backward(&inputs, &lengths, &config, &saved, &upstream)
+                        .map(|_| ());
+                for (what, result) in [("forward", forward), ("backward", backward)] {
+                    match result {
+                        Err(Error::PrecisionNotImplemented {
+                            op: "attention",
+                            precision: named,
+                        }) if named == precision => {}
+                        other => panic!(
+                            "attention {what} in {precision} on {}: {other:?}",
+                            device.name()
+                        ),
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn tf32_on_kernel_v2_is_within_its_tier_and_bf16_is_not_implemented() {
+    // ASIF mode with dropout: v2's forward in plain TF32 against the f64 reference at the Tf32
+    // tier; it must differ from the 3xTF32 (Fp32) result, or the flag would not reach the mma.
+    // The backward (v1's, fp32) accepts the Tf32 config. The CPU device and Bf16 refuse it.
+    let case = Case {
+        lengths: vec![20, 11, 0],
+        seq_len: 20,
+        heads: 2,
+        head_dim: 16,
+        pairs: 2,
+        fused: true,
+        position: true,
+        shared_positions: true,
+        dropout: 0.2,
+    };
+    let data = case.data(21);
+    let problem = case.problem(&data.inputs);
+    let want = attention::forward_reference(&problem);
+    kernel_version::with_version(attention::KERNEL_FAMILY, KernelVersion::V2, || {
+        for device in all_devices() {
+            let inputs = case.tensors(&device, &data.inputs);
+            let lengths = case.lengths(&device);
+            let fp32 = case.config();
+            let tf32 = AttentionConfig {
+                precision: Precision::Tf32,
+                ..fp32
+            };
+            let bf16 = AttentionConfig {
+                precision: Precision::Bf16,
+                ..fp32
+            };
+            let refused = |config: &AttentionConfig, precision: Precision| {
+                match attention::attention_forward(&inputs, &lengths, config) {
                     Err(Error::PrecisionNotImplemented {
                         op: "attention",
                         precision: named,
                     }) if named == precision => {}
                     other => panic!(
-                        "attention {what} in {precision} on {}: {other:?}",
-                        device.name()
+                        "{precision} on {} should be refused: {:?}",
+                        device.name(),
+                        other.map(|_| ())
                     ),
                 }
+            };
+            refused(&bf16, Precision::Bf16);
+            if device == Device::cpu() {
+                refused(&tf32, Precision::Tf32);
+                continue;
             }
+            let (outputs, saved) =
+                attention::attention_forward(&inputs, &lengths, &tf32).expect("tf32 forward");
+            let (exact, _) =
+                attention::attention_forward(&inputs, &lengths, &fp32).expect("fp32 forward");
+            let got = [
+                Some(&outputs.id),
+                outputs.fused.as_ref(),
+                outputs.position.as_ref(),
+            ];
+            for s in 0..3 {
+                assert_close(
+                    &format!("TF32 {} on kernel v2", ["O_X", "O_A", "O_P"][s]),
+                    &device,
+                    got[s].expect("output"),
+                    want.outputs[s].as_ref().expect("reference output"),
+                    Precision::Tf32.relative_tolerance(),
+                );
+            }
+            assert_ne!(
+                outputs.id.to_vec().unwrap(),
+                exact.id.to_vec().unwrap(),
+                "Tf32 gave the Fp32 result on {}: the precision did not reach the kernel",
+                device.name()
+            );
+            let upstream = OutputGradients {
+                id: Some(&outputs.id),
+                ..Default::default()
+            };
+            attention::attention_backward(&inputs, &lengths, &tf32, &saved, &upstream)
+                .expect("the backward accepts the Tf32 config (it computes in fp32)");
         }
-    }
+    });
 }
 
 #[test]
@@ -665,45 +802,47 @@ fn kernel_backward_is_deterministic() {
         dropout: 0.1,
     };
     let data = case.data(9);
-    for device in kernel_devices() {
-        let inputs = case.tensors(&device, &data.inputs);
-        let lengths = case.lengths(&device);
-        let (_, saved) =
-            attention::attention_forward(&inputs, &lengths, &case.config()).expect("forward");
-        let g: Vec<Tensor> = data
-            .grads
-            .iter()
-            .map(|g| tensor(&device, &case.shape(6), g.as_ref().unwrap()))
-            .collect();
-        let run = || {
-            let grads = attention::attention_backward(
-                &inputs,
-                &lengths,
-                &case.config(),
-                &saved,
-                &OutputGradients {
-                    id: Some(&g[0]),
-                    fused: Some(&g[1]),
-                    position: Some(&g[2]),
-                },
-            )
-            .expect("backward");
-            let mut all = vec![
-                grads.id_values.to_vec().unwrap(),
-                grads.position_values.unwrap().to_vec().unwrap(),
-            ];
-            for pair in grads.score_pairs {
-                all.extend([pair.query.to_vec().unwrap(), pair.key.to_vec().unwrap()]);
-            }
-            all
-        };
-        assert_eq!(
-            run(),
-            run(),
-            "backward differs between two runs on {}",
-            device.name()
-        );
-    }
+    for_each_version(|| {
+        for device in kernel_devices() {
+            let inputs = case.tensors(&device, &data.inputs);
+            let lengths = case.lengths(&device);
+            let (_, saved) =
+                attention::attention_forward(&inputs, &lengths, &case.config()).expect("forward");
+            let g: Vec<Tensor> = data
+                .grads
+                .iter()
+                .map(|g| tensor(&device, &case.shape(6), g.as_ref().unwrap()))
+                .collect();
+            let run = || {
+                let grads = attention::attention_backward(
+                    &inputs,
+                    &lengths,
+                    &case.config(),
+                    &saved,
+                    &OutputGradients {
+                        id: Some(&g[0]),
+                        fused: Some(&g[1]),
+                        position: Some(&g[2]),
+                    },
+                )
+                .expect("backward");
+                let mut all = vec![
+                    grads.id_values.to_vec().unwrap(),
+                    grads.position_values.unwrap().to_vec().unwrap(),
+                ];
+                for pair in grads.score_pairs {
+                    all.extend([pair.query.to_vec().unwrap(), pair.key.to_vec().unwrap()]);
+                }
+                all
+            };
+            assert_eq!(
+                run(),
+                run(),
+                "backward differs between two runs on {}",
+                device.name()
+            );
+        }
+    });
 }
 
 #[test]
@@ -723,43 +862,45 @@ fn tape_face_matches_the_reference() {
     let mut data = case.data(10);
     data.grads[2] = Some(vec![0.0; data.grads[0].as_ref().unwrap().len()]);
     let want = reference_gradients(&case, &data);
-    for device in all_devices() {
-        let tape = Tape::new();
-        let vars: Vec<Option<_>> = (0..9)
-            .map(|t| {
-                data.inputs[t]
-                    .as_ref()
-                    .map(|v| tape.leaf(tensor(&device, &case.shape(t), v)))
-            })
-            .collect();
-        let v = |t: usize| vars[t].as_ref().unwrap();
-        let out = attention::attention(
-            &tape,
-            &[(v(0), v(1)), (v(2), v(3))],
-            v(6),
-            vars[7].as_ref(),
-            vars[8].as_ref(),
-            &case.lengths(&device),
-            &case.config(),
-        )
-        .expect("attention");
-        let seed = |s: usize| tensor(&device, &case.shape(6), data.grads[s].as_ref().unwrap());
-        let grads = tape
-            .backward_from(vec![
-                (&out.id, seed(0)),
-                (out.fused.as_ref().unwrap(), seed(1)),
-            ])
-            .expect("backward");
-        for t in (0..9).filter(|&t| case.present(t)) {
-            assert_close(
-                &format!("tape {}", NAMES[t]),
-                &device,
-                grads.get(v(t)).expect("gradient"),
-                want[t].as_ref().unwrap(),
-                TOLERANCE,
-            );
+    for_each_version(|| {
+        for device in all_devices() {
+            let tape = Tape::new();
+            let vars: Vec<Option<_>> = (0..9)
+                .map(|t| {
+                    data.inputs[t]
+                        .as_ref()
+                        .map(|v| tape.leaf(tensor(&device, &case.shape(t), v)))
+                })
+                .collect();
+            let v = |t: usize| vars[t].as_ref().unwrap();
+            let out = attention::attention(
+                &tape,
+                &[(v(0), v(1)), (v(2), v(3))],
+                v(6),
+                vars[7].as_ref(),
+                vars[8].as_ref(),
+                &case.lengths(&device),
+                &case.config(),
+            )
+            .expect("attention");
+            let seed = |s: usize| tensor(&device, &case.shape(6), data.grads[s].as_ref().unwrap());
+            let grads = tape
+                .backward_from(vec![
+                    (&out.id, seed(0)),
+                    (out.fused.as_ref().unwrap(), seed(1)),
+                ])
+                .expect("backward");
+            for t in (0..9).filter(|&t| case.present(t)) {
+                assert_close(
+                    &format!("tape {}", NAMES[t]),
+                    &device,
+                    grads.get(v(t)).expect("gradient"),
+                    want[t].as_ref().unwrap(),
+                    TOLERANCE,
+                );
+            }
         }
-    }
+    });
 }
 
 #[test]
@@ -789,37 +930,39 @@ fn tape_adds_gradients_of_a_variable_used_twice() {
                 .sum()
         })
         .collect();
-    for device in all_devices() {
-        let tape = Tape::new();
-        let x = tape.leaf(tensor(
-            &device,
-            &case.shape(0),
-            data.inputs[0].as_ref().unwrap(),
-        ));
-        let out = attention::attention(
-            &tape,
-            &[(&x, &x)],
-            &x,
-            None,
-            None,
-            &case.lengths(&device),
-            &case.config(),
-        )
-        .expect("attention");
-        let grads = tape
-            .backward(
-                &out.id,
-                tensor(&device, &case.shape(6), data.grads[0].as_ref().unwrap()),
+    for_each_version(|| {
+        for device in all_devices() {
+            let tape = Tape::new();
+            let x = tape.leaf(tensor(
+                &device,
+                &case.shape(0),
+                data.inputs[0].as_ref().unwrap(),
+            ));
+            let out = attention::attention(
+                &tape,
+                &[(&x, &x)],
+                &x,
+                None,
+                None,
+                &case.lengths(&device),
+                &case.config(),
             )
-            .expect("backward");
-        assert_close(
-            "dx (summed over Q, K, V)",
-            &device,
-            grads.get(&x).unwrap(),
-            &want,
-            TOLERANCE,
-        );
-    }
+            .expect("attention");
+            let grads = tape
+                .backward(
+                    &out.id,
+                    tensor(&device, &case.shape(6), data.grads[0].as_ref().unwrap()),
+                )
+                .expect("backward");
+            assert_close(
+                "dx (summed over Q, K, V)",
+                &device,
+                grads.get(&x).unwrap(),
+                &want,
+                TOLERANCE,
+            );
+        }
+    });
 }
 
 #[test]
@@ -842,19 +985,21 @@ fn lengths_outside_zero_to_n_are_clamped() {
         ..clamped.clone()
     };
     let data = clamped.data(13);
-    for device in all_devices() {
-        let inputs = clamped.tensors(&device, &data.inputs);
-        let run = |case: &Case| {
-            let (out, _) =
-                attention::attention_forward(&inputs, &case.lengths(&device), &case.config())
-                    .expect("forward");
-            (
-                out.id.to_vec().unwrap(),
-                out.position.unwrap().to_vec().unwrap(),
-            )
-        };
-        assert_eq!(run(&wild), run(&clamped), "on {}", device.name());
-    }
+    for_each_version(|| {
+        for device in all_devices() {
+            let inputs = clamped.tensors(&device, &data.inputs);
+            let run = |case: &Case| {
+                let (out, _) =
+                    attention::attention_forward(&inputs, &case.lengths(&device), &case.config())
+                        .expect("forward");
+                (
+                    out.id.to_vec().unwrap(),
+                    out.position.unwrap().to_vec().unwrap(),
+                )
+            };
+            assert_eq!(run(&wild), run(&clamped), "on {}", device.name());
+        }
+    });
 }
 
 #[test]

@@ -10,10 +10,11 @@
 mod common;
 
 use asif_kernels::device::{Buffer, CounterSnapshot};
+use asif_kernels::kernel_version::{self, KernelVersion};
 use asif_kernels::ops::adam::{Adam, AdamConfig};
 use asif_kernels::ops::add::{add_assign, add_forward};
 use asif_kernels::ops::attention::{
-    attention_backward, attention_forward, AttentionConfig, AttentionInputs, OutputGradients,
+    self, attention_backward, attention_forward, AttentionConfig, AttentionInputs, OutputGradients,
     ScorePair,
 };
 use asif_kernels::ops::contrastive::{contrastive_loss_forward_backward, ContrastiveReduction};
@@ -607,83 +608,89 @@ fn attention_is_one_launch_forward_and_no_memset() {
     let d = heads * head_dim;
     let per_sequence = batch * n * d;
     let statistics = 3 * batch * heads * n;
-    for device in kernel_devices() {
-        let full = |seed| values(&device, &[batch, n, d], seed);
-        let shared = |seed| values(&device, &[n, d], seed);
-        let inputs = AttentionInputs {
-            score_pairs: vec![
-                ScorePair {
-                    query: full(1),
-                    key: full(2),
-                },
-                ScorePair {
-                    query: shared(3),
-                    key: shared(4),
-                },
-            ],
-            id_values: full(5),
-            fused_values: Some(full(6)),
-            position_values: Some(shared(7)),
-        };
-        let lengths = indices(&device, &[batch], vec![5, 2]);
-        let config = AttentionConfig {
-            heads,
-            dropout: 0.1,
-            seed: 3,
-            precision: Precision::Fp32,
-        };
-        let ((outputs, saved), counts) = counted(&device, || {
-            attention_forward(&inputs, &lengths, &config).unwrap()
-        });
-        assert_cost(
-            "attention_forward",
-            &device,
-            counts,
-            cost(
-                1,
-                0,
-                0,
-                &[per_sequence, per_sequence, per_sequence, statistics],
-            ),
-        );
-        assert!(finite(&outputs.id));
+    // Both kernel versions (v2: the tensor-core forward; the backward is v1's in both) make the
+    // same launches, allocations and no memset.
+    for version in [KernelVersion::V1, KernelVersion::V2] {
+        kernel_version::with_version(attention::KERNEL_FAMILY, version, || {
+            for device in kernel_devices() {
+                let full = |seed| values(&device, &[batch, n, d], seed);
+                let shared = |seed| values(&device, &[n, d], seed);
+                let inputs = AttentionInputs {
+                    score_pairs: vec![
+                        ScorePair {
+                            query: full(1),
+                            key: full(2),
+                        },
+                        ScorePair {
+                            query: shared(3),
+                            key: shared(4),
+                        },
+                    ],
+                    id_values: full(5),
+                    fused_values: Some(full(6)),
+                    position_values: Some(shared(7)),
+                };
+                let lengths = indices(&device, &[batch], vec![5, 2]);
+                let config = AttentionConfig {
+                    heads,
+                    dropout: 0.1,
+                    seed: 3,
+                    precision: Precision::Fp32,
+                };
+                let ((outputs, saved), counts) = counted(&device, || {
+                    attention_forward(&inputs, &lengths, &config).unwrap()
+                });
+                assert_cost(
+                    "attention_forward",
+                    &device,
+                    counts,
+                    cost(
+                        1,
+                        0,
+                        0,
+                        &[per_sequence, per_sequence, per_sequence, statistics],
+                    ),
+                );
+                assert!(finite(&outputs.id));
 
-        let g = [full(8), full(9), full(10)];
-        let all = OutputGradients {
-            id: Some(&g[0]),
-            fused: Some(&g[1]),
-            position: Some(&g[2]),
-        };
-        let (grads, counts) = counted(&device, || {
-            attention_backward(&inputs, &lengths, &config, &saved, &all).unwrap()
-        });
-        // Seven present inputs get per-sequence gradients, the absent Q3 and K3 one-element
-        // dummies; the row statistics D; the three shared inputs (Q2, K2, V3) a batch sum each.
-        let mut allocations = vec![per_sequence; 7];
-        allocations.extend([1, 1, statistics, n * d, n * d, n * d]);
-        assert_cost(
-            "attention_backward",
-            &device,
-            counts,
-            cost(2 + 3, 0, 0, &allocations),
-        );
-        assert!(finite(&grads.id_values) && finite(&grads.score_pairs[1].key));
+                let g = [full(8), full(9), full(10)];
+                let all = OutputGradients {
+                    id: Some(&g[0]),
+                    fused: Some(&g[1]),
+                    position: Some(&g[2]),
+                };
+                let (grads, counts) = counted(&device, || {
+                    attention_backward(&inputs, &lengths, &config, &saved, &all).unwrap()
+                });
+                // Seven present inputs get per-sequence gradients, the absent Q3 and K3 one-element
+                // dummies; the row statistics D; the three shared inputs (Q2, K2, V3) a batch sum each.
+                let mut allocations = vec![per_sequence; 7];
+                allocations.extend([1, 1, statistics, n * d, n * d, n * d]);
+                assert_cost(
+                    "attention_backward",
+                    &device,
+                    counts,
+                    cost(2 + 3, 0, 0, &allocations),
+                );
+                assert!(finite(&grads.id_values) && finite(&grads.score_pairs[1].key));
 
-        // Outputs without an upstream gradient contribute zero: a zeroed gradient each.
-        let id_only = OutputGradients {
-            id: Some(&g[0]),
-            ..OutputGradients::default()
-        };
-        let (_, counts) = counted(&device, || {
-            attention_backward(&inputs, &lengths, &config, &saved, &id_only).unwrap()
+                // Outputs without an upstream gradient contribute zero: a zeroed gradient each.
+                let id_only = OutputGradients {
+                    id: Some(&g[0]),
+                    ..OutputGradients::default()
+                };
+                let (_, counts) = counted(&device, || {
+                    attention_backward(&inputs, &lengths, &config, &saved, &id_only).unwrap()
+                });
+                let mut with_zeros = allocations.clone();
+                with_zeros.extend([per_sequence, per_sequence]);
+                assert_cost(
+                    "attention_backward (O_X's gradient only)",
+                    &device,
+                    counts,
+                    cost(5, 0, 2, &with_zeros),
+                );
+            }
         });
-        let mut with_zeros = allocations.clone();
-        with_zeros.extend([per_sequence, per_sequence]);
-        assert_cost(
-            "attention_backward (O_X's gradient only)",
-            &device,
-            counts,
-            cost(5, 0, 2, &with_zeros),
-        );
     }
 }

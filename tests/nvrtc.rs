@@ -28,6 +28,14 @@ use sass::{Cuobjdump, Gate, Kernel, Provenance, Ptxas};
 
 /// Registers per thread that any kernel may use: 64 keeps at least 4 blocks of 256 threads per SM.
 const REGISTER_BUDGET: u32 = 64;
+/// Kernels allowed more than the budget, each with its limit and why (its occupancy gate still
+/// holds it to what it declares).
+const REGISTER_EXCEPTIONS: &[(&str, u32, &str)] = &[(
+    "attention_forward_v2",
+    128,
+    "each warp holds two 16×64 score fragments and one output fragment (mma accumulators; \
+     docs/attention.md); launch bounds of 4 blocks of 128 per SM, occupancy gate 25 %",
+)];
 /// The committed report, relative to the crate root.
 const REPORT: &str = "docs/kernels-sass.md";
 /// Set by scripts/sass-report.sh: write the report instead of comparing it.
@@ -274,9 +282,13 @@ fn every_kernel_has_no_spills_and_fits_the_register_budget() {
                 0,
                 "{entry} spills: {resources:?}"
             );
+            let budget = REGISTER_EXCEPTIONS
+                .iter()
+                .find(|(name, _, _)| name == entry)
+                .map_or(REGISTER_BUDGET, |(_, limit, _)| *limit);
             assert!(
-                resources.registers <= REGISTER_BUDGET,
-                "{entry} uses {} registers (budget {REGISTER_BUDGET})",
+                resources.registers <= budget,
+                "{entry} uses {} registers (budget {budget})",
                 resources.registers
             );
         }

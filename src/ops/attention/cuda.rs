@@ -1,11 +1,14 @@
 //! Launches of `kernels/attention.cu`, shared by the CUDA and emulated devices.
 use crate::device::{Buffer, Device, LaunchConfig};
+use crate::kernel_version::{self, KernelVersion};
 use crate::kernels::KernelRef;
 use crate::{kernel_args, Result};
 
 use super::cpu::Geometry;
 
 const FORWARD: KernelRef = KernelRef::new("attention", "attention_forward");
+/// Tensor-core forward (`attention.cu` "Versions"): same arguments, outputs and saved state.
+const FORWARD_V2: KernelRef = KernelRef::new("attention", "attention_forward_v2");
 const BACKWARD_QUERIES: KernelRef = KernelRef::new("attention", "attention_backward_queries");
 const BACKWARD_KEYS: KernelRef = KernelRef::new("attention", "attention_backward_keys");
 const SUM_OVER_BATCH: KernelRef = KernelRef::new("attention", "attention_sum_over_batch");
@@ -26,6 +29,8 @@ pub(super) struct Inputs<'a> {
     pub shared_mask: i32,
     pub dropout: f32,
     pub seed: u64,
+    /// Products in plain TF32 (`Precision::Tf32`, kernel v2 only) instead of fp32 accuracy.
+    pub tf32: bool,
 }
 
 impl<'a> Inputs<'a> {
@@ -65,35 +70,41 @@ pub(super) fn forward(device: &Device, g: &Geometry, inputs: &Inputs<'_>) -> Res
     let mut out_p = device.uninitialized::<f32>(if want(OUT_POSITION) { len } else { 1 })?;
     let mut lse = device.uninitialized::<f32>(3 * g.batch * g.heads * g.seq_len)?;
     let (batch, n, heads, head_dim) = scalars(g);
-    device.launch(
-        FORWARD,
-        block_per_head(g),
-        &mut kernel_args![
-            inputs.get(0),
-            inputs.get(1),
-            inputs.get(2),
-            inputs.get(3),
-            inputs.get(4),
-            inputs.get(5),
-            inputs.get(6),
-            inputs.get(7),
-            inputs.get(8),
-            inputs.lengths,
-            &mut out_x,
-            &mut out_a,
-            &mut out_p,
-            &mut lse,
-            batch,
-            n,
-            heads,
-            head_dim,
-            inputs.pairs as i32,
-            inputs.outputs_mask,
-            inputs.shared_mask,
-            inputs.dropout,
-            inputs.seed
-        ],
-    )?;
+    // Both versions save the same log-sum-exp, so either backward follows either forward. v2 takes
+    // one more argument than v1 (its precision), last.
+    let mut args = kernel_args![
+        inputs.get(0),
+        inputs.get(1),
+        inputs.get(2),
+        inputs.get(3),
+        inputs.get(4),
+        inputs.get(5),
+        inputs.get(6),
+        inputs.get(7),
+        inputs.get(8),
+        inputs.lengths,
+        &mut out_x,
+        &mut out_a,
+        &mut out_p,
+        &mut lse,
+        batch,
+        n,
+        heads,
+        head_dim,
+        inputs.pairs as i32,
+        inputs.outputs_mask,
+        inputs.shared_mask,
+        inputs.dropout,
+        inputs.seed,
+        inputs.tf32 as i32
+    ];
+    let v1_arguments = args.len() - 1;
+    match kernel_version::selected(super::KERNEL_FAMILY)? {
+        KernelVersion::V1 => {
+            device.launch(FORWARD, block_per_head(g), &mut args[..v1_arguments])?
+        }
+        KernelVersion::V2 => device.launch(FORWARD_V2, block_per_head(g), &mut args)?,
+    }
     Ok(Forward {
         outputs: [
             Some(out_x),

@@ -33,6 +33,11 @@ use crate::{Error, IndexTensor, Precision, Result, Tensor};
 
 const OP: &str = "attention";
 
+/// The kernel family [`crate::kernel_version`] selects for this op: v1 (fp32 CUDA cores, the
+/// default) or v2 (tensor cores; forward only so far, the backward is v1's in both);
+/// `ASIF_KERNEL_ATTENTION=v1|v2`, or `kernel_version::with_version(KERNEL_FAMILY, ..)`.
+pub const KERNEL_FAMILY: &str = "attention";
+
 /// Largest sequence length n the kernel takes (a row's keys are at most two chunks of 32).
 pub const MAX_SEQ_LEN: usize = 64;
 /// Largest head width d_h the kernel takes (a lane holds two channels of a row).
@@ -64,9 +69,10 @@ pub struct AttentionConfig {
     pub dropout: f32,
     /// Seed of the dropout hash; use a fresh one per step and layer.
     pub seed: u64,
-    /// Arithmetic of the score and value products (`crate::precision`). Kernel v1 computes in
-    /// fp32 only: [`Precision::Tf32`] and [`Precision::Bf16`] are
-    /// [`Error::PrecisionNotImplemented`].
+    /// Arithmetic of the score and value products (`crate::precision`). Fp32 on every device
+    /// (kernel v2 by 3xTF32 on tensor cores); [`Precision::Tf32`] only with kernel v2 on a
+    /// kernel device (its forward; the backward computes in fp32), else
+    /// [`Error::PrecisionNotImplemented`], as [`Precision::Bf16`] always is.
     pub precision: Precision,
 }
 
@@ -128,7 +134,23 @@ fn check<'a>(
     lengths: &IndexTensor,
     config: &AttentionConfig,
 ) -> Result<Checked<'a>> {
-    config.precision.require_fp32(OP)?;
+    // Fp32 everywhere; Tf32 only on kernel v2's forward on a kernel device (the backward is
+    // v1's and computes in fp32); Bf16 nowhere yet.
+    if config.precision != Precision::Fp32 {
+        let tf32_kernel = config.precision == Precision::Tf32
+            && matches!(
+                inputs.id_values.device(),
+                Device::Cuda(_) | Device::Emulated(_)
+            )
+            && crate::kernel_version::selected(KERNEL_FAMILY)?
+                == crate::kernel_version::KernelVersion::V2;
+        if !tf32_kernel {
+            return Err(Error::PrecisionNotImplemented {
+                op: OP,
+                precision: config.precision,
+            });
+        }
+    }
     let pairs = inputs.score_pairs.len();
     if !(1..=3).contains(&pairs) {
         return Err(Error::argument(
@@ -280,6 +302,7 @@ fn kernel_inputs<'a>(
         shared_mask: checked.shared_mask,
         dropout: config.dropout,
         seed: config.seed,
+        tf32: config.precision == Precision::Tf32,
     }
 }
 
