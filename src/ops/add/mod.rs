@@ -3,6 +3,10 @@
 //! Kernels: `kernels/elementwise.cu`. The fused residual + dropout + layer norm is
 //! `ops::residual_norm`.
 mod cpu;
+/// The CPU reference of this op, under the one name every op uses (docs/interop.md).
+pub mod reference {
+    pub use super::cpu::*;
+}
 mod cuda;
 
 pub use cpu::{add as add_reference, add_assign as add_assign_reference};
