@@ -31,7 +31,8 @@
 //! shared between threads (clones of a CUDA device queue on the one stream, in the order the
 //! threads call). [`autograd::Tape`] is neither `Send` nor `Sync`: it records backward closures
 //! that are not `Send` and keeps them in a `RefCell`, so one tape belongs to one thread (build a
-//! tape per thread). `tests/interop.rs` asserts all of this at compile time.
+//! tape per thread). `tests/interop.rs` asserts this at compile time for the types named here and
+//! the saved-state, output and gradient structs of the fused ops.
 pub mod autograd;
 pub mod checkpoint;
 pub mod data;
