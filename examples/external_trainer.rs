@@ -92,13 +92,13 @@ struct Parameters {
 }
 
 /// One step's forward outputs, loss and gradients (dX, dA, dW_r, ds).
-struct Step {
-    values: Vec<(&'static str, Tensor)>,
-    gradients: Vec<Tensor>,
+pub struct Step {
+    pub values: Vec<(&'static str, Tensor)>,
+    pub gradients: Vec<Tensor>,
 }
 
 /// Forward and backward of the example model on `params` (on `device`).
-fn step(sizes: Sizes, params: &[Tensor], lengths: &IndexTensor) -> Result<Step> {
+pub fn step(sizes: Sizes, params: &[Tensor], lengths: &IndexTensor) -> Result<Step> {
     let [x, a, w_r, s] = params else {
         return Err(trainer_error("four parameters"));
     };
@@ -173,7 +173,7 @@ fn trainer_error(message: impl Into<String>) -> Error {
 }
 
 /// Deterministic initial values (a small LCG: the example needs no random-number crate).
-fn initial_values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+pub fn initial_values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut state = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);

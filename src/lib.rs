@@ -34,6 +34,8 @@
 //! tape per thread). `tests/interop.rs` asserts this at compile time for the types named here and
 //! the saved-state, output and gradient structs of the fused ops.
 pub mod autograd;
+#[cfg(feature = "candle")]
+pub mod candle;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
