@@ -264,13 +264,21 @@ fn a_device_on_the_callers_stream_launches_there_on_the_callers_slices() {
         .fold(0.0f32, f32::max);
     assert!(worst < 1e-5, "gelu on the caller's slice: {worst}");
 
-    // A slice of another context is refused.
-    let Ok(other_context) = asif_kernels::cudarc::driver::CudaContext::new(0) else {
-        return;
-    };
-    let _ = other_context; // the primary context of GPU 0: the same context, accepted
-    let same = stream.clone_htod(&[1.0f32; 4]).expect("alloc");
-    Tensor::from_cuda_slice(&device, &[4], same).expect("a slice of the same context");
+    // A slice the caller allocated on another of its streams (same context) is accepted; host
+    // memory on a CUDA device is refused.
+    let other_stream = stream.context().new_stream().expect("another stream");
+    let same = other_stream.clone_htod(&[1.0f32; 4]).expect("alloc");
+    let x = Tensor::from_cuda_slice(&device, &[4], same).expect("a slice of the same context");
+    // Written on the other stream, read on the device's: cudarc's event tracking orders them.
+    let y = ops::gelu::gelu_forward(&x)
+        .expect("gelu")
+        .to_vec()
+        .expect("y");
+    let want = ops::gelu::reference::forward(&[1.0f32; 4]);
+    assert!(
+        y.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-6),
+        "{y:?} against {want:?}"
+    );
     let error = Tensor::from_device_buffer(&device, &[4], Buffer::Host(vec![0.0f32; 4]))
         .expect_err("host memory on a CUDA device");
     assert!(matches!(error, Error::DeviceMismatch { .. }), "{error}");
