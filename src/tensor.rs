@@ -6,6 +6,8 @@ use std::sync::Arc;
 use crate::device::{Buffer, Device, Scalar};
 use crate::{Error, Result};
 
+/// `Send + Sync`: a tensor may move to or be shared with another thread (its storage is an `Arc`
+/// over a host `Vec` or a cudarc `CudaSlice`).
 #[derive(Clone)]
 pub struct Tensor<T: Scalar = f32> {
     shape: Vec<usize>,
@@ -65,6 +67,99 @@ impl<T: Scalar> Tensor<T> {
             shape: shape.to_vec(),
             storage: Arc::new(buffer),
             device: device.clone(),
+        }
+    }
+
+    /// A tensor over memory the caller already has on `device`, without a copy: a
+    /// [`Buffer::Cuda`] on a CUDA device, a [`Buffer::Host`] on the CPU and emulated devices
+    /// (where host memory is the device memory). The tensor owns the buffer from now on and frees
+    /// it when its last clone drops; [`Tensor::into_buffer`] gives it back. Nothing is counted: no
+    /// allocation, no transfer (`Device::counters`).
+    ///
+    /// A buffer of the wrong length for `shape`, or one that does not live on `device`, is an
+    /// [`Error::Shape`] or [`Error::DeviceMismatch`].
+    pub fn from_device_buffer(
+        device: &Device,
+        shape: &[usize],
+        buffer: Buffer<T>,
+    ) -> Result<Tensor<T>> {
+        const OP: &str = "Tensor::from_device_buffer";
+        let expected: usize = shape.iter().product();
+        if buffer.len() != expected {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{} values for shape {shape:?} ({expected} expected)",
+                    buffer.len()
+                ),
+            ));
+        }
+        if buffer.location() != device.memory_location() {
+            return Err(Error::DeviceMismatch {
+                op: OP,
+                expected: device.memory_location().into(),
+                found: buffer.location().into(),
+            });
+        }
+        if let (Device::Cuda(backend), Buffer::Cuda(slice)) = (device, &buffer) {
+            if slice.context().cu_ctx() != backend.context().cu_ctx() {
+                return Err(Error::DeviceMismatch {
+                    op: OP,
+                    expected: device.name(),
+                    found: format!("a CUDA context of GPU {}", slice.ordinal()),
+                });
+            }
+        }
+        Ok(Tensor::from_buffer(device, shape, buffer))
+    }
+
+    /// A tensor over a caller's cudarc slice, without a copy ([`Tensor::from_device_buffer`] with
+    /// [`Buffer::Cuda`]). `device` is a CUDA device on the slice's context, typically
+    /// [`Device::from_cuda_stream`] on the caller's stream.
+    ///
+    /// Synchronisation: the slice may have been written on any stream of that context. cudarc
+    /// records an event on each slice it launches with and makes the next launch on another
+    /// stream wait for it (its event tracking, on by default), so our kernels see the caller's
+    /// writes and the caller's next kernels see ours. A caller who turned event tracking off
+    /// (`CudaContext::disable_event_tracking`) synchronises by hand: our work is queued on the
+    /// device's stream.
+    pub fn from_cuda_slice(
+        device: &Device,
+        shape: &[usize],
+        slice: cudarc::driver::CudaSlice<T>,
+    ) -> Result<Tensor<T>> {
+        Tensor::from_device_buffer(device, shape, Buffer::Cuda(slice))
+    }
+
+    /// The tensor's buffer, handed to the caller: moved out without a copy when this is the only
+    /// tensor over it; when other tensors (clones, reshapes, what a tape saved) share it, a copy
+    /// on the device (counted as `bytes_device_to_device`, never through the host) so theirs
+    /// stays valid.
+    pub fn into_buffer(self) -> Result<Buffer<T>> {
+        match Arc::try_unwrap(self.storage) {
+            Ok(buffer) => Ok(buffer),
+            Err(shared) => self.device.duplicate(&shared),
+        }
+    }
+
+    /// The tensor's memory as a cudarc slice ([`Tensor::into_buffer`]; no copy unless the buffer
+    /// is shared). The slice keeps the stream it was allocated on and frees itself there when
+    /// dropped. A tensor that is not on a CUDA device is an [`Error::DeviceMismatch`].
+    pub fn into_cuda_slice(self) -> Result<cudarc::driver::CudaSlice<T>> {
+        if !matches!(self.device, Device::Cuda(_)) {
+            return Err(Error::DeviceMismatch {
+                op: "Tensor::into_cuda_slice",
+                expected: "cuda".into(),
+                found: self.device.name(),
+            });
+        }
+        match self.into_buffer()? {
+            Buffer::Cuda(slice) => Ok(slice),
+            Buffer::Host(_) => Err(Error::DeviceMismatch {
+                op: "Tensor::into_cuda_slice",
+                expected: "cuda".into(),
+                found: "host".into(),
+            }),
         }
     }
 

@@ -49,6 +49,9 @@ struct Node {
     backward: BackwardFn,
 }
 
+/// The tape. Neither `Send` nor `Sync`: it keeps backward closures that are not `Send` in a
+/// `RefCell`, so a tape belongs to the thread that made it (one tape per thread; the tensors it
+/// records are `Send + Sync`).
 #[derive(Default)]
 pub struct Tape {
     nodes: RefCell<Vec<Node>>,

@@ -26,7 +26,7 @@ impl Scalar for u32 {
 }
 
 /// A buffer of `T` on some device. Not `Clone`: a copy goes through `Device::duplicate`, which
-/// counts it (`Device::counters`).
+/// counts it (`Device::counters`). `Send + Sync`.
 #[derive(Debug)]
 pub enum Buffer<T: Scalar> {
     /// Host memory: the CPU reference device, and the emulated device's "device memory".

@@ -12,6 +12,7 @@ use std::ops::Sub;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The live counters of one device (shared by its clones). Read them with [`Counters::snapshot`].
+/// `Send + Sync` (relaxed atomics).
 #[derive(Debug, Default)]
 pub struct Counters {
     launches: AtomicU64,

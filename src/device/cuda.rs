@@ -40,9 +40,21 @@ impl CudaBackend {
         }
         let context = CudaContext::new(ordinal)
             .map_err(|e| Error::CudaUnavailable(format!("cannot open GPU {ordinal}: {e}")))?;
+        let stream = context.default_stream();
+        Self::with_stream(stream)
+    }
+
+    /// A backend on a caller's stream (and so on that stream's context): every launch, cuBLAS
+    /// call, allocation and copy of this backend queues on `stream` (docs/interop.md).
+    pub fn from_stream(stream: Arc<CudaStream>) -> Result<Self> {
+        Self::with_stream(stream)
+    }
+
+    fn with_stream(stream: Arc<CudaStream>) -> Result<Self> {
+        let context = stream.context().clone();
+        let ordinal = context.ordinal();
         let compute_capability = context.compute_capability()?;
         let name = context.name().unwrap_or_else(|_| "unknown GPU".into());
-        let stream = context.default_stream();
         Ok(CudaBackend {
             ordinal,
             name,

@@ -23,6 +23,8 @@ pub use launch::{KernelArg, LaunchConfig, MAX_DEFAULT_SHARED_BYTES};
 use crate::kernels::{self, KernelRef};
 use crate::{Error, Result};
 
+/// `Send + Sync`. Clones share one backend (stream, module cache, counters): clones used from
+/// several threads queue on the one stream, in the order the threads call.
 #[derive(Clone)]
 pub enum Device {
     Cpu,
@@ -56,6 +58,23 @@ impl Device {
     /// [`Error::CudaUnavailable`], never a panic.
     pub fn cuda(ordinal: usize) -> Result<Self> {
         Ok(Device::Cuda(Arc::new(CudaBackend::new(ordinal)?)))
+    }
+
+    /// A CUDA device on a caller's cudarc stream, for a trainer that owns its context, stream and
+    /// memory (docs/interop.md). The device works on `stream` and on `stream.context()`: every
+    /// kernel launch, cuBLAS call, allocation and copy of this device (and of its clones) queues
+    /// on `stream`, in order with the caller's own work there, and nothing synchronises the host
+    /// unless the caller asks ([`Device::synchronize`], or a download). The caller keeps its
+    /// `Arc`; the device holds a clone, so the stream lives as long as either. The device's
+    /// counters start at zero and are its own (not shared with [`Device::cuda`] on the same GPU).
+    ///
+    /// Memory the caller allocated on this context enters with [`Tensor::from_cuda_slice`]
+    /// (no copy) and leaves with [`Tensor::into_cuda_slice`].
+    ///
+    /// [`Tensor::from_cuda_slice`]: crate::Tensor::from_cuda_slice
+    /// [`Tensor::into_cuda_slice`]: crate::Tensor::into_cuda_slice
+    pub fn from_cuda_stream(stream: Arc<cudarc::driver::CudaStream>) -> Result<Self> {
+        Ok(Device::Cuda(Arc::new(CudaBackend::from_stream(stream)?)))
     }
 
     /// The host emulator; `launch` is `asif_emulator::launch` (a dev-dependency of tests).

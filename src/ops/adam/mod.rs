@@ -9,6 +9,10 @@
 //!  θ −= lr/(1−β1^t) · m / (√v / √(1−β2^t) + ε)`.
 //! Adam has no backward.
 mod cpu;
+/// The CPU reference of this op, under the one name every op uses (docs/interop.md).
+pub mod reference {
+    pub use super::cpu::*;
+}
 mod cuda;
 
 pub use cpu::step as step_reference;

@@ -3,6 +3,10 @@
 //! `ops::residual_norm`. `y += x` (the tape's gradient accumulation) is the tensor-level
 //! [`crate::accumulate::add_assign`], re-exported here.
 mod cpu;
+/// The CPU reference of this op, under the one name every op uses (docs/interop.md).
+pub mod reference {
+    pub use super::cpu::*;
+}
 mod cuda;
 
 pub use crate::accumulate::{add_assign, add_assign_reference};

@@ -19,6 +19,10 @@
 //! Plain kernel API: [`attention_forward`] returns the outputs and what the backward needs;
 //! [`attention_backward`] returns the gradients. Tape API: [`attention`].
 mod cpu;
+/// The CPU reference of this op, under the one name every op uses (docs/interop.md).
+pub mod reference {
+    pub use super::cpu::*;
+}
 mod cuda;
 
 pub use cpu::{

@@ -10,6 +10,10 @@
 //! needs nothing but that scalar). Tape API: [`contrastive_loss`] runs the same pass with upstream
 //! 1 and its backward scales the saved gradients by the upstream gradient, on the device.
 mod cpu;
+/// The CPU reference of this op, under the one name every op uses (docs/interop.md).
+pub mod reference {
+    pub use super::cpu::*;
+}
 mod cuda;
 
 pub use cpu::{forward_backward as forward_backward_reference, ContrastiveReference};

@@ -11,6 +11,10 @@
 //! `dE_X = g · Gᵀ u`. [`cross_entropy_over_items_forward`] computes the logits into the one
 //! `B × |V|` buffer that becomes G, so only one such matrix ever exists.
 mod cpu;
+/// The CPU reference of this op, under the one name every op uses (docs/interop.md).
+pub mod reference {
+    pub use super::cpu::*;
+}
 mod cuda;
 
 pub use cpu::forward as forward_reference;

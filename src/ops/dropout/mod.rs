@@ -7,6 +7,10 @@
 //! (`dx = mask ⊙ dy / (1 − p)`) instead of storing it. Use a different seed for every dropout site
 //! and step. At evaluation ([`DropoutMode::Eval`]) the op is the identity and launches nothing.
 mod cpu;
+/// The CPU reference of this op, under the one name every op uses (docs/interop.md).
+pub mod reference {
+    pub use super::cpu::*;
+}
 mod cuda;
 
 pub use cpu::apply as apply_reference;

@@ -11,6 +11,10 @@
 //! (divided by the row's token count for mean). On the GPU and the emulator the scatter uses float
 //! atomics: the last bits of a row hit by several positions depend on the order of the adds.
 mod cpu;
+/// The CPU reference of this op, under the one name every op uses (docs/interop.md).
+pub mod reference {
+    pub use super::cpu::*;
+}
 mod cuda;
 
 pub use cpu::{

@@ -5,6 +5,10 @@
 //! position L_b − 1; [`gather_at`] takes positions `[B]` (0..n). The output is `[B, d]`.
 //! Backward: `dh` is zero except `dh[b, position_b] = dout[b]` (a scatter into zeros).
 mod cpu;
+/// The CPU reference of this op, under the one name every op uses (docs/interop.md).
+pub mod reference {
+    pub use super::cpu::*;
+}
 mod cuda;
 
 pub use cpu::{backward as backward_reference, forward as forward_reference};

@@ -3,6 +3,10 @@
 //! Plain kernel API: [`gelu_forward`], [`gelu_backward`] (the backward needs only `x`).
 //! Tape API: [`gelu`].
 mod cpu;
+/// The CPU reference of this op, under the one name every op uses (docs/interop.md).
+pub mod reference {
+    pub use super::cpu::*;
+}
 
 pub use cpu::{backward as backward_reference, erf_f64, forward as forward_reference};
 

@@ -7,6 +7,10 @@
 //! so the backward never repeats the QR; [`hie_backward`] returns the gradients in the chosen
 //! [`HieBackward`] mode. Tape API: [`hie`].
 mod cpu;
+/// The CPU reference of this op, under the one name every op uses (docs/interop.md).
+pub mod reference {
+    pub use super::cpu::*;
+}
 mod cuda;
 
 pub use cpu::{

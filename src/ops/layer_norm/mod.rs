@@ -4,6 +4,10 @@
 //! Plain kernel API: [`layer_norm_forward`] returns the output and the per-row statistics the
 //! backward needs; [`layer_norm_backward`] returns the gradients. Tape API: [`layer_norm`].
 mod cpu;
+/// The CPU reference of this op, under the one name every op uses (docs/interop.md).
+pub mod reference {
+    pub use super::cpu::*;
+}
 mod cuda;
 
 pub use cpu::{backward as backward_reference, forward as forward_reference};

@@ -12,6 +12,10 @@
 //! `matrixmultiply` crate on the CPU and emulated devices; the bias kernels are
 //! `kernels/linear.cu`. The f64 triple loop in [`matmul_reference`] is the reference.
 mod cpu;
+/// The CPU reference of this op, under the one name every op uses (docs/interop.md).
+pub mod reference {
+    pub use super::cpu::*;
+}
 mod cuda;
 mod gemm;
 

@@ -4,6 +4,10 @@
 //! Plain kernel API: [`relu_forward`], [`relu_backward`] (the backward needs only `x`).
 //! Tape API: [`relu`].
 mod cpu;
+/// The CPU reference of this op, under the one name every op uses (docs/interop.md).
+pub mod reference {
+    pub use super::cpu::*;
+}
 
 pub use cpu::{backward as backward_reference, forward as forward_reference};
 

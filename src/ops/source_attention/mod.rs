@@ -13,6 +13,10 @@
 //! Plain kernel API: [`stack_sources_forward`], [`unstack_source`], [`source_attention_forward`],
 //! [`source_attention_backward`].
 mod cpu;
+/// The CPU reference of this op, under the one name every op uses (docs/interop.md).
+pub mod reference {
+    pub use super::cpu::*;
+}
 mod cuda;
 
 pub use cpu::{
