@@ -18,6 +18,7 @@ pub mod source_attention;
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device, LaunchConfig};
+use crate::kernel_version::{self, KernelVersion};
 use crate::kernels::KernelRef;
 use crate::{kernel_args, Error, IndexTensor, Result, Tensor};
 
@@ -32,14 +33,45 @@ pub(crate) fn check_kernel_len(op: &'static str, len: usize) -> Result<usize> {
     Ok(len)
 }
 
-/// An elementwise activation (GELU, ReLU): its op name, its two grid-stride kernels
-/// `(const float* x, float* y, int len)` and `(const float* x, const float* dy, float* dx, int
-/// len)`, and its f32 reference. The checks, the device dispatch, the launches and the tape face
-/// are shared here; each activation's module names its pieces.
+/// Threads per block of the v2 elementwise kernels (`ASIF_V2_BLOCK` in `kernels/vector_io.cuh`).
+const VECTOR_BLOCK: usize = 256;
+/// Elements one v2 thread handles per grid-stride step: `ASIF_V2_VECTORS_PER_THREAD` float4.
+const VECTOR_ELEMENTS_PER_THREAD: usize = 16;
+
+/// The launch of a v2 elementwise kernel (`kernels/vector_io.cuh`, `asif_map_v2`) over `len`
+/// elements: 256 threads, one grid-stride step of 4 float4 per thread when the grid allows.
+pub(crate) fn vector_launch(len: usize) -> LaunchConfig {
+    let blocks = len
+        .div_ceil(VECTOR_BLOCK * VECTOR_ELEMENTS_PER_THREAD)
+        .clamp(1, 65_535) as u32;
+    LaunchConfig::linear(blocks, VECTOR_BLOCK as u32)
+}
+
+/// The kernel and launch shape of an elementwise op over `len` elements, for the version its
+/// family selects: v1 a scalar grid-stride kernel, v2 the 128-bit one (`<v1 name>_v2`).
+pub(crate) fn elementwise_launch(
+    family: &'static str,
+    v1: KernelRef,
+    v2: KernelRef,
+    len: usize,
+) -> Result<(KernelRef, LaunchConfig)> {
+    Ok(match kernel_version::selected(family)? {
+        KernelVersion::V1 => (v1, LaunchConfig::grid_stride(len)),
+        KernelVersion::V2 => (v2, vector_launch(len)),
+    })
+}
+
+/// An elementwise activation (GELU, ReLU): its op name (also its kernel_version family), its two
+/// grid-stride kernels `(const float* x, float* y, int len)` and `(const float* x, const float*
+/// dy, float* dx, int len)` in both versions, and its f32 reference. The checks, the device
+/// dispatch, the launches and the tape face are shared here; each activation's module names its
+/// pieces.
 pub(crate) struct Activation {
     pub op: &'static str,
     pub forward_kernel: KernelRef,
     pub backward_kernel: KernelRef,
+    pub forward_kernel_v2: KernelRef,
+    pub backward_kernel_v2: KernelRef,
     pub forward_reference: fn(&[f32]) -> Vec<f32>,
     pub backward_reference: fn(&[f32], &[f32]) -> Vec<f32>,
 }
@@ -55,9 +87,15 @@ impl Activation {
                 // The activation kernels write every element (grid-stride loop).
                 let mut y = device.uninitialized::<f32>(len)?;
                 if len > 0 {
-                    device.launch(
+                    let (kernel, launch) = elementwise_launch(
+                        self.op,
                         self.forward_kernel,
-                        LaunchConfig::grid_stride(len),
+                        self.forward_kernel_v2,
+                        len,
+                    )?;
+                    device.launch(
+                        kernel,
+                        launch,
                         &mut kernel_args![x.buffer(), &mut y, len as i32],
                     )?;
                 }
@@ -84,9 +122,15 @@ impl Activation {
                 // Written in full, as the forward's y.
                 let mut dx = device.uninitialized::<f32>(len)?;
                 if len > 0 {
-                    device.launch(
+                    let (kernel, launch) = elementwise_launch(
+                        self.op,
                         self.backward_kernel,
-                        LaunchConfig::grid_stride(len),
+                        self.backward_kernel_v2,
+                        len,
+                    )?;
+                    device.launch(
+                        kernel,
+                        launch,
                         &mut kernel_args![x.buffer(), dy.buffer(), &mut dx, len as i32],
                     )?;
                 }

@@ -1,9 +1,13 @@
-//! Launch of `kernels/elementwise.cu: add_assign`.
-use crate::device::{Buffer, Device, LaunchConfig};
+//! Launches of `kernels/elementwise.cu` (kernel_version family "elementwise": v1 scalar, v2
+//! 128-bit).
+use crate::device::{Buffer, Device};
 use crate::kernels::KernelRef;
+use crate::ops::elementwise_launch;
 use crate::{kernel_args, Result};
 
+const FAMILY: &str = "elementwise";
 const ADD_ASSIGN: KernelRef = KernelRef::new("elementwise", "add_assign");
+const ADD_ASSIGN_V2: KernelRef = KernelRef::new("elementwise", "add_assign_v2");
 
 pub(super) fn add_assign(
     device: &Device,
@@ -14,23 +18,22 @@ pub(super) fn add_assign(
     if len == 0 {
         return Ok(());
     }
-    device.launch(
-        ADD_ASSIGN,
-        LaunchConfig::grid_stride(len),
-        &mut kernel_args![y, x, len as i32],
-    )
+    let (kernel, launch) = elementwise_launch(FAMILY, ADD_ASSIGN, ADD_ASSIGN_V2, len)?;
+    device.launch(kernel, launch, &mut kernel_args![y, x, len as i32])
 }
 
 const ADD_OUT: KernelRef = KernelRef::new("elementwise", "add_out");
+const ADD_OUT_V2: KernelRef = KernelRef::new("elementwise", "add_out_v2");
 
 pub(super) fn add_out(device: &Device, a: &Buffer<f32>, b: &Buffer<f32>) -> Result<Buffer<f32>> {
     let len = a.len();
     // `add_out` writes every element (grid-stride loop over `len`).
     let mut out = device.uninitialized::<f32>(len)?;
     if len > 0 {
+        let (kernel, launch) = elementwise_launch(FAMILY, ADD_OUT, ADD_OUT_V2, len)?;
         device.launch(
-            ADD_OUT,
-            LaunchConfig::grid_stride(len),
+            kernel,
+            launch,
             &mut kernel_args![a, b, &mut out, len as i32],
         )?;
     }
