@@ -19,8 +19,8 @@
 // paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it.
 //   asif-gate: add_assign block=256 occupancy>=100%
 //   asif-gate: add_out block=256 occupancy>=100%
-//   asif-gate: add_assign_v2 block=256 occupancy>=100% vector_io
-//   asif-gate: add_out_v2 block=256 occupancy>=100% vector_io
+//   asif-gate: add_assign_v2 block=256 occupancy>=50% vector_io
+//   asif-gate: add_out_v2 block=256 occupancy>=50% vector_io
 #include "common.cuh"
 #include "vector_io.cuh"
 

@@ -12,6 +12,14 @@
 // buffers from the device allocator are always aligned, so this is for sub-views).
 // Element i of the output is f(a[i], b[i], i) in both paths, so results do not depend on the
 // path, and i is the global element index (the dropout mask's counter).
+//
+// Occupancy: the 4 float4 of each input held per thread cost registers (44 to 72 per thread in
+// docs/kernels-sass.md), so the v2 kernels run at 37 to 62 % theoretical occupancy instead of v1's
+// 100 %. That is enough for a streaming kernel by Little's law: an H200 needs about 4.8 TB/s ×
+// ~0.6 µs ≈ 2.9 MB in flight, 22 KB per SM, and 24 warps × 32 lanes × 4 × 16 B = 48 KB per SM (at
+// 37.5 %, one input) are in flight here. The gates pin the occupancy each kernel has now.
+// (__launch_bounds__ cannot be used to trade registers for occupancy: build_support's entry-point
+// scanner expects the kernel's name right after `void`, docs/architecture.md.)
 #pragma once
 
 #ifdef ASIF_EMULATOR
