@@ -5,7 +5,7 @@
 //   add_out     out = a + b  (the residual add of spec §2)
 //
 // Launch shape (src/ops/add/cuda.rs): 1-D grid-stride loop, 256 threads per block; v2 grid.x =
-// min(ceil(len/4096), 65535).
+// min(ceil(len/2048), 65535) (2 float4 of each input per thread and step, vector_io.cuh).
 // Floor: reads x and y, writes y: 12 bytes per element (at 102400 × 256 fp32, 315 MB, about
 // 105 µs at 3.0 TB/s on an H100).
 //
@@ -19,8 +19,8 @@
 // paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it.
 //   asif-gate: add_assign block=256 occupancy>=100%
 //   asif-gate: add_out block=256 occupancy>=100%
-//   asif-gate: add_assign_v2 block=256 occupancy>=50% vector_io
-//   asif-gate: add_out_v2 block=256 occupancy>=50% vector_io
+//   asif-gate: add_assign_v2 block=256 occupancy>=75% vector_io
+//   asif-gate: add_out_v2 block=256 occupancy>=62% vector_io
 #include "common.cuh"
 #include "vector_io.cuh"
 

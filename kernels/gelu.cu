@@ -5,8 +5,8 @@
 //   backward  dx = dy · (Φ(x) + x · φ(x)),  φ(x) = exp(-x²/2) / √(2π)
 //
 // Launch shape (src/ops/mod.rs, Activation): v1 a 1-D grid-stride loop, 256 threads per block,
-// grid.x = min(ceil(len/256), 65535); v2 256 threads, grid.x = min(ceil(len/4096), 65535) (each
-// thread 4 float4 per step, vector_io.cuh).
+// grid.x = min(ceil(len/256), 65535); v2 256 threads, grid.x = min(ceil(len/4096), 65535) forward and
+// min(ceil(len/2048), 65535) backward (4 float4 loads per thread and step, vector_io.cuh).
 //
 // Traffic and floor at the paper's FFN size (B·n·inner = 102400 × 256 fp32): forward reads x and
 // writes y (210 MB, about 70 µs at 3.0 TB/s on an H100); backward reads x and dy, writes dx
@@ -24,7 +24,7 @@
 //   asif-gate: gelu_forward block=256 occupancy>=100%
 //   asif-gate: gelu_backward block=256 occupancy>=100%
 //   asif-gate: gelu_forward_v2 block=256 occupancy>=62% vector_io
-//   asif-gate: gelu_backward_v2 block=256 occupancy>=37% vector_io
+//   asif-gate: gelu_backward_v2 block=256 occupancy>=62% vector_io
 #include "common.cuh"
 #include "vector_io.cuh"
 
@@ -55,7 +55,7 @@ extern "C" __global__ void gelu_backward(const float* __restrict__ x, const floa
 }
 
 extern "C" __global__ void gelu_forward_v2(const float* __restrict__ x, float* __restrict__ y, int len) {
-    asif_map_v2(x, nullptr, y, len, [](float v, float, long long) { return gelu_value(v); });
+    asif_map_v2(x, y, len, [](float v, float, long long) { return gelu_value(v); });
 }
 
 extern "C" __global__ void gelu_backward_v2(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ dx,

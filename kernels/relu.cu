@@ -6,7 +6,8 @@
 //   backward  dx = dy · 1[x > 0]    (0 at x = 0, as PyTorch)
 //
 // Launch shape (src/ops/mod.rs, Activation): v1 a 1-D grid-stride loop, 256 threads per block,
-// grid.x = min(ceil(len/256), 65535); v2 256 threads, grid.x = min(ceil(len/4096), 65535).
+// grid.x = min(ceil(len/256), 65535); v2 256 threads, grid.x = min(ceil(len/4096), 65535) forward and
+// min(ceil(len/2048), 65535) backward (4 float4 loads per thread and step, vector_io.cuh).
 //
 // Traffic and floor at the fusion gate's paper size (H = W₁ x + b₁ over R·K rows: B·n·K·d =
 // 102400 × 2 × 256 fp32, 210 MB): forward reads x and writes y (420 MB, about 140 µs at 3.0 TB/s
@@ -26,7 +27,7 @@
 //   asif-gate: relu_forward block=256 occupancy>=100%
 //   asif-gate: relu_backward block=256 occupancy>=100%
 //   asif-gate: relu_forward_v2 block=256 occupancy>=62% vector_io
-//   asif-gate: relu_backward_v2 block=256 occupancy>=50% vector_io
+//   asif-gate: relu_backward_v2 block=256 occupancy>=62% vector_io
 #include "common.cuh"
 #include "vector_io.cuh"
 
@@ -44,7 +45,7 @@ extern "C" __global__ void relu_backward(const float* __restrict__ x, const floa
 }
 
 extern "C" __global__ void relu_forward_v2(const float* __restrict__ x, float* __restrict__ y, int len) {
-    asif_map_v2(x, nullptr, y, len, [](float v, float, long long) { return fmaxf(v, 0.0f); });
+    asif_map_v2(x, y, len, [](float v, float, long long) { return fmaxf(v, 0.0f); });
 }
 
 extern "C" __global__ void relu_backward_v2(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ dx,

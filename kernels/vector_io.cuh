@@ -6,18 +6,19 @@
 // header has no CUDA vector types.
 //
 // The v2 elementwise loop (asif_map_v2): each thread of a grid-stride loop handles
-// ASIF_V2_VECTORS_PER_THREAD float4 per step, all loads of a step issued before any store
-// (several 128-bit loads in flight per thread), then a scalar tail for the last len % 4 elements.
+// ASIF_V2_LOADS_PER_THREAD / inputs float4 per step (4 for one input, 2 for two: four 128-bit
+// loads in flight per thread either way, all issued before any store), then a scalar tail for the
+// last len % 4 elements.
 // When any pointer is not 16-byte aligned the whole range takes the scalar path (still correct;
 // buffers from the device allocator are always aligned, so this is for sub-views).
 // Element i of the output is f(a[i], b[i], i) in both paths, so results do not depend on the
 // path, and i is the global element index (the dropout mask's counter).
 //
-// Occupancy: the 4 float4 of each input held per thread cost registers (44 to 72 per thread in
-// docs/kernels-sass.md), so the v2 kernels run at 37 to 62 % theoretical occupancy instead of v1's
-// 100 %. That is enough for a streaming kernel by Little's law: an H200 needs about 4.8 TB/s ×
-// ~0.6 µs ≈ 2.9 MB in flight, 22 KB per SM, and 24 warps × 32 lanes × 4 × 16 B = 48 KB per SM (at
-// 37.5 %, one input) are in flight here. The gates pin the occupancy each kernel has now.
+// Occupancy: the 4 float4 held per thread cost registers (docs/kernels-sass.md), so the v2
+// kernels run at 62 to 75 % theoretical occupancy instead of v1's 100 %. That is enough for a
+// streaming kernel by Little's law: an H200 needs about 4.8 TB/s × ~0.6 µs ≈ 2.9 MB in flight,
+// 22 KB per SM, and 40 warps × 32 lanes × 4 × 16 B = 80 KB per SM (at
+// 62.5 %) are in flight here. The gates pin the occupancy each kernel has now.
 // (__launch_bounds__ cannot be used to trade registers for occupancy: build_support's entry-point
 // scanner expects the kernel's name right after `void`, docs/architecture.md.)
 #pragma once
@@ -30,7 +31,9 @@ struct __align__(16) asif_float4 {
 typedef float4 asif_float4;
 #endif
 
-#define ASIF_V2_VECTORS_PER_THREAD 4
+// 128-bit loads in flight per thread and step; the launcher's grid (src/ops/mod.rs,
+// vector_launch) covers len in one step: 16 elements per thread for one input, 8 for two.
+#define ASIF_V2_LOADS_PER_THREAD 4
 #define ASIF_V2_BLOCK 256
 
 __device__ __forceinline__ bool asif_aligned16(const void* p) {
@@ -45,19 +48,20 @@ __device__ __forceinline__ void asif_store4(float* p, asif_float4 v) {
     *reinterpret_cast<asif_float4*>(p) = v;
 }
 
-// out[i] = f(a[i], b[i], i) for i < len. `b` may be null when f ignores it (unary ops); `out` may
-// be `a` (add_assign): each element is read before it is written, by the same thread.
-template <typename F>
-__device__ __forceinline__ void asif_map_v2(const float* a, const float* b, float* out, int len, F f) {
+// out[i] = f(a[i], b[i], i) for i < len, VECTORS float4 of each input per thread and step. `b` is
+// null for one-input ops (f then gets 0 for it); `out` may be `a` (add_assign): each element is
+// read before it is written, by the same thread.
+template <int VECTORS, typename F>
+__device__ __forceinline__ void asif_map_v2_vectors(const float* a, const float* b, float* out, int len, F f) {
     const bool aligned = asif_aligned16(a) && asif_aligned16(out) && (b == nullptr || asif_aligned16(b));
     const int vectors = aligned ? len / 4 : 0;
     const int threads = (int)(blockDim.x * gridDim.x);
-    const int first = (int)(blockIdx.x * blockDim.x * ASIF_V2_VECTORS_PER_THREAD + threadIdx.x);
-    for (int base = first; base < vectors; base += threads * ASIF_V2_VECTORS_PER_THREAD) {
-        asif_float4 va[ASIF_V2_VECTORS_PER_THREAD];
-        asif_float4 vb[ASIF_V2_VECTORS_PER_THREAD];
+    const int first = (int)(blockIdx.x * blockDim.x * VECTORS + threadIdx.x);
+    for (int base = first; base < vectors; base += threads * VECTORS) {
+        asif_float4 va[VECTORS];
+        asif_float4 vb[VECTORS];
 #pragma unroll
-        for (int k = 0; k < ASIF_V2_VECTORS_PER_THREAD; ++k) {
+        for (int k = 0; k < VECTORS; ++k) {
             const int v = base + k * (int)blockDim.x;
             if (v < vectors) {
                 va[k] = asif_load4(a + 4 * (long long)v);
@@ -65,7 +69,7 @@ __device__ __forceinline__ void asif_map_v2(const float* a, const float* b, floa
             }
         }
 #pragma unroll
-        for (int k = 0; k < ASIF_V2_VECTORS_PER_THREAD; ++k) {
+        for (int k = 0; k < VECTORS; ++k) {
             const int v = base + k * (int)blockDim.x;
             if (v < vectors) {
                 const long long i = 4 * (long long)v;
@@ -84,4 +88,15 @@ __device__ __forceinline__ void asif_map_v2(const float* a, const float* b, floa
          i += threads) {
         out[i] = f(a[i], b != nullptr ? b[i] : 0.0f, i);
     }
+}
+
+// One input (b null): 4 vectors per thread and step. Two inputs: 2 of each.
+template <typename F>
+__device__ __forceinline__ void asif_map_v2(const float* a, float* out, int len, F f) {
+    asif_map_v2_vectors<ASIF_V2_LOADS_PER_THREAD>(a, nullptr, out, len, f);
+}
+
+template <typename F>
+__device__ __forceinline__ void asif_map_v2(const float* a, const float* b, float* out, int len, F f) {
+    asif_map_v2_vectors<ASIF_V2_LOADS_PER_THREAD / 2>(a, b, out, len, f);
 }

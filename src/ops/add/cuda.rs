@@ -18,7 +18,7 @@ pub(super) fn add_assign(
     if len == 0 {
         return Ok(());
     }
-    let (kernel, launch) = elementwise_launch(FAMILY, ADD_ASSIGN, ADD_ASSIGN_V2, len)?;
+    let (kernel, launch) = elementwise_launch(FAMILY, ADD_ASSIGN, ADD_ASSIGN_V2, len, 2)?;
     device.launch(kernel, launch, &mut kernel_args![y, x, len as i32])
 }
 
@@ -30,7 +30,7 @@ pub(super) fn add_out(device: &Device, a: &Buffer<f32>, b: &Buffer<f32>) -> Resu
     // `add_out` writes every element (grid-stride loop over `len`).
     let mut out = device.uninitialized::<f32>(len)?;
     if len > 0 {
-        let (kernel, launch) = elementwise_launch(FAMILY, ADD_OUT, ADD_OUT_V2, len)?;
+        let (kernel, launch) = elementwise_launch(FAMILY, ADD_OUT, ADD_OUT_V2, len, 2)?;
         device.launch(
             kernel,
             launch,

@@ -19,7 +19,7 @@ pub(super) fn apply(
     // `dropout_apply` writes every element, kept or dropped.
     let mut y = device.uninitialized::<f32>(len)?;
     if len > 0 {
-        let (kernel, launch) = elementwise_launch("dropout", APPLY, APPLY_V2, len)?;
+        let (kernel, launch) = elementwise_launch("dropout", APPLY, APPLY_V2, len, 1)?;
         device.launch(
             kernel,
             launch,
