@@ -5,9 +5,14 @@
 //! On the CPU device at small sizes (always), and on GPU 0 at the paper's sizes (B = 2048,
 //! n = 50, d = 256, |V| = 20000) when there is one; otherwise one line says it was skipped.
 //! `cargo bench --bench blocks`.
+//!
+//! Dropout, the residual add and the fused residual norm have two kernel versions
+//! (`asif_kernels::kernel_version`, issue 19): v1 rows keep their names, v2 rows add `_v2`.
 mod common;
 
+use asif_kernels::kernel_version::{with_version, KernelVersion};
 use asif_kernels::ops::adam::{Adam, AdamConfig};
+use asif_kernels::ops::add::add_forward;
 use asif_kernels::ops::dropout::{dropout_forward, DropoutMode};
 use asif_kernels::ops::residual_norm::{
     residual_layer_norm_forward, unfused_forward, DropoutSettings,
@@ -27,6 +32,16 @@ fn indices(device: &Device, shape: &[usize], modulo: usize, at_least: i32) -> In
         .map(|i| at_least + ((i as u64 * 2_654_435_761 % modulo as u64) as i32))
         .collect();
     IndexTensor::from_vec(device, shape, values).expect("indices")
+}
+
+const VERSIONS: [KernelVersion; 2] = [KernelVersion::V1, KernelVersion::V2];
+
+/// The benchmark name of `what` under `version`: v1 keeps the plain name, v2 adds `_v2`.
+fn versioned(what: &str, version: KernelVersion) -> String {
+    match version {
+        KernelVersion::V1 => what.to_string(),
+        KernelVersion::V2 => format!("{what}_v2"),
+    }
 }
 
 struct Sizes {
@@ -106,18 +121,39 @@ fn bench_device(c: &mut Criterion, device: &Device, s: &Sizes) {
         },
     );
 
-    // Dropout over B·n·d.
-    group.throughput(Throughput::Bytes(f * (2 * rows * s.d) as u64));
-    group.bench_function(
-        BenchmarkId::new("dropout", label(&format!("{}", rows * s.d))),
-        |bench| {
-            bench.iter(|| {
-                let y = dropout_forward(&h, 0.5, 7, DropoutMode::Train).expect("dropout");
-                sync();
-                y
-            })
-        },
-    );
+    // Dropout over B·n·d, and the residual add a + b.
+    let other = random_tensor(device, &[s.batch, s.n, s.d], 13);
+    for version in VERSIONS {
+        group.throughput(Throughput::Bytes(f * (2 * rows * s.d) as u64));
+        group.bench_function(
+            BenchmarkId::new(
+                versioned("dropout", version),
+                label(&format!("{}", rows * s.d)),
+            ),
+            |bench| {
+                with_version("dropout", version, || {
+                    bench.iter(|| {
+                        let y = dropout_forward(&h, 0.5, 7, DropoutMode::Train).expect("dropout");
+                        sync();
+                        y
+                    })
+                })
+            },
+        );
+        group.throughput(Throughput::Bytes(f * (3 * rows * s.d) as u64));
+        group.bench_function(
+            BenchmarkId::new(versioned("add", version), label(&format!("{}", rows * s.d))),
+            |bench| {
+                with_version("elementwise", version, || {
+                    bench.iter(|| {
+                        let y = add_forward(&h, &other).expect("add");
+                        sync();
+                        y
+                    })
+                })
+            },
+        );
+    }
 
     // LN(Dropout(x) + residual): fused vs the unfused reference path.
     let residual = random_tensor(device, &[s.batch, s.n, s.d], 8);
@@ -129,20 +165,26 @@ fn bench_device(c: &mut Criterion, device: &Device, s: &Sizes) {
         mode: DropoutMode::Train,
     };
     group.throughput(Throughput::Bytes(f * (4 * rows * s.d) as u64));
-    group.bench_function(
-        BenchmarkId::new(
-            "residual_layer_norm_fused",
-            label(&format!("{rows}x{}", s.d)),
-        ),
-        |bench| {
-            bench.iter(|| {
-                let y = residual_layer_norm_forward(&h, &residual, &gamma, &beta, 1e-12, settings)
-                    .expect("fused");
-                sync();
-                y
-            })
-        },
-    );
+    for version in VERSIONS {
+        group.bench_function(
+            BenchmarkId::new(
+                versioned("residual_layer_norm_fused", version),
+                label(&format!("{rows}x{}", s.d)),
+            ),
+            |bench| {
+                with_version("residual_norm", version, || {
+                    bench.iter(|| {
+                        let y = residual_layer_norm_forward(
+                            &h, &residual, &gamma, &beta, 1e-12, settings,
+                        )
+                        .expect("fused");
+                        sync();
+                        y
+                    })
+                })
+            },
+        );
+    }
     group.bench_function(
         BenchmarkId::new(
             "residual_layer_norm_unfused",

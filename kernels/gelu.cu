@@ -4,35 +4,61 @@
 //   forward   y  = x · Φ(x) = 0.5 · x · (1 + erf(x / √2))
 //   backward  dx = dy · (Φ(x) + x · φ(x)),  φ(x) = exp(-x²/2) / √(2π)
 //
-// Launch shape (src/ops/gelu/cuda.rs): 1-D grid-stride loop, 256 threads per block,
-// grid.x = min(ceil(len/256), 65535).
+// Launch shape (src/ops/mod.rs, Activation): v1 a 1-D grid-stride loop, 256 threads per block,
+// grid.x = min(ceil(len/256), 65535); v2 256 threads, grid.x = min(ceil(len/4096), 65535) forward and
+// min(ceil(len/2048), 65535) backward (4 float4 loads per thread and step, vector_io.cuh).
 //
 // Traffic and floor at the paper's FFN size (B·n·inner = 102400 × 256 fp32): forward reads x and
 // writes y (210 MB, about 70 µs at 3.0 TB/s on an H100); backward reads x and dy, writes dx
 // (315 MB, about 105 µs). Fusing GELU into the FFN's GEMM epilogue is the later step.
 //
+// Versions (kernel_version family "gelu"):
+//   1. gelu_forward / gelu_backward: one scalar element per thread per step.
+//   2. gelu_forward_v2 / gelu_backward_v2 (issue 19): 128-bit loads and stores, 4 vectors in flight
+//      per thread, scalar tail (vector_io.cuh). Floor as above (the same bytes); expected ≥ 80 % of
+//      copy bandwidth: the erff/expf work (~30 FP32 instructions per element) stays under the
+//      memory time at 4 B/element read. v1 stays the default until a GPU run shows v2 faster.
+//
 // Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
 // paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it.
 //   asif-gate: gelu_forward block=256 occupancy>=100%
 //   asif-gate: gelu_backward block=256 occupancy>=100%
+//   asif-gate: gelu_forward_v2 block=256 occupancy>=62% vector_io
+//   asif-gate: gelu_backward_v2 block=256 occupancy>=62% vector_io
 #include "common.cuh"
+#include "vector_io.cuh"
 
 #define GELU_INV_SQRT2 0.70710678118654752440f
 #define GELU_INV_SQRT_2PI 0.39894228040143267794f
 
+__device__ __forceinline__ float gelu_value(float v) {
+    return 0.5f * v * (1.0f + erff(v * GELU_INV_SQRT2));
+}
+
+__device__ __forceinline__ float gelu_gradient(float v, float dy) {
+    const float cdf = 0.5f * (1.0f + erff(v * GELU_INV_SQRT2));
+    const float pdf = GELU_INV_SQRT_2PI * expf(-0.5f * v * v);
+    return dy * (cdf + v * pdf);
+}
+
 extern "C" __global__ void gelu_forward(const float* __restrict__ x, float* __restrict__ y, int len) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += blockDim.x * gridDim.x) {
-        const float v = x[i];
-        y[i] = 0.5f * v * (1.0f + erff(v * GELU_INV_SQRT2));
+        y[i] = gelu_value(x[i]);
     }
 }
 
 extern "C" __global__ void gelu_backward(const float* __restrict__ x, const float* __restrict__ dy,
                                          float* __restrict__ dx, int len) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += blockDim.x * gridDim.x) {
-        const float v = x[i];
-        const float cdf = 0.5f * (1.0f + erff(v * GELU_INV_SQRT2));
-        const float pdf = GELU_INV_SQRT_2PI * expf(-0.5f * v * v);
-        dx[i] = dy[i] * (cdf + v * pdf);
+        dx[i] = gelu_gradient(x[i], dy[i]);
     }
+}
+
+extern "C" __global__ void gelu_forward_v2(const float* __restrict__ x, float* __restrict__ y, int len) {
+    asif_map_v2(x, y, len, [](float v, float, long long) { return gelu_value(v); });
+}
+
+extern "C" __global__ void gelu_backward_v2(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ dx,
+                     int len) {
+    asif_map_v2(x, dy, dx, len, [](float v, float g, long long) { return gelu_gradient(v, g); });
 }

@@ -2,11 +2,12 @@
 //! (`kernels/elementwise.cu: add_assign` on CUDA and the emulator). The tape sums the gradients
 //! of a value used twice with it, and `ops::add` re-exports it; it sits below both so that the
 //! tape does not import an op that imports the tape back.
-use crate::device::{Device, LaunchConfig};
+use crate::device::{elementwise_launch, Device};
 use crate::kernels::KernelRef;
 use crate::{kernel_args, Error, Result, Tensor};
 
 const ADD_ASSIGN: KernelRef = KernelRef::new("elementwise", "add_assign");
+const ADD_ASSIGN_V2: KernelRef = KernelRef::new("elementwise", "add_assign_v2");
 
 /// Reference: `y += x`.
 pub fn add_assign_reference<F: num_traits::Float>(y: &mut [F], x: &[F]) {
@@ -36,9 +37,12 @@ pub fn add_assign(y: &mut Tensor, x: &Tensor) -> Result<()> {
             if len == 0 {
                 return Ok(());
             }
+            // kernel_version family "elementwise": v1 scalar, v2 128-bit (`kernels/vector_io.cuh`).
+            let (kernel, launch) =
+                elementwise_launch("elementwise", ADD_ASSIGN, ADD_ASSIGN_V2, len, 2)?;
             device.launch(
-                ADD_ASSIGN,
-                LaunchConfig::grid_stride(len),
+                kernel,
+                launch,
                 &mut kernel_args![y.buffer_mut()?, x.buffer(), len as i32],
             )
         }

@@ -42,7 +42,17 @@ use asif_kernels::ops::source_attention::{
     source_attention_backward, source_attention_forward, stack_sources_forward, unstack_source,
 };
 use asif_kernels::{Device, IndexTensor, Precision, Tensor};
-use common::{kernel_devices, random, rng, tensor};
+use common::{for_each_version, kernel_devices, random, rng, tensor};
+
+/// The families with a v2 of issue 19: their launches and allocations are pinned for both.
+const BLOCK_FAMILIES: [&str; 6] = [
+    "gelu",
+    "relu",
+    "dropout",
+    "elementwise",
+    "layer_norm",
+    "residual_norm",
+];
 
 /// Bytes of one f32 or i32.
 const WORD: u64 = 4;
@@ -164,116 +174,131 @@ fn the_cpu_device_counts_nothing() {
 
 #[test]
 fn elementwise_ops_launch_once_and_memset_nothing() {
-    for device in kernel_devices() {
-        let x = values(&device, &[3, 7], 1);
-        let dy = values(&device, &[3, 7], 2);
-        type Forward = fn(&Tensor) -> asif_kernels::Result<Tensor>;
-        type Backward = fn(&Tensor, &Tensor) -> asif_kernels::Result<Tensor>;
-        let activations: [(&str, Forward, Backward); 2] = [
-            ("gelu", gelu_forward, gelu_backward),
-            ("relu", relu_forward, relu_backward),
-        ];
-        for (name, forward, backward) in activations {
-            let (y, counts) = counted(&device, || forward(&x).unwrap());
-            assert_cost(name, &device, counts, cost(1, 0, 0, &[21]));
-            assert!(finite(&y));
-            let (dx, counts) = counted(&device, || backward(&x, &dy).unwrap());
-            assert_cost(name, &device, counts, cost(1, 0, 0, &[21]));
-            assert!(finite(&dx));
+    for_each_version(&BLOCK_FAMILIES, |version| {
+        for device in kernel_devices() {
+            let x = values(&device, &[3, 7], 1);
+            let dy = values(&device, &[3, 7], 2);
+            type Forward = fn(&Tensor) -> asif_kernels::Result<Tensor>;
+            type Backward = fn(&Tensor, &Tensor) -> asif_kernels::Result<Tensor>;
+            let activations: [(&str, Forward, Backward); 2] = [
+                ("gelu", gelu_forward, gelu_backward),
+                ("relu", relu_forward, relu_backward),
+            ];
+            for (name, forward, backward) in activations {
+                let (y, counts) = counted(&device, || forward(&x).unwrap());
+                assert_cost(
+                    &format!("{name} {}", version.name()),
+                    &device,
+                    counts,
+                    cost(1, 0, 0, &[21]),
+                );
+                assert!(finite(&y));
+                let (dx, counts) = counted(&device, || backward(&x, &dy).unwrap());
+                assert_cost(name, &device, counts, cost(1, 0, 0, &[21]));
+                assert!(finite(&dx));
+            }
+
+            let (sum, counts) = counted(&device, || add_forward(&x, &dy).unwrap());
+            assert_cost("add_forward", &device, counts, cost(1, 0, 0, &[21]));
+            assert!(finite(&sum));
+
+            let mut y = values(&device, &[3, 7], 3);
+            let (_, counts) = counted(&device, || add_assign(&mut y, &x).unwrap());
+            assert_cost("add_assign", &device, counts, cost(1, 0, 0, &[]));
+            // y shares its buffer with a clone: the write copies it first, on the device.
+            let shared = y.clone();
+            let (_, counts) = counted(&device, || add_assign(&mut y, &x).unwrap());
+            let copy_then_add = CounterSnapshot {
+                bytes_device_to_device: 21 * WORD,
+                ..cost(1, 0, 0, &[21])
+            };
+            assert_cost("add_assign (shared)", &device, counts, copy_then_add);
+            drop(shared);
+
+            let (dropped, counts) = counted(&device, || {
+                dropout_forward(&x, 0.3, 7, DropoutMode::Train).unwrap()
+            });
+            assert_cost("dropout (train)", &device, counts, cost(1, 0, 0, &[21]));
+            assert!(finite(&dropped));
+            let (_, counts) = counted(&device, || {
+                dropout_backward(&dy, 0.3, 7, DropoutMode::Train).unwrap()
+            });
+            assert_cost("dropout backward", &device, counts, cost(1, 0, 0, &[21]));
+            let (_, counts) = counted(&device, || {
+                dropout_forward(&x, 0.3, 7, DropoutMode::Eval).unwrap()
+            });
+            assert_cost("dropout (eval)", &device, counts, cost(0, 0, 0, &[]));
         }
-
-        let (sum, counts) = counted(&device, || add_forward(&x, &dy).unwrap());
-        assert_cost("add_forward", &device, counts, cost(1, 0, 0, &[21]));
-        assert!(finite(&sum));
-
-        let mut y = values(&device, &[3, 7], 3);
-        let (_, counts) = counted(&device, || add_assign(&mut y, &x).unwrap());
-        assert_cost("add_assign", &device, counts, cost(1, 0, 0, &[]));
-        // y shares its buffer with a clone: the write copies it first, on the device.
-        let shared = y.clone();
-        let (_, counts) = counted(&device, || add_assign(&mut y, &x).unwrap());
-        let copy_then_add = CounterSnapshot {
-            bytes_device_to_device: 21 * WORD,
-            ..cost(1, 0, 0, &[21])
-        };
-        assert_cost("add_assign (shared)", &device, counts, copy_then_add);
-        drop(shared);
-
-        let (dropped, counts) = counted(&device, || {
-            dropout_forward(&x, 0.3, 7, DropoutMode::Train).unwrap()
-        });
-        assert_cost("dropout (train)", &device, counts, cost(1, 0, 0, &[21]));
-        assert!(finite(&dropped));
-        let (_, counts) = counted(&device, || {
-            dropout_backward(&dy, 0.3, 7, DropoutMode::Train).unwrap()
-        });
-        assert_cost("dropout backward", &device, counts, cost(1, 0, 0, &[21]));
-        let (_, counts) = counted(&device, || {
-            dropout_forward(&x, 0.3, 7, DropoutMode::Eval).unwrap()
-        });
-        assert_cost("dropout (eval)", &device, counts, cost(0, 0, 0, &[]));
-    }
+    });
 }
 
 #[test]
 fn layer_norm_and_the_fused_residual_sublayer() {
-    // 70 rows: two chunks of the parameter-gradient reduction.
-    let (rows, cols, chunks) = (70, 5, 2);
-    for device in kernel_devices() {
-        let x = values(&device, &[rows, cols], 1);
-        let residual = values(&device, &[rows, cols], 2);
-        let gamma = values(&device, &[cols], 3);
-        let beta = values(&device, &[cols], 4);
-        let dy = values(&device, &[rows, cols], 5);
+    for_each_version(&BLOCK_FAMILIES, |version| {
+        // 70 rows: two chunks of the parameter-gradient reduction. cols 8: v2's register path.
+        let (rows, cols, chunks) = (70, 8, 2);
+        for device in kernel_devices() {
+            let x = values(&device, &[rows, cols], 1);
+            let residual = values(&device, &[rows, cols], 2);
+            let gamma = values(&device, &[cols], 3);
+            let beta = values(&device, &[cols], 4);
+            let dy = values(&device, &[rows, cols], 5);
 
-        let ((y, saved), counts) = counted(&device, || {
-            layer_norm_forward(&x, &gamma, &beta, 1e-5).unwrap()
-        });
-        assert_cost(
-            "layer_norm_forward",
-            &device,
-            counts,
-            cost(1, 0, 0, &[rows * cols, rows, rows]),
-        );
-        assert!(finite(&y));
-        let backward = cost(
-            3,
-            0,
-            0,
-            &[rows * cols, cols, cols, chunks * cols, chunks * cols],
-        );
-        let (grads, counts) = counted(&device, || {
-            layer_norm_backward(&x, &gamma, &saved, &dy).unwrap()
-        });
-        assert_cost("layer_norm_backward", &device, counts, backward);
-        assert!(finite(&grads.dx) && finite(&grads.dgamma) && finite(&grads.dbeta));
+            let ((y, saved), counts) = counted(&device, || {
+                layer_norm_forward(&x, &gamma, &beta, 1e-5).unwrap()
+            });
+            assert_cost(
+                "layer_norm_forward",
+                &device,
+                counts,
+                cost(1, 0, 0, &[rows * cols, rows, rows]),
+            );
+            assert!(finite(&y));
+            // v1: dx, the chunk partials, their sum (3 launches); v2: dx and the partials in one
+            // fused pass, then the sum (2). The same buffers.
+            let launches = match version {
+                KernelVersion::V1 => 3,
+                KernelVersion::V2 => 2,
+            };
+            let backward = cost(
+                launches,
+                0,
+                0,
+                &[rows * cols, cols, cols, chunks * cols, chunks * cols],
+            );
+            let (grads, counts) = counted(&device, || {
+                layer_norm_backward(&x, &gamma, &saved, &dy).unwrap()
+            });
+            assert_cost("layer_norm_backward", &device, counts, backward);
+            assert!(finite(&grads.dx) && finite(&grads.dgamma) && finite(&grads.dbeta));
 
-        let dropout = DropoutSettings {
-            p: 0.2,
-            seed: 11,
-            mode: DropoutMode::Train,
-        };
-        let ((y, saved), counts) = counted(&device, || {
-            residual_layer_norm_forward(&x, &residual, &gamma, &beta, 1e-5, dropout).unwrap()
-        });
-        assert_cost(
-            "residual_layer_norm_forward",
-            &device,
-            counts,
-            cost(1, 0, 0, &[rows * cols, rows * cols, rows, rows]),
-        );
-        assert!(finite(&y));
-        let (grads, counts) = counted(&device, || {
-            residual_layer_norm_backward(&gamma, &saved, &dy, dropout).unwrap()
-        });
-        // The layer norm backward, then the dropout mask on dx.
-        let mut want = backward;
-        want.launches += 1;
-        want.allocations += 1;
-        want.bytes_allocated += (rows * cols) as u64 * WORD;
-        assert_cost("residual_layer_norm_backward", &device, counts, want);
-        assert!(finite(&grads.dx));
-    }
+            let dropout = DropoutSettings {
+                p: 0.2,
+                seed: 11,
+                mode: DropoutMode::Train,
+            };
+            let ((y, saved), counts) = counted(&device, || {
+                residual_layer_norm_forward(&x, &residual, &gamma, &beta, 1e-5, dropout).unwrap()
+            });
+            assert_cost(
+                "residual_layer_norm_forward",
+                &device,
+                counts,
+                cost(1, 0, 0, &[rows * cols, rows * cols, rows, rows]),
+            );
+            assert!(finite(&y));
+            let (grads, counts) = counted(&device, || {
+                residual_layer_norm_backward(&gamma, &saved, &dy, dropout).unwrap()
+            });
+            // The layer norm backward, then the dropout mask on dx.
+            let mut want = backward;
+            want.launches += 1;
+            want.allocations += 1;
+            want.bytes_allocated += (rows * cols) as u64 * WORD;
+            assert_cost("residual_layer_norm_backward", &device, counts, want);
+            assert!(finite(&grads.dx));
+        }
+    });
 }
 
 #[test]

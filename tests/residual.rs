@@ -8,7 +8,10 @@ use asif_kernels::ops::dropout::{self, DropoutMode};
 use asif_kernels::ops::residual_norm::{self, DropoutSettings};
 use asif_kernels::ops::{add, layer_norm};
 use asif_kernels::{Device, Error};
-use common::{all_devices, assert_close, random, rng, tensor, to_f64, weighted};
+use common::{all_devices, assert_close, for_each_version, random, rng, tensor, to_f64, weighted};
+
+/// The kernel families of the sublayer, fused and unfused: both paths run the same version.
+const FAMILIES: [&str; 4] = ["residual_norm", "layer_norm", "dropout", "elementwise"];
 
 const TOLERANCE: f64 = 1e-5;
 
@@ -80,180 +83,201 @@ fn fused_backward_matches_finite_differences() {
 
 #[test]
 fn fused_equals_unfused_on_every_device() {
-    let mut rng = rng(701);
-    for device in all_devices() {
-        for &(rows, cols) in &[(1usize, 1usize), (5, 33), (17, 256), (3, 300)] {
-            for mode in [DropoutMode::Train, DropoutMode::Eval] {
-                let d = DropoutSettings {
-                    p: 0.2,
-                    seed: 1234,
-                    mode,
-                };
-                let x = random(&mut rng, rows * cols, 0.0, 1.0);
-                let r = random(&mut rng, rows * cols, 2.0, 1.0);
-                let gamma = random(&mut rng, cols, 1.0, 0.5);
-                let beta = random(&mut rng, cols, 0.0, 0.5);
-                let dy = random(&mut rng, rows * cols, 0.0, 1.0);
-                let shape = [rows, cols];
-                let (x_t, r_t) = (tensor(&device, &shape, &x), tensor(&device, &shape, &r));
-                let (g_t, b_t) = (
-                    tensor(&device, &[cols], &gamma),
-                    tensor(&device, &[cols], &beta),
-                );
-                let (y, saved) =
-                    residual_norm::residual_layer_norm_forward(&x_t, &r_t, &g_t, &b_t, 1e-12, d)
-                        .unwrap();
-                let (y_unfused, saved_unfused) =
-                    residual_norm::unfused_forward(&x_t, &r_t, &g_t, &b_t, 1e-12, d).unwrap();
-                let what = |s: &str| {
-                    format!(
-                        "residual LN {s} [{rows}, {cols}] {mode:?} on {}",
-                        device.name()
+    for_each_version(&FAMILIES, |version| {
+        let mut rng = rng(701);
+        for device in all_devices() {
+            for &(rows, cols) in &[(1usize, 1usize), (5, 33), (6, 132), (17, 256), (3, 300)] {
+                for mode in [DropoutMode::Train, DropoutMode::Eval] {
+                    let d = DropoutSettings {
+                        p: 0.2,
+                        seed: 1234,
+                        mode,
+                    };
+                    let x = random(&mut rng, rows * cols, 0.0, 1.0);
+                    let r = random(&mut rng, rows * cols, 2.0, 1.0);
+                    let gamma = random(&mut rng, cols, 1.0, 0.5);
+                    let beta = random(&mut rng, cols, 0.0, 0.5);
+                    let dy = random(&mut rng, rows * cols, 0.0, 1.0);
+                    let shape = [rows, cols];
+                    let (x_t, r_t) = (tensor(&device, &shape, &x), tensor(&device, &shape, &r));
+                    let (g_t, b_t) = (
+                        tensor(&device, &[cols], &gamma),
+                        tensor(&device, &[cols], &beta),
+                    );
+                    let (y, saved) = residual_norm::residual_layer_norm_forward(
+                        &x_t, &r_t, &g_t, &b_t, 1e-12, d,
                     )
-                };
-                // Same arithmetic in the same order: equal to rounding.
-                let unfused = to_f64(&y_unfused.to_vec().unwrap());
-                assert_close(&what("fused vs unfused y"), &device, &y, &unfused, 1e-6);
-                assert_close(
-                    &what("fused vs unfused z"),
-                    &device,
-                    &saved.z,
-                    &to_f64(&saved_unfused.z.to_vec().unwrap()),
-                    1e-7,
-                );
-                // And both against the f64 reference.
-                assert_close(
-                    &what("y"),
-                    &device,
-                    &y,
-                    &reference(&x, &r, &gamma, &beta, cols, 1e-12, d),
-                    TOLERANCE,
-                );
+                    .unwrap();
+                    let (y_unfused, saved_unfused) =
+                        residual_norm::unfused_forward(&x_t, &r_t, &g_t, &b_t, 1e-12, d).unwrap();
+                    let what = |s: &str| {
+                        format!(
+                            "residual LN {} {s} [{rows}, {cols}] {mode:?} on {}",
+                            version.name(),
+                            device.name()
+                        )
+                    };
+                    // Same arithmetic in the same order: equal to rounding.
+                    let unfused = to_f64(&y_unfused.to_vec().unwrap());
+                    assert_close(&what("fused vs unfused y"), &device, &y, &unfused, 1e-6);
+                    assert_close(
+                        &what("fused vs unfused z"),
+                        &device,
+                        &saved.z,
+                        &to_f64(&saved_unfused.z.to_vec().unwrap()),
+                        1e-7,
+                    );
+                    // And both against the f64 reference.
+                    assert_close(
+                        &what("y"),
+                        &device,
+                        &y,
+                        &reference(&x, &r, &gamma, &beta, cols, 1e-12, d),
+                        TOLERANCE,
+                    );
 
-                let grads = residual_norm::residual_layer_norm_backward(
-                    &g_t,
-                    &saved,
-                    &tensor(&device, &shape, &dy),
-                    d,
-                )
-                .unwrap();
-                let scale = 1.0 / (1.0 - d.p as f64);
-                let dropped = if mode == DropoutMode::Train {
-                    dropout::apply_reference(&x, d.p, scale, d.seed)
-                } else {
-                    x.clone()
-                };
-                let z = add::add_reference(&dropped, &r);
-                let (_, mean, rstd) = layer_norm::forward_reference(&z, &gamma, &beta, cols, 1e-12);
-                let (dz, dgamma, dbeta) =
-                    layer_norm::backward_reference(&z, &gamma, &mean, &rstd, &dy, cols);
-                let dx = if mode == DropoutMode::Train {
-                    dropout::apply_reference(&dz, d.p, scale, d.seed)
-                } else {
-                    dz.clone()
-                };
-                assert_close(&what("dx"), &device, &grads.dx, &dx, TOLERANCE);
-                assert_close(
-                    &what("dresidual"),
-                    &device,
-                    &grads.dresidual,
-                    &dz,
-                    TOLERANCE,
-                );
-                assert_close(&what("dgamma"), &device, &grads.dgamma, &dgamma, TOLERANCE);
-                assert_close(&what("dbeta"), &device, &grads.dbeta, &dbeta, TOLERANCE);
+                    let grads = residual_norm::residual_layer_norm_backward(
+                        &g_t,
+                        &saved,
+                        &tensor(&device, &shape, &dy),
+                        d,
+                    )
+                    .unwrap();
+                    let scale = 1.0 / (1.0 - d.p as f64);
+                    let dropped = if mode == DropoutMode::Train {
+                        dropout::apply_reference(&x, d.p, scale, d.seed)
+                    } else {
+                        x.clone()
+                    };
+                    let z = add::add_reference(&dropped, &r);
+                    let (_, mean, rstd) =
+                        layer_norm::forward_reference(&z, &gamma, &beta, cols, 1e-12);
+                    let (dz, dgamma, dbeta) =
+                        layer_norm::backward_reference(&z, &gamma, &mean, &rstd, &dy, cols);
+                    let dx = if mode == DropoutMode::Train {
+                        dropout::apply_reference(&dz, d.p, scale, d.seed)
+                    } else {
+                        dz.clone()
+                    };
+                    assert_close(&what("dx"), &device, &grads.dx, &dx, TOLERANCE);
+                    assert_close(
+                        &what("dresidual"),
+                        &device,
+                        &grads.dresidual,
+                        &dz,
+                        TOLERANCE,
+                    );
+                    assert_close(&what("dgamma"), &device, &grads.dgamma, &dgamma, TOLERANCE);
+                    assert_close(&what("dbeta"), &device, &grads.dbeta, &dbeta, TOLERANCE);
+                }
             }
         }
-    }
+    });
 }
 
 #[test]
 fn residual_add_and_its_tape_face() {
-    let mut rng = rng(702);
-    let len = 1001;
-    let a = random(&mut rng, len, 0.0, 1.0);
-    let b = random(&mut rng, len, 0.0, 1.0);
-    let seed = random(&mut rng, len, 0.0, 1.0);
-    for device in all_devices() {
-        let out =
-            add::add_forward(&tensor(&device, &[len], &a), &tensor(&device, &[len], &b)).unwrap();
-        assert_close("a + b", &device, &out, &add::add_reference(&a, &b), 1e-7);
-        let tape = Tape::new();
-        let a_var = tape.leaf(tensor(&device, &[len], &a));
-        let b_var = tape.leaf(tensor(&device, &[len], &b));
-        let sum = add::add(&tape, &a_var, &b_var).unwrap();
-        // a used twice: a + (a + b) gives da = 2·seed.
-        let twice = add::add(&tape, &a_var, &sum).unwrap();
-        let grads = tape
-            .backward(&twice, tensor(&device, &[len], &seed))
-            .unwrap();
-        let double: Vec<f64> = seed.iter().map(|s| 2.0 * s).collect();
-        assert_close("da", &device, grads.get(&a_var).unwrap(), &double, 1e-7);
-        assert_close("db", &device, grads.get(&b_var).unwrap(), &seed, 1e-7);
-    }
+    for_each_version(&FAMILIES, |version| {
+        let mut rng = rng(702);
+        let len = 1001;
+        let a = random(&mut rng, len, 0.0, 1.0);
+        let b = random(&mut rng, len, 0.0, 1.0);
+        let seed = random(&mut rng, len, 0.0, 1.0);
+        for device in all_devices() {
+            let out = add::add_forward(&tensor(&device, &[len], &a), &tensor(&device, &[len], &b))
+                .unwrap();
+            assert_close(
+                &format!("{} a + b", version.name()),
+                &device,
+                &out,
+                &add::add_reference(&a, &b),
+                1e-7,
+            );
+            let tape = Tape::new();
+            let a_var = tape.leaf(tensor(&device, &[len], &a));
+            let b_var = tape.leaf(tensor(&device, &[len], &b));
+            let sum = add::add(&tape, &a_var, &b_var).unwrap();
+            // a used twice: a + (a + b) gives da = 2·seed.
+            let twice = add::add(&tape, &a_var, &sum).unwrap();
+            let grads = tape
+                .backward(&twice, tensor(&device, &[len], &seed))
+                .unwrap();
+            let double: Vec<f64> = seed.iter().map(|s| 2.0 * s).collect();
+            assert_close(
+                &format!("{} da", version.name()),
+                &device,
+                grads.get(&a_var).unwrap(),
+                &double,
+                1e-7,
+            );
+            assert_close("db", &device, grads.get(&b_var).unwrap(), &seed, 1e-7);
+        }
+    });
 }
 
 #[test]
 fn tape_face_of_the_fused_sublayer() {
-    let mut rng = rng(703);
-    let (rows, cols) = (4usize, 9usize);
-    let d = DropoutSettings {
-        p: 0.5,
-        seed: 3,
-        mode: DropoutMode::Train,
-    };
-    let x = random(&mut rng, rows * cols, 0.0, 1.0);
-    let r = random(&mut rng, rows * cols, 0.0, 1.0);
-    let gamma = random(&mut rng, cols, 1.0, 0.5);
-    let beta = random(&mut rng, cols, 0.0, 0.5);
-    let seed = random(&mut rng, rows * cols, 0.0, 1.0);
-    for device in all_devices() {
-        let tape = Tape::new();
-        let vars: Vec<_> = [
-            (&x, vec![rows, cols]),
-            (&r, vec![rows, cols]),
-            (&gamma, vec![cols]),
-            (&beta, vec![cols]),
-        ]
-        .into_iter()
-        .map(|(v, s)| tape.leaf(tensor(&device, &s, v)))
-        .collect();
-        let y = residual_norm::residual_layer_norm(
-            &tape, &vars[0], &vars[1], &vars[2], &vars[3], 1e-12, d,
-        )
-        .unwrap();
-        let grads = tape
-            .backward(&y, tensor(&device, &[rows, cols], &seed))
-            .unwrap();
-        let (_, saved) = residual_norm::unfused_forward(
-            vars[0].value(),
-            vars[1].value(),
-            vars[2].value(),
-            vars[3].value(),
-            1e-12,
-            d,
-        )
-        .unwrap();
-        let want = residual_norm::residual_layer_norm_backward(
-            vars[2].value(),
-            &saved,
-            &tensor(&device, &[rows, cols], &seed),
-            d,
-        )
-        .unwrap();
-        for (i, w) in [&want.dx, &want.dresidual, &want.dgamma, &want.dbeta]
+    for_each_version(&FAMILIES, |version| {
+        let mut rng = rng(703);
+        let (rows, cols) = (4usize, 9usize);
+        let d = DropoutSettings {
+            p: 0.5,
+            seed: 3,
+            mode: DropoutMode::Train,
+        };
+        let x = random(&mut rng, rows * cols, 0.0, 1.0);
+        let r = random(&mut rng, rows * cols, 0.0, 1.0);
+        let gamma = random(&mut rng, cols, 1.0, 0.5);
+        let beta = random(&mut rng, cols, 0.0, 0.5);
+        let seed = random(&mut rng, rows * cols, 0.0, 1.0);
+        for device in all_devices() {
+            let tape = Tape::new();
+            let vars: Vec<_> = [
+                (&x, vec![rows, cols]),
+                (&r, vec![rows, cols]),
+                (&gamma, vec![cols]),
+                (&beta, vec![cols]),
+            ]
             .into_iter()
-            .enumerate()
-        {
-            assert_close(
-                &format!("tape gradient {i}"),
-                &device,
-                grads.get(&vars[i]).unwrap(),
-                &to_f64(&w.to_vec().unwrap()),
-                1e-6,
-            );
+            .map(|(v, s)| tape.leaf(tensor(&device, &s, v)))
+            .collect();
+            let y = residual_norm::residual_layer_norm(
+                &tape, &vars[0], &vars[1], &vars[2], &vars[3], 1e-12, d,
+            )
+            .unwrap();
+            let grads = tape
+                .backward(&y, tensor(&device, &[rows, cols], &seed))
+                .unwrap();
+            let (_, saved) = residual_norm::unfused_forward(
+                vars[0].value(),
+                vars[1].value(),
+                vars[2].value(),
+                vars[3].value(),
+                1e-12,
+                d,
+            )
+            .unwrap();
+            let want = residual_norm::residual_layer_norm_backward(
+                vars[2].value(),
+                &saved,
+                &tensor(&device, &[rows, cols], &seed),
+                d,
+            )
+            .unwrap();
+            for (i, w) in [&want.dx, &want.dresidual, &want.dgamma, &want.dbeta]
+                .into_iter()
+                .enumerate()
+            {
+                assert_close(
+                    &format!("{} tape gradient {i}", version.name()),
+                    &device,
+                    grads.get(&vars[i]).unwrap(),
+                    &to_f64(&w.to_vec().unwrap()),
+                    1e-6,
+                );
+            }
         }
-    }
+    });
 }
 
 #[test]

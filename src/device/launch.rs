@@ -2,6 +2,9 @@
 //! arguments in the kernel's order. Only the last step differs (cudarc vs. the host emulator), so
 //! every emulated test exercises the real grid, block, shared-memory and argument code.
 use super::buffer::Buffer;
+use crate::kernel_version::{self, KernelVersion};
+use crate::kernels::KernelRef;
+use crate::Result;
 
 /// Grid, block and dynamic shared memory of one launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,4 +114,37 @@ macro_rules! kernel_args {
     ($($arg:expr),* $(,)?) => {
         [$($crate::device::KernelArg::from($arg)),*]
     };
+}
+
+/// Threads per block of the v2 elementwise kernels (`ASIF_V2_BLOCK` in `kernels/vector_io.cuh`).
+const VECTOR_BLOCK: usize = 256;
+/// 128-bit loads one v2 thread issues per grid-stride step (`ASIF_V2_LOADS_PER_THREAD`), shared
+/// among the kernel's inputs: 16 elements per thread with one input, 8 with two.
+const VECTOR_LOADS_PER_THREAD: usize = 4;
+
+/// The launch of a v2 elementwise kernel (`kernels/vector_io.cuh`, `asif_map_v2`) with `inputs`
+/// (1 or 2) input arrays over `len` elements: 256 threads, one grid-stride step per thread when
+/// the grid allows.
+pub(crate) fn vector_launch(len: usize, inputs: usize) -> LaunchConfig {
+    let elements_per_thread = 4 * VECTOR_LOADS_PER_THREAD / inputs.clamp(1, 2);
+    let blocks = len
+        .div_ceil(VECTOR_BLOCK * elements_per_thread)
+        .clamp(1, 65_535) as u32;
+    LaunchConfig::linear(blocks, VECTOR_BLOCK as u32)
+}
+
+/// The kernel and launch shape of an elementwise op with `inputs` input arrays over `len`
+/// elements, for the version its family selects: v1 a scalar grid-stride kernel, v2 the 128-bit
+/// one (`<v1 name>_v2`).
+pub(crate) fn elementwise_launch(
+    family: &'static str,
+    v1: KernelRef,
+    v2: KernelRef,
+    len: usize,
+    inputs: usize,
+) -> Result<(KernelRef, LaunchConfig)> {
+    Ok(match kernel_version::selected(family)? {
+        KernelVersion::V1 => (v1, LaunchConfig::grid_stride(len)),
+        KernelVersion::V2 => (v2, vector_launch(len, inputs)),
+    })
 }

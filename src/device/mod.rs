@@ -18,6 +18,7 @@ pub use buffer::{Buffer, Scalar};
 pub use counters::{CounterSnapshot, Counters};
 pub use cuda::{CudaBackend, POISON_UNINITIALIZED_ENV};
 pub use emulated::{Emulator, EmulatorLaunchFn};
+pub(crate) use launch::elementwise_launch;
 pub use launch::{KernelArg, LaunchConfig, MAX_DEFAULT_SHARED_BYTES};
 
 use crate::kernels::{self, KernelRef};

@@ -17,7 +17,8 @@ pub mod residual_norm;
 pub mod source_attention;
 
 use crate::autograd::{Tape, Var};
-use crate::device::{Buffer, Device, LaunchConfig};
+pub(crate) use crate::device::elementwise_launch;
+use crate::device::{Buffer, Device};
 use crate::kernels::KernelRef;
 use crate::{kernel_args, Error, IndexTensor, Result, Tensor};
 
@@ -32,14 +33,17 @@ pub(crate) fn check_kernel_len(op: &'static str, len: usize) -> Result<usize> {
     Ok(len)
 }
 
-/// An elementwise activation (GELU, ReLU): its op name, its two grid-stride kernels
-/// `(const float* x, float* y, int len)` and `(const float* x, const float* dy, float* dx, int
-/// len)`, and its f32 reference. The checks, the device dispatch, the launches and the tape face
-/// are shared here; each activation's module names its pieces.
+/// An elementwise activation (GELU, ReLU): its op name (also its kernel_version family), its two
+/// grid-stride kernels `(const float* x, float* y, int len)` and `(const float* x, const float*
+/// dy, float* dx, int len)` in both versions, and its f32 reference. The checks, the device
+/// dispatch, the launches and the tape face are shared here; each activation's module names its
+/// pieces.
 pub(crate) struct Activation {
     pub op: &'static str,
     pub forward_kernel: KernelRef,
     pub backward_kernel: KernelRef,
+    pub forward_kernel_v2: KernelRef,
+    pub backward_kernel_v2: KernelRef,
     pub forward_reference: fn(&[f32]) -> Vec<f32>,
     pub backward_reference: fn(&[f32], &[f32]) -> Vec<f32>,
 }
@@ -55,9 +59,16 @@ impl Activation {
                 // The activation kernels write every element (grid-stride loop).
                 let mut y = device.uninitialized::<f32>(len)?;
                 if len > 0 {
-                    device.launch(
+                    let (kernel, launch) = elementwise_launch(
+                        self.op,
                         self.forward_kernel,
-                        LaunchConfig::grid_stride(len),
+                        self.forward_kernel_v2,
+                        len,
+                        1,
+                    )?;
+                    device.launch(
+                        kernel,
+                        launch,
                         &mut kernel_args![x.buffer(), &mut y, len as i32],
                     )?;
                 }
@@ -84,9 +95,16 @@ impl Activation {
                 // Written in full, as the forward's y.
                 let mut dx = device.uninitialized::<f32>(len)?;
                 if len > 0 {
-                    device.launch(
+                    let (kernel, launch) = elementwise_launch(
+                        self.op,
                         self.backward_kernel,
-                        LaunchConfig::grid_stride(len),
+                        self.backward_kernel_v2,
+                        len,
+                        2,
+                    )?;
+                    device.launch(
+                        kernel,
+                        launch,
                         &mut kernel_args![x.buffer(), dy.buffer(), &mut dx, len as i32],
                     )?;
                 }

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::sync::OnceLock;
 
 use asif_kernels::autograd::gradcheck::GradCheckOptions;
+use asif_kernels::kernel_version::{self, KernelVersion};
 use asif_kernels::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -144,5 +145,28 @@ pub fn gradcheck_options() -> GradCheckOptions {
         step: 1e-5,
         relative_tolerance: 1e-6,
         absolute_tolerance: 1e-8,
+    }
+}
+
+/// Both versions of a kernel family (`asif_kernels::kernel_version`), v1 first.
+pub const VERSIONS: [KernelVersion; 2] = [KernelVersion::V1, KernelVersion::V2];
+
+/// Runs `body` once per kernel version with every family in `families` selecting that version on
+/// this thread, so one test body checks v1 and v2 (the emulated device always runs both).
+pub fn for_each_version(families: &[&'static str], mut body: impl FnMut(KernelVersion)) {
+    fn nested(
+        families: &[&'static str],
+        version: KernelVersion,
+        body: &mut dyn FnMut(KernelVersion),
+    ) {
+        match families.split_first() {
+            None => body(version),
+            Some((family, rest)) => {
+                kernel_version::with_version(family, version, || nested(rest, version, body))
+            }
+        }
+    }
+    for version in VERSIONS {
+        nested(families, version, &mut body);
     }
 }

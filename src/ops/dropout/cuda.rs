@@ -1,9 +1,12 @@
-//! Launch of `kernels/dropout.cu`, shared by the CUDA and emulated devices.
-use crate::device::{Buffer, Device, LaunchConfig};
+//! Launch of `kernels/dropout.cu`, shared by the CUDA and emulated devices (kernel_version
+//! family "dropout": v1 scalar, v2 128-bit; the same mask).
+use crate::device::{Buffer, Device};
 use crate::kernels::KernelRef;
+use crate::ops::elementwise_launch;
 use crate::{kernel_args, Result};
 
 const APPLY: KernelRef = KernelRef::new("dropout", "dropout_apply");
+const APPLY_V2: KernelRef = KernelRef::new("dropout", "dropout_apply_v2");
 
 pub(super) fn apply(
     device: &Device,
@@ -16,9 +19,10 @@ pub(super) fn apply(
     // `dropout_apply` writes every element, kept or dropped.
     let mut y = device.uninitialized::<f32>(len)?;
     if len > 0 {
+        let (kernel, launch) = elementwise_launch("dropout", APPLY, APPLY_V2, len, 1)?;
         device.launch(
-            APPLY,
-            LaunchConfig::grid_stride(len),
+            kernel,
+            launch,
             &mut kernel_args![x, &mut y, len as i32, p, scale, seed],
         )?;
     }

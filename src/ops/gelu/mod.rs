@@ -19,6 +19,8 @@ static GELU: Activation = Activation {
     op: "gelu",
     forward_kernel: KernelRef::new("gelu", "gelu_forward"),
     backward_kernel: KernelRef::new("gelu", "gelu_backward"),
+    forward_kernel_v2: KernelRef::new("gelu", "gelu_forward_v2"),
+    backward_kernel_v2: KernelRef::new("gelu", "gelu_backward_v2"),
     forward_reference: cpu::forward::<f32>,
     backward_reference: cpu::backward::<f32>,
 };

@@ -1,7 +1,24 @@
-//! Launches of `kernels/layer_norm.cu`, shared by the CUDA and emulated devices.
+//! Launches of `kernels/layer_norm.cu`, shared by the CUDA and emulated devices (kernel_version
+//! family "layer_norm": v1 a block per row, v2 a warp per row; the file's header says why).
 use crate::device::{Buffer, Device, LaunchConfig};
+use crate::kernel_version::{self, KernelVersion};
 use crate::kernels::KernelRef;
 use crate::{kernel_args, Result};
+
+const FAMILY: &str = "layer_norm";
+const FORWARD_V2: KernelRef = KernelRef::new("layer_norm", "layer_norm_forward_v2");
+const BACKWARD_V2: KernelRef = KernelRef::new("layer_norm", "layer_norm_backward_v2");
+/// Warps (rows at a time) per block of the v2 kernels: LAYER_NORM_V2_WARPS in
+/// `kernels/layer_norm_row.cuh`.
+const WARPS_PER_BLOCK: usize = 8;
+
+/// The v2 forward's launch (also the fused residual norm's): a warp per row, 8 per block.
+pub(crate) fn warp_per_row_launch(rows: usize) -> LaunchConfig {
+    LaunchConfig::linear(
+        rows.div_ceil(WARPS_PER_BLOCK) as u32,
+        (WARPS_PER_BLOCK * 32) as u32,
+    )
+}
 
 const FORWARD: KernelRef = KernelRef::new("layer_norm", "layer_norm_forward");
 const BACKWARD_INPUT: KernelRef = KernelRef::new("layer_norm", "layer_norm_backward_input");
@@ -38,9 +55,13 @@ pub(super) fn forward(
     let mut mean = device.uninitialized::<f32>(rows)?;
     let mut rstd = device.uninitialized::<f32>(rows)?;
     if rows > 0 {
+        let (kernel, launch) = match kernel_version::selected(FAMILY)? {
+            KernelVersion::V1 => (FORWARD, row_block(rows, cols)),
+            KernelVersion::V2 => (FORWARD_V2, warp_per_row_launch(rows)),
+        };
         device.launch(
-            FORWARD,
-            row_block(rows, cols),
+            kernel,
+            launch,
             &mut kernel_args![
                 x,
                 gamma,
@@ -82,21 +103,54 @@ pub(super) fn backward(
             dbeta: device.zeros::<f32>(cols)?,
         });
     }
-    // Each kernel below writes every element of its outputs: dx one block per row, the partials
-    // every (chunk, column), the finish every column.
+    // Each kernel below writes every element of its outputs: dx one block (v1) or warp (v2) per
+    // row, the partials every (chunk, column), the finish every column.
     let mut dx = device.uninitialized::<f32>(rows * cols)?;
     let mut dgamma = device.uninitialized::<f32>(cols)?;
     let mut dbeta = device.uninitialized::<f32>(cols)?;
     let (rows_i, cols_i) = (rows as i32, cols as i32);
+    let chunks = rows.div_ceil(ROWS_PER_CHUNK);
+    let mut dgamma_partial = device.uninitialized::<f32>(chunks * cols)?;
+    let mut dbeta_partial = device.uninitialized::<f32>(chunks * cols)?;
+    let finish = LaunchConfig::linear(cols.div_ceil(256) as u32, 256);
+    if kernel_version::selected(FAMILY)? == KernelVersion::V2 {
+        // One fused pass: dx and one (dγ, dβ) partial per chunk of 64 rows, then the finish.
+        device.launch(
+            BACKWARD_V2,
+            LaunchConfig::linear(chunks as u32, (WARPS_PER_BLOCK * 32) as u32),
+            &mut kernel_args![
+                x,
+                gamma,
+                mean,
+                rstd,
+                dy,
+                &mut dx,
+                &mut dgamma_partial,
+                &mut dbeta_partial,
+                rows_i,
+                cols_i
+            ],
+        )?;
+        device.launch(
+            BACKWARD_PARAMS_FINISH,
+            finish,
+            &mut kernel_args![
+                &dgamma_partial,
+                &dbeta_partial,
+                &mut dgamma,
+                &mut dbeta,
+                chunks as i32,
+                cols_i
+            ],
+        )?;
+        return Ok(Backward { dx, dgamma, dbeta });
+    }
     device.launch(
         BACKWARD_INPUT,
         row_block(rows, cols),
         &mut kernel_args![x, gamma, mean, rstd, dy, &mut dx, rows_i, cols_i],
     )?;
 
-    let chunks = rows.div_ceil(ROWS_PER_CHUNK);
-    let mut dgamma_partial = device.uninitialized::<f32>(chunks * cols)?;
-    let mut dbeta_partial = device.uninitialized::<f32>(chunks * cols)?;
     let partial = LaunchConfig {
         grid: [cols.div_ceil(32) as u32, chunks as u32, 1],
         block: [32, 8, 1],
@@ -116,7 +170,6 @@ pub(super) fn backward(
             cols_i
         ],
     )?;
-    let finish = LaunchConfig::linear(cols.div_ceil(256) as u32, 256);
     device.launch(
         BACKWARD_PARAMS_FINISH,
         finish,

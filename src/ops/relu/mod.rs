@@ -20,6 +20,8 @@ static RELU: Activation = Activation {
     op: "relu",
     forward_kernel: KernelRef::new("relu", "relu_forward"),
     backward_kernel: KernelRef::new("relu", "relu_backward"),
+    forward_kernel_v2: KernelRef::new("relu", "relu_forward_v2"),
+    backward_kernel_v2: KernelRef::new("relu", "relu_backward_v2"),
     forward_reference: cpu::forward::<f32>,
     backward_reference: cpu::backward::<f32>,
 };

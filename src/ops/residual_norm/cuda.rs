@@ -1,9 +1,14 @@
-//! Launch of `kernels/residual_norm.cu`, shared by the CUDA and emulated devices.
+//! Launch of `kernels/residual_norm.cu`, shared by the CUDA and emulated devices
+//! (kernel_version family "residual_norm": v1 a block per row, v2 a warp per row).
 use crate::device::{Buffer, Device, LaunchConfig};
+use crate::kernel_version::{self, KernelVersion};
 use crate::kernels::KernelRef;
+use crate::ops::layer_norm::warp_per_row_launch;
 use crate::{kernel_args, Result};
 
 const FORWARD: KernelRef = KernelRef::new("residual_norm", "residual_dropout_layer_norm_forward");
+const FORWARD_V2: KernelRef =
+    KernelRef::new("residual_norm", "residual_dropout_layer_norm_forward_v2");
 
 pub(super) struct Forward {
     pub z: Buffer<f32>,
@@ -32,11 +37,18 @@ pub(super) fn forward(
     let mut mean = device.uninitialized::<f32>(rows)?;
     let mut rstd = device.uninitialized::<f32>(rows)?;
     if rows > 0 {
-        // Same block size as layer_norm's launcher, so the reductions match the unfused path.
-        let threads = cols.div_ceil(32).clamp(1, 8) as u32 * 32;
+        // Same launch as layer_norm's for the same version, so the reductions match the unfused
+        // path (compare the two with the same version selected for both families).
+        let (kernel, launch) = match kernel_version::selected("residual_norm")? {
+            KernelVersion::V1 => {
+                let threads = cols.div_ceil(32).clamp(1, 8) as u32 * 32;
+                (FORWARD, LaunchConfig::linear(rows as u32, threads))
+            }
+            KernelVersion::V2 => (FORWARD_V2, warp_per_row_launch(rows)),
+        };
         device.launch(
-            FORWARD,
-            LaunchConfig::linear(rows as u32, threads),
+            kernel,
+            launch,
             &mut kernel_args![
                 x,
                 residual,

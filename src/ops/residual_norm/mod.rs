@@ -8,7 +8,9 @@
 //!
 //! [`unfused_forward`] is the reference: the separate dropout, add and layer-norm ops (the CPU
 //! device always takes it, so the layer norm's CPU reference is shared, not duplicated). The fused
-//! kernel adds in the same order, so fused and unfused agree to rounding.
+//! kernel adds in the same order as the layer norm of the same version (v1 a block per row, v2 a
+//! warp per row through `kernels/layer_norm_row.cuh`), so fused and unfused agree to rounding when
+//! the `residual_norm` and `layer_norm` families select the same version.
 mod cuda;
 
 use crate::autograd::{Tape, Var};
