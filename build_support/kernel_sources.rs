@@ -67,13 +67,39 @@ fn flatten_into(
 }
 
 /// Names of the `extern "C" __global__ void NAME(` entry points, in file order. Every kernel
-/// entry point is written in exactly that form (see docs/architecture.md).
+/// entry point is written in exactly that form (see docs/architecture.md), optionally with
+/// launch bounds between `void` and the name:
+/// `extern "C" __global__ void __launch_bounds__(256, 2) NAME(`.
 pub fn entry_points(source: &str) -> Vec<String> {
     let marker = "extern \"C\" __global__ void";
+    let bounds = "__launch_bounds__";
     let mut names = Vec::new();
     let mut rest = source;
     while let Some(at) = rest.find(marker) {
-        rest = &rest[at + marker.len()..];
+        rest = rest[at + marker.len()..].trim_start();
+        if let Some(after) = rest.strip_prefix(bounds) {
+            // Skip the balanced parenthesised argument list (it may hold macro calls).
+            let mut depth = 0usize;
+            let mut end = None;
+            for (i, c) in after.char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => {
+                        depth = depth.saturating_sub(1);
+                        if depth == 0 {
+                            end = Some(i + 1);
+                            break;
+                        }
+                    }
+                    c if depth == 0 && !c.is_whitespace() => break,
+                    _ => {}
+                }
+            }
+            match end {
+                Some(end) => rest = &after[end..],
+                None => continue,
+            }
+        }
         let name: String = rest
             .trim_start()
             .chars()

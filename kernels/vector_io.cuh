@@ -19,8 +19,8 @@
 // streaming kernel by Little's law: an H200 needs about 4.8 TB/s × ~0.6 µs ≈ 2.9 MB in flight,
 // 22 KB per SM, and 40 warps × 32 lanes × 4 × 16 B = 80 KB per SM (at
 // 62.5 %) are in flight here. The gates pin the occupancy each kernel has now.
-// (__launch_bounds__ cannot be used to trade registers for occupancy: build_support's entry-point
-// scanner expects the kernel's name right after `void`, docs/architecture.md.)
+// (To trade registers for occupancy, __launch_bounds__ may go between `void` and the kernel's
+// name; build_support/kernel_sources.rs reads that form, docs/architecture.md.)
 #pragma once
 
 #ifdef ASIF_EMULATOR

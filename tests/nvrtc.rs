@@ -447,6 +447,25 @@ fn stack_gate_flags_attention_forward_without_its_allow_list() {
     );
 }
 
+/// The scanner that build.rs and the emulator share finds entry points with and without launch
+/// bounds, and nothing else (no GPU or NVRTC needed).
+#[test]
+fn entry_point_scanner_reads_launch_bounds() {
+    let source = r#"
+extern "C" __global__ void plain(float* x) {}
+extern "C" __global__ void __launch_bounds__(128, 4) bounded(float* x) {}
+extern "C" __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS(2)) nested (float* x) {}
+__device__ void helper() {}
+extern "C" {
+__global__ void declared_only(float*);
+}
+"#;
+    assert_eq!(
+        kernel_sources::entry_points(source),
+        vec!["plain", "bounded", "nested"]
+    );
+}
+
 #[test]
 fn stack_gate_catches_a_stack_frame() {
     let Some(tool) = cuobjdump() else { return };
