@@ -112,9 +112,8 @@ pub(super) fn backward(
     let chunks = rows.div_ceil(ROWS_PER_CHUNK);
     let mut dgamma_partial = device.uninitialized::<f32>(chunks * cols)?;
     let mut dbeta_partial = device.uninitialized::<f32>(chunks * cols)?;
-    let finish = LaunchConfig::linear(cols.div_ceil(256) as u32, 256);
     if kernel_version::selected(FAMILY)? == KernelVersion::V2 {
-        // One fused pass: dx and one (dγ, dβ) partial per chunk of 64 rows, then the finish.
+        // One fused pass: dx and one (dγ, dβ) partial per chunk of 64 rows.
         device.launch(
             BACKWARD_V2,
             LaunchConfig::linear(chunks as u32, (WARPS_PER_BLOCK * 32) as u32),
@@ -131,48 +130,36 @@ pub(super) fn backward(
                 cols_i
             ],
         )?;
+    } else {
         device.launch(
-            BACKWARD_PARAMS_FINISH,
-            finish,
+            BACKWARD_INPUT,
+            row_block(rows, cols),
+            &mut kernel_args![x, gamma, mean, rstd, dy, &mut dx, rows_i, cols_i],
+        )?;
+        let partial = LaunchConfig {
+            grid: [cols.div_ceil(32) as u32, chunks as u32, 1],
+            block: [32, 8, 1],
+            shared_bytes: 0,
+        };
+        device.launch(
+            BACKWARD_PARAMS_PARTIAL,
+            partial,
             &mut kernel_args![
-                &dgamma_partial,
-                &dbeta_partial,
-                &mut dgamma,
-                &mut dbeta,
-                chunks as i32,
+                x,
+                mean,
+                rstd,
+                dy,
+                &mut dgamma_partial,
+                &mut dbeta_partial,
+                rows_i,
                 cols_i
             ],
         )?;
-        return Ok(Backward { dx, dgamma, dbeta });
     }
-    device.launch(
-        BACKWARD_INPUT,
-        row_block(rows, cols),
-        &mut kernel_args![x, gamma, mean, rstd, dy, &mut dx, rows_i, cols_i],
-    )?;
-
-    let partial = LaunchConfig {
-        grid: [cols.div_ceil(32) as u32, chunks as u32, 1],
-        block: [32, 8, 1],
-        shared_bytes: 0,
-    };
-    device.launch(
-        BACKWARD_PARAMS_PARTIAL,
-        partial,
-        &mut kernel_args![
-            x,
-            mean,
-            rstd,
-            dy,
-            &mut dgamma_partial,
-            &mut dbeta_partial,
-            rows_i,
-            cols_i
-        ],
-    )?;
+    // Both versions end with the same ordered reduction of the per-chunk partials.
     device.launch(
         BACKWARD_PARAMS_FINISH,
-        finish,
+        LaunchConfig::linear(cols.div_ceil(256) as u32, 256),
         &mut kernel_args![
             &dgamma_partial,
             &dbeta_partial,
