@@ -339,7 +339,7 @@ fn emulated_kernels_agree_with_the_oracle() {
         "asif_gate",
         "asif_wo_fa",
         "asif_hie_keep_padding_full_qr",
-        "nova_gate",
+        "nova",
     ] {
         check_case(case, &device);
     }
