@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     kcore: usize,
 
-    /// Model: sasrec, sasrec_f, asif, asif_wo_rsa, asif_wo_hie, asif_wo_up, asif_wo_fa.
+    /// Model: sasrec, sasrec_f, nova, asif, asif_wo_rsa, asif_wo_hie, asif_wo_up, asif_wo_fa.
     #[arg(long, default_value = "asif", value_parser = parse_kind)]
     model: ModelKind,
     /// Fusion 𝓕 of item and attribute embeddings: sum, concat or gate (RecBole's VanillaAttention

@@ -89,11 +89,11 @@ edit src/ops/attention/cpu.rs '                    for j in 0..=i {
                         let p = (problem.logits(&scores, s, j) - lse).exp();'
 
 mutant kcore_one_pass full "data_reader data_synthetic data_ml100k"
-edit src/data/dataset.rs '            if !banned {
-                break;
-            }' '            if !banned || stats.kcore_rounds > 0 {
-                break;
-            }'
+edit src/data/load.rs '        if !banned {
+            break;
+        }' '        if !banned || stats.kcore_rounds > 0 {
+            break;
+        }'
 
 # ----------------------------------------------------------------------------------------------
 

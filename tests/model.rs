@@ -166,6 +166,31 @@ fn parameters_follow_the_switch_table_and_recbole_init() {
     // The last layer's fused and position FFNs are never read, so they are not built.
     assert!(has(ModelKind::Asif, "layers.0.ffn_fused.dense1.weight"));
     assert!(!has(ModelKind::Asif, "layers.1.ffn_fused.dense1.weight"));
+    // NOVA: attribute tables, a fusion and a norm of G in every layer, one score pair, no
+    // model-level fusion, no fused input, no RSA.
+    assert!(has(ModelKind::Nova, "attribute_embedding.1.weight"));
+    assert!(has(ModelKind::Nova, "layers.1.fused_norm.weight"));
+    assert!(has(ModelKind::Nova, "layers.1.query.weight"));
+    assert!(!has(ModelKind::Nova, "fused_input_norm.weight"));
+    assert!(!has(ModelKind::Nova, "logit_scale"));
+    let concat = ModelConfig {
+        fusion: Fusion::Concat,
+        ..tiny(ModelKind::Nova)
+    };
+    let nova_concat: Vec<String> = Model::new(&concat, &tiny_shape(), &device)
+        .unwrap()
+        .parameters()
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    for name in [
+        "layers.0.fusion.item.weight",
+        "layers.0.fusion.attribute.1.weight",
+        "layers.1.fusion.position.weight",
+    ] {
+        assert!(nova_concat.iter().any(|n| n == name), "NOVA concat: {name}");
+    }
+    assert!(!nova_concat.iter().any(|n| n.starts_with("fusion.")));
 
     let model = Model::new(&tiny(ModelKind::Asif), &tiny_shape(), &device).unwrap();
     let get = |name: &str| model.parameter(name).unwrap().to_vec().unwrap();
@@ -318,6 +343,21 @@ fn finite_differences_baselines_and_ablations() {
     finite_difference_check(&tiny(ModelKind::AsifWithoutHie));
 }
 
+/// NOVA (spec §4): the layers' own fusions of X with A and E_P, the norm of G, the score pair
+/// from G and the values from X; concat names every side source (positions included), gate
+/// stacks them.
+#[test]
+fn finite_differences_nova() {
+    finite_difference_check(&ModelConfig {
+        fusion: Fusion::Concat,
+        ..tiny(ModelKind::Nova)
+    });
+    finite_difference_check(&ModelConfig {
+        fusion: Fusion::Gate,
+        ..tiny(ModelKind::Nova)
+    });
+}
+
 fn synthetic(dir: &std::path::Path) -> Dataset {
     let cfg = SyntheticConfig {
         n_users: 80,
@@ -388,7 +428,7 @@ fn run_steps(
 fn loss_falls_on_synthetic_data() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = synthetic(dir.path());
-    for kind in [ModelKind::SasRec, ModelKind::Asif] {
+    for kind in [ModelKind::SasRec, ModelKind::Nova, ModelKind::Asif] {
         let config = ModelConfig {
             hidden_dropout: 0.1,
             attention_dropout: 0.1,
@@ -439,8 +479,8 @@ fn emulated_device_agrees_with_cpu() {
         inner_size: 8,
         ..tiny(kind)
     };
-    // Every kind with the default fusion, then the fusion gate (SASRec_F and ASIF) and ASIF with
-    // RSA dedup.
+    // Every kind with the default fusion (NOVA included), then the fusion gate (SASRec_F and
+    // ASIF) and ASIF with RSA dedup.
     let mut configs: Vec<ModelConfig> = ModelKind::ALL.into_iter().map(small).collect();
     for kind in [ModelKind::SasRecF, ModelKind::Asif] {
         configs.push(ModelConfig {

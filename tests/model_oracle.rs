@@ -1,5 +1,5 @@
 //! The whole model against an independent statement of it (issue 16): a plain float64 PyTorch
-//! model of SASRec, SASRec_F and ASIF with its ablations and switches, written from the paper and
+//! model of SASRec, SASRec_F, NOVA and ASIF with its ablations and switches, written from the paper and
 //! `../shared/design/asif-spec.md` (`scripts/oracle/asif_oracle.py`), produced the committed
 //! fixtures `tests/fixtures/oracle/*.safetensors` (`scripts/oracle/make_fixtures.py`): the
 //! weights, one batch, and the loss and every parameter gradient in f64. Here the crate's model
@@ -324,6 +324,9 @@ oracle_cases!(
     asif_hie_keep_padding_full_qr,
     asif_full_qr_r2,
     asif_hie_keep_padding_r2,
+    nova,
+    nova_concat,
+    nova_gate,
 );
 
 /// The real `.cu` kernels (host emulator) against the oracle, for ASIF and the switches that take
@@ -336,6 +339,7 @@ fn emulated_kernels_agree_with_the_oracle() {
         "asif_gate",
         "asif_wo_fa",
         "asif_hie_keep_padding_full_qr",
+        "nova",
     ] {
         check_case(case, &device);
     }

@@ -1,4 +1,4 @@
-"""A plain PyTorch statement of SASRec, SASRec_F and ASIF (with its ablations), in float64.
+"""A plain PyTorch statement of SASRec, SASRec_F, NOVA and ASIF (with its ablations), in float64.
 
 Written from the paper (`../shared/paper/asif-paper.md`) and the project's specification
 (`../shared/design/asif-spec.md`, cited below as "spec §N" / "spec AN"), NOT from the crate's Rust
@@ -8,7 +8,8 @@ deterministic. Autograd gives every parameter's gradient.
 
 Parameters are a dict name -> float64 tensor. Names follow the crate's checkpoint names where the
 crate has the parameter (an interface, like a file format), except for the concat fusion, which is
-one Linear_{(1+m)d->d} here (spec 3.1) and is split into the crate's names by `to_crate_names`.
+one Linear_{(1+m)d->d} here (spec 3.1) and is split into the crate's names by `to_crate_names`
+(NOVA's per-layer concat likewise, over [X; A_1 .. A_m; E_P]).
 The oracle builds every parameter the spec describes, including those whose output is never read
 (the last layer's h_P and h_A sublayers, the gate's b2); their gradients must come out zero.
 """
@@ -26,7 +27,7 @@ LOGIT_SCALE_MAX = 100.0  # spec §3.4 / A9: kappa clamped at <= 100
 
 @dataclass
 class Config:
-    kind: str  # sasrec | sasrec_f | asif | asif_wo_rsa | asif_wo_hie | asif_wo_up | asif_wo_fa
+    kind: str  # sasrec | sasrec_f | nova | asif | asif_wo_rsa | asif_wo_hie | asif_wo_up | asif_wo_fa
     fusion: str = "sum"  # sum | concat | gate (spec §3.1)
     d: int = 8
     heads: int = 2
@@ -54,20 +55,28 @@ class Config:
         return self.kind in ("sasrec", "sasrec_f")
 
     @property
+    def nova(self):
+        return self.kind == "nova"
+
+    @property
+    def asif(self):
+        return self.kind.startswith("asif")
+
+    @property
     def uses_attributes(self):
         return self.kind != "sasrec"
 
     @property
     def position_stream(self):
-        return not self.sasrec and self.kind != "asif_wo_up"
+        return self.asif and self.kind != "asif_wo_up"
 
     @property
     def hie(self):
-        return not self.sasrec and self.kind != "asif_wo_hie"
+        return self.asif and self.kind != "asif_wo_hie"
 
     @property
     def rsa(self):
-        return not self.sasrec and self.kind != "asif_wo_rsa" and self.rsa_lambda > 0
+        return self.asif and self.kind != "asif_wo_rsa" and self.rsa_lambda > 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,24 +103,32 @@ def parameter_shapes(c: Config) -> dict[str, tuple]:
         linear(f"{name}.dense2", inner, d)
         norm(f"{name}.norm")
 
+    def fusion(prefix, side_sources):
+        # spec 3.1's F over the item stream and `side_sources` more vectors of width d
+        if c.fusion == "concat":
+            linear(f"{prefix}.concat", (1 + side_sources) * d, d)
+        if c.fusion == "gate":
+            # VanillaAttention: Linear(d, d), ReLU, Linear(d, 1) with its bias b2.
+            linear(f"{prefix}.gate.projection.0", d, d)
+            linear(f"{prefix}.gate.projection.2", d, 1)
+
     s["item_embedding.weight"] = (c.n_items, d)
     s["position_embedding.weight"] = (n, d)
     if c.uses_attributes:
         for j, v in enumerate(c.attribute_vocab):
             s[f"attribute_embedding.{j}.weight"] = (v, d)
-        if c.kind != "asif_wo_fa":
-            if c.fusion == "concat":
-                linear("fusion.concat", (1 + m) * d, d)
-            if c.fusion == "gate":
-                # VanillaAttention: Linear(d, d), ReLU, Linear(d, 1) with its bias b2.
-                linear("fusion.gate.projection.0", d, d)
-                linear("fusion.gate.projection.2", d, 1)
+        if c.kind not in ("asif_wo_fa", "nova"):
+            fusion("fusion", m)
     norm("input_norm")
-    if not c.sasrec:
+    if c.asif:
         norm("fused_input_norm")
     for l in range(c.layers):
         p = f"layers.{l}."
-        if c.sasrec:
+        if c.nova:
+            # spec 4: G = F(X, A_1..A_m, E_P) in every layer (its own F), LN on G (A14)
+            fusion(p + "fusion", m + 1)
+            norm(p + "fused_norm")
+        if c.sasrec or c.nova:
             for x in ("query", "key", "value", "output"):
                 linear(p + x, d, d)
             norm(p + "attention_norm")
@@ -143,13 +160,17 @@ def to_crate_names(c: Config, tensors: dict[str, torch.Tensor]) -> dict[str, tor
     """The crate's names for the same numbers: the concat Linear's weight rows split per source."""
     out = {}
     d = c.d
+    m = len(c.attribute_vocab)
     for name, t in tensors.items():
-        if name == "fusion.concat.weight":
-            out["fusion.item.weight"] = t[:d]
-            for j in range(len(c.attribute_vocab)):
-                out[f"fusion.attribute.{j}.weight"] = t[(1 + j) * d : (2 + j) * d]
-        elif name == "fusion.concat.bias":
-            out["fusion.item.bias"] = t
+        if name.endswith("fusion.concat.weight"):
+            prefix = name[: -len("concat.weight")]
+            out[prefix + "item.weight"] = t[:d]
+            for j in range(m):
+                out[f"{prefix}attribute.{j}.weight"] = t[(1 + j) * d : (2 + j) * d]
+            if t.shape[0] == (m + 2) * d:  # NOVA: the position source last
+                out[prefix + "position.weight"] = t[(1 + m) * d :]
+        elif name.endswith("fusion.concat.bias"):
+            out[name[: -len("concat.bias")] + "item.bias"] = t
         else:
             out[name] = t
     return out
@@ -235,16 +256,16 @@ class Model:
             out.append(summed)
         return out
 
-    def fuse(self, ex, attrs):
+    def fuse(self, ex, attrs, prefix="fusion"):
         f = self.c.fusion
         if f == "sum":
             return ex + sum(attrs)
         if f == "concat":
-            return self.lin(torch.cat([ex] + attrs, dim=-1), "fusion.concat")
+            return self.lin(torch.cat([ex] + attrs, dim=-1), f"{prefix}.concat")
         if f == "gate":
-            stacked = torch.stack([ex] + attrs, dim=2)  # (B, n, m+1, d)
-            hidden = torch.relu(self.lin(stacked, "fusion.gate.projection.0"))
-            energies = self.lin(hidden, "fusion.gate.projection.2")  # (B, n, m+1, 1)
+            stacked = torch.stack([ex] + attrs, dim=2)  # (B, n, 1 + sources, d)
+            hidden = torch.relu(self.lin(stacked, f"{prefix}.gate.projection.0"))
+            energies = self.lin(hidden, f"{prefix}.gate.projection.2")  # (B, n, 1 + sources, 1)
             alpha = torch.softmax(energies, dim=2)
             return (alpha * stacked).sum(2)
         raise ValueError(f)
@@ -281,6 +302,15 @@ class Model:
     def sasrec_layer(self, l, x, mask):
         p = f"layers.{l}."
         o = self.attend(self.scores(x, x, p + "query", p + "key"), mask, self.lin(x, p + "value"))
+        h = self.ln(self.lin(o, p + "output") + x, p + "attention_norm")
+        return self.ffn(h, p + "ffn")
+
+    def nova_layer(self, l, x, attrs, ep, mask):
+        """Spec 4, NOVA (A14): query and key from G = LN(F(X^{l-1}, A_1..A_m, E_P)), recomputed
+        in this layer from the current ID state and the raw side information; values from X."""
+        p = f"layers.{l}."
+        g = self.ln(self.fuse(x, attrs + [ep], p + "fusion"), p + "fused_norm")
+        o = self.attend(self.scores(g, g, p + "query", p + "key"), mask, self.lin(x, p + "value"))
         h = self.ln(self.lin(o, p + "output") + x, p + "attention_norm")
         return self.ffn(h, p + "ffn")
 
@@ -354,6 +384,10 @@ class Model:
             x = self.ln(src + ep, "input_norm")
             for l in range(c.layers):
                 x = self.sasrec_layer(l, x, mask)
+        elif c.nova:
+            x = self.ln(ex, "input_norm")  # X^0 = Drop(LN(E_X)): IDs only
+            for l in range(c.layers):
+                x = self.nova_layer(l, x, attrs, ep, mask)
         else:
             x = self.ln(ex, "input_norm")  # X^0 = Drop(LN_x(E_X[s])): no position
             if c.kind == "asif_wo_fa":

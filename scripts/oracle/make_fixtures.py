@@ -80,6 +80,10 @@ CASES = {
     "asif_hie_keep_padding_full_qr": dict(
         kind="asif", hie_keep_padding=True, hie_full_qr=True, hie_rank=2, padding_rows="zero"
     ),
+    # Added after the cases above (each case's weight seed is 1000 + its place in this list).
+    "nova": dict(kind="nova"),
+    "nova_concat": dict(kind="nova", fusion="concat"),
+    "nova_gate": dict(kind="nova", fusion="gate"),
 }
 
 

@@ -1,6 +1,10 @@
 //! Data and evaluation input (spec §5): RecBole atomic files, the paper's protocol, batches, a
 //! converter from the S³-Rec format and a built-in synthetic dataset. See `docs/data.md`.
 //!
+//! Files: `atomic.rs` (the atomic-file reader), `intern.rs` (token interning), `load.rs`
+//! (loading in named stages), `dataset.rs` (the dataset type), `split.rs`, `batch.rs`,
+//! `s3rec.rs`, `synthetic.rs`, `rng.rs`, `error.rs`.
+//!
 //! ```no_run
 //! use asif_kernels::data::{Dataset, LoadConfig, Batcher, Order};
 //! let cfg = LoadConfig::default().with_attributes(&["class"]);
@@ -17,6 +21,8 @@ pub mod atomic;
 pub mod batch;
 pub mod dataset;
 mod error;
+mod intern;
+pub mod load;
 pub mod rng;
 pub mod s3rec;
 pub mod split;
@@ -25,10 +31,10 @@ pub mod synthetic;
 pub use atomic::{AtomicReader, Field, FieldType, Header, Row};
 pub use batch::{Batch, Batcher, Batches, Order};
 pub use dataset::{
-    load, Attribute, AttributeValues, Dataset, DatasetFiles, FloatTable, LoadConfig, LoadStats,
-    TimeOrder, TokenTable, PAD_TOKEN,
+    Attribute, AttributeValues, Dataset, FloatTable, LoadStats, TokenTable, PAD_TOKEN,
 };
 pub use error::DataError;
+pub use load::{load, DatasetFiles, LoadConfig, TimeOrder};
 pub use s3rec::{S3Rec, S3RecFiles};
 pub use split::{Sample, Split};
 pub use synthetic::SyntheticConfig;

@@ -27,8 +27,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::data::dataset::{DatasetFiles, LoadConfig};
 use crate::data::error::{quote, DataError};
+use crate::data::load::{DatasetFiles, LoadConfig};
 
 /// The `.item` column holding the attribute tokens.
 pub const CATEGORIES_FIELD: &str = "categories";

@@ -15,8 +15,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::data::dataset::{DatasetFiles, LoadConfig};
 use crate::data::error::DataError;
+use crate::data::load::{DatasetFiles, LoadConfig};
 use crate::data::rng::SplitMix64;
 
 /// Size and shape of the synthetic world. The default (1,000 users, 20 categories, 2,800

@@ -18,6 +18,9 @@ pub enum ModelKind {
     SasRec,
     /// SASRec on X⁰ = Drop(LN(𝓕(E_X, A) + E_P)).
     SasRecF,
+    /// NOVA: X⁰ = Drop(LN(E_X)); the scores' query and key from G = LN(𝓕(X, A, E_P)),
+    /// recomputed in every layer; values from X only.
+    Nova,
     /// ASIF (spec §3): ID stream X, fused stream h_A, position stream h_P, HIE and RSA.
     Asif,
     /// ASIF with λ = 0 (no RSA loss).
@@ -31,9 +34,10 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 7] = [
+    pub const ALL: [ModelKind; 8] = [
         ModelKind::SasRec,
         ModelKind::SasRecF,
+        ModelKind::Nova,
         ModelKind::Asif,
         ModelKind::AsifWithoutRsa,
         ModelKind::AsifWithoutHie,
@@ -46,6 +50,7 @@ impl ModelKind {
         match self {
             ModelKind::SasRec => "sasrec",
             ModelKind::SasRecF => "sasrec_f",
+            ModelKind::Nova => "nova",
             ModelKind::Asif => "asif",
             ModelKind::AsifWithoutRsa => "asif_wo_rsa",
             ModelKind::AsifWithoutHie => "asif_wo_hie",
@@ -77,6 +82,11 @@ impl ModelKind {
             ModelKind::SasRec => sasrec,
             ModelKind::SasRecF => Switches {
                 fused_input: FusedInput::Fusion,
+                ..sasrec
+            },
+            ModelKind::Nova => Switches {
+                layer: LayerKind::Nova,
+                fused_input: FusedInput::EveryLayer,
                 ..sasrec
             },
             ModelKind::Asif => asif,
@@ -141,6 +151,8 @@ pub enum LayerKind {
     SasRec,
     /// Three streams X, h_A, h_P and the dual-score attention (spec §3.2).
     Asif,
+    /// One stream X; one score pair from G = LN(𝓕(X, A, E_P)), values from X (spec §4, NOVA).
+    Nova,
 }
 
 /// The fused input of a model: for a SASRec layer X⁰'s item term, for an ASIF layer F⁰.
@@ -154,6 +166,9 @@ pub enum FusedInput {
     FusionWithPositions,
     /// A = Σ_j A_j alone (`asif_wo_fa`: no fusion weights).
     Attributes,
+    /// No fused input: every layer fuses its ID state with the raw A_j and E_P itself (NOVA;
+    /// each layer owns its fusion weights).
+    EveryLayer,
 }
 
 impl fmt::Display for ModelKind {
@@ -421,12 +436,15 @@ impl ModelConfig {
             if let Some(v) = data.attribute_vocab.iter().find(|&&v| v < 2) {
                 return bad(format!("an attribute with {v} token ids has no real token"));
             }
-            let sources = data.attribute_vocab.len() + 1;
+            // NOVA's fusion also takes the position table as a source.
+            let positions = usize::from(self.kind.switches().fused_input == FusedInput::EveryLayer);
+            let sources = data.attribute_vocab.len() + 1 + positions;
             if self.fusion == Fusion::Gate && sources > crate::ops::source_attention::MAX_SOURCES {
                 return bad(format!(
-                    "fusion gate over {sources} sources (items and {} attribute types) exceeds \
+                    "fusion gate over {sources} sources (items, {} attribute types{}) exceeds \
                      the kernel's {}",
-                    sources - 1,
+                    data.attribute_vocab.len(),
+                    if positions == 1 { " and positions" } else { "" },
                     crate::ops::source_attention::MAX_SOURCES
                 ));
             }

@@ -31,24 +31,47 @@ pub(super) enum FusionBlock {
 }
 
 impl FusionBlock {
-    /// The fusion of `n_attributes` attribute types at width `d`.
+    /// The fusion of `n_attributes` attribute types at width `d`, named `fusion.*`.
     pub fn new(
         builder: &mut ParameterBuilder,
         fusion: Fusion,
         d: usize,
         n_attributes: usize,
     ) -> Result<FusionBlock> {
+        let sources: Vec<String> = (0..n_attributes)
+            .map(|j| format!("attribute.{j}"))
+            .collect();
+        FusionBlock::named(builder, "fusion", fusion, d, &sources)
+    }
+
+    /// The fusion of the item stream with the side sources named `sources` (in the order
+    /// [`FusionBlock::forward`] receives them), its parameters under `prefix`: concat's maps are
+    /// `{prefix}.item` and `{prefix}.{source}`, gate's `{prefix}.gate.projection.{0,2}`.
+    pub fn named(
+        builder: &mut ParameterBuilder,
+        prefix: &str,
+        fusion: Fusion,
+        d: usize,
+        sources: &[String],
+    ) -> Result<FusionBlock> {
         Ok(match fusion {
             Fusion::Sum => FusionBlock::Sum,
             Fusion::Concat => FusionBlock::Concat {
-                item: Linear::new(builder, "fusion.item", d, d, true)?,
-                attributes: (0..n_attributes)
-                    .map(|j| Linear::new(builder, &format!("fusion.attribute.{j}"), d, d, false))
+                item: Linear::new(builder, &format!("{prefix}.item"), d, d, true)?,
+                attributes: sources
+                    .iter()
+                    .map(|source| Linear::new(builder, &format!("{prefix}.{source}"), d, d, false))
                     .collect::<Result<_>>()?,
             },
             Fusion::Gate => FusionBlock::Gate {
-                projection: Linear::new(builder, "fusion.gate.projection.0", d, d, true)?,
-                energy: Linear::new(builder, "fusion.gate.projection.2", d, 1, false)?,
+                projection: Linear::new(
+                    builder,
+                    &format!("{prefix}.gate.projection.0"),
+                    d,
+                    d,
+                    true,
+                )?,
+                energy: Linear::new(builder, &format!("{prefix}.gate.projection.2"), d, 1, false)?,
             },
         })
     }

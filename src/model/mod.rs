@@ -9,7 +9,8 @@
 //! Files, one job each: `config.rs` (the kinds and their switch table, the one place a kind is
 //! matched; hyper-parameters), `inputs.rs` (a batch on a device, dataset glue),
 //! `parameters.rs` (the parameter list, initialisation, typed handles), `blocks.rs` (linear,
-//! layer norm, FFN), `fusion.rs` (𝓕), `layer.rs` (the SASRec and ASIF layers), `forward.rs`
+//! layer norm, FFN), `fusion.rs` (𝓕), `layer.rs` (the SASRec and ASIF layers), `nova.rs` (the
+//! NOVA layer), `forward.rs`
 //! (what a pass carries: mode, dropout seeds), `weights.rs` (checkpoint I/O), and this file
 //! (the model: which blocks exist, the forward pass, the loss).
 mod blocks;
@@ -18,6 +19,7 @@ mod forward;
 mod fusion;
 mod inputs;
 mod layer;
+mod nova;
 mod parameters;
 mod weights;
 
@@ -45,6 +47,7 @@ use blocks::LayerNorm;
 use forward::Forward;
 use fusion::FusionBlock;
 use layer::{AsifLayer, SasRecLayer};
+use nova::{NovaLayer, NovaSideInformation};
 use parameters::{Block, Init, Leaves, ParameterBuilder, ParameterId};
 
 /// What [`Model::forward`] recorded: the parameter leaves (in [`Model::parameters`] order) and
@@ -104,6 +107,7 @@ pub struct Model {
 enum Layers {
     SasRec(Vec<SasRecLayer>),
     Asif(Vec<AsifLayer>),
+    Nova(Vec<NovaLayer>),
 }
 
 /// The model's typed blocks, in creation order: handles into [`Model::parameters`].
@@ -180,6 +184,14 @@ impl Blocks {
                         .collect::<Result<_>>()?,
                 ),
             ),
+            LayerKind::Nova => (
+                None,
+                Layers::Nova(
+                    (0..config.layers)
+                        .map(|l| NovaLayer::new(builder, l, data.attribute_vocab.len()))
+                        .collect::<Result<_>>()?,
+                ),
+            ),
         };
         let logit_scale = if config.effective_rsa_lambda() > 0.0 {
             Some(builder.add(
@@ -228,6 +240,7 @@ impl Block for Blocks {
         match &self.layers {
             Layers::SasRec(layers) => layers.visit(visitor),
             Layers::Asif(layers) => layers.visit(visitor),
+            Layers::Nova(layers) => layers.visit(visitor),
         }
         self.logit_scale.visit(visitor);
     }
@@ -448,6 +461,7 @@ impl Model {
                         .clone()
                         .ok_or_else(|| Error::argument("model", "no attribute embeddings"))?,
                 ),
+                FusedInput::EveryLayer => None,
             })
         };
 
@@ -489,6 +503,21 @@ impl Model {
                 }
                 streams.id
             }
+            Layers::Nova(layers) => {
+                // X⁰ = Drop(LN(E_X)); every layer fuses X with the raw A_j and E_P (nova.rs).
+                let mut x =
+                    pass.hidden_dropout(&blocks.input_norm.forward(&pass, &item_embeddings)?)?;
+                let side = NovaSideInformation::new(
+                    tape,
+                    &attributes,
+                    attribute_sum.as_ref(),
+                    broadcast()?,
+                )?;
+                for layer in layers {
+                    x = layer.forward(&pass, &x, &side, &inputs.lengths)?;
+                }
+                x
+            }
         };
         let user = gather_last(tape, &x, &inputs.lengths)?;
         Ok(Encoded {
@@ -521,7 +550,9 @@ impl Model {
         let bad = |m: String| Err(Error::argument("asif_layer", m));
         let layers = match &self.blocks.layers {
             Layers::Asif(layers) => layers,
-            Layers::SasRec(_) => return bad(format!("{} has no ASIF layer", cfg.kind)),
+            Layers::SasRec(_) | Layers::Nova(_) => {
+                return bad(format!("{} has no ASIF layer", cfg.kind))
+            }
         };
         let Some(asif_layer) = layers.get(layer) else {
             return bad(format!("layer {layer} of a {}-layer model", cfg.layers));
