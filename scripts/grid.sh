@@ -27,7 +27,7 @@ out=${2:-target/asif-results/$experiment}
 lanes=${3:-2}
 
 # Each run is "name|seed|flags"; the flags come after the experiment's setting.
-every_model=(sasrec sasrec_f asif asif_wo_rsa asif_wo_hie asif_wo_up asif_wo_fa)
+every_model=(sasrec sasrec_f nova asif asif_wo_rsa asif_wo_hie asif_wo_up asif_wo_fa)
 runs=()
 add_models() { # seeds... -- models...
   local seeds=() s m

@@ -29,7 +29,7 @@ def main():
             runs.setdefault(model, []).append(json.load(f))
     if not runs:
         sys.exit(f"no <model>-seed<S>.json files in {folder}")
-    order = ["sasrec", "sasrec_f", "asif", "asif_wo_rsa", "asif_wo_hie", "asif_wo_up", "asif_wo_fa"]
+    order = ["sasrec", "sasrec_f", "nova", "asif", "asif_wo_rsa", "asif_wo_hie", "asif_wo_up", "asif_wo_fa"]
     test_columns = [] if valid_only else ["test HR@10", "test NDCG@10", "test HR@20", "test NDCG@20"]
     columns = ["model", "seeds"] + test_columns + ["valid HR@20", "valid NDCG@20", "best / run epochs", "s/epoch"]
     print("| " + " | ".join(columns) + " |")
