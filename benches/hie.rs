@@ -8,11 +8,14 @@
 //!
 //! Ids are `hie/<pass>/<device> <lengths> B.. n.. d.. r..`; `bench/summarize.py` matches
 //! `hie/forward/cuda` and `hie/forward_backward/cuda` (forward + full QR backward, as the PyTorch
-//! peers, whose H_X and H_A both require grad) with `full`.
+//! peers, whose H_X and H_A both require grad) with `full`. The GPU rows end in ` kernel v1` and
+//! ` kernel v2`: both kernel versions (`kernel_version` family "hie") side by side, so one run of
+//! `scripts/gpu-check.sh run` times both.
 mod common;
 
 use common::{lengths, random_tensor};
 
+use asif_kernels::kernel_version::{with_version, KernelVersion};
 use asif_kernels::ops::hie::{self, HieBackward, HieOptions};
 use asif_kernels::{Device, IndexTensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -26,8 +29,12 @@ fn bench_device(
     n: usize,
     d: usize,
     r: usize,
+    version: Option<KernelVersion>,
 ) {
-    let label = format!("{} {mode} B{batch} n{n} d{d} r{r}", device.name());
+    let mut label = format!("{} {mode} B{batch} n{n} d{d} r{r}", device.name());
+    if let Some(version) = version {
+        label = format!("{label} kernel {}", version.name());
+    }
     let h_x = random_tensor(device, &[batch, n, d], 1);
     let h_a = random_tensor(device, &[batch, n, d], 2);
     let dy = random_tensor(device, &[batch, n, d], 3);
@@ -118,12 +125,17 @@ fn bench_device(
 }
 
 fn benches(c: &mut Criterion) {
-    bench_device(c, &Device::cpu(), "full", 8, 50, 256, 16);
+    bench_device(c, &Device::cpu(), "full", 8, 50, 256, 16, None);
     if let Some(gpu) = common::gpu() {
-        for r in [16, 24] {
-            for mode in ["full", "short"] {
-                bench_device(c, &gpu, mode, 2048, 50, 256, r);
-            }
+        for version in [KernelVersion::V1, KernelVersion::V2] {
+            // The op reads the version on this thread at each call, inside criterion's loop.
+            with_version(hie::KERNEL_FAMILY, version, || {
+                for r in [16, 24] {
+                    for mode in ["full", "short"] {
+                        bench_device(c, &gpu, mode, 2048, 50, 256, r, Some(version));
+                    }
+                }
+            });
         }
     }
 }

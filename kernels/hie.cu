@@ -17,12 +17,18 @@
 //     dH_X = W_r M̄ᵀ on valid rows, dW_r = Σ_b H_X,b M̄_b (per-sequence partials, then a
 //     deterministic sum over b; no atomics).
 //
-// Launch shapes (src/ops/hie/cuda.rs): one block per sequence, blockDim.x = d rounded up to a
-// multiple of 32, at most 256; dynamic shared memory r·ld floats with ld = d rounded up to odd
+// Launch shapes (src/ops/hie/cuda.rs), version 1: one block per sequence, blockDim.x = d rounded
+// up to a multiple of 32, at most 256; dynamic shared memory r·ld floats with ld = d rounded up to odd
 // (Q or M column-major, column k at k·ld: thread-per-row loops are conflict-free, and the
 // lane-per-column loops too because ld is odd). ≤ 32·257·4 = 32.9 KB at d = 256, r = 32.
 //   hie_forward, hie_backward_q_constant, hie_backward_full: grid.x = B.
 //   hie_sum_batch: grid-stride over n·r, each thread sums B partials in order.
+// Version 2: the same grid and block (d ≤ 256 only: thread i owns row i); dynamic shared memory
+// d·(R+1) floats (Q, then M̄ in the full backward, row-major with odd stride R + 1: lane l reading
+// rows l + 32j, and thread i reading its own row, are conflict-free); 17.4 KB at d = 256, R = 16;
+// 33.8 KB at R = 32. Entry points `<v1 name>_v2_r16` and `_v2_r32`: R = 16 serves r ≤ 16, R = 32
+// serves 16 < r ≤ 32 (columns r..R-1 are zero and never kept); d > 256 launches v1 whatever the
+// selection (documented in src/ops/hie/mod.rs).
 //
 // Traffic and floor at the paper's sizes (B = 2048, n = 50, d = 256, r = 16, fp32): the forward
 // reads H_X and H_A and writes h_A* (315 MB with Q, φ; about 105 µs at 3.0 TB/s on an H100); the
@@ -34,6 +40,47 @@
 //      geqr2 then org2r, column-major in shared memory); one warp per trailing column for the
 //      reflector dot products (warp shuffles, no block barrier per column); lane k of a warp
 //      computes C[t,k] for one row t with broadcast loads of the row.
+//   2. (issue 19; kernel_version family "hie", v1 stays the default until a GPU run decides)
+//      removes v1's measured causes with plain fp32 FMA; the 3xTF32 mma products of the issue
+//      are NOT in it (not done in the time; the sign test φ needs fp32-level sums, so plain TF32
+//      is no option, and 3xTF32 is left for a later version once this one is timed):
+//      - M_b = H_Xᵀ W_r accumulates in registers (thread i: row i of M, R values), W_r staged in
+//        shared memory 32 rows at a time and read as broadcasts; v1 did a shared-memory
+//        read-modify-write per FMA;
+//      - the Householder QR keeps the rows in registers: per column ONE block reduction (each
+//        warp a transposed shuffle sum of R values, R − 1 + log2(32/R) shuffles, 8 partials per
+//        value in shared memory, double-buffered by step parity, summed by lane j and shuffled to
+//        every lane) gives every dot product the step needs, s_j = Σ_{i≥p} M[i,k] M[i,j], with
+//        the pivot row; vᵀM[:,j] = s_j − α M[p,j] (v = M[p:,k] − α e_p); one barrier per column
+//        and every warp busy, where v1 had two barriers per column and the norm on one warp;
+//        org2r the same way (MAGMA's fused small batched QR pattern, without tensor cores);
+//      - the projection and both backwards a warp per row: lane l reads the row's elements
+//        l + 32j once (coalesced) and forms all R coordinates, one transposed warp sum, then the
+//        back-projection from Q in shared memory; v1 used r of 32 lanes and re-read the row per
+//        column;
+//      - the full backward keeps c̄ = φ⊙(dh Q) and φ⊙C_A in shared memory (256/R rows at a
+//        time), Q̄, the right-hand side and M̄ in registers, N = −Q̄ᵀQ by one block reduction
+//        per row of N: no global scratch (v1 had three buffers, stride r, re-read per column);
+//        dW_r stays per-sequence partials summed in order over b by hie_sum_batch
+//        (deterministic, no atomics).
+//      Rank guard, pivots, R, padding rows and the zero columns of dropped columns are v1's;
+//      results differ from v1 by rounding only (sums in another order). H_X is read twice (for
+//      M, then for C_X), not staged in shared memory once: at n = 50, d = 256 it is 51 KB, more
+//      than fits beside Q in one block; the second read mostly hits L2.
+//
+// Floor and expected time of v2 (H200, 4.8 TB/s; B = 2048, n = 50, d = 256, r = 16, all valid):
+//   forward: reads H_X, H_A (2 × 105 MB), writes h_A* (105 MB), Q (33.6 MB), φ (6.6 MB), R: about
+//   350 MB, floor 73 µs; 2·B·n·d·r·4 = 1.7 GFLOP (negligible). What v2 adds over the floor is
+//   latency: 2r = 32 barrier steps per block (each a transposed reduction, 8 loads and up to r
+//   shuffles), overlapped by the blocks per SM the occupancy gate allows (2048 blocks on 132
+//   SMs). Expected 0.15 to 0.25 ms (30 to 50 % of the floor), from 0.94 ms for v1.
+//   Q-constant backward: reads dh, Q, φ, writes dH_A: about 250 MB, floor 52 µs; one pass with
+//   every lane busy: expected 80 to 100 µs. Full backward: reads H_X, H_A, dh (H_A and dh twice:
+//   per row, then per chunk from L1/L2), Q, R, φ, W_r; writes dH_A, dH_X and the dW_r shares:
+//   about 560 MB, floor 117 µs; its r + 1 barrier steps for N and 2·n/(256/R) chunk barriers
+//   are latency as above: expected 0.2 to 0.3 ms. Forward + full backward: floor 190 µs,
+//   expected 0.35 to 0.55 ms (the issue's target 0.40 ms likely needs the mma products).
+//   Nothing is timed here (no GPU): `benches/hie.rs` has v1 and v2 rows side by side.
 //
 // Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
 // paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it;
@@ -42,6 +89,19 @@
 //   asif-gate: hie_backward_q_constant block=256 dynamic_shared=16448 occupancy>=100%
 //   asif-gate: hie_backward_full block=256 dynamic_shared=16448 occupancy>=75%
 //   asif-gate: hie_sum_batch block=256 occupancy>=100%
+// Version 2 at d = 256: r = 16 launches the _r16 entry points with 256·17·4 = 17408 dynamic
+// bytes, r = 24 the _r32 ones with 256·33·4 = 33792. Registers (ptxas, sm_90): forward and full
+// backward 72 at R = 16 (3 blocks of 256 per SM: 37.5 %), 128 at R = 32 (2 blocks: 25 %); the
+// Q-constant backward 48 (5 blocks: 62.5 %) and 56 (4 blocks: 50 %). Above the 64-register budget
+// by design (tests/nvrtc.rs lists them): a row of M (or Q̄ and M̄) lives in R registers, and the
+// block reduction of a QR step holds R partial products beside it. Scalar (32-bit) coalesced
+// global access, no vector_io, no mma.
+//   asif-gate: hie_forward_v2_r16 block=256 dynamic_shared=17408 occupancy>=37%
+//   asif-gate: hie_forward_v2_r32 block=256 dynamic_shared=33792 occupancy>=25%
+//   asif-gate: hie_backward_q_constant_v2_r16 block=256 dynamic_shared=17408 occupancy>=62%
+//   asif-gate: hie_backward_q_constant_v2_r32 block=256 dynamic_shared=33792 occupancy>=50%
+//   asif-gate: hie_backward_full_v2_r16 block=256 dynamic_shared=17408 occupancy>=37%
+//   asif-gate: hie_backward_full_v2_r32 block=256 dynamic_shared=33792 occupancy>=25%
 #include "common.cuh"
 
 #define HIE_MAX_RANK 32
@@ -426,4 +486,544 @@ extern "C" __global__ void hie_sum_batch(const float* __restrict__ partial,
         for (int b = 0; b < batch; ++b) sum += partial[(size_t)b * len + e];
         out[e] = sum;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Version 2 (plain fp32 FMA; see the header's "Versions"). R, the template parameter, is the
+// register width of a row of M: 16 or 32 (entry points `_r16`, `_r32`), any runtime r ≤ R (the
+// columns r..R-1 are zero and never kept). One block per sequence, blockDim.x = d rounded up to
+// a multiple of 32 (d ≤ 256: thread i owns row i of M, Q, Q̄ and M̄ in registers).
+
+#define HIE_V2_WARPS 8
+#define HIE_V2_W_ROWS 32  // rows of W_r staged in shared memory at a time (forward)
+
+// Transposed warp sum of values[0..R) (R a power of two ≤ 32): on return every lane of the
+// group of 32/R lanes l / (32/R) holds, in values[0], the warp's sum of value l / (32/R).
+// R − 1 + log2(32/R) shuffles instead of 5·R (each level halves the values a lane keeps).
+// One level of it: lanes with bit `offset` set keep the upper half, the others the lower half,
+// and add their partner's copy; Half is a compile-time constant so every index is (no local
+// memory).
+template <int Half, int R>
+__device__ __forceinline__ void hie_transpose_level(float (&values)[R], int lane) {
+    constexpr int offset = Half * ASIF_WARP_SIZE / R;
+    const bool upper = (lane & offset) != 0;
+#pragma unroll
+    for (int index = 0; index < Half; ++index) {
+        const float low = values[index];
+        const float high = values[index + Half];
+        const float other = __shfl_xor_sync(ASIF_FULL_MASK, upper ? low : high, offset);
+        values[index] = (upper ? high : low) + other;
+    }
+    if constexpr (Half > 1) hie_transpose_level<Half / 2, R>(values, lane);
+}
+
+template <int R>
+__device__ __forceinline__ void hie_warp_transpose_sum(float (&values)[R], int lane) {
+    static_assert(R >= 2 && R <= ASIF_WARP_SIZE && (R & (R - 1)) == 0, "R: a power of two ≤ 32");
+    hie_transpose_level<R / 2, R>(values, lane);
+#pragma unroll
+    for (int offset = ASIF_WARP_SIZE / R / 2; offset > 0; offset /= 2) {
+        values[0] += __shfl_xor_sync(ASIF_FULL_MASK, values[0], offset);
+    }
+}
+
+// Each warp's sums of values[0..R) into part[warp·R + k]; the block sum of value k is
+// Σ_w part[w·R + k] once the caller's barrier has passed. `values` is consumed.
+template <int R>
+__device__ __forceinline__ void hie_warp_partials(float (&values)[R], float* part, int lane,
+                                                  int warp) {
+    hie_warp_transpose_sum<R>(values, lane);
+    constexpr int group = ASIF_WARP_SIZE / R;
+    if (lane % group == 0) part[warp * R + lane / group] = values[0];
+}
+
+template <int R>
+__device__ __forceinline__ float hie_part_sum(const float* part, int warps, int k) {
+    float sum = 0.0f;
+    for (int w = 0; w < warps; ++w) sum += part[w * R + k];
+    return sum;
+}
+
+// Warp-per-row projection onto the basis q_s (row-major, stride R + 1, rows 0..d-1): lane l
+// forms Σ_i row[i] q[i,k] over its rows i ≡ l (mod 32) for every k; after the transposed sum,
+// the lanes of group k hold coordinate k (returned).
+template <int R>
+__device__ __forceinline__ float hie_v2_coordinate(const float* __restrict__ row, const float* q_s,
+                                                   int d, int lane) {
+    float sums[R];
+#pragma unroll
+    for (int k = 0; k < R; ++k) sums[k] = 0.0f;
+    for (int i = lane; i < d; i += ASIF_WARP_SIZE) {
+        const float value = row[i];
+        const float* q = q_s + i * (R + 1);
+#pragma unroll
+        for (int k = 0; k < R; ++k) sums[k] = fmaf(value, q[k], sums[k]);
+    }
+    hie_warp_transpose_sum<R>(sums, lane);
+    return sums[0];
+}
+
+// out_row[i] = Σ_k coeff_k q[i,k], coeff_k held by the lanes of group k (every lane calls it).
+template <int R>
+__device__ __forceinline__ void hie_v2_back_project(float coeff, const float* q_s, int d, int lane,
+                                                    float* __restrict__ out_row) {
+    constexpr int group = ASIF_WARP_SIZE / R;
+    float c[R];
+#pragma unroll
+    for (int k = 0; k < R; ++k) c[k] = __shfl_sync(ASIF_FULL_MASK, coeff, k * group);
+    for (int i = lane; i < d; i += ASIF_WARP_SIZE) {
+        const float* q = q_s + i * (R + 1);
+        float sum = 0.0f;
+#pragma unroll
+        for (int k = 0; k < R; ++k) sum = fmaf(c[k], q[k], sum);
+        out_row[i] = sum;
+    }
+}
+
+// Q [d, r] (row-major, global) into q_s (row-major, stride R + 1, columns r..R-1 zero).
+template <int R>
+__device__ __forceinline__ void hie_v2_load_q(const float* __restrict__ q_b, float* q_s, int d,
+                                              int r) {
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+#pragma unroll
+        for (int k = 0; k < R; ++k) q_s[i * (R + 1) + k] = k < r ? q_b[i * r + k] : 0.0f;
+    }
+}
+
+template <int R>
+__device__ __forceinline__ void hie_forward_v2(const float* __restrict__ h_x,
+                                               const float* __restrict__ h_a,
+                                               const float* __restrict__ w_r,
+                                               const int* __restrict__ lengths,
+                                               float* __restrict__ output,
+                                               float* __restrict__ q_out,
+                                               float* __restrict__ r_out,
+                                               float* __restrict__ mask_out, int batch, int n,
+                                               int d, int r, int keep_padding,
+                                               float rank_tolerance) {
+    ASIF_DYNAMIC_SHARED(float, q_s);  // Q, row-major, stride R + 1 (for the projection)
+    __shared__ float s_part[2][HIE_V2_WARPS * R];  // per-warp partial sums, by step parity
+    __shared__ float s_row[2][R];                  // the pivot row of M, by step parity
+    __shared__ float s_w[HIE_V2_W_ROWS * R];       // rows of W_r
+    __shared__ float s_tau[R];
+    __shared__ float s_vp[R];
+    __shared__ float s_alpha[R];
+    __shared__ int s_pivot[R];  // pivot row of column k, −1 when dropped
+
+    const int b = blockIdx.x;
+    if (b >= batch) return;  // uniform across the block
+    const int i = threadIdx.x;  // the row of M this thread owns (zeros when i ≥ d)
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    const int warp = threadIdx.x / ASIF_WARP_SIZE;
+    const int warps = blockDim.x / ASIF_WARP_SIZE;
+    const int rows = hie_valid_rows(lengths, b, n, keep_padding);
+    const float* x_b = h_x + (size_t)b * n * d;
+    const float* a_b = h_a + (size_t)b * n * d;
+
+    // 1. Row i of M = H_Xᵀ W_r in registers; W_r staged in shared memory (broadcast reads).
+    float m[R];
+#pragma unroll
+    for (int k = 0; k < R; ++k) m[k] = 0.0f;
+    for (int t0 = 0; t0 < rows; t0 += HIE_V2_W_ROWS) {
+        const int count = min(HIE_V2_W_ROWS, rows - t0);
+        __syncthreads();  // the previous chunk is read
+        for (int e = threadIdx.x; e < HIE_V2_W_ROWS * R; e += blockDim.x) {
+            const int t = e / R, k = e % R;
+            s_w[e] = t < count && k < r ? w_r[(t0 + t) * r + k] : 0.0f;
+        }
+        __syncthreads();
+        if (i < d) {
+            for (int t = 0; t < count; ++t) {
+                const float x = x_b[(size_t)(t0 + t) * d + i];
+#pragma unroll
+                for (int k = 0; k < R; ++k) m[k] = fmaf(x, s_w[t * R + k], m[k]);
+            }
+        }
+    }
+
+    // 2. Householder with the rank guard (v1's decisions): one block reduction per column gives
+    //    every dot product the step needs, s_j = Σ_{i≥p} M[i,k] M[i,j] (j ≥ k), with the pivot
+    //    row; then vᵀ M[:,j] = s_j − α M[p,j] for v = M[p:,k] − α e_p. One barrier per column.
+    float largest = 0.0f;
+    int p = 0;  // pivot row = number of kept columns so far
+#pragma unroll
+    for (int k = 0; k < R; ++k) {
+        if (k < r) {  // uniform
+            const int parity = k & 1;
+            const float mine = i >= p ? m[k] : 0.0f;
+            float products[R];
+#pragma unroll
+            for (int j = 0; j < R; ++j) products[j] = j >= k ? mine * m[j] : 0.0f;
+            hie_warp_partials<R>(products, s_part[parity], lane, warp);
+            if (i == p) {
+#pragma unroll
+                for (int j = 0; j < R; ++j) s_row[parity][j] = m[j];
+            }
+            __syncthreads();
+            // Lane j sums value j over the warps (8 loads), shuffles hand it to every lane.
+            const float lane_sum = hie_part_sum<R>(s_part[parity], warps, lane % R);
+            float sums[R];
+#pragma unroll
+            for (int j = 0; j < R; ++j) {
+                sums[j] = j >= k ? __shfl_sync(ASIF_FULL_MASK, lane_sum, j) : 0.0f;
+            }
+            const float norm = sqrtf(sums[k]);
+            largest = fmaxf(largest, norm);
+            // At most `rows` kept: M = Σ_{t<rows} h_t w_tᵀ has rank ≤ rows (exact, not noise).
+            const bool kept = p < rows && norm > rank_tolerance * largest;
+            if (kept) {
+                const float x_p = s_row[parity][k];
+                const float alpha = x_p >= 0.0f ? -norm : norm;
+                const float v_p = x_p - alpha;  // |v_p| = |x_p| + norm
+                const float tau = 1.0f / (norm * fabsf(v_p));  // 2 / vᵀv
+                if (i >= p) {
+                    const float v_i = i == p ? v_p : m[k];
+#pragma unroll
+                    for (int j = k + 1; j < R; ++j) {
+                        const float dot = sums[j] - alpha * s_row[parity][j];
+                        m[j] -= tau * dot * v_i;
+                    }
+                }
+                if (i == p) m[k] = v_p;  // the reflector stays in column k, rows ≥ p
+                if (threadIdx.x == 0) {
+                    s_tau[k] = tau;
+                    s_vp[k] = v_p;
+                    s_alpha[k] = alpha;
+                    s_pivot[k] = p;
+                }
+                ++p;
+            } else if (threadIdx.x == 0) {
+                s_pivot[k] = -1;
+            }
+        }
+    }
+    __syncthreads();  // s_pivot, s_tau, ... visible; every s_part read done
+
+    // 3. R: the pivot row p_j of column j holds R[j, k] (k > j) after step j, α_j on the diagonal.
+    float* r_b = r_out + (size_t)b * r * r;
+#pragma unroll
+    for (int j = 0; j < R; ++j) {
+        if (j < r && s_pivot[j] >= 0 && s_pivot[j] == i) {
+#pragma unroll
+            for (int k = 0; k < R; ++k) {
+                if (k < r) {
+                    float value = 0.0f;
+                    if (k == j) value = s_alpha[j];
+                    else if (k > j && s_pivot[k] >= 0) value = m[k];
+                    r_b[j * r + k] = value;
+                }
+            }
+        }
+    }
+    if (i < r && s_pivot[i] < 0) {
+        for (int k = 0; k < r; ++k) r_b[i * r + k] = 0.0f;
+    }
+
+    // 4. Q in place (org2r), kept columns from the last one back: Q e_p = H_k (H_later ⋯ e_p).
+#pragma unroll
+    for (int k = 0; k < R; ++k) {
+        if (k >= r || s_pivot[k] < 0) m[k] = 0.0f;
+    }
+    int step = 0;
+#pragma unroll
+    for (int k = R - 1; k >= 0; --k) {
+        if (k < r && s_pivot[k] >= 0) {  // uniform
+            const int pk = s_pivot[k];
+            const float tau = s_tau[k];
+            const float v_p = s_vp[k];
+            const int parity = step++ & 1;
+            const float v_i = i >= pk ? m[k] : 0.0f;  // thread pk holds v_p
+            float products[R];
+#pragma unroll
+            for (int j = 0; j < R; ++j) products[j] = j > k ? v_i * m[j] : 0.0f;
+            hie_warp_partials<R>(products, s_part[parity], lane, warp);
+            __syncthreads();
+            const float lane_sum = hie_part_sum<R>(s_part[parity], warps, lane % R);
+#pragma unroll
+            for (int j = k + 1; j < R; ++j) {
+                const float dot = __shfl_sync(ASIF_FULL_MASK, lane_sum, j);
+                if (i >= pk) m[j] -= tau * dot * v_i;
+            }
+            m[k] = i < pk ? 0.0f : (i == pk ? 1.0f - tau * v_p * v_p : -tau * v_p * v_i);
+        }
+    }
+
+    // 5. Q out (global, and shared for the projection).
+    if (i < d) {
+        float* q_row = q_out + (size_t)b * d * r + (size_t)i * r;
+#pragma unroll
+        for (int k = 0; k < R; ++k) {
+            if (k < r) q_row[k] = m[k];
+            q_s[i * (R + 1) + k] = m[k];
+        }
+    }
+    __syncthreads();
+
+    // 6. Coordinates, sign mask, back-projection: a warp per row, the lanes of group k for k.
+    constexpr int group = ASIF_WARP_SIZE / R;
+    const int k_lane = lane / group;
+    float* out_b = output + (size_t)b * n * d;
+    float* mask_b = mask_out + (size_t)b * n * r;
+    for (int t = warp; t < n; t += warps) {
+        float* out_row = out_b + (size_t)t * d;
+        if (t >= rows) {
+            for (int e = lane; e < d; e += ASIF_WARP_SIZE) out_row[e] = 0.0f;
+            if (lane < r) mask_b[t * r + lane] = 0.0f;
+            continue;
+        }
+        const float c_x = hie_v2_coordinate<R>(x_b + (size_t)t * d, q_s, d, lane);
+        const float c_a = hie_v2_coordinate<R>(a_b + (size_t)t * d, q_s, d, lane);
+        const bool same_sign = c_x * c_a > 0.0f;
+        if (lane % group == 0 && k_lane < r) mask_b[t * r + k_lane] = same_sign ? 1.0f : 0.0f;
+        hie_v2_back_project<R>(same_sign ? c_a : 0.0f, q_s, d, lane, out_row);
+    }
+}
+
+template <int R>
+__device__ __forceinline__ void hie_backward_q_constant_v2(const float* __restrict__ q,
+                                                           const float* __restrict__ mask,
+                                                           const float* __restrict__ dy,
+                                                           const int* __restrict__ lengths,
+                                                           float* __restrict__ dh_a, int batch,
+                                                           int n, int d, int r, int keep_padding) {
+    ASIF_DYNAMIC_SHARED(float, q_s);  // Q, row-major, stride R + 1
+    const int b = blockIdx.x;
+    if (b >= batch) return;
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    const int warp = threadIdx.x / ASIF_WARP_SIZE;
+    const int warps = blockDim.x / ASIF_WARP_SIZE;
+    const int rows = hie_valid_rows(lengths, b, n, keep_padding);
+    hie_v2_load_q<R>(q + (size_t)b * d * r, q_s, d, r);
+    __syncthreads();
+
+    constexpr int group = ASIF_WARP_SIZE / R;
+    const int k_lane = lane / group;
+    const float* dy_b = dy + (size_t)b * n * d;
+    const float* mask_b = mask + (size_t)b * n * r;
+    float* dh_a_b = dh_a + (size_t)b * n * d;
+    for (int t = warp; t < n; t += warps) {
+        float* out_row = dh_a_b + (size_t)t * d;
+        if (t >= rows) {
+            for (int e = lane; e < d; e += ASIF_WARP_SIZE) out_row[e] = 0.0f;
+            continue;
+        }
+        float g = hie_v2_coordinate<R>(dy_b + (size_t)t * d, q_s, d, lane);
+        g *= k_lane < r ? mask_b[t * r + k_lane] : 0.0f;
+        hie_v2_back_project<R>(g, q_s, d, lane, out_row);
+    }
+}
+
+// Full QR backward, v2: c̄ = φ⊙(dh Q) and φ⊙C_A live in shared memory a chunk of rows at a time,
+// Q̄, the right-hand side and M̄ in registers (thread i, row i); N = −Q̄ᵀQ by one block reduction
+// per column; M̄ replaces Q in shared memory for dW_r. No global scratch: `dw_partial` [B, n, r]
+// is this sequence's share of dW_r (summed over b in order by hie_sum_batch).
+template <int R>
+__device__ __forceinline__ void hie_backward_full_v2(
+    const float* __restrict__ h_x, const float* __restrict__ h_a, const float* __restrict__ w_r,
+    const float* __restrict__ q, const float* __restrict__ r_mat, const float* __restrict__ mask,
+    const float* __restrict__ dy, const int* __restrict__ lengths, float* __restrict__ dh_a,
+    float* __restrict__ dh_x, float* __restrict__ dw_partial, int batch, int n, int d, int r,
+    int keep_padding) {
+    ASIF_DYNAMIC_SHARED(float, q_s);  // Q, then M̄; row-major, stride R + 1
+    constexpr int chunk = 256 / R;    // rows of c̄ and φ⊙C_A held at a time
+    __shared__ float s_filtered[chunk * R];
+    __shared__ float s_c_bar[chunk * R];
+    __shared__ float s_part[2][HIE_V2_WARPS * R];
+    __shared__ float s_n[R * R];  // lower triangle of N = −Q̄ᵀQ, zeros elsewhere
+    __shared__ float s_r[R * R];  // R, zero past r
+    const int b = blockIdx.x;
+    if (b >= batch) return;
+    const int i = threadIdx.x;
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    const int warp = threadIdx.x / ASIF_WARP_SIZE;
+    const int warps = blockDim.x / ASIF_WARP_SIZE;
+    const int rows = hie_valid_rows(lengths, b, n, keep_padding);
+    const size_t seq = (size_t)b * n * d;
+    const size_t small = (size_t)b * n * r;
+    hie_v2_load_q<R>(q + (size_t)b * d * r, q_s, d, r);
+    for (int index = threadIdx.x; index < R * R; index += blockDim.x) {
+        const int j = index / R, k = index % R;
+        s_r[index] = j < r && k < r ? r_mat[(size_t)b * r * r + j * r + k] : 0.0f;
+        s_n[index] = 0.0f;
+    }
+    __syncthreads();
+
+    constexpr int group = ASIF_WARP_SIZE / R;
+    const int k_lane = lane / group;
+    float q_bar[R];
+#pragma unroll
+    for (int k = 0; k < R; ++k) q_bar[k] = 0.0f;
+    for (int t0 = 0; t0 < n; t0 += chunk) {
+        // 1. Per row: c̄ = φ ⊙ (dh Q), φ ⊙ C_A into shared, and dH_A = c̄ Qᵀ; padding rows zero.
+        for (int tt = warp; tt < chunk && t0 + tt < n; tt += warps) {
+            const int t = t0 + tt;
+            float* dh_a_row = dh_a + seq + (size_t)t * d;
+            if (t >= rows) {
+                for (int e = lane; e < d; e += ASIF_WARP_SIZE) dh_a_row[e] = 0.0f;
+                continue;
+            }
+            const float phi = k_lane < r ? mask[small + t * r + k_lane] : 0.0f;
+            const float g = phi * hie_v2_coordinate<R>(dy + seq + (size_t)t * d, q_s, d, lane);
+            const float c_a = phi * hie_v2_coordinate<R>(h_a + seq + (size_t)t * d, q_s, d, lane);
+            if (lane % group == 0) {
+                s_c_bar[tt * R + k_lane] = g;
+                s_filtered[tt * R + k_lane] = c_a;
+            }
+            hie_v2_back_project<R>(g, q_s, d, lane, dh_a_row);
+        }
+        __syncthreads();
+        // 2. Q̄[i,k] += Σ_t dh[t,i] (φ⊙C_A)[t,k] + H_A[t,i] c̄[t,k] over this chunk's valid rows.
+        const int valid = min(chunk, rows - t0);
+        if (i < d) {
+            for (int tt = 0; tt < valid; ++tt) {
+                const float dh = dy[seq + (size_t)(t0 + tt) * d + i];
+                const float a = h_a[seq + (size_t)(t0 + tt) * d + i];
+#pragma unroll
+                for (int k = 0; k < R; ++k) {
+                    q_bar[k] += dh * s_filtered[tt * R + k] + a * s_c_bar[tt * R + k];
+                }
+            }
+        }
+        __syncthreads();  // the chunk is read before the next one overwrites it
+    }
+    float q_row[R];
+#pragma unroll
+    for (int k = 0; k < R; ++k) {
+        if (s_r[k * R + k] == 0.0f) q_bar[k] = 0.0f;  // kept columns only (R_kk ≠ 0)
+        q_row[k] = i < d ? q_s[i * (R + 1) + k] : 0.0f;
+    }
+
+    // 3. N = −Q̄ᵀQ, lower triangle: one block reduction per row j of N.
+#pragma unroll
+    for (int j = 0; j < R; ++j) {
+        if (j < r) {  // uniform
+            const int parity = j & 1;
+            float products[R];
+#pragma unroll
+            for (int l = 0; l < R; ++l) products[l] = l <= j ? q_bar[j] * q_row[l] : 0.0f;
+            hie_warp_partials<R>(products, s_part[parity], lane, warp);
+            __syncthreads();
+            if (i <= j) s_n[j * R + i] = -hie_part_sum<R>(s_part[parity], warps, i);
+        }
+    }
+    __syncthreads();
+
+    // 4. Row i: rhs = Q̄ + Q copyltu(N), then M̄ Rᵀ = rhs by back substitution on kept columns.
+    float m_bar[R];
+#pragma unroll
+    for (int k = 0; k < R; ++k) {
+        float sum = q_bar[k];
+#pragma unroll
+        for (int j = 0; j < R; ++j) {
+            const float sym = j >= k ? s_n[j * R + k] : s_n[k * R + j];
+            sum += q_row[j] * sym;
+        }
+        m_bar[k] = sum;
+    }
+#pragma unroll
+    for (int j = R - 1; j >= 0; --j) {
+        const float diagonal = s_r[j * R + j];
+        float value = 0.0f;
+        if (diagonal != 0.0f) {
+            value = m_bar[j];
+#pragma unroll
+            for (int k = j + 1; k < R; ++k) value -= m_bar[k] * s_r[j * R + k];
+            value /= diagonal;
+        }
+        m_bar[j] = value;
+    }
+    if (i < d) {
+#pragma unroll
+        for (int k = 0; k < R; ++k) q_s[i * (R + 1) + k] = m_bar[k];  // own row only
+    }
+    __syncthreads();
+
+    // 5. dH_X = W_r M̄ᵀ on valid rows (zero elsewhere), thread i for column i; dW_r share = H_X M̄,
+    //    a warp per row.
+    if (i < d) {
+        for (int t = 0; t < n; ++t) {
+            float sum = 0.0f;
+            if (t < rows) {
+#pragma unroll
+                for (int k = 0; k < R; ++k) {
+                    if (k < r) sum += w_r[t * r + k] * m_bar[k];
+                }
+            }
+            dh_x[seq + (size_t)t * d + i] = sum;
+        }
+    }
+    for (int t = warp; t < n; t += warps) {
+        float dot = 0.0f;
+        if (t < rows) dot = hie_v2_coordinate<R>(h_x + seq + (size_t)t * d, q_s, d, lane);
+        if (lane % group == 0 && k_lane < r) dw_partial[small + t * r + k_lane] = dot;
+    }
+}
+
+// Entry points of version 2, one per register width R (the launcher picks the smallest R ≥ r).
+extern "C" __global__ void hie_forward_v2_r16(const float* __restrict__ h_x,
+                                              const float* __restrict__ h_a,
+                                              const float* __restrict__ w_r,
+                                              const int* __restrict__ lengths,
+                                              float* __restrict__ output,
+                                              float* __restrict__ q_out,
+                                              float* __restrict__ r_out,
+                                              float* __restrict__ mask_out, int batch, int n,
+                                              int d, int r, int keep_padding,
+                                              float rank_tolerance) {
+    hie_forward_v2<16>(h_x, h_a, w_r, lengths, output, q_out, r_out, mask_out, batch, n, d, r,
+                       keep_padding, rank_tolerance);
+}
+
+extern "C" __global__ void hie_forward_v2_r32(const float* __restrict__ h_x,
+                                              const float* __restrict__ h_a,
+                                              const float* __restrict__ w_r,
+                                              const int* __restrict__ lengths,
+                                              float* __restrict__ output,
+                                              float* __restrict__ q_out,
+                                              float* __restrict__ r_out,
+                                              float* __restrict__ mask_out, int batch, int n,
+                                              int d, int r, int keep_padding,
+                                              float rank_tolerance) {
+    hie_forward_v2<32>(h_x, h_a, w_r, lengths, output, q_out, r_out, mask_out, batch, n, d, r,
+                       keep_padding, rank_tolerance);
+}
+
+extern "C" __global__ void hie_backward_q_constant_v2_r16(const float* __restrict__ q,
+                                                          const float* __restrict__ mask,
+                                                          const float* __restrict__ dy,
+                                                          const int* __restrict__ lengths,
+                                                          float* __restrict__ dh_a, int batch,
+                                                          int n, int d, int r,
+                                                          int keep_padding) {
+    hie_backward_q_constant_v2<16>(q, mask, dy, lengths, dh_a, batch, n, d, r, keep_padding);
+}
+
+extern "C" __global__ void hie_backward_q_constant_v2_r32(const float* __restrict__ q,
+                                                          const float* __restrict__ mask,
+                                                          const float* __restrict__ dy,
+                                                          const int* __restrict__ lengths,
+                                                          float* __restrict__ dh_a, int batch,
+                                                          int n, int d, int r,
+                                                          int keep_padding) {
+    hie_backward_q_constant_v2<32>(q, mask, dy, lengths, dh_a, batch, n, d, r, keep_padding);
+}
+
+extern "C" __global__ void hie_backward_full_v2_r16(
+    const float* __restrict__ h_x, const float* __restrict__ h_a, const float* __restrict__ w_r,
+    const float* __restrict__ q, const float* __restrict__ r_mat, const float* __restrict__ mask,
+    const float* __restrict__ dy, const int* __restrict__ lengths, float* __restrict__ dh_a,
+    float* __restrict__ dh_x, float* __restrict__ dw_partial, int batch, int n, int d, int r,
+    int keep_padding) {
+    hie_backward_full_v2<16>(h_x, h_a, w_r, q, r_mat, mask, dy, lengths, dh_a, dh_x, dw_partial,
+                             batch, n, d, r, keep_padding);
+}
+
+extern "C" __global__ void hie_backward_full_v2_r32(
+    const float* __restrict__ h_x, const float* __restrict__ h_a, const float* __restrict__ w_r,
+    const float* __restrict__ q, const float* __restrict__ r_mat, const float* __restrict__ mask,
+    const float* __restrict__ dy, const int* __restrict__ lengths, float* __restrict__ dh_a,
+    float* __restrict__ dh_x, float* __restrict__ dw_partial, int batch, int n, int d, int r,
+    int keep_padding) {
+    hie_backward_full_v2<32>(h_x, h_a, w_r, q, r_mat, mask, dy, lengths, dh_a, dh_x, dw_partial,
+                             batch, n, d, r, keep_padding);
 }

@@ -80,6 +80,10 @@ mutant hie_kernel_backward_sign_mask_dropped full "kernel_finite_differences"
 edit kernels/hie.cu '            g *= mask_b[t * r + lane];
 ' ''
 
+mutant hie_kernel_v2_backward_sign_mask_dropped full "kernel_finite_differences"
+edit kernels/hie.cu '        g *= k_lane < r ? mask_b[t * r + k_lane] : 0.0f;
+' ''
+
 mutant contrastive_kernel_scale_gradient full "kernel_finite_differences"
 edit kernels/contrastive.cu 'const float g = grad_weight * (p + q - (t == u ? 2.0f : 0.0f));' 'const float g = grad_weight * (p + q - (t == u ? 1.0f : 0.0f));'
 

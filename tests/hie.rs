@@ -7,9 +7,10 @@ mod common;
 
 use asif_kernels::autograd::gradcheck::{check_gradient, GradCheckOptions};
 use asif_kernels::autograd::Tape;
+use asif_kernels::kernel_version;
 use asif_kernels::ops::hie::{self, Dims, HieBackward, HieOptions};
 use asif_kernels::{Device, Error, IndexTensor, Precision, Tensor};
-use common::{all_devices, assert_close, random, rng, tensor, weighted};
+use common::{all_devices, assert_close, for_each_version, random, rng, tensor, weighted};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -81,11 +82,15 @@ impl Case {
         )
     }
 
+    /// The sizes, and the kernel version HIE launches now on this thread.
     fn label(&self) -> String {
         let Dims { batch, n, d, r } = self.dims;
+        let version = kernel_version::selected(hie::KERNEL_FAMILY).expect("kernel version");
         format!(
-            "B {batch} n {n} d {d} r {r} lengths {:?} keep {}",
-            self.lengths, self.keep_padding
+            "B {batch} n {n} d {d} r {r} lengths {:?} keep {} kernel {}",
+            self.lengths,
+            self.keep_padding,
+            version.name()
         )
     }
 }
@@ -544,10 +549,14 @@ fn assert_close_floor(
 }
 
 fn compare(device: &Device, case: &Case) {
+    compare_run(device, case, &run_on(device, case));
+}
+
+/// As [`compare`], for a run already made.
+fn compare_run(device: &Device, case: &Case, run: &DeviceRun) {
     let reference = case.forward();
     let q_constant = case.backward(&reference, false);
     let full = case.backward(&reference, true);
-    let run = run_on(device, case);
     let what = |name: &str| format!("{name} {}", case.label());
     let (forward_tolerance, full_tolerance) = tolerances(case, &reference);
     assert_close(
@@ -611,139 +620,225 @@ fn mixed_lengths(batch: usize, n: usize, r: usize, rng: &mut StdRng) -> Vec<i32>
 
 #[test]
 fn kernels_match_reference_over_sizes_and_lengths() {
-    // A covering subset of d ∈ {16, 64, 256} × r ∈ {1, 4, 16, 24, 32} × n ∈ {1, 10, 50}: every
-    // value of each appears, every r with at least two d, and the paper's corner (256, 24, 50);
-    // the full product is 40 emulated batches, too slow for the emulator's one-thread-per-lane model.
-    let mut rng = rng(46);
-    let sizes: &[(usize, usize, usize)] = &[
-        (16, 1, 10),
-        (16, 4, 50),
-        (16, 16, 1),
-        (16, 16, 10),
-        (64, 1, 1),
-        (64, 4, 10),
-        (64, 24, 50),
-        (64, 32, 10),
-        (256, 16, 10),
-        (256, 24, 50),
-        (256, 32, 1),
-    ];
-    let cases: Vec<Case> = sizes
-        .iter()
-        .map(|&(d, r, n)| {
-            let batch = 3;
-            let lengths = mixed_lengths(batch, n, r, &mut rng);
-            Case::random(&mut rng, dims(batch, n, d, r), lengths, false)
-        })
-        .collect();
-    for device in all_devices() {
-        for case in &cases {
-            compare(&device, case);
+    for_each_version(&[hie::KERNEL_FAMILY], |_| {
+        // A covering subset of d ∈ {16, 64, 256} × r ∈ {1, 4, 16, 24, 32} × n ∈ {1, 10, 50}: every
+        // value of each appears, every r with at least two d, and the paper's corner (256, 24, 50);
+        // the full product is 40 emulated batches, too slow for the emulator's one-thread-per-lane model.
+        let mut rng = rng(46);
+        let sizes: &[(usize, usize, usize)] = &[
+            (16, 1, 10),
+            (16, 4, 50),
+            (16, 16, 1),
+            (16, 16, 10),
+            (64, 1, 1),
+            (64, 4, 10),
+            (64, 24, 50),
+            (64, 32, 10),
+            (256, 16, 10),
+            (256, 24, 50),
+            (256, 32, 1),
+        ];
+        let cases: Vec<Case> = sizes
+            .iter()
+            .map(|&(d, r, n)| {
+                let batch = 3;
+                let lengths = mixed_lengths(batch, n, r, &mut rng);
+                Case::random(&mut rng, dims(batch, n, d, r), lengths, false)
+            })
+            .collect();
+        for device in all_devices() {
+            for case in &cases {
+                compare(&device, case);
+            }
         }
-    }
+    });
 }
 
 #[test]
 fn kernels_handle_kept_padding_and_odd_sizes() {
-    let mut rng = rng(47);
-    let cases = [
-        Case::random(&mut rng, dims(2, 12, 33, 5), vec![4, 12], true),
-        Case::random(&mut rng, dims(3, 9, 45, 7), vec![9, 2, 5], false),
-    ];
-    for device in all_devices() {
-        for case in &cases {
-            compare(&device, case);
+    for_each_version(&[hie::KERNEL_FAMILY], |_| {
+        let mut rng = rng(47);
+        let cases = [
+            Case::random(&mut rng, dims(2, 12, 33, 5), vec![4, 12], true),
+            Case::random(&mut rng, dims(3, 9, 45, 7), vec![9, 2, 5], false),
+            // Lengths 0, 1 and n at odd sizes (v2: r below its register width 16).
+            Case::random(&mut rng, dims(3, 11, 37, 9), vec![0, 1, 11], false),
+        ];
+        for device in all_devices() {
+            for case in &cases {
+                compare(&device, case);
+            }
         }
-    }
+    });
 }
 
 #[test]
 fn kernels_give_finite_outputs_on_rank_deficient_inputs() {
-    let mut rng = rng(48);
-    for device in all_devices() {
-        for (what, case) in rank_deficient_cases(&mut rng, 10, 64, 16) {
-            let run = run_on(&device, &case);
-            for (name, t) in [
-                ("h_A*", &run.output),
-                ("Q", &run.q),
-                ("dH_A", &run.q_constant.dh_a),
-                ("dH_A full", &run.full.dh_a),
-                ("dH_X", run.full.dh_x.as_ref().unwrap()),
-                ("dW_r", run.full.dw_r.as_ref().unwrap()),
-            ] {
-                let values = t.to_vec().expect("download");
-                assert!(
-                    values.iter().all(|v| v.is_finite()),
-                    "{what} {name} on {}: not finite",
-                    device.name()
-                );
-            }
-            if what == "zero H_X" {
-                assert!(
-                    run.output.to_vec().unwrap().iter().all(|&v| v == 0.0),
-                    "zero H_X on {}: h_A* ≠ 0",
-                    device.name()
-                );
-            } else {
-                // Generic rank deficiency: the kernels agree with the reference (same kept sets).
-                compare(&device, &case);
+    for_each_version(&[hie::KERNEL_FAMILY], |_| {
+        let mut rng = rng(48);
+        for device in all_devices() {
+            for (what, case) in rank_deficient_cases(&mut rng, 10, 64, 16) {
+                let run = run_on(&device, &case);
+                for (name, t) in [
+                    ("h_A*", &run.output),
+                    ("Q", &run.q),
+                    ("dH_A", &run.q_constant.dh_a),
+                    ("dH_A full", &run.full.dh_a),
+                    ("dH_X", run.full.dh_x.as_ref().unwrap()),
+                    ("dW_r", run.full.dw_r.as_ref().unwrap()),
+                ] {
+                    let values = t.to_vec().expect("download");
+                    assert!(
+                        values.iter().all(|v| v.is_finite()),
+                        "{what} {name} on {}: not finite",
+                        device.name()
+                    );
+                }
+                if what == "zero H_X" {
+                    assert!(
+                        run.output.to_vec().unwrap().iter().all(|&v| v == 0.0),
+                        "zero H_X on {}: h_A* ≠ 0",
+                        device.name()
+                    );
+                } else {
+                    // Generic rank deficiency: the kernels agree with the reference (same kept sets).
+                    compare(&device, &case);
+                }
             }
         }
+    });
+}
+
+/// The rank guard in the main sizes (d = 256, n = 50, r = 16): a zero column of M (a zero column
+/// of W_r) and a duplicated column (two equal columns of W_r, so M's are equal in every rounding)
+/// are dropped by the kernels exactly as by the reference (zero Q column, zero R row and column),
+/// and everything else matches it. Without the guard the noise left in those columns becomes a
+/// unit column of Q.
+#[test]
+fn kernels_drop_zero_and_duplicated_columns_in_the_main_sizes() {
+    let (n, d, r) = (50usize, 256usize, 16usize);
+    let (zero, original, duplicate) = (3usize, 5usize, 9usize);
+    let mut rng = rng(50);
+    let mut cases = Vec::new();
+    for what in ["zero column", "duplicated column"] {
+        let mut case = Case::random(&mut rng, dims(1, n, d, r), vec![50], false);
+        for t in 0..n {
+            if what == "zero column" {
+                case.w_r[t * r + zero] = 0.0;
+            } else {
+                case.w_r[t * r + duplicate] = case.w_r[t * r + original];
+            }
+        }
+        let dropped = if what == "zero column" {
+            zero
+        } else {
+            duplicate
+        };
+        let reference = case.forward();
+        {
+            let b = 0;
+            let kept: Vec<bool> = (0..r)
+                .map(|k| reference.r[b * r * r + k * r + k] != 0.0)
+                .collect();
+            assert_eq!(
+                kept,
+                (0..r).map(|k| k != dropped).collect::<Vec<_>>(),
+                "{what}: reference kept set of sequence {b}"
+            );
+        }
+        cases.push((what, dropped, case));
     }
+    for_each_version(&[hie::KERNEL_FAMILY], |_| {
+        for device in all_devices() {
+            for (what, dropped, case) in &cases {
+                let run = run_on(&device, case);
+                let q = run.q.to_vec().expect("Q");
+                let r_mat = run.r.to_vec().expect("R");
+                {
+                    let b = 0;
+                    for i in 0..d {
+                        assert_eq!(
+                            q[b * d * r + i * r + dropped],
+                            0.0,
+                            "{what} on {} ({}): Q[{b}, {i}, {dropped}] ≠ 0",
+                            device.name(),
+                            case.label()
+                        );
+                    }
+                    for k in 0..r {
+                        assert_eq!(
+                            (
+                                r_mat[b * r * r + dropped * r + k],
+                                r_mat[b * r * r + k * r + dropped]
+                            ),
+                            (0.0, 0.0),
+                            "{what} on {} ({}): R row or column {dropped} ≠ 0 at {k}",
+                            device.name(),
+                            case.label()
+                        );
+                    }
+                }
+                compare_run(&device, case, &run);
+            }
+        }
+    });
 }
 
 #[test]
 fn tape_gives_the_reference_gradients_in_both_modes() {
-    let mut rng = rng(49);
-    let case = Case::random(&mut rng, dims(3, 10, 16, 4), vec![10, 3, 6], false);
-    let Dims { batch, n, d, r } = case.dims;
-    let reference = case.forward();
-    for device in all_devices() {
-        for mode in [HieBackward::QConstant, HieBackward::FullQr] {
-            let full = mode == HieBackward::FullQr;
-            let want = case.backward(&reference, full);
-            let tape = Tape::new();
-            let h_x = tape.leaf(tensor(&device, &[batch, n, d], &case.h_x));
-            let h_a = tape.leaf(tensor(&device, &[batch, n, d], &case.h_a));
-            let w_r = tape.leaf(tensor(&device, &[n, r], &case.w_r));
-            let lengths = IndexTensor::from_vec(&device, &[batch], case.lengths.clone()).unwrap();
-            let out =
-                hie::hie(&tape, &h_x, &h_a, &w_r, &lengths, case.options(), mode).expect("hie");
-            assert_close("tape h_A*", &device, out.value(), &reference.output, 1e-5);
-            let grads = tape
-                .backward(&out, tensor(&device, &[batch, n, d], &case.dy))
-                .expect("backward");
-            assert_close(
-                "tape dH_A",
-                &device,
-                grads.get(&h_a).expect("dH_A"),
-                &want.dh_a,
-                1e-5,
-            );
-            if full {
-                // The full backward solves with R: 1e-4 as in `tolerances` (κ ≈ 10 here).
+    for_each_version(&[hie::KERNEL_FAMILY], |_| {
+        let mut rng = rng(49);
+        let case = Case::random(&mut rng, dims(3, 10, 16, 4), vec![10, 3, 6], false);
+        let Dims { batch, n, d, r } = case.dims;
+        let reference = case.forward();
+        for device in all_devices() {
+            for mode in [HieBackward::QConstant, HieBackward::FullQr] {
+                let full = mode == HieBackward::FullQr;
+                let want = case.backward(&reference, full);
+                let tape = Tape::new();
+                let h_x = tape.leaf(tensor(&device, &[batch, n, d], &case.h_x));
+                let h_a = tape.leaf(tensor(&device, &[batch, n, d], &case.h_a));
+                let w_r = tape.leaf(tensor(&device, &[n, r], &case.w_r));
+                let lengths =
+                    IndexTensor::from_vec(&device, &[batch], case.lengths.clone()).unwrap();
+                let out =
+                    hie::hie(&tape, &h_x, &h_a, &w_r, &lengths, case.options(), mode).expect("hie");
+                assert_close("tape h_A*", &device, out.value(), &reference.output, 1e-5);
+                let grads = tape
+                    .backward(&out, tensor(&device, &[batch, n, d], &case.dy))
+                    .expect("backward");
                 assert_close(
-                    "tape dH_X",
+                    "tape dH_A",
                     &device,
-                    grads.get(&h_x).expect("dH_X"),
-                    &want.dh_x,
-                    1e-4,
+                    grads.get(&h_a).expect("dH_A"),
+                    &want.dh_a,
+                    1e-5,
                 );
-                assert_close(
-                    "tape dW_r",
-                    &device,
-                    grads.get(&w_r).expect("dW_r"),
-                    &want.dw_r,
-                    1e-4,
-                );
-            } else {
-                assert!(
-                    grads.get(&h_x).is_none() && grads.get(&w_r).is_none(),
-                    "Q constant: no gradient to H_X, W_r"
-                );
+                if full {
+                    // The full backward solves with R: 1e-4 as in `tolerances` (κ ≈ 10 here).
+                    assert_close(
+                        "tape dH_X",
+                        &device,
+                        grads.get(&h_x).expect("dH_X"),
+                        &want.dh_x,
+                        1e-4,
+                    );
+                    assert_close(
+                        "tape dW_r",
+                        &device,
+                        grads.get(&w_r).expect("dW_r"),
+                        &want.dw_r,
+                        1e-4,
+                    );
+                } else {
+                    assert!(
+                        grads.get(&h_x).is_none() && grads.get(&w_r).is_none(),
+                        "Q constant: no gradient to H_X, W_r"
+                    );
+                }
             }
         }
-    }
+    });
 }
 
 #[test]

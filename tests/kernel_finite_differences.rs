@@ -17,7 +17,7 @@ mod common;
 use asif_kernels::autograd::{Tape, Var};
 use asif_kernels::ops::attention::{attention, AttentionConfig};
 use asif_kernels::ops::contrastive::{contrastive_loss, ContrastiveReduction};
-use asif_kernels::ops::hie::{hie, HieBackward, HieOptions};
+use asif_kernels::ops::hie::{self, hie, HieBackward, HieOptions};
 use asif_kernels::{Device, IndexTensor, Precision, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -224,47 +224,50 @@ fn attention_backward_matches_its_forward() {
 /// Q-constant backward (H_A only; lengths below r exercise the rank guard).
 #[test]
 fn hie_backward_matches_its_forward() {
-    let r = 4;
-    for device in devices() {
-        // The same inputs on every device: the sign test φ makes HIE piecewise smooth, and these
-        // inputs have no switch of φ within the step (a switch shows as a difference ∝ 1/ε).
-        let mut rng = StdRng::seed_from_u64(2);
-        for (mode, lens, checked) in [
-            (HieBackward::FullQr, [4, 5, 6], vec![0, 1, 2]),
-            (HieBackward::QConstant, [1, 3, 6], vec![1]),
-        ] {
-            let lens = lengths(&device, &lens);
-            let build = |tape: &Tape, x: &[Var]| -> Vec<Var> {
-                vec![hie(
-                    tape,
-                    &x[0],
-                    &x[1],
-                    &x[2],
-                    &lens,
-                    HieOptions::default(),
-                    mode,
-                )
-                .unwrap()]
-            };
-            let problem = Problem {
-                name: &format!("HIE ({mode:?})"),
-                shapes: vec![vec![B, N, D], vec![B, N, D], vec![N, r]],
-                values: vec![
-                    random(&mut rng, B * N * D, 1.0),
-                    random(&mut rng, B * N * D, 1.0),
-                    random(&mut rng, N * r, 1.0),
-                ],
-                checked,
-                build: &build,
-            };
-            let worst = problem.check(&device);
-            eprintln!(
-                "{} on {}: worst ratio {worst:.3}",
-                problem.name,
-                device.name()
-            );
+    // Every kernel version (kernel_version family "hie").
+    common::for_each_version(&[hie::KERNEL_FAMILY], |version| {
+        let r = 4;
+        for device in devices() {
+            // The same inputs on every device: the sign test φ makes HIE piecewise smooth, and these
+            // inputs have no switch of φ within the step (a switch shows as a difference ∝ 1/ε).
+            let mut rng = StdRng::seed_from_u64(2);
+            for (mode, lens, checked) in [
+                (HieBackward::FullQr, [4, 5, 6], vec![0, 1, 2]),
+                (HieBackward::QConstant, [1, 3, 6], vec![1]),
+            ] {
+                let lens = lengths(&device, &lens);
+                let build = |tape: &Tape, x: &[Var]| -> Vec<Var> {
+                    vec![hie(
+                        tape,
+                        &x[0],
+                        &x[1],
+                        &x[2],
+                        &lens,
+                        HieOptions::default(),
+                        mode,
+                    )
+                    .unwrap()]
+                };
+                let problem = Problem {
+                    name: &format!("HIE ({mode:?}, kernel {})", version.name()),
+                    shapes: vec![vec![B, N, D], vec![B, N, D], vec![N, r]],
+                    values: vec![
+                        random(&mut rng, B * N * D, 1.0),
+                        random(&mut rng, B * N * D, 1.0),
+                        random(&mut rng, N * r, 1.0),
+                    ],
+                    checked,
+                    build: &build,
+                };
+                let worst = problem.check(&device);
+                eprintln!(
+                    "{} on {}: worst ratio {worst:.3}",
+                    problem.name,
+                    device.name()
+                );
+            }
         }
-    }
+    });
 }
 
 /// The RSA contrastive loss (eqs. 6 to 9), both reductions, with and without `rsa_dedup`.

@@ -29,7 +29,7 @@ use asif_kernels::ops::embedding::{
 };
 use asif_kernels::ops::gather::{gather_backward, gather_forward, GatherIndex};
 use asif_kernels::ops::gelu::{gelu_backward, gelu_forward};
-use asif_kernels::ops::hie::{hie_backward, hie_forward, HieBackward, HieOptions};
+use asif_kernels::ops::hie::{self, hie_backward, hie_forward, HieBackward, HieOptions};
 use asif_kernels::ops::layer_norm::{layer_norm_backward, layer_norm_forward};
 use asif_kernels::ops::linear::{
     linear_backward, linear_forward, matmul_transposed_backward, matmul_transposed_forward,
@@ -579,51 +579,58 @@ fn contrastive_loss_is_two_launches() {
 
 #[test]
 fn hie_is_one_launch_forward_and_one_or_two_backward() {
-    let (batch, n, d, r) = (2, 5, 6, 3);
-    for device in kernel_devices() {
-        let h_x = values(&device, &[batch, n, d], 1);
-        let h_a = values(&device, &[batch, n, d], 2);
-        let w_r = values(&device, &[n, r], 3);
-        let lengths = indices(&device, &[batch], vec![5, 3]);
-        let dy = values(&device, &[batch, n, d], 4);
-        let options = HieOptions::default();
-        let ((out, saved), counts) = counted(&device, || {
-            hie_forward(&h_x, &h_a, &w_r, &lengths, options).unwrap()
-        });
-        assert_cost(
-            "hie_forward",
-            &device,
-            counts,
-            cost(
-                1,
-                0,
-                0,
-                &[batch * n * d, batch * d * r, batch * r * r, batch * n * r],
-            ),
-        );
-        assert!(finite(&out));
-        let backward =
-            |mode| hie_backward(&h_x, &h_a, &w_r, &lengths, &saved, &dy, options, mode).unwrap();
-        let (_, counts) = counted(&device, || backward(HieBackward::QConstant));
-        assert_cost(
-            "hie_backward (Q constant)",
-            &device,
-            counts,
-            cost(1, 0, 0, &[batch * n * d]),
-        );
-        let (grads, counts) = counted(&device, || backward(HieBackward::FullQr));
-        let scratch = [batch * n * r, batch * n * r, batch * n * r, batch * d * r];
-        let mut allocations = vec![batch * n * d, batch * n * d, n * r];
-        allocations.extend(scratch);
-        assert_cost(
-            "hie_backward (full QR)",
-            &device,
-            counts,
-            cost(2, 0, 0, &allocations),
-        );
-        assert!(finite(&grads.dh_a) && finite(grads.dh_x.as_ref().unwrap()));
-        assert!(finite(grads.dw_r.as_ref().unwrap()));
-    }
+    // Both kernel versions (family "hie"): the same launches, no memset.
+    for_each_version(&[hie::KERNEL_FAMILY], |version| {
+        let (batch, n, d, r) = (2, 5, 6, 3);
+        for device in kernel_devices() {
+            let h_x = values(&device, &[batch, n, d], 1);
+            let h_a = values(&device, &[batch, n, d], 2);
+            let w_r = values(&device, &[n, r], 3);
+            let lengths = indices(&device, &[batch], vec![5, 3]);
+            let dy = values(&device, &[batch, n, d], 4);
+            let options = HieOptions::default();
+            let ((out, saved), counts) = counted(&device, || {
+                hie_forward(&h_x, &h_a, &w_r, &lengths, options).unwrap()
+            });
+            assert_cost(
+                "hie_forward",
+                &device,
+                counts,
+                cost(
+                    1,
+                    0,
+                    0,
+                    &[batch * n * d, batch * d * r, batch * r * r, batch * n * r],
+                ),
+            );
+            assert!(finite(&out));
+            let backward = |mode| {
+                hie_backward(&h_x, &h_a, &w_r, &lengths, &saved, &dy, options, mode).unwrap()
+            };
+            let (_, counts) = counted(&device, || backward(HieBackward::QConstant));
+            assert_cost(
+                "hie_backward (Q constant)",
+                &device,
+                counts,
+                cost(1, 0, 0, &[batch * n * d]),
+            );
+            let (grads, counts) = counted(&device, || backward(HieBackward::FullQr));
+            // dH_A, dH_X, dW_r, the per-sequence dW_r shares; v1 also its global scratch φ⊙C_A, c̄
+            // and M̄ (v2 keeps them in shared memory and registers).
+            let mut allocations = vec![batch * n * d, batch * n * d, n * r, batch * n * r];
+            if version == KernelVersion::V1 {
+                allocations.extend([batch * n * r, batch * n * r, batch * d * r]);
+            }
+            assert_cost(
+                "hie_backward (full QR)",
+                &device,
+                counts,
+                cost(2, 0, 0, &allocations),
+            );
+            assert!(finite(&grads.dh_a) && finite(grads.dh_x.as_ref().unwrap()));
+            assert!(finite(grads.dw_r.as_ref().unwrap()));
+        }
+    });
 }
 
 #[test]

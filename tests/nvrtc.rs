@@ -30,12 +30,36 @@ use sass::{Cuobjdump, Gate, Kernel, Provenance, Ptxas};
 const REGISTER_BUDGET: u32 = 64;
 /// Kernels allowed more than the budget, each with its limit and why (its occupancy gate still
 /// holds it to what it declares).
-const REGISTER_EXCEPTIONS: &[(&str, u32, &str)] = &[(
-    "attention_forward_v2",
-    128,
-    "each warp holds two 16×64 score fragments and one output fragment (mma accumulators; \
+const REGISTER_EXCEPTIONS: &[(&str, u32, &str)] = &[
+    (
+        "attention_forward_v2",
+        128,
+        "each warp holds two 16×64 score fragments and one output fragment (mma accumulators; \
      docs/attention.md); launch bounds of 4 blocks of 128 per SM, occupancy gate 25 %",
-)];
+    ),
+    (
+        "hie_forward_v2_r16",
+        72,
+        "thread i holds row i of M (16 registers) and a QR step's 16 partial products \
+         (kernels/hie.cu, version 2); occupancy gate 37 %",
+    ),
+    (
+        "hie_backward_full_v2_r16",
+        72,
+        "thread i holds rows of Q, Q̄ and M̄ (16 registers each; kernels/hie.cu, version 2); \
+         occupancy gate 37 %",
+    ),
+    (
+        "hie_forward_v2_r32",
+        128,
+        "as hie_forward_v2_r16 with R = 32 (r from 17 to 32); occupancy gate 25 %",
+    ),
+    (
+        "hie_backward_full_v2_r32",
+        128,
+        "as hie_backward_full_v2_r16 with R = 32 (r from 17 to 32); occupancy gate 25 %",
+    ),
+];
 /// The committed report, relative to the crate root.
 const REPORT: &str = "docs/kernels-sass.md";
 /// Set by scripts/sass-report.sh: write the report instead of comparing it.

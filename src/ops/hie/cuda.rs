@@ -1,6 +1,10 @@
-//! Launches of `kernels/hie.cu`, shared by the CUDA and emulated devices.
+//! Launches of `kernels/hie.cu`, shared by the CUDA and emulated devices (kernel_version family
+//! "hie": v1 keeps M in shared memory, v2 a row of M per thread in registers; the file's header
+//! says why).
 use super::cpu::Dims;
+use super::KERNEL_FAMILY;
 use crate::device::{Buffer, Device, LaunchConfig};
+use crate::kernel_version::{self, KernelVersion};
 use crate::kernels::KernelRef;
 use crate::{kernel_args, Result};
 
@@ -8,6 +12,55 @@ const FORWARD: KernelRef = KernelRef::new("hie", "hie_forward");
 const BACKWARD_Q_CONSTANT: KernelRef = KernelRef::new("hie", "hie_backward_q_constant");
 const BACKWARD_FULL: KernelRef = KernelRef::new("hie", "hie_backward_full");
 const SUM_BATCH: KernelRef = KernelRef::new("hie", "hie_sum_batch");
+/// v2 entry points by register width R = 16, 32 (the template parameter of `kernels/hie.cu`).
+const FORWARD_V2: [KernelRef; 2] = [
+    KernelRef::new("hie", "hie_forward_v2_r16"),
+    KernelRef::new("hie", "hie_forward_v2_r32"),
+];
+const BACKWARD_Q_CONSTANT_V2: [KernelRef; 2] = [
+    KernelRef::new("hie", "hie_backward_q_constant_v2_r16"),
+    KernelRef::new("hie", "hie_backward_q_constant_v2_r32"),
+];
+const BACKWARD_FULL_V2: [KernelRef; 2] = [
+    KernelRef::new("hie", "hie_backward_full_v2_r16"),
+    KernelRef::new("hie", "hie_backward_full_v2_r32"),
+];
+
+/// Largest d the v2 kernels take (thread i owns row i of M: one block of at most 256 threads).
+/// Larger d launches v1 whatever the selection.
+pub const V2_MAX_HIDDEN: usize = 256;
+
+/// The kernels a launch uses.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Version {
+    V1,
+    /// v2 with register width R = 16 (index 0: r ≤ 16) or 32 (index 1: 16 < r ≤ 32).
+    V2 {
+        index: usize,
+    },
+}
+
+impl Version {
+    fn selected(dims: Dims) -> Result<Version> {
+        Ok(match kernel_version::selected(KERNEL_FAMILY)? {
+            KernelVersion::V2 if dims.d <= V2_MAX_HIDDEN => Version::V2 {
+                index: usize::from(dims.r > 16),
+            },
+            _ => Version::V1,
+        })
+    }
+
+    /// Blocks of the per-sequence kernels: v1's matrix column-major with stride leading(d); v2's
+    /// Q (or M̄) row-major with stride R + 1.
+    fn launch(self, dims: Dims) -> LaunchConfig {
+        let mut config = sequence_blocks(dims);
+        if let Version::V2 { index } = self {
+            let width = 16 << index;
+            config.shared_bytes = (dims.d * (width + 1) * 4) as u32;
+        }
+        config
+    }
+}
 
 /// Stride of one column of the shared d×r matrix (`hie_leading` in the kernel): d rounded up to odd.
 pub(super) fn leading(d: usize) -> usize {
@@ -75,9 +128,14 @@ pub(super) fn forward(
     let mut mask = alloc(batch * n * r)?;
     if !empty {
         let (b, n, d, r) = ints(dims);
+        let version = Version::selected(dims)?;
+        let kernel = match version {
+            Version::V1 => FORWARD,
+            Version::V2 { index } => FORWARD_V2[index],
+        };
         device.launch(
-            FORWARD,
-            sequence_blocks(dims),
+            kernel,
+            version.launch(dims),
             &mut kernel_args![
                 h_x,
                 h_a,
@@ -117,9 +175,14 @@ pub(super) fn backward_q_constant(
     let mut dh_a = device.uninitialized::<f32>(dims.batch * dims.n * dims.d)?;
     if dims.batch > 0 && dims.n > 0 {
         let (b, n, d, r) = ints(dims);
+        let version = Version::selected(dims)?;
+        let kernel = match version {
+            Version::V1 => BACKWARD_Q_CONSTANT,
+            Version::V2 { index } => BACKWARD_Q_CONSTANT_V2[index],
+        };
         device.launch(
-            BACKWARD_Q_CONSTANT,
-            sequence_blocks(dims),
+            kernel,
+            version.launch(dims),
             &mut kernel_args![
                 q,
                 mask,
@@ -169,16 +232,13 @@ pub(super) fn backward_full(
             dw_r: device.zeros::<f32>(n * r)?,
         });
     }
-    // `hie_backward_full` writes all of dH_A, dH_X, the dW_r partials and M̄ (every row, zeros past
-    // L_b); `hie_sum_batch` all of dW_r. Its scratch c̄ and φ⊙C_A it writes for t < L_b and
-    // reads only there.
+    // `hie_backward_full` (either version) writes all of dH_A, dH_X and the dW_r partials (every
+    // row, zeros past L_b); `hie_sum_batch` all of dW_r. v1's scratch M̄ it writes whole, c̄ and
+    // φ⊙C_A for t < L_b and reads only there; v2 has no global scratch.
     let mut dh_a = device.uninitialized::<f32>(batch * n * d)?;
     let mut dh_x = device.uninitialized::<f32>(batch * n * d)?;
     let mut dw_r = device.uninitialized::<f32>(n * r)?;
     let mut dw_partial = device.uninitialized::<f32>(batch * n * r)?;
-    let mut filtered = device.uninitialized::<f32>(batch * n * r)?;
-    let mut c_bar = device.uninitialized::<f32>(batch * n * r)?;
-    let mut m_bar = device.uninitialized::<f32>(batch * d * r)?;
     let (b_i, n_i, d_i, r_i) = ints(dims);
     let FullInputs {
         h_x,
@@ -190,31 +250,63 @@ pub(super) fn backward_full(
         dy,
         lengths,
     } = inputs;
-    device.launch(
-        BACKWARD_FULL,
-        sequence_blocks(dims),
-        &mut kernel_args![
-            h_x,
-            h_a,
-            w_r,
-            q,
-            r_mat,
-            mask,
-            dy,
-            lengths,
-            &mut dh_a,
-            &mut dh_x,
-            &mut dw_partial,
-            &mut filtered,
-            &mut c_bar,
-            &mut m_bar,
-            b_i,
-            n_i,
-            d_i,
-            r_i,
-            keep_padding as i32
-        ],
-    )?;
+    let version = Version::selected(dims)?;
+    match version {
+        Version::V1 => {
+            let mut filtered = device.uninitialized::<f32>(batch * n * r)?;
+            let mut c_bar = device.uninitialized::<f32>(batch * n * r)?;
+            let mut m_bar = device.uninitialized::<f32>(batch * d * r)?;
+            device.launch(
+                BACKWARD_FULL,
+                version.launch(dims),
+                &mut kernel_args![
+                    h_x,
+                    h_a,
+                    w_r,
+                    q,
+                    r_mat,
+                    mask,
+                    dy,
+                    lengths,
+                    &mut dh_a,
+                    &mut dh_x,
+                    &mut dw_partial,
+                    &mut filtered,
+                    &mut c_bar,
+                    &mut m_bar,
+                    b_i,
+                    n_i,
+                    d_i,
+                    r_i,
+                    keep_padding as i32
+                ],
+            )?;
+        }
+        Version::V2 { index } => {
+            device.launch(
+                BACKWARD_FULL_V2[index],
+                version.launch(dims),
+                &mut kernel_args![
+                    h_x,
+                    h_a,
+                    w_r,
+                    q,
+                    r_mat,
+                    mask,
+                    dy,
+                    lengths,
+                    &mut dh_a,
+                    &mut dh_x,
+                    &mut dw_partial,
+                    b_i,
+                    n_i,
+                    d_i,
+                    r_i,
+                    keep_padding as i32
+                ],
+            )?;
+        }
+    }
     let len = n * r;
     device.launch(
         SUM_BATCH,

@@ -25,6 +25,12 @@ use crate::{Error, IndexTensor, Precision, Result, Tensor};
 
 const OP: &str = "hie";
 
+/// The kernel family of HIE's kernels (`kernel_version`): `ASIF_KERNEL_HIE=v1|v2`, or
+/// `kernel_version::with_version(KERNEL_FAMILY, ..)`. v2 takes d ≤ [`V2_MAX_HIDDEN`]; larger d
+/// launches v1 whichever is selected.
+pub const KERNEL_FAMILY: &str = "hie";
+pub use cuda::V2_MAX_HIDDEN;
+
 /// Most bases the kernel supports (lane k of a warp owns column k).
 pub const MAX_RANK: usize = 32;
 
