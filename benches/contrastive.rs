@@ -6,19 +6,32 @@
 //! lengths ("short": geometric with mean about 8, clipped to 1..=n, as `bench/peers/common.py`);
 //! the kernel skips padding, so the short row should be faster. Otherwise one line says the GPU
 //! rows were skipped. Ids are `contrastive/forward_backward/<device> B.. n.. d.. <lengths>`, the
-//! names `bench/summarize.py` looks for. `cargo bench --bench contrastive`.
+//! names `bench/summarize.py` looks for, with ` kernel v1` and ` kernel v2` on the GPU rows: both
+//! kernel versions side by side (`kernel_version`; v2 runs the three products on tensor cores), so
+//! one run of `scripts/gpu-check.sh run` times both. `cargo bench --bench contrastive`.
 mod common;
 
 use common::{lengths, random_tensor};
 
+use asif_kernels::kernel_version::{with_version, KernelVersion};
 use asif_kernels::ops::contrastive::{
-    contrastive_loss_forward_backward, initial_logit_scale, ContrastiveReduction,
+    contrastive_loss_forward_backward, initial_logit_scale, ContrastiveReduction, KERNEL_FAMILY,
 };
 use asif_kernels::{Device, IndexTensor, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-fn bench_device(c: &mut Criterion, device: &Device, batch: usize, n: usize, d: usize) {
-    let label = device.name();
+fn bench_device(
+    c: &mut Criterion,
+    device: &Device,
+    batch: usize,
+    n: usize,
+    d: usize,
+    version: Option<KernelVersion>,
+) {
+    let label = match version {
+        Some(version) => format!("{} kernel {}", device.name(), version.name()),
+        None => device.name(),
+    };
     let x = random_tensor(device, &[batch, n, d], 1);
     let a = random_tensor(device, &[batch, n, d], 2);
     let s = Tensor::from_vec(device, &[1], vec![initial_logit_scale()]).expect("s");
@@ -57,9 +70,14 @@ fn bench_device(c: &mut Criterion, device: &Device, batch: usize, n: usize, d: u
 }
 
 fn contrastive(c: &mut Criterion) {
-    bench_device(c, &Device::cpu(), 32, 50, 64);
+    bench_device(c, &Device::cpu(), 32, 50, 64, None);
     if let Some(gpu) = common::gpu() {
-        bench_device(c, &gpu, 2048, 50, 256);
+        for version in [KernelVersion::V1, KernelVersion::V2] {
+            // The op reads the version on this thread at each call, inside criterion's loop.
+            with_version(KERNEL_FAMILY, version, || {
+                bench_device(c, &gpu, 2048, 50, 256, Some(version))
+            });
+        }
     }
 }
 

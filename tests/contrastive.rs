@@ -3,19 +3,33 @@
 //!   and off) against central differences, plus a hand-computed loss;
 //! - tiers 2 and 4: the kernel through the real launch code (emulator, GPU when present) and the
 //!   CPU device's f32 dispatch against the f64 reference, on every size and edge case of issue 5;
+//! - the logit-scale clamp on both sides of its bound (κ between 100 and 1000);
 //! - the tape face and the typed errors.
+//!
+//! Every kernel test runs once per kernel version (`kernel_version`, family
+//! `contrastive::KERNEL_FAMILY`): v1 and v2 pass the same tests.
 mod common;
 
 use asif_kernels::autograd::gradcheck::{check_gradient, GradCheckOptions};
 use asif_kernels::autograd::Tape;
+use asif_kernels::kernel_version::{self, KernelVersion};
 use asif_kernels::ops::contrastive::{
     contrastive_loss, contrastive_loss_forward_backward, forward_backward_reference,
     initial_logit_scale, ContrastiveOptions, ContrastiveReduction, ContrastiveReference,
+    KERNEL_FAMILY, LOGIT_SCALE_MAX,
 };
 use asif_kernels::{Device, Error, IndexTensor, Precision};
 use common::{
     all_devices, assert_close, emulated, gradcheck_options, random, relative_error, rng, tensor,
 };
+
+/// Runs a kernel test body once per kernel version; the body gets "kernel v1" or "kernel v2" for
+/// its failure messages.
+fn for_each_version(mut body: impl FnMut(&str)) {
+    common::for_each_version(&[KERNEL_FAMILY], |version| {
+        body(&format!("kernel {}", version.name()))
+    });
+}
 
 /// fp32 against the f64 reference: sums of at most 64 · 256 products per entry.
 const TOLERANCE: f64 = 1e-5;
@@ -118,8 +132,13 @@ impl Case {
         )
     }
 
-    /// Kernel (or f32 CPU dispatch) against the f64 reference, every output.
-    fn check(&self, what: &str, device: &Device) {
+    /// Kernel (or f32 CPU dispatch) against the f64 reference, every output; returns the output
+    /// for further checks (one run: the emulator is slow).
+    fn check(
+        &self,
+        what: &str,
+        device: &Device,
+    ) -> asif_kernels::ops::contrastive::ContrastiveOutput {
         let want = self.reference();
         assert!(
             want.loss.is_finite() && want.ds.is_finite(),
@@ -166,7 +185,7 @@ impl Case {
                     device.name()
                 );
             }
-            return;
+            return got;
         }
         assert_close(&format!("{what}: dx"), device, &got.dx, &want.dx, TOLERANCE);
         // ds sums L_b² terms of both signs (nearly cancelling at small κ): its error is measured
@@ -210,6 +229,7 @@ impl Case {
                 device.name()
             );
         }
+        got
     }
 }
 
@@ -330,6 +350,74 @@ fn clamped_logit_scale_passes_no_gradient_to_s() {
 }
 
 #[test]
+fn logit_scale_clamp_holds_between_100_and_1000_on_both_sides_of_its_bound() {
+    // κ = min(exp s, 100) (CLIP's clamp). Just below the bound the scale is live: the loss moves
+    // with s and ds is the reference's non-zero value. From just above it up to 1000 the loss is
+    // the loss at κ = 100 exactly and ds = 0, on every device and kernel version.
+    assert_eq!(LOGIT_SCALE_MAX, 100.0);
+    let mut case = Case::random(610, 7, 13, vec![7, 4, 0]).with_groups();
+    case.upstream = 1.3;
+    let at_bound = case.reference_with(&case.x, &case.a, 100f64.ln());
+    // Tier 1 at each side: the reference's ds against central differences (a step of 1e-5 in s
+    // stays on its side of ln 100 at these κ).
+    for kappa in [99.9, 100.1] {
+        let mut side = case.clone();
+        side.s = f64::ln(kappa);
+        check_finite_differences(&format!("κ = {kappa}"), &side, None);
+    }
+    let kappas = [99.0, 99.9, 100.1, 400.0, 999.0];
+    let cases: Vec<(f64, Case)> = kappas
+        .iter()
+        .map(|&kappa| {
+            let mut c = case.clone();
+            c.s = f64::ln(kappa);
+            (kappa, c)
+        })
+        .collect();
+    for (kappa, c) in &cases {
+        let want = c.reference();
+        if *kappa > 100.0 {
+            assert_eq!(want.ds, 0.0, "reference ds at κ = {kappa}");
+            assert!(
+                (want.loss - at_bound.loss).abs() <= 1e-12 * at_bound.loss.abs(),
+                "reference loss at κ = {kappa}: {} vs {} at the bound",
+                want.loss,
+                at_bound.loss
+            );
+        } else {
+            assert!(
+                want.ds.abs() > 1e-3 * want.ds_terms,
+                "reference ds at κ = {kappa} should be live: {:e} of Σ|terms| {:e}",
+                want.ds,
+                want.ds_terms
+            );
+            assert!((want.loss - at_bound.loss).abs() > 1e-6 * at_bound.loss.abs());
+        }
+    }
+    for_each_version(|version| {
+        for device in all_devices() {
+            for (kappa, c) in &cases {
+                let what = format!("{version}: κ = {kappa}");
+                let got = c.check(&what, &device);
+                let ds = got.ds.to_vec().expect("ds")[0];
+                if *kappa > 100.0 {
+                    assert_eq!(ds, 0.0, "{what} on {}: ds above the clamp", device.name());
+                    assert_close(
+                        &format!("{what}: loss against the loss at κ = 100"),
+                        &device,
+                        &got.loss,
+                        &[at_bound.loss],
+                        TOLERANCE,
+                    );
+                } else {
+                    assert!(ds != 0.0, "{what} on {}: ds below the clamp", device.name());
+                }
+            }
+        }
+    });
+}
+
+#[test]
 fn loss_of_aligned_orthonormal_rows_is_hand_computed() {
     // x_t = a_t = e_t: S = κ I, so ℓ_X(t) = ℓ_A(t) = log(1 + (L − 1) e^{−κ}).
     let (n, d, len) = (3usize, 3usize, 3i32);
@@ -374,16 +462,27 @@ fn loss_of_aligned_orthonormal_rows_is_hand_computed() {
 
 #[test]
 fn kernel_matches_reference_over_sizes_and_mixed_lengths() {
+    for_each_version(kernel_matches_reference_over_sizes);
+}
+
+fn kernel_matches_reference_over_sizes(version: &str) {
     let devices = all_devices();
     let mut seed = 100;
-    for &n in &[1usize, 2, 50, 64] {
-        for &d in &[8usize, 64, 256] {
+    // The paper-like grid, then odd sizes: n odd, d not a multiple of 8 (or of 4: the scalar
+    // staging path of v2), d just past one 32-column chunk.
+    let grid = [1usize, 2, 50, 64]
+        .iter()
+        .flat_map(|&n| [8usize, 64, 256].map(|d| (n, d)))
+        .chain([(17, 37), (33, 36), (7, 5)]);
+    for (n, d) in grid {
+        {
             seed += 1;
             // Mixed lengths: full, partial, empty, one. The large emulated cases get fewer
-            // sequences (each block is 256 OS threads in the emulator).
+            // sequences (each block is 256 OS threads in the emulator): v2 the full one only (its
+            // partial tiles are checked at the smaller and odd sizes).
             let mut lengths = vec![n as i32, (n as i32 + 1) / 2, 0, 1];
             if n * d >= 50 * 256 {
-                lengths.truncate(2);
+                lengths.truncate(if version.ends_with("v1") { 2 } else { 1 });
             }
             let mut case = Case::random(seed, n, d, lengths);
             case.reduction = REDUCTIONS[seed as usize % 2];
@@ -393,7 +492,7 @@ fn kernel_matches_reference_over_sizes_and_mixed_lengths() {
             for device in &devices {
                 case.check(
                     &format!(
-                        "n {n} d {d} {:?} dedup {}",
+                        "{version}: n {n} d {d} {:?} dedup {}",
                         case.reduction,
                         case.groups.is_some()
                     ),
@@ -406,6 +505,10 @@ fn kernel_matches_reference_over_sizes_and_mixed_lengths() {
 
 #[test]
 fn kernel_matches_reference_on_edge_cases() {
+    for_each_version(kernel_matches_reference_on_edge_cases_of);
+}
+
+fn kernel_matches_reference_on_edge_cases_of(version: &str) {
     let (n, d) = (9usize, 40usize);
     let mut cases: Vec<(&str, Case)> = Vec::new();
 
@@ -444,29 +547,33 @@ fn kernel_matches_reference_on_edge_cases() {
         Case::random(204, n, d, vec![1, 1, 1]).with_groups(),
     ));
     // More sequences than the reduce kernel's 256 threads: its strided loop over b. Most are
-    // empty (an empty block returns at once; the emulator is slow at 300 full blocks).
-    cases.push((
-        "B = 300",
-        Case::random(
-            205,
-            3,
-            4,
-            (0..300)
-                .map(|b| {
-                    if b % 50 == 0 || b >= 290 {
-                        1 + b % 3
-                    } else {
-                        0
-                    }
-                })
-                .collect(),
-        ),
-    ));
+    // empty (an empty block returns at once; the emulator is slow at 300 full blocks). The reduce
+    // kernel and the empty-sequence path are shared by both versions: checked once, under v1.
+    let v1 = kernel_version::selected(KERNEL_FAMILY).expect("version") == KernelVersion::V1;
+    cases.extend(v1.then(|| {
+        (
+            "B = 300",
+            Case::random(
+                205,
+                3,
+                4,
+                (0..300)
+                    .map(|b| {
+                        if b % 50 == 0 || b >= 290 {
+                            1 + b % 3
+                        } else {
+                            0
+                        }
+                    })
+                    .collect(),
+            ),
+        )
+    }));
 
     for device in all_devices() {
         for (what, case) in &cases {
-            case.check(what, &device);
-            let got = case.run(&device).expect("run");
+            let what = &format!("{version}: {what}");
+            let got = case.check(what, &device);
             if case.s.exp() > 100.0 {
                 assert_eq!(
                     got.ds.to_vec().expect("ds"),
@@ -494,16 +601,26 @@ fn kernel_matches_reference_on_edge_cases() {
 fn kernel_results_are_deterministic() {
     let case = Case::random(300, 50, 64, vec![50, 17, 33]).with_groups();
     let device = emulated();
-    let first = case.run(&device).expect("run");
-    let second = case.run(&device).expect("run");
-    for (p, q) in [
-        (&first.loss, &second.loss),
-        (&first.dx, &second.dx),
-        (&first.da, &second.da),
-        (&first.ds, &second.ds),
-    ] {
-        assert_eq!(p.to_vec().expect("p"), q.to_vec().expect("q"));
-    }
+    let mut gradients = Vec::new();
+    for_each_version(|version| {
+        let first = case.run(&device).expect("run");
+        let second = case.run(&device).expect("run");
+        for (p, q) in [
+            (&first.loss, &second.loss),
+            (&first.dx, &second.dx),
+            (&first.da, &second.da),
+            (&first.ds, &second.ds),
+        ] {
+            assert_eq!(p.to_vec().expect("p"), q.to_vec().expect("q"), "{version}");
+        }
+        gradients.push(first.dx.to_vec().expect("dx"));
+    });
+    // The versions sum in different orders, so their last bits differ: the selection reaches the
+    // launch (v2 is not v1 run twice).
+    assert_ne!(
+        gradients[0], gradients[1],
+        "kernel v1 and v2 gave identical bits"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -514,6 +631,10 @@ fn tape_backward_scales_the_saved_gradients_by_the_upstream_gradient() {
     let mut case = Case::random(400, 7, 12, vec![7, 3, 0]).with_groups();
     case.upstream = 2.5;
     let want = case.reference();
+    for_each_version(|version| tape_backward_on_every_device(version, &case, &want));
+}
+
+fn tape_backward_on_every_device(version: &str, case: &Case, want: &ContrastiveReference<f64>) {
     for device in all_devices() {
         let shape = case.shape();
         let tape = Tape::new();
@@ -530,26 +651,32 @@ fn tape_backward_scales_the_saved_gradients_by_the_upstream_gradient() {
         .expect("groups");
         let loss = contrastive_loss(&tape, &x, &a, &lengths, &s, Some(&groups), case.reduction)
             .expect("loss");
-        assert_close("tape loss", &device, loss.value(), &[want.loss], TOLERANCE);
+        assert_close(
+            &format!("{version}: tape loss"),
+            &device,
+            loss.value(),
+            &[want.loss],
+            TOLERANCE,
+        );
         let grads = tape
             .backward(&loss, tensor(&device, &[1], &[case.upstream]))
             .expect("backward");
         assert_close(
-            "tape dx",
+            &format!("{version}: tape dx"),
             &device,
             grads.get(&x).expect("dx"),
             &want.dx,
             TOLERANCE,
         );
         assert_close(
-            "tape da",
+            &format!("{version}: tape da"),
             &device,
             grads.get(&a).expect("da"),
             &want.da,
             TOLERANCE,
         );
         assert_close(
-            "tape ds",
+            &format!("{version}: tape ds"),
             &device,
             grads.get(&s).expect("ds"),
             &[want.ds],
@@ -560,6 +687,10 @@ fn tape_backward_scales_the_saved_gradients_by_the_upstream_gradient() {
 
 #[test]
 fn bad_inputs_are_typed_errors_and_wild_lengths_are_clamped() {
+    for_each_version(bad_inputs_on_every_device);
+}
+
+fn bad_inputs_on_every_device(version: &str) {
     for device in all_devices() {
         let ok = Case::random(500, 4, 3, vec![4, 2]);
         assert!(ok.run(&device).is_ok());
@@ -580,15 +711,28 @@ fn bad_inputs_are_typed_errors_and_wild_lengths_are_clamped() {
             wild.run(&device).expect("wild lengths"),
             clamped.reference(),
         );
+        let what = format!("{version}: clamped lengths");
         assert_close(
-            "clamped lengths: loss",
+            &format!("{what}: loss"),
             &device,
             &got.loss,
             &[want.loss],
             TOLERANCE,
         );
-        assert_close("clamped lengths: dx", &device, &got.dx, &want.dx, TOLERANCE);
-        assert_close("clamped lengths: da", &device, &got.da, &want.da, TOLERANCE);
+        assert_close(
+            &format!("{what}: dx"),
+            &device,
+            &got.dx,
+            &want.dx,
+            TOLERANCE,
+        );
+        assert_close(
+            &format!("{what}: da"),
+            &device,
+            &got.da,
+            &want.da,
+            TOLERANCE,
+        );
 
         let shape = ok.shape();
         let x = tensor(&device, &shape, &ok.x);
@@ -631,7 +775,11 @@ fn bad_inputs_are_typed_errors_and_wild_lengths_are_clamped() {
 }
 
 #[test]
-fn tf32_and_bf16_are_not_implemented_by_kernel_v1() {
+fn tf32_and_bf16_are_not_implemented_by_either_kernel_version() {
+    for_each_version(tf32_and_bf16_are_not_implemented_on_every_device);
+}
+
+fn tf32_and_bf16_are_not_implemented_on_every_device(version: &str) {
     let mut rng = rng(15);
     for device in all_devices() {
         let x = tensor(&device, &[2, 4, 3], &random(&mut rng, 2 * 4 * 3, 0.0, 1.0));
@@ -659,7 +807,7 @@ fn tf32_and_bf16_are_not_implemented_by_kernel_v1() {
                         precision: named,
                     }) if named == precision => {}
                     other => panic!(
-                        "contrastive loss ({what}) in {precision} on {}: {other:?}",
+                        "{version}: contrastive loss ({what}) in {precision} on {}: {other:?}",
                         device.name()
                     ),
                 }

@@ -100,9 +100,18 @@ fn dropout_masks_are_known() {
 }
 
 /// κ = min(exp s, 100) (spec §3.4, A9): the clamp sits at exactly 100. Above it the loss is the
-/// loss at s = ln 100 and s gets no gradient; just below it, it is not.
+/// loss at s = ln 100 and s gets no gradient; just below it, it is not. Both kernel versions.
 #[test]
 fn the_logit_scale_is_clamped_at_one_hundred() {
+    common::for_each_version(
+        &[asif_kernels::ops::contrastive::KERNEL_FAMILY],
+        the_logit_scale_is_clamped_at_one_hundred_on_every_device,
+    );
+}
+
+fn the_logit_scale_is_clamped_at_one_hundred_on_every_device(
+    version: asif_kernels::kernel_version::KernelVersion,
+) {
     use asif_kernels::autograd::Tape;
     use asif_kernels::ops::contrastive::{contrastive_loss, ContrastiveReduction};
     use asif_kernels::IndexTensor;
@@ -139,7 +148,7 @@ fn the_logit_scale_is_clamped_at_one_hundred() {
         let (at_100, _) = at(100.0);
         let (above, ds_above) = at(150.0);
         let (below, ds_below) = at(90.0);
-        let name = device.name();
+        let name = format!("{} kernel {}", device.name(), version.name());
         assert!(
             (above - at_100).abs() <= 1e-6 * at_100.abs(),
             "{name}: L(κ = 150) = {above}, L(κ = 100) = {at_100}: not clamped at 100"

@@ -17,7 +17,9 @@ use asif_kernels::ops::attention::{
     self, attention_backward, attention_forward, AttentionConfig, AttentionInputs, OutputGradients,
     ScorePair,
 };
-use asif_kernels::ops::contrastive::{contrastive_loss_forward_backward, ContrastiveReduction};
+use asif_kernels::ops::contrastive::{
+    self, contrastive_loss_forward_backward, ContrastiveReduction,
+};
 use asif_kernels::ops::cross_entropy::{
     cross_entropy_over_items_backward, cross_entropy_over_items_forward,
     softmax_cross_entropy_backward, softmax_cross_entropy_forward,
@@ -549,6 +551,15 @@ fn adam_packs_on_the_device_and_launches_once() {
 #[test]
 fn contrastive_loss_is_two_launches() {
     let (batch, n, d) = (2, 5, 6);
+    // Both kernel versions: one fused pass per sequence, then the reduce; no memset.
+    for version in [KernelVersion::V1, KernelVersion::V2] {
+        kernel_version::with_version(contrastive::KERNEL_FAMILY, version, || {
+            contrastive_launches(batch, n, d)
+        });
+    }
+}
+
+fn contrastive_launches(batch: usize, n: usize, d: usize) {
     for device in kernel_devices() {
         let x = values(&device, &[batch, n, d], 1);
         let a = values(&device, &[batch, n, d], 2);

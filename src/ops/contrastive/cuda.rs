@@ -1,13 +1,18 @@
 //! Launches of `kernels/contrastive.cu`, shared by the CUDA and emulated devices.
 use super::ContrastiveReduction;
 use crate::device::{Buffer, Device, LaunchConfig};
+use crate::kernel_version::{self, KernelVersion};
 use crate::kernels::KernelRef;
 use crate::{kernel_args, Result};
 
 const FORWARD_BACKWARD: KernelRef = KernelRef::new("contrastive", "contrastive_forward_backward");
+/// Version 2: the three products on tensor cores (3xTF32); same arguments and outputs as v1.
+const FORWARD_BACKWARD_V2: KernelRef =
+    KernelRef::new("contrastive", "contrastive_forward_backward_v2");
 const REDUCE: KernelRef = KernelRef::new("contrastive", "contrastive_reduce");
 const SCALE: KernelRef = KernelRef::new("contrastive", "contrastive_scale");
-/// Must match CONTRASTIVE_THREADS in the kernel (its register tiles assume 16 × 16 threads).
+/// Must match CONTRASTIVE_THREADS in the kernel (v1's register tiles assume 16 × 16 threads, v2's
+/// mma tiles 8 warps).
 const THREADS: u32 = 256;
 
 pub(super) struct Inputs<'a> {
@@ -43,7 +48,7 @@ pub(super) fn forward_backward(
             ds: device.zeros::<f32>(1)?,
         });
     }
-    // One block per sequence writes all n × d of its dx and da (zeros past L_b and for L_b = 0)
+    // One block per sequence (both versions) writes all n × d of its dx and da (zeros past L_b and for L_b = 0)
     // and its two partials; the reduce writes loss and ds.
     let mut dx = device.uninitialized::<f32>(batch * n * d)?;
     let mut da = device.uninitialized::<f32>(batch * n * d)?;
@@ -57,8 +62,12 @@ pub(super) fn forward_backward(
         None => (inputs.lengths, 0i32),
     };
     let literal_sum = i32::from(reduction == ContrastiveReduction::Sum);
+    let kernel = match kernel_version::selected(super::KERNEL_FAMILY)? {
+        KernelVersion::V1 => FORWARD_BACKWARD,
+        KernelVersion::V2 => FORWARD_BACKWARD_V2,
+    };
     device.launch(
-        FORWARD_BACKWARD,
+        kernel,
         LaunchConfig::linear(batch as u32, THREADS),
         &mut kernel_args![
             inputs.x,

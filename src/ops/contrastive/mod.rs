@@ -22,6 +22,11 @@ use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
 use crate::{Error, IndexTensor, Precision, Result, Tensor};
 
+/// The kernel family of `kernels/contrastive.cu` in [`crate::kernel_version`]: v1 (CUDA-core
+/// register tiles) or v2 (the three products on tensor cores, 3xTF32, fp32-level accuracy);
+/// `ASIF_KERNEL_CONTRASTIVE=v1|v2`, or `kernel_version::with_version(KERNEL_FAMILY, ..)`.
+pub const KERNEL_FAMILY: &str = "contrastive";
+
 /// The largest logit scale κ (CLIP's clamp); above it the gradient to s is zero.
 pub const LOGIT_SCALE_MAX: f32 = 100.0;
 /// ε of the normalisation x/max(‖x‖, ε).
@@ -53,8 +58,8 @@ pub enum ContrastiveReduction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ContrastiveOptions {
     pub reduction: ContrastiveReduction,
-    /// Arithmetic of S = κ·X̃Ãᵀ and its gradients (`crate::precision`). Kernel v1 computes in
-    /// fp32 only: [`Precision::Tf32`] and [`Precision::Bf16`] are
+    /// Arithmetic of S = κ·X̃Ãᵀ and its gradients (`crate::precision`). Both kernel versions
+    /// compute at fp32 accuracy only (v1 on CUDA cores, v2 by 3xTF32): [`Precision::Tf32`] and [`Precision::Bf16`] are
     /// [`Error::PrecisionNotImplemented`].
     pub precision: Precision,
 }
