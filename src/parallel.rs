@@ -66,6 +66,13 @@ unsafe impl<T: Send> Send for SharedMut<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
+impl<T> SharedMut<T> {
+    /// The pointer (a method, so a closure captures the whole `Send` wrapper, not the field).
+    pub(crate) fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
 /// Elements per unit of the elementwise ops and rows-times-columns per unit of the row-wise ones.
 pub(crate) const ELEMENTS_PER_UNIT: usize = 1 << 15;
 

@@ -252,6 +252,7 @@ struct SequenceGradients<'g, F> {
     values: [Option<&'g mut [F]>; 3],
 }
 
+#[allow(clippy::needless_range_loop)] // s indexes the values, outputs and gradients alike
 fn backward_sequence<F: Float>(
     problem: &Problem<'_, F>,
     forward: &Forward<F>,

@@ -225,7 +225,7 @@ pub fn project<F: Float>(
 }
 
 /// One sequence's forward: (h_A* rows `[n, d]`, Q `[d, r]`, R `[r, r]`, φ `[n, r]`).
-#[allow(clippy::type_complexity)]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 fn forward_sequence<F: Float>(
     h_x: &[F],
     h_a: &[F],

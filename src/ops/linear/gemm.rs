@@ -218,7 +218,6 @@ fn host_gemm(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     }
     let out = crate::parallel::SharedMut(c.as_mut_ptr());
     crate::parallel::map_units(tiles, |t| {
-        let out = out;
         let (i0, j0) = (
             (t / column_tiles) * TILE_ROWS,
             (t % column_tiles) * TILE_COLUMNS,
@@ -227,7 +226,7 @@ fn host_gemm(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         let columns = (j0, (j0 + TILE_COLUMNS).min(g.n));
         // SAFETY: tiles are disjoint parts of C (dense, m × n, checked by `gemm`), each written
         // by one unit only.
-        unsafe { sgemm_block(g, a, b, out.0, rows, columns, (0, g.k), g.beta) };
+        unsafe { sgemm_block(g, a, b, out.get(), rows, columns, (0, g.k), g.beta) };
     });
 }
 
