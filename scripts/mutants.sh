@@ -84,9 +84,9 @@ mutant contrastive_kernel_scale_gradient full "kernel_finite_differences"
 edit kernels/contrastive.cu 'const float g = grad_weight * (p + q - (t == u ? 2.0f : 0.0f));' 'const float g = grad_weight * (p + q - (t == u ? 1.0f : 0.0f));'
 
 mutant attention_reference_backward_diagonal full "attention"
-edit src/ops/attention/cpu.rs '                    for j in 0..=i {
-                        let p = (problem.logits(&scores, s, j) - lse).exp();' '                    for j in 0..i {
-                        let p = (problem.logits(&scores, s, j) - lse).exp();'
+edit src/ops/attention/cpu.rs '                for j in 0..=i {
+                    let p = (problem.logits(&scores, s, j) - lse).exp();' '                for j in 0..i {
+                    let p = (problem.logits(&scores, s, j) - lse).exp();'
 
 mutant kcore_one_pass full "data_reader data_synthetic data_ml100k"
 edit src/data/dataset.rs '            if !banned {

@@ -206,3 +206,126 @@ fn a_training_run_is_bit_identical_with_one_two_and_four_threads() {
         }
     }
 }
+
+fn values64(len: usize, seed: u32) -> Vec<f64> {
+    values(len, seed).into_iter().map(f64::from).collect()
+}
+
+fn assert_close(what: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-12 * (1.0 + w.abs()),
+            "{what}[{k}]: threaded {g}, reference {w}"
+        );
+    }
+}
+
+/// The threaded functions beside the f64 references, against them, under 3 threads: attention
+/// with a shared (position) pair, whose gradient is summed from per-sequence partials; HIE with
+/// the full QR backward (dW_r summed over sequences); the contrastive loss (∂/∂s summed).
+#[test]
+fn threaded_references_match_the_serial_references() {
+    use asif_kernels::ops::attention::reference as attention;
+    use asif_kernels::ops::contrastive::{reference as contrastive, ContrastiveReduction};
+    use asif_kernels::ops::hie::reference as hie;
+    pool(3).install(|| {
+        let (batch, n, heads, head_dim) = (5, 6, 2, 3);
+        let d = heads * head_dim;
+        let lengths = [6, 1, 4, 0, 5];
+        let (q1, k1, v1) = (
+            values64(batch * n * d, 11),
+            values64(batch * n * d, 12),
+            values64(batch * n * d, 13),
+        );
+        let (q2, k2, v3) = (
+            values64(n * d, 14),
+            values64(n * d, 15),
+            values64(n * d, 16),
+        );
+        let problem = attention::Problem {
+            geometry: attention::Geometry {
+                batch,
+                seq_len: n,
+                heads,
+                head_dim,
+            },
+            lengths: &lengths,
+            pairs: vec![
+                (
+                    attention::Matrix::per_sequence(&q1),
+                    attention::Matrix::per_sequence(&k1),
+                ),
+                (
+                    attention::Matrix::shared(&q2),
+                    attention::Matrix::shared(&k2),
+                ),
+            ],
+            values: [
+                Some(attention::Matrix::per_sequence(&v1)),
+                Some(attention::Matrix::per_sequence(&k1)),
+                Some(attention::Matrix::shared(&v3)),
+            ],
+            dropout: 0.3,
+            seed: 9,
+        };
+        let serial = attention::forward(&problem);
+        let threaded = attention::forward_threaded(&problem);
+        for s in 0..3 {
+            assert_close(
+                "attention output",
+                threaded.outputs[s].as_ref().unwrap(),
+                serial.outputs[s].as_ref().unwrap(),
+            );
+        }
+        assert_close("log-sum-exp", &threaded.log_sum_exp, &serial.log_sum_exp);
+        let upstream: Vec<Vec<f64>> = (0..3).map(|s| values64(batch * n * d, 20 + s)).collect();
+        let grads = [
+            Some(upstream[0].as_slice()),
+            Some(upstream[1].as_slice()),
+            Some(upstream[2].as_slice()),
+        ];
+        let serial = attention::backward(&problem, &serial, grads);
+        let threaded = attention::backward_threaded(&problem, &threaded, grads);
+        for (k, ((tq, tk), (sq, sk))) in threaded.pairs.iter().zip(&serial.pairs).enumerate() {
+            assert_close(&format!("dQ{k}"), tq, sq);
+            assert_close(&format!("dK{k}"), tk, sk);
+        }
+        for s in 0..3 {
+            assert_close(
+                "dV",
+                threaded.values[s].as_ref().unwrap(),
+                serial.values[s].as_ref().unwrap(),
+            );
+        }
+
+        let (r, dims) = (3, hie::Dims { batch, n, d, r: 3 });
+        let (h_x, h_a, w_r, dy) = (
+            values64(batch * n * d, 31),
+            values64(batch * n * d, 32),
+            values64(n * r, 33),
+            values64(batch * n * d, 34),
+        );
+        let serial = hie::forward(&h_x, &h_a, &w_r, &lengths, dims, false, 1e-6);
+        let threaded = hie::forward_threaded(&h_x, &h_a, &w_r, &lengths, dims, false, 1e-6);
+        assert_close("h_A*", &threaded.output, &serial.output);
+        let serial = hie::backward(&h_x, &h_a, &w_r, &lengths, &serial, &dy, dims, false, true);
+        let threaded = hie::backward_threaded(
+            &h_x, &h_a, &w_r, &lengths, &threaded, &dy, dims, false, true,
+        );
+        assert_close("dH_A", &threaded.dh_a, &serial.dh_a);
+        assert_close("dH_X", &threaded.dh_x, &serial.dh_x);
+        assert_close("dW_r", &threaded.dw_r, &serial.dw_r);
+
+        let reduction = ContrastiveReduction::MeanPerSequence;
+        let serial =
+            contrastive::forward_backward(&h_x, &h_a, &lengths, None, 1.5, n, d, reduction, 0.7);
+        let threaded = contrastive::forward_backward_threaded(
+            &h_x, &h_a, &lengths, None, 1.5, n, d, reduction, 0.7,
+        );
+        assert_close("L_co", &[threaded.loss], &[serial.loss]);
+        assert_close("dX", &threaded.dx, &serial.dx);
+        assert_close("dA", &threaded.da, &serial.da);
+        assert_close("ds", &[threaded.ds], &[serial.ds]);
+    });
+}

@@ -42,6 +42,14 @@ fn log_sum_exp<F: Float>(values: impl Iterator<Item = (F, bool)> + Clone) -> F {
     max + sum.ln()
 }
 
+/// κ = min(exp s, 100) and whether exp s was clamped (then ∂/∂s is zero).
+fn kappa<F: Float>(logit_scale: F) -> (F, bool) {
+    let exp_s = logit_scale.exp();
+    let max_scale = constant::<F>(LOGIT_SCALE_MAX as f64);
+    let clamped = exp_s > max_scale;
+    (if clamped { max_scale } else { exp_s }, clamped)
+}
+
 /// What the loop over sequences shares: κ, whether exp s was clamped, and the batch size.
 #[derive(Clone, Copy)]
 struct Shared<'a, F> {
@@ -177,10 +185,7 @@ pub fn forward_backward<F: Float>(
     upstream: F,
 ) -> ContrastiveReference<F> {
     let batch = lengths.len();
-    let exp_s = logit_scale.exp();
-    let max_scale = constant::<F>(LOGIT_SCALE_MAX as f64);
-    let clamped = exp_s > max_scale;
-    let kappa = if clamped { max_scale } else { exp_s };
+    let (kappa, clamped) = kappa(logit_scale);
     let shared = Shared {
         x,
         a,
@@ -234,10 +239,7 @@ pub fn forward_backward_threaded<F: Float + Send + Sync>(
     upstream: F,
 ) -> ContrastiveReference<F> {
     let batch = lengths.len();
-    let exp_s = logit_scale.exp();
-    let max_scale = constant::<F>(LOGIT_SCALE_MAX as f64);
-    let clamped = exp_s > max_scale;
-    let kappa = if clamped { max_scale } else { exp_s };
+    let (kappa, clamped) = kappa(logit_scale);
     let shared = Shared {
         x,
         a,
