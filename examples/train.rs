@@ -130,6 +130,12 @@ struct Args {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// CPU threads [RAYON_NUM_THREADS, else every core]. Results do not depend on it.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Train on at most N batches per epoch (timing runs; changes the results).
+    #[arg(long, value_name = "N")]
+    max_batches: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -230,6 +236,9 @@ fn configs(args: &Args) -> (ModelConfig, TrainConfig) {
 }
 
 fn run(args: &Args) -> Result<(), Error> {
+    if let Some(threads) = args.threads {
+        asif_kernels::parallel::set_threads(threads)?;
+    }
     let (model_config, train_config) = configs(args);
     let dataset = match &args.data_dir {
         Some(dir) => {
@@ -277,9 +286,11 @@ fn run(args: &Args) -> Result<(), Error> {
     if !args.quiet {
         eprintln!("{}", dataset.summary());
         eprintln!(
-            "training {} on {} (d {}, L {}, h {}, n {}, lr {}, batch {}, up to {} epochs)",
+            "training {} on {} ({} threads; d {}, L {}, h {}, n {}, lr {}, batch {}, up to {} \
+             epochs)",
             model_config.kind,
             device.name(),
+            asif_kernels::parallel::threads(),
             model_config.hidden_size,
             model_config.layers,
             model_config.heads,
@@ -295,6 +306,7 @@ fn run(args: &Args) -> Result<(), Error> {
         progress: !args.quiet,
         stop_after_epochs: None,
         results_path: Some(results_path.clone()),
+        max_batches_per_epoch: args.max_batches,
     };
     match train(&dataset, &model_config, &train_config, &device, &options)? {
         Outcome::Finished(results) => {

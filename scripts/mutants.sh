@@ -100,9 +100,9 @@ mutant contrastive_v2_k_pairing_mismatched full "contrastive"
 edit kernels/contrastive.cu 'k_rows[(8 * k + 2 * in_group + i) * CONTRASTIVE_V2_TILE_STRIDE' 'k_rows[(8 * k + in_group + 4 * i) * CONTRASTIVE_V2_TILE_STRIDE'
 
 mutant attention_reference_backward_diagonal full "attention"
-edit src/ops/attention/cpu.rs '                    for j in 0..=i {
-                        let p = (problem.logits(&scores, s, j) - lse).exp();' '                    for j in 0..i {
-                        let p = (problem.logits(&scores, s, j) - lse).exp();'
+edit src/ops/attention/cpu.rs '                for j in 0..=i {
+                    let p = (problem.logits(&scores, s, j) - lse).exp();' '                for j in 0..i {
+                    let p = (problem.logits(&scores, s, j) - lse).exp();'
 
 mutant kcore_one_pass full "data_reader data_synthetic data_ml100k"
 edit src/data/load.rs '        if !banned {

@@ -29,7 +29,10 @@ pub fn add_assign(y: &mut Tensor, x: &Tensor) -> Result<()> {
     match &device {
         Device::Cpu => {
             let x_values = x.host().to_vec();
-            add_assign_reference(y.buffer_mut()?.host_slice_mut(), &x_values);
+            let block = crate::parallel::ELEMENTS_PER_UNIT;
+            crate::parallel::for_each_block(y.buffer_mut()?.host_slice_mut(), block, |u, y| {
+                add_assign_reference(y, &x_values[u * block..]);
+            });
             Ok(())
         }
         Device::Cuda(_) | Device::Emulated(_) => {

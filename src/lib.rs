@@ -47,6 +47,7 @@ pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod ops;
+pub mod parallel;
 pub mod precision;
 pub mod rng;
 pub mod tensor;

@@ -87,6 +87,9 @@ pub struct RunOptions {
     pub stop_after_epochs: Option<usize>,
     /// Write the results JSON here at the end.
     pub results_path: Option<PathBuf>,
+    /// Train on at most this many batches per epoch (a timing run: `scripts/cpu-compare.sh`);
+    /// none: the whole epoch. A cap changes the numbers, as an interruption does.
+    pub max_batches_per_epoch: Option<usize>,
 }
 
 /// HR and NDCG at 10 and 20.
@@ -262,7 +265,10 @@ pub fn train(
             seed: train_config.seed,
             epoch: epoch as u64,
         };
-        for batch in batcher.epoch(order) {
+        for batch in batcher
+            .epoch(order)
+            .take(options.max_batches_per_epoch.unwrap_or(usize::MAX))
+        {
             let inputs = ModelInputs::from_batch(device, &batch, &tables, width)?;
             let tape = Tape::new();
             let pass = model.forward(

@@ -70,6 +70,7 @@ fn options(dir: &Path) -> RunOptions {
         progress: false,
         stop_after_epochs: None,
         results_path: Some(dir.join("results.json")),
+        max_batches_per_epoch: None,
     }
 }
 

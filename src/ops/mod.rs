@@ -54,7 +54,12 @@ impl Activation {
         let len = check_kernel_len(self.op, x.len())?;
         let device = x.device();
         let y = match device {
-            Device::Cpu => Buffer::Host((self.forward_reference)(x.host())),
+            Device::Cpu => {
+                let x = x.host();
+                Buffer::Host(crate::parallel::elementwise(len, |r| {
+                    (self.forward_reference)(&x[r])
+                }))
+            }
             Device::Cuda(_) | Device::Emulated(_) => {
                 // The activation kernels write every element (grid-stride loop).
                 let mut y = device.uninitialized::<f32>(len)?;
@@ -90,7 +95,12 @@ impl Activation {
         let len = check_kernel_len(self.op, x.len())?;
         let device = x.device();
         let dx = match device {
-            Device::Cpu => Buffer::Host((self.backward_reference)(x.host(), dy.host())),
+            Device::Cpu => {
+                let (x, dy) = (x.host(), dy.host());
+                Buffer::Host(crate::parallel::elementwise(len, |r| {
+                    (self.backward_reference)(&x[r.clone()], &dy[r])
+                }))
+            }
             Device::Cuda(_) | Device::Emulated(_) => {
                 // Written in full, as the forward's y.
                 let mut dx = device.uninitialized::<f32>(len)?;

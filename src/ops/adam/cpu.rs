@@ -25,3 +25,23 @@ pub fn step<F: Float>(
         params[i] = params[i] - step_size * m[i] / (v[i].sqrt() / bias_correction2_sqrt + eps);
     }
 }
+
+/// [`step`] on the CPU path's threads (`crate::parallel`) over fixed blocks of parameters: every
+/// element is updated as in [`step`], so the result is the same for every thread count.
+pub fn step_threaded<F: Float + Send + Sync>(
+    config: &AdamConfig,
+    t: u64,
+    params: &mut [F],
+    grads: &[F],
+    m: &mut [F],
+    v: &mut [F],
+) {
+    use rayon::prelude::*;
+    let block = crate::parallel::ELEMENTS_PER_UNIT;
+    params
+        .par_chunks_mut(block)
+        .zip(grads.par_chunks(block))
+        .zip(m.par_chunks_mut(block))
+        .zip(v.par_chunks_mut(block))
+        .for_each(|(((params, grads), m), v)| step(config, t, params, grads, m, v));
+}

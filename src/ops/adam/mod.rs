@@ -206,7 +206,7 @@ impl Adam {
         }
         self.step += 1;
         match &self.device {
-            Device::Cpu => cpu::step(
+            Device::Cpu => cpu::step_threaded(
                 &self.config,
                 self.step,
                 self.flat_params.host_slice_mut(),

@@ -33,7 +33,12 @@ pub fn add_forward(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     let device = a.device();
     let out = match device {
-        Device::Cpu => Buffer::Host(cpu::add(a.host(), b.host())),
+        Device::Cpu => {
+            let (a, b) = (a.host(), b.host());
+            Buffer::Host(crate::parallel::elementwise(a.len(), |r| {
+                cpu::add(&a[r.clone()], &b[r])
+            }))
+        }
         _ => cuda::add_out(device, a.buffer(), b.buffer())?,
     };
     Ok(Tensor::from_buffer(device, a.shape(), out))

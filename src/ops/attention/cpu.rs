@@ -156,43 +156,176 @@ fn add_scaled<F: Float>(target: &mut [F], weight: F, source: &[F]) {
     }
 }
 
-/// O_X, O_A, O_P and the log-sum-exp statistics.
-pub fn forward<F: Float>(problem: &Problem<'_, F>) -> Forward<F> {
+/// One sequence's part of the forward: O_X, O_A, O_P rows (`[n, d]`, where the value was given)
+/// and the log-sum-exp of its rows, `[3, h, n]`.
+struct SequenceForward<F> {
+    outputs: [Option<Vec<F>>; 3],
+    log_sum_exp: Vec<F>,
+}
+
+fn forward_sequence<F: Float>(problem: &Problem<'_, F>, b: usize) -> SequenceForward<F> {
     let g = problem.geometry;
     let (n, d, dh) = (g.seq_len, g.width(), g.head_dim);
     let mut outputs: [Option<Vec<F>>; 3] =
-        std::array::from_fn(|s| problem.values[s].map(|_| vec![F::zero(); g.batch * n * d]));
-    let mut log_sum_exp = vec![F::zero(); 3 * g.stats_len()];
-    for b in 0..g.batch {
-        let length = length(problem.lengths, b, n);
-        for head in 0..g.heads {
-            let col = head * dh;
-            for i in 0..length {
-                let scores = problem.scores(b, head, i);
-                let multipliers = problem.dropout_row(b, head, i);
-                for s in 0..3 {
-                    let (Some(value), Some(out)) = (problem.values[s], outputs[s].as_mut()) else {
-                        continue;
-                    };
-                    let logits: Vec<F> = (0..=i).map(|j| problem.logits(&scores, s, j)).collect();
-                    let max = logits.iter().fold(F::neg_infinity(), |m, &x| m.max(x));
-                    let sum = logits
-                        .iter()
-                        .fold(F::zero(), |acc, &x| acc + (x - max).exp());
-                    log_sum_exp[(s * g.batch * g.heads + b * g.heads + head) * n + i] =
-                        max + sum.ln();
-                    let out_row = &mut out[b * n * d + i * d + col..][..dh];
-                    for (j, &logit) in logits.iter().enumerate() {
-                        let weight = (logit - max).exp() / sum * multipliers[j];
-                        add_scaled(out_row, weight, problem.row(&value, b, j, head));
-                    }
+        std::array::from_fn(|s| problem.values[s].map(|_| vec![F::zero(); n * d]));
+    let mut log_sum_exp = vec![F::zero(); 3 * g.heads * n];
+    let length = length(problem.lengths, b, n);
+    for head in 0..g.heads {
+        let col = head * dh;
+        for i in 0..length {
+            let scores = problem.scores(b, head, i);
+            let multipliers = problem.dropout_row(b, head, i);
+            for s in 0..3 {
+                let (Some(value), Some(out)) = (problem.values[s], outputs[s].as_mut()) else {
+                    continue;
+                };
+                let logits: Vec<F> = (0..=i).map(|j| problem.logits(&scores, s, j)).collect();
+                let max = logits.iter().fold(F::neg_infinity(), |m, &x| m.max(x));
+                let sum = logits
+                    .iter()
+                    .fold(F::zero(), |acc, &x| acc + (x - max).exp());
+                log_sum_exp[(s * g.heads + head) * n + i] = max + sum.ln();
+                let out_row = &mut out[i * d + col..][..dh];
+                for (j, &logit) in logits.iter().enumerate() {
+                    let weight = (logit - max).exp() / sum * multipliers[j];
+                    add_scaled(out_row, weight, problem.row(&value, b, j, head));
                 }
+            }
+        }
+    }
+    SequenceForward {
+        outputs,
+        log_sum_exp,
+    }
+}
+
+/// Assembles the per-sequence parts (in sequence order) into the op's outputs.
+fn assemble_forward<F: Float>(
+    problem: &Problem<'_, F>,
+    sequences: Vec<SequenceForward<F>>,
+) -> Forward<F> {
+    let g = problem.geometry;
+    let (n, d) = (g.seq_len, g.width());
+    let mut outputs: [Option<Vec<F>>; 3] =
+        std::array::from_fn(|s| problem.values[s].map(|_| Vec::with_capacity(g.batch * n * d)));
+    let mut log_sum_exp = vec![F::zero(); 3 * g.stats_len()];
+    for (b, sequence) in sequences.into_iter().enumerate() {
+        for (out, part) in outputs.iter_mut().zip(&sequence.outputs) {
+            if let (Some(out), Some(part)) = (out.as_mut(), part) {
+                out.extend_from_slice(part);
+            }
+        }
+        for s in 0..3 {
+            for head in 0..g.heads {
+                let from = (s * g.heads + head) * n;
+                let to = (s * g.batch * g.heads + b * g.heads + head) * n;
+                log_sum_exp[to..to + n].copy_from_slice(&sequence.log_sum_exp[from..from + n]);
             }
         }
     }
     Forward {
         outputs,
         log_sum_exp,
+    }
+}
+
+/// O_X, O_A, O_P and the log-sum-exp statistics.
+pub fn forward<F: Float>(problem: &Problem<'_, F>) -> Forward<F> {
+    let sequences = (0..problem.geometry.batch)
+        .map(|b| forward_sequence(problem, b))
+        .collect();
+    assemble_forward(problem, sequences)
+}
+
+/// [`forward`] with the sequences on the CPU path's threads (`crate::parallel`): each sequence
+/// writes only its own rows, so the result is [`forward`]'s, bit for bit, for every thread count.
+pub fn forward_threaded<F: Float + Send + Sync>(problem: &Problem<'_, F>) -> Forward<F> {
+    let sequences =
+        crate::parallel::map_units(problem.geometry.batch, |b| forward_sequence(problem, b));
+    assemble_forward(problem, sequences)
+}
+
+/// Where one sequence's gradients go: per input, a `[n, d]` view indexed by slot and channel (the
+/// sequence's rows of a `[B, n, d]` gradient, or the `[n, d]` sum of a shared input).
+struct SequenceGradients<'g, F> {
+    pairs: Vec<(&'g mut [F], &'g mut [F])>,
+    values: [Option<&'g mut [F]>; 3],
+}
+
+#[allow(clippy::needless_range_loop)] // s indexes the values, outputs and gradients alike
+fn backward_sequence<F: Float>(
+    problem: &Problem<'_, F>,
+    forward: &Forward<F>,
+    output_grads: [Option<&[F]>; 3],
+    b: usize,
+    targets: &mut SequenceGradients<'_, F>,
+) {
+    let g = problem.geometry;
+    let (n, d, dh) = (g.seq_len, g.width(), g.head_dim);
+    let scale = problem.scale();
+    let length = length(problem.lengths, b, n);
+    for head in 0..g.heads {
+        let col = head * dh;
+        for i in 0..length {
+            let scores = problem.scores(b, head, i);
+            let multipliers = problem.dropout_row(b, head, i);
+            // dZ_k(i, j): gradient of the raw score of pair k.
+            let mut score_grads = vec![vec![F::zero(); i + 1]; problem.pairs.len()];
+            for s in 0..3 {
+                let (Some(value), Some(out), Some(grad)) = (
+                    problem.values[s],
+                    forward.outputs[s].as_ref(),
+                    output_grads[s],
+                ) else {
+                    continue;
+                };
+                let grad_value = targets.values[s].as_mut().expect("present value");
+                let own_row = b * n * d + i * d + col;
+                let grad_row = &grad[own_row..own_row + dh];
+                // D_i = dO_i · O_i.
+                let row_dot = dot(grad_row, &out[own_row..own_row + dh]);
+                let lse = forward.log_sum_exp[(s * g.batch * g.heads + b * g.heads + head) * n + i];
+                for j in 0..=i {
+                    let p = (problem.logits(&scores, s, j) - lse).exp();
+                    let m = multipliers[j];
+                    let grad_p = dot(grad_row, problem.row(&value, b, j, head));
+                    let start = j * d + col;
+                    add_scaled(&mut grad_value[start..start + dh], m * p, grad_row);
+                    let grad_logit = p * (m * grad_p - row_dot) * scale;
+                    for (k, pair_grad) in score_grads.iter_mut().enumerate() {
+                        if s == 0 || (s == 1 && k == 0) || (s == 2 && k == 1) {
+                            pair_grad[j] = pair_grad[j] + grad_logit;
+                        }
+                    }
+                }
+            }
+            for (k, (q, key)) in problem.pairs.iter().enumerate() {
+                let (dq, dk) = &mut targets.pairs[k];
+                let query = problem.row(q, b, i, head);
+                let query_start = i * d + col;
+                for (j, &dz) in score_grads[k].iter().enumerate() {
+                    add_scaled(
+                        &mut dq[query_start..query_start + dh],
+                        dz,
+                        problem.row(key, b, j, head),
+                    );
+                    let key_start = j * d + col;
+                    add_scaled(&mut dk[key_start..key_start + dh], dz, query);
+                }
+            }
+        }
+    }
+}
+
+fn zero_gradients<F: Float>(problem: &Problem<'_, F>) -> Gradients<F> {
+    let zeros_like = |m: &Matrix<'_, F>| vec![F::zero(); m.values.len()];
+    Gradients {
+        pairs: problem
+            .pairs
+            .iter()
+            .map(|(q, k)| (zeros_like(q), zeros_like(k)))
+            .collect(),
+        values: std::array::from_fn(|s| problem.values[s].as_ref().map(zeros_like)),
     }
 }
 
@@ -204,73 +337,134 @@ pub fn backward<F: Float>(
     output_grads: [Option<&[F]>; 3],
 ) -> Gradients<F> {
     let g = problem.geometry;
-    let (n, d, dh) = (g.seq_len, g.width(), g.head_dim);
-    let zeros_like = |m: &Matrix<'_, F>| vec![F::zero(); m.values.len()];
-    let mut pair_grads: Vec<(Vec<F>, Vec<F>)> = problem
+    let rows = g.seq_len * g.width();
+    let mut grads = zero_gradients(problem);
+    // The sequence's rows of a per-sequence gradient; the whole sum of a shared one (sequences
+    // add into it in order).
+    let view = |m: &Matrix<'_, F>, b: usize| {
+        if m.shared {
+            0..rows
+        } else {
+            b * rows..(b + 1) * rows
+        }
+    };
+    for b in 0..g.batch {
+        let mut targets = SequenceGradients {
+            pairs: grads
+                .pairs
+                .iter_mut()
+                .zip(&problem.pairs)
+                .map(|((dq, dk), (q, k))| (&mut dq[view(q, b)], &mut dk[view(k, b)]))
+                .collect(),
+            values: {
+                let mut values = grads.values.iter_mut().zip(&problem.values);
+                std::array::from_fn(|_| {
+                    let (grad, value) = values.next().expect("three values");
+                    match (grad.as_mut(), value) {
+                        (Some(grad), Some(value)) => Some(&mut grad[view(value, b)]),
+                        _ => None,
+                    }
+                })
+            },
+        };
+        backward_sequence(problem, forward, output_grads, b, &mut targets);
+    }
+    grads
+}
+
+/// [`backward`] with the sequences on the CPU path's threads (`crate::parallel`). A sequence
+/// writes its own rows of a per-sequence gradient; a shared input's gradient is summed from
+/// per-sequence partials added in sequence order, so the result does not depend on the thread
+/// count (it may differ from [`backward`]'s in the last bits of shared gradients).
+pub fn backward_threaded<F: Float + Send + Sync>(
+    problem: &Problem<'_, F>,
+    forward: &Forward<F>,
+    output_grads: [Option<&[F]>; 3],
+) -> Gradients<F> {
+    let g = problem.geometry;
+    let rows = g.seq_len * g.width();
+    let mut grads = zero_gradients(problem);
+    // Inputs in a fixed order: pair k's query and key at 2k, 2k + 1, then the three values.
+    let matrices: Vec<Option<&Matrix<'_, F>>> = problem
         .pairs
         .iter()
-        .map(|(q, k)| (zeros_like(q), zeros_like(k)))
+        .flat_map(|(q, k)| [Some(q), Some(k)])
+        .chain(problem.values.iter().map(|v| v.as_ref()))
         .collect();
-    let mut value_grads: [Option<Vec<F>>; 3] =
-        std::array::from_fn(|s| problem.values[s].as_ref().map(zeros_like));
-    let scale = problem.scale();
-    for b in 0..g.batch {
-        let length = length(problem.lengths, b, n);
-        for head in 0..g.heads {
-            let col = head * dh;
-            for i in 0..length {
-                let scores = problem.scores(b, head, i);
-                let multipliers = problem.dropout_row(b, head, i);
-                // dZ_k(i, j): gradient of the raw score of pair k.
-                let mut score_grads = vec![vec![F::zero(); i + 1]; problem.pairs.len()];
-                for s in 0..3 {
-                    let (Some(value), Some(out), Some(grad)) = (
-                        problem.values[s],
-                        forward.outputs[s].as_ref(),
-                        output_grads[s],
-                    ) else {
-                        continue;
-                    };
-                    let grad_value = value_grads[s].as_mut().expect("present value");
-                    let own_row = b * n * d + i * d + col;
-                    let grad_row = &grad[own_row..own_row + dh];
-                    // D_i = dO_i · O_i.
-                    let row_dot = dot(grad_row, &out[own_row..own_row + dh]);
-                    let lse =
-                        forward.log_sum_exp[(s * g.batch * g.heads + b * g.heads + head) * n + i];
-                    for j in 0..=i {
-                        let p = (problem.logits(&scores, s, j) - lse).exp();
-                        let m = multipliers[j];
-                        let grad_p = dot(grad_row, problem.row(&value, b, j, head));
-                        let start = g.at(&value, b, j, col);
-                        add_scaled(&mut grad_value[start..start + dh], m * p, grad_row);
-                        let grad_logit = p * (m * grad_p - row_dot) * scale;
-                        for (k, pair_grad) in score_grads.iter_mut().enumerate() {
-                            if s == 0 || (s == 1 && k == 0) || (s == 2 && k == 1) {
-                                pair_grad[j] = pair_grad[j] + grad_logit;
-                            }
-                        }
-                    }
-                }
-                for (k, (q, key)) in problem.pairs.iter().enumerate() {
-                    let (dq, dk) = &mut pair_grads[k];
-                    let query = problem.row(q, b, i, head);
-                    let query_start = g.at(q, b, i, col);
-                    for (j, &dz) in score_grads[k].iter().enumerate() {
-                        add_scaled(
-                            &mut dq[query_start..query_start + dh],
-                            dz,
-                            problem.row(key, b, j, head),
-                        );
-                        let key_start = g.at(key, b, j, col);
-                        add_scaled(&mut dk[key_start..key_start + dh], dz, query);
-                    }
+    let shared: Vec<bool> = matrices
+        .iter()
+        .map(|m| m.is_some_and(|m| m.shared))
+        .collect();
+    // Per sequence and shared input, a zeroed partial.
+    let mut partials: Vec<Vec<Vec<F>>> = (0..g.batch)
+        .map(|_| {
+            shared
+                .iter()
+                .map(|&s| if s { vec![F::zero(); rows] } else { Vec::new() })
+                .collect()
+        })
+        .collect();
+    {
+        // Per input, an iterator over its per-sequence row blocks (none for shared or absent).
+        let mut blocks: Vec<std::slice::ChunksMut<'_, F>> = Vec::new();
+        for (dq, dk) in grads.pairs.iter_mut() {
+            blocks.push(dq.chunks_mut(rows.max(1)));
+            blocks.push(dk.chunks_mut(rows.max(1)));
+        }
+        for dv in grads.values.iter_mut() {
+            blocks.push(match dv {
+                Some(dv) => dv.chunks_mut(rows.max(1)),
+                None => [].chunks_mut(1),
+            });
+        }
+        let mut units: Vec<SequenceGradients<'_, F>> = Vec::with_capacity(g.batch);
+        for partial in partials.iter_mut() {
+            let mut views: Vec<Option<&mut [F]>> = Vec::with_capacity(matrices.len());
+            let mut partial_views = partial.iter_mut();
+            for (t, matrix) in matrices.iter().enumerate() {
+                let own = partial_views.next().expect("one partial slot per input");
+                views.push(match matrix {
+                    None => None,
+                    Some(m) if m.shared => Some(own.as_mut_slice()),
+                    Some(_) => blocks[t].next(),
+                });
+            }
+            let mut views = views.into_iter();
+            let pairs = (0..problem.pairs.len())
+                .map(|_| {
+                    let q = views.next().flatten().expect("query gradient");
+                    let k = views.next().flatten().expect("key gradient");
+                    (q, k)
+                })
+                .collect();
+            let values = std::array::from_fn(|_| views.next().flatten());
+            units.push(SequenceGradients { pairs, values });
+        }
+        use rayon::prelude::*;
+        units
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(b, mut targets)| {
+                backward_sequence(problem, forward, output_grads, b, &mut targets)
+            });
+    }
+    // Shared inputs: the partials added in sequence order.
+    let mut outputs: Vec<Option<&mut Vec<F>>> = Vec::new();
+    for (dq, dk) in grads.pairs.iter_mut() {
+        outputs.push(Some(dq));
+        outputs.push(Some(dk));
+    }
+    for dv in grads.values.iter_mut() {
+        outputs.push(dv.as_mut());
+    }
+    for (t, out) in outputs.into_iter().enumerate() {
+        if let (true, Some(out)) = (shared[t], out) {
+            for partial in &partials {
+                for (o, &p) in out.iter_mut().zip(&partial[t]) {
+                    *o = *o + p;
                 }
             }
         }
     }
-    Gradients {
-        pairs: pair_grads,
-        values: value_grads,
-    }
+    grads
 }

@@ -323,7 +323,7 @@ pub fn attention_forward(
     let stats_shape = [3, g.batch, g.heads, g.seq_len];
     let (outputs, lse) = match device {
         Device::Cpu => {
-            let out = cpu::forward(&reference_problem(&checked, lengths, config));
+            let out = cpu::forward_threaded(&reference_problem(&checked, lengths, config));
             (
                 out.outputs.map(|o| o.map(Buffer::Host)),
                 Buffer::Host(out.log_sum_exp),
@@ -409,7 +409,8 @@ pub fn attention_backward(
                 outputs: saved_outputs.map(|o| o.map(|t| t.host().to_vec())),
                 log_sum_exp: saved.log_sum_exp.host().to_vec(),
             };
-            let out = cpu::backward(&problem, &forward, grads.map(|t| t.map(Tensor::host)));
+            let out =
+                cpu::backward_threaded(&problem, &forward, grads.map(|t| t.map(Tensor::host)));
             let mut buffers: [Option<Buffer<f32>>; 9] = Default::default();
             for (k, (dq, dk)) in out.pairs.into_iter().enumerate() {
                 buffers[2 * k] = Some(Buffer::Host(dq));

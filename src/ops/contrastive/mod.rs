@@ -198,7 +198,7 @@ pub fn contrastive_loss_forward_backward(
     let shape = x.shape();
     match device {
         Device::Cpu => {
-            let out = cpu::forward_backward(
+            let out = cpu::forward_backward_threaded(
                 x.host(),
                 a.host(),
                 lengths.host(),

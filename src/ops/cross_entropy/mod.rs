@@ -64,7 +64,7 @@ fn loss_from_logits(
 ) -> Result<(Tensor, CrossEntropySaved)> {
     let (loss, gradient) = match device {
         Device::Cpu => {
-            let (loss, grad) = cpu::forward(logits.host_slice(), targets.host(), items);
+            let (loss, grad) = cpu::forward_threaded(logits.host_slice(), targets.host(), items);
             (Buffer::Host(vec![loss]), Buffer::Host(grad))
         }
         _ => {
@@ -132,7 +132,11 @@ fn scale(device: &Device, buffer: &mut Buffer<f32>, dloss: &Tensor) -> Result<()
     match device {
         Device::Cpu => {
             let g = dloss.host()[0];
-            buffer.host_slice_mut().iter_mut().for_each(|v| *v *= g);
+            crate::parallel::for_each_block(
+                buffer.host_slice_mut(),
+                crate::parallel::ELEMENTS_PER_UNIT,
+                |_, block| block.iter_mut().for_each(|v| *v *= g),
+            );
             Ok(())
         }
         _ => cuda::scale_in_place(device, buffer, dloss.buffer()),

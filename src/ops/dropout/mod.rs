@@ -51,7 +51,12 @@ fn apply(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     }
     let device = x.device();
     let y = match device {
-        Device::Cpu => Buffer::Host(cpu::apply(x.host(), p, scale, seed)),
+        Device::Cpu => {
+            let x = x.host();
+            Buffer::Host(crate::parallel::elementwise(x.len(), |r| {
+                cpu::apply_from(&x[r.clone()], p, scale, seed, r.start)
+            }))
+        }
         _ => cuda::apply(device, x.buffer(), p, scale, seed)?,
     };
     Ok(Tensor::from_buffer(device, x.shape(), y))

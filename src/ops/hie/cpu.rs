@@ -224,6 +224,51 @@ pub fn project<F: Float>(
     (output, mask)
 }
 
+/// One sequence's forward: (h_A* rows `[n, d]`, Q `[d, r]`, R `[r, r]`, φ `[n, r]`).
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+fn forward_sequence<F: Float>(
+    h_x: &[F],
+    h_a: &[F],
+    w_r: &[F],
+    lengths: &[i32],
+    dims: Dims,
+    keep_padding: bool,
+    tolerance: F,
+    b: usize,
+) -> (Vec<F>, Vec<F>, Vec<F>, Vec<F>) {
+    let Dims { n, d, r, .. } = dims;
+    let rows = valid_rows(lengths, b, n, keep_padding);
+    let (x, a) = (
+        &h_x[b * n * d..(b + 1) * n * d],
+        &h_a[b * n * d..(b + 1) * n * d],
+    );
+    let m = reduce(x, w_r, rows, d, r);
+    let (q, r_mat) = householder_qr(&m, d, r, tolerance, rows);
+    let (output, mask) = project(x, a, &q, rows, n, d, r);
+    (output, q, r_mat, mask)
+}
+
+#[allow(clippy::type_complexity)]
+fn assemble_forward<F: Float>(
+    dims: Dims,
+    sequences: Vec<(Vec<F>, Vec<F>, Vec<F>, Vec<F>)>,
+) -> Forward<F> {
+    let Dims { batch, n, d, r } = dims;
+    let mut out = Forward {
+        output: Vec::with_capacity(batch * n * d),
+        q: Vec::with_capacity(batch * d * r),
+        r: Vec::with_capacity(batch * r * r),
+        mask: Vec::with_capacity(batch * n * r),
+    };
+    for (output, q, r_mat, mask) in sequences {
+        out.output.extend(output);
+        out.q.extend(q);
+        out.r.extend(r_mat);
+        out.mask.extend(mask);
+    }
+    out
+}
+
 /// The forward of the whole batch.
 pub fn forward<F: Float>(
     h_x: &[F],
@@ -234,28 +279,159 @@ pub fn forward<F: Float>(
     keep_padding: bool,
     tolerance: F,
 ) -> Forward<F> {
-    let Dims { batch, n, d, r } = dims;
-    let mut out = Forward {
-        output: Vec::with_capacity(batch * n * d),
-        q: Vec::with_capacity(batch * d * r),
-        r: Vec::with_capacity(batch * r * r),
-        mask: Vec::with_capacity(batch * n * r),
+    let sequences = (0..dims.batch)
+        .map(|b| forward_sequence(h_x, h_a, w_r, lengths, dims, keep_padding, tolerance, b))
+        .collect();
+    assemble_forward(dims, sequences)
+}
+
+/// [`forward`] with the sequences on the CPU path's threads (`crate::parallel`): each sequence is
+/// computed as in [`forward`], so the result is the same, bit for bit, for every thread count.
+pub fn forward_threaded<F: Float + Send + Sync>(
+    h_x: &[F],
+    h_a: &[F],
+    w_r: &[F],
+    lengths: &[i32],
+    dims: Dims,
+    keep_padding: bool,
+    tolerance: F,
+) -> Forward<F> {
+    let sequences = crate::parallel::map_units(dims.batch, |b| {
+        forward_sequence(h_x, h_a, w_r, lengths, dims, keep_padding, tolerance, b)
+    });
+    assemble_forward(dims, sequences)
+}
+
+/// One sequence's backward: its rows of dH_A and dH_X (`[n, d]`) and its term of dW_r (`[n, r]`;
+/// zero on the rows it does not use).
+#[allow(clippy::too_many_arguments)]
+fn backward_sequence<F: Float>(
+    h_x: &[F],
+    h_a: &[F],
+    w_r: &[F],
+    lengths: &[i32],
+    saved: &Forward<F>,
+    dy: &[F],
+    dims: Dims,
+    keep_padding: bool,
+    full: bool,
+    b: usize,
+) -> Backward<F> {
+    let Dims { n, d, r, .. } = dims;
+    let mut grads = Backward {
+        dh_a: vec![F::zero(); n * d],
+        dh_x: if full {
+            vec![F::zero(); n * d]
+        } else {
+            Vec::new()
+        },
+        dw_r: if full {
+            vec![F::zero(); n * r]
+        } else {
+            Vec::new()
+        },
     };
-    for b in 0..batch {
-        let rows = valid_rows(lengths, b, n, keep_padding);
-        let (x, a) = (
-            &h_x[b * n * d..(b + 1) * n * d],
-            &h_a[b * n * d..(b + 1) * n * d],
-        );
-        let m = reduce(x, w_r, rows, d, r);
-        let (q, r_mat) = householder_qr(&m, d, r, tolerance, rows);
-        let (output, mask) = project(x, a, &q, rows, n, d, r);
-        out.output.extend(output);
-        out.q.extend(q);
-        out.r.extend(r_mat);
-        out.mask.extend(mask);
+    let rows = valid_rows(lengths, b, n, keep_padding);
+    let q = &saved.q[b * d * r..(b + 1) * d * r];
+    let r_mat = &saved.r[b * r * r..(b + 1) * r * r];
+    let mask = &saved.mask[b * n * r..(b + 1) * n * r];
+    let base = b * n * d;
+    // C̄_A = φ ⊙ (dh Q) and G = φ ⊙ C_A, per valid row.
+    let mut c_bar = vec![F::zero(); rows * r];
+    let mut filtered = vec![F::zero(); rows * r];
+    for t in 0..rows {
+        let g = coordinates(&dy[base + t * d..base + (t + 1) * d], q, d, r);
+        for k in 0..r {
+            c_bar[t * r + k] = mask[t * r + k] * g[k];
+        }
+        let dh_a = back_project(&c_bar[t * r..(t + 1) * r], q, d, r);
+        grads.dh_a[t * d..(t + 1) * d].copy_from_slice(&dh_a);
+        if full {
+            let c_a = coordinates(&h_a[base + t * d..base + (t + 1) * d], q, d, r);
+            for k in 0..r {
+                filtered[t * r + k] = mask[t * r + k] * c_a[k];
+            }
+        }
     }
-    out
+    if !full {
+        return grads;
+    }
+    let kept: Vec<bool> = (0..r).map(|k| r_mat[k * r + k] != F::zero()).collect();
+    // Q̄ on the kept columns.
+    let mut q_bar = vec![F::zero(); d * r];
+    for i in 0..d {
+        for k in (0..r).filter(|&k| kept[k]) {
+            q_bar[i * r + k] = (0..rows).fold(F::zero(), |s, t| {
+                s + dy[base + t * d + i] * filtered[t * r + k]
+                    + h_a[base + t * d + i] * c_bar[t * r + k]
+            });
+        }
+    }
+    // N = −Q̄ᵀQ, only its lower triangle is used: copyltu(N)[j][l] = N[max][min].
+    let mut n_lower = vec![F::zero(); r * r];
+    for j in 0..r {
+        for l in 0..=j {
+            n_lower[j * r + l] =
+                -(0..d).fold(F::zero(), |s, i| s + q_bar[i * r + j] * q[i * r + l]);
+        }
+    }
+    let copyltu = |j: usize, l: usize| {
+        if j >= l {
+            n_lower[j * r + l]
+        } else {
+            n_lower[l * r + j]
+        }
+    };
+    // M̄ = (Q̄ + Q copyltu(N)) R⁻ᵀ: per row i, back substitution over the kept columns.
+    let mut m_bar = vec![F::zero(); d * r];
+    for i in 0..d {
+        let rhs: Vec<F> = (0..r)
+            .map(|k| (0..r).fold(q_bar[i * r + k], |s, j| s + q[i * r + j] * copyltu(j, k)))
+            .collect();
+        for j in (0..r).rev().filter(|&j| kept[j]) {
+            let mut value = rhs[j];
+            for k in j + 1..r {
+                value = value - m_bar[i * r + k] * r_mat[j * r + k];
+            }
+            m_bar[i * r + j] = value / r_mat[j * r + j];
+        }
+    }
+    // M = H_Xᵀ W_r over the valid rows.
+    for t in 0..rows {
+        for i in 0..d {
+            grads.dh_x[t * d + i] =
+                (0..r).fold(F::zero(), |s, k| s + w_r[t * r + k] * m_bar[i * r + k]);
+        }
+        for k in 0..r {
+            let contribution = (0..d).fold(F::zero(), |s, i| {
+                s + h_x[base + t * d + i] * m_bar[i * r + k]
+            });
+            grads.dw_r[t * r + k] = contribution;
+        }
+    }
+    grads
+}
+
+/// Concatenates the sequences' dH_A and dH_X and adds their dW_r terms in sequence order.
+fn assemble_backward<F: Float>(dims: Dims, full: bool, sequences: Vec<Backward<F>>) -> Backward<F> {
+    let Dims { batch, n, d, r } = dims;
+    let mut grads = Backward {
+        dh_a: Vec::with_capacity(batch * n * d),
+        dh_x: Vec::new(),
+        dw_r: if full {
+            vec![F::zero(); n * r]
+        } else {
+            Vec::new()
+        },
+    };
+    for sequence in sequences {
+        grads.dh_a.extend(sequence.dh_a);
+        grads.dh_x.extend(sequence.dh_x);
+        for (total, term) in grads.dw_r.iter_mut().zip(&sequence.dw_r) {
+            *total = *total + *term;
+        }
+    }
+    grads
 }
 
 /// The backward of the whole batch. With `full` false, Q is a constant: only dH_A =
@@ -274,99 +450,53 @@ pub fn backward<F: Float>(
     keep_padding: bool,
     full: bool,
 ) -> Backward<F> {
-    let Dims { batch, n, d, r } = dims;
-    let mut grads = Backward {
-        dh_a: vec![F::zero(); batch * n * d],
-        dh_x: if full {
-            vec![F::zero(); batch * n * d]
-        } else {
-            Vec::new()
-        },
-        dw_r: if full {
-            vec![F::zero(); n * r]
-        } else {
-            Vec::new()
-        },
-    };
-    for b in 0..batch {
-        let rows = valid_rows(lengths, b, n, keep_padding);
-        let q = &saved.q[b * d * r..(b + 1) * d * r];
-        let r_mat = &saved.r[b * r * r..(b + 1) * r * r];
-        let mask = &saved.mask[b * n * r..(b + 1) * n * r];
-        let base = b * n * d;
-        // C̄_A = φ ⊙ (dh Q) and G = φ ⊙ C_A, per valid row.
-        let mut c_bar = vec![F::zero(); rows * r];
-        let mut filtered = vec![F::zero(); rows * r];
-        for t in 0..rows {
-            let g = coordinates(&dy[base + t * d..base + (t + 1) * d], q, d, r);
-            for k in 0..r {
-                c_bar[t * r + k] = mask[t * r + k] * g[k];
-            }
-            let dh_a = back_project(&c_bar[t * r..(t + 1) * r], q, d, r);
-            grads.dh_a[base + t * d..base + (t + 1) * d].copy_from_slice(&dh_a);
-            if full {
-                let c_a = coordinates(&h_a[base + t * d..base + (t + 1) * d], q, d, r);
-                for k in 0..r {
-                    filtered[t * r + k] = mask[t * r + k] * c_a[k];
-                }
-            }
-        }
-        if !full {
-            continue;
-        }
-        let kept: Vec<bool> = (0..r).map(|k| r_mat[k * r + k] != F::zero()).collect();
-        // Q̄ on the kept columns.
-        let mut q_bar = vec![F::zero(); d * r];
-        for i in 0..d {
-            for k in (0..r).filter(|&k| kept[k]) {
-                q_bar[i * r + k] = (0..rows).fold(F::zero(), |s, t| {
-                    s + dy[base + t * d + i] * filtered[t * r + k]
-                        + h_a[base + t * d + i] * c_bar[t * r + k]
-                });
-            }
-        }
-        // N = −Q̄ᵀQ, only its lower triangle is used: copyltu(N)[j][l] = N[max][min].
-        let mut n_lower = vec![F::zero(); r * r];
-        for j in 0..r {
-            for l in 0..=j {
-                n_lower[j * r + l] =
-                    -(0..d).fold(F::zero(), |s, i| s + q_bar[i * r + j] * q[i * r + l]);
-            }
-        }
-        let copyltu = |j: usize, l: usize| {
-            if j >= l {
-                n_lower[j * r + l]
-            } else {
-                n_lower[l * r + j]
-            }
-        };
-        // M̄ = (Q̄ + Q copyltu(N)) R⁻ᵀ: per row i, back substitution over the kept columns.
-        let mut m_bar = vec![F::zero(); d * r];
-        for i in 0..d {
-            let rhs: Vec<F> = (0..r)
-                .map(|k| (0..r).fold(q_bar[i * r + k], |s, j| s + q[i * r + j] * copyltu(j, k)))
-                .collect();
-            for j in (0..r).rev().filter(|&j| kept[j]) {
-                let mut value = rhs[j];
-                for k in j + 1..r {
-                    value = value - m_bar[i * r + k] * r_mat[j * r + k];
-                }
-                m_bar[i * r + j] = value / r_mat[j * r + j];
-            }
-        }
-        // M = H_Xᵀ W_r over the valid rows.
-        for t in 0..rows {
-            for i in 0..d {
-                grads.dh_x[base + t * d + i] =
-                    (0..r).fold(F::zero(), |s, k| s + w_r[t * r + k] * m_bar[i * r + k]);
-            }
-            for k in 0..r {
-                let contribution = (0..d).fold(F::zero(), |s, i| {
-                    s + h_x[base + t * d + i] * m_bar[i * r + k]
-                });
-                grads.dw_r[t * r + k] = grads.dw_r[t * r + k] + contribution;
-            }
-        }
-    }
-    grads
+    let sequences = (0..dims.batch)
+        .map(|b| {
+            backward_sequence(
+                h_x,
+                h_a,
+                w_r,
+                lengths,
+                saved,
+                dy,
+                dims,
+                keep_padding,
+                full,
+                b,
+            )
+        })
+        .collect();
+    assemble_backward(dims, full, sequences)
+}
+
+/// [`backward`] with the sequences on the CPU path's threads (`crate::parallel`): per-sequence
+/// rows as in [`backward`], dW_r's per-sequence terms added in sequence order, so the result is
+/// the same for every thread count.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_threaded<F: Float + Send + Sync>(
+    h_x: &[F],
+    h_a: &[F],
+    w_r: &[F],
+    lengths: &[i32],
+    saved: &Forward<F>,
+    dy: &[F],
+    dims: Dims,
+    keep_padding: bool,
+    full: bool,
+) -> Backward<F> {
+    let sequences = crate::parallel::map_units(dims.batch, |b| {
+        backward_sequence(
+            h_x,
+            h_a,
+            w_r,
+            lengths,
+            saved,
+            dy,
+            dims,
+            keep_padding,
+            full,
+            b,
+        )
+    });
+    assemble_backward(dims, full, sequences)
 }

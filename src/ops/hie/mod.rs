@@ -191,7 +191,7 @@ pub fn hie_forward(
     let device = h_x.device();
     let (output, q, r_mat, mask) = match device {
         Device::Cpu => {
-            let out = cpu::forward(
+            let out = cpu::forward_threaded(
                 h_x.host(),
                 h_a.host(),
                 w_r.host(),
@@ -280,7 +280,7 @@ pub fn hie_backward(
                 r: saved.r.host().to_vec(),
                 mask: saved.mask.host().to_vec(),
             };
-            let out = cpu::backward(
+            let out = cpu::backward_threaded(
                 h_x.host(),
                 h_a.host(),
                 w_r.host(),

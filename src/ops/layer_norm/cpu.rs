@@ -65,3 +65,70 @@ pub fn backward<F: Float>(
     }
     (dx, dgamma, dbeta)
 }
+
+/// [`forward`] on the CPU path's threads (`crate::parallel`) over fixed blocks of rows: every row
+/// is computed as in [`forward`], so the result is the same, bit for bit, for every thread count.
+pub fn forward_threaded<F: Float + Send + Sync>(
+    x: &[F],
+    gamma: &[F],
+    beta: &[F],
+    cols: usize,
+    eps: F,
+) -> (Vec<F>, Vec<F>, Vec<F>) {
+    let rows = x.len().checked_div(cols).unwrap_or(0);
+    let block = crate::parallel::rows_per_unit(cols);
+    let parts = crate::parallel::map_units(rows.div_ceil(block), |u| {
+        let (r0, r1) = (u * block, ((u + 1) * block).min(rows));
+        forward(&x[r0 * cols..r1 * cols], gamma, beta, cols, eps)
+    });
+    let (mut y, mut means, mut rstds) = (
+        Vec::with_capacity(x.len()),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    for (part_y, part_mean, part_rstd) in parts {
+        y.extend(part_y);
+        means.extend(part_mean);
+        rstds.extend(part_rstd);
+    }
+    (y, means, rstds)
+}
+
+/// [`backward`] on the CPU path's threads over fixed blocks of rows: dx per row as in
+/// [`backward`]; dγ and dβ summed per block, the block sums added in block order (so the result
+/// does not depend on the thread count; it may differ from [`backward`]'s in the last bits).
+pub fn backward_threaded<F: Float + Send + Sync>(
+    x: &[F],
+    gamma: &[F],
+    mean: &[F],
+    rstd: &[F],
+    dy: &[F],
+    cols: usize,
+) -> (Vec<F>, Vec<F>, Vec<F>) {
+    let rows = mean.len();
+    let block = crate::parallel::rows_per_unit(cols);
+    let parts = crate::parallel::map_units(rows.div_ceil(block), |u| {
+        let (r0, r1) = (u * block, ((u + 1) * block).min(rows));
+        let values = r0 * cols..r1 * cols;
+        backward(
+            &x[values.clone()],
+            gamma,
+            &mean[r0..r1],
+            &rstd[r0..r1],
+            &dy[values],
+            cols,
+        )
+    });
+    let mut dx = Vec::with_capacity(x.len());
+    let (mut dgammas, mut dbetas) = (Vec::new(), Vec::new());
+    for (part_dx, part_dgamma, part_dbeta) in parts {
+        dx.extend(part_dx);
+        dgammas.push(part_dgamma);
+        dbetas.push(part_dbeta);
+    }
+    (
+        dx,
+        crate::parallel::sum_in_order(&dgammas, cols),
+        crate::parallel::sum_in_order(&dbetas, cols),
+    )
+}

@@ -91,7 +91,8 @@ pub fn layer_norm_forward(
     let stats_shape = [rows];
     match device {
         Device::Cpu => {
-            let (y, mean, rstd) = cpu::forward(x.host(), gamma.host(), beta.host(), cols, eps);
+            let (y, mean, rstd) =
+                cpu::forward_threaded(x.host(), gamma.host(), beta.host(), cols, eps);
             Ok((
                 Tensor::from_buffer(device, x.shape(), Buffer::Host(y)),
                 LayerNormSaved {
@@ -145,7 +146,7 @@ pub fn layer_norm_backward(
     let device = x.device();
     let (dx, dgamma, dbeta) = match device {
         Device::Cpu => {
-            let (dx, dgamma, dbeta) = cpu::backward(
+            let (dx, dgamma, dbeta) = cpu::backward_threaded(
                 x.host(),
                 gamma.host(),
                 saved.mean.host(),

@@ -72,6 +72,16 @@ pub fn column_sum<F: Float>(a: &[F], cols: usize) -> Vec<F> {
     sum
 }
 
+/// [`column_sum`] on the CPU path's threads (`crate::parallel`): per fixed block of rows, the
+/// block sums added in block order (independent of the thread count).
+pub fn column_sum_threaded<F: Float + Send + Sync>(a: &[F], cols: usize) -> Vec<F> {
+    let block = crate::parallel::rows_per_unit(cols) * cols.max(1);
+    let partials = crate::parallel::map_units(a.len().div_ceil(block), |u| {
+        column_sum(&a[u * block..((u + 1) * block).min(a.len())], cols)
+    });
+    crate::parallel::sum_in_order(&partials, cols)
+}
+
 /// `logits = u Eᵀ` for `u` (rows × d) and the table `E` (items × d).
 pub fn matmul_transposed_forward<F: Float>(u: &[F], table: &[F], d: usize) -> Vec<F> {
     let rows = u.len().checked_div(d).unwrap_or(0);

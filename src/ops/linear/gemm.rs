@@ -135,31 +135,139 @@ pub(crate) fn gemm(
     }
 }
 
+/// Rows and columns of one output tile of the host GEMM, and the depth of one slice of k when
+/// k is split. Fixed sizes: the tiling, and so every element's order of summation, depends on
+/// (m, n, k) only, never on the thread count (`crate::parallel`).
+const TILE_ROWS: usize = 64;
+const TILE_COLUMNS: usize = 256;
+const K_SLICE: usize = 2048;
+/// Below this many multiply-adds a product runs as one call (threads would cost more).
+const SERIAL_BELOW: usize = 1 << 18;
+/// k is split only when the output has fewer tiles than this.
+const FEW_TILES: usize = 4;
+
+/// The host GEMM: `C = alpha · op(A) · op(B) + beta · C` by `matrixmultiply`, in parallel over
+/// fixed output tiles, and for a small output with a long k (a weight gradient `xᵀ dy` over
+/// every row of the batch) over fixed slices of k whose partial products are added in slice
+/// order. Bit-identical for every thread count.
 fn host_gemm(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
-    // Row and column strides of op(A) (m × k) and op(B) (k × n) in their row-major storage.
-    let (rsa, csa) = if g.transpose_a { (1, g.m) } else { (g.k, 1) };
-    let (rsb, csb) = if g.transpose_b { (1, g.k) } else { (g.n, 1) };
     if g.k == 0 {
         for v in c.iter_mut() {
             *v *= g.beta;
         }
         return;
     }
-    // SAFETY: every stride and size describes the dense slices whose lengths `gemm` checked.
+    let row_tiles = g.m.div_ceil(TILE_ROWS);
+    let column_tiles = g.n.div_ceil(TILE_COLUMNS);
+    let tiles = row_tiles * column_tiles;
+    if g.m * g.n * g.k < SERIAL_BELOW {
+        // SAFETY: the whole C of the dense slices whose lengths `gemm` checked.
+        unsafe {
+            sgemm_block(
+                g,
+                a,
+                b,
+                c.as_mut_ptr(),
+                (0, g.m),
+                (0, g.n),
+                (0, g.k),
+                g.beta,
+            )
+        };
+        return;
+    }
+    if tiles < FEW_TILES && g.k > 2 * K_SLICE {
+        let slices = g.k.div_ceil(K_SLICE);
+        let partials = crate::parallel::map_units(slices, |s| {
+            let k0 = s * K_SLICE;
+            let k1 = (k0 + K_SLICE).min(g.k);
+            let mut partial = vec![0.0f32; g.m * g.n];
+            let unit = Gemm { alpha: 1.0, ..g };
+            // SAFETY: a fresh m × n buffer; the k range is inside the checked operands.
+            unsafe {
+                sgemm_block(
+                    unit,
+                    a,
+                    b,
+                    partial.as_mut_ptr(),
+                    (0, g.m),
+                    (0, g.n),
+                    (k0, k1),
+                    0.0,
+                )
+            };
+            partial
+        });
+        let (first, rest) = partials.split_first().expect("k > 0 gives a slice");
+        crate::parallel::for_each_block(c, TILE_ROWS * g.n, |block, out| {
+            let offset = block * TILE_ROWS * g.n;
+            for (e, value) in out.iter_mut().enumerate() {
+                let mut sum = first[offset + e];
+                for partial in rest {
+                    sum += partial[offset + e];
+                }
+                let product = g.alpha * sum;
+                *value = if g.beta == 0.0 {
+                    product
+                } else {
+                    product + g.beta * *value
+                };
+            }
+        });
+        return;
+    }
+    let out = crate::parallel::SharedMut(c.as_mut_ptr());
+    crate::parallel::map_units(tiles, |t| {
+        let (i0, j0) = (
+            (t / column_tiles) * TILE_ROWS,
+            (t % column_tiles) * TILE_COLUMNS,
+        );
+        let rows = (i0, (i0 + TILE_ROWS).min(g.m));
+        let columns = (j0, (j0 + TILE_COLUMNS).min(g.n));
+        // SAFETY: tiles are disjoint parts of C (dense, m × n, checked by `gemm`), each written
+        // by one unit only.
+        unsafe { sgemm_block(g, a, b, out.get(), rows, columns, (0, g.k), g.beta) };
+    });
+}
+
+/// `C[rows, columns] = alpha · op(A)[rows, ks] · op(B)[ks, columns] + beta · C[rows, columns]`.
+///
+/// # Safety
+/// `a`, `b` are the dense operands of `g`, `c` points at a dense m × n C, the ranges lie inside
+/// them, and no other thread touches `C[rows, columns]` meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_block(
+    g: Gemm,
+    a: &[f32],
+    b: &[f32],
+    c: *mut f32,
+    rows: (usize, usize),
+    columns: (usize, usize),
+    ks: (usize, usize),
+    beta: f32,
+) {
+    // Row and column strides of op(A) (m × k) and op(B) (k × n) in their row-major storage.
+    let (rsa, csa) = if g.transpose_a { (1, g.m) } else { (g.k, 1) };
+    let (rsb, csb) = if g.transpose_b { (1, g.k) } else { (g.n, 1) };
+    let (m, n, k) = (rows.1 - rows.0, columns.1 - columns.0, ks.1 - ks.0);
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    // SAFETY: per the contract, every offset stays inside the operands and the C tile.
     unsafe {
         matrixmultiply::sgemm(
-            g.m,
-            g.k,
-            g.n,
+            m,
+            k,
+            n,
             g.alpha,
-            a.as_ptr(),
+            a.as_ptr().add(rows.0 * rsa + ks.0 * csa),
             rsa as isize,
             csa as isize,
-            b.as_ptr(),
+            b.as_ptr().add(ks.0 * rsb + columns.0 * csb),
             rsb as isize,
             csb as isize,
-            g.beta,
-            c.as_mut_ptr(),
+            beta,
+            c.add(rows.0 * g.n + columns.0),
             g.n as isize,
             1,
         );

@@ -110,7 +110,7 @@ fn product(transpose_a: bool, transpose_b: bool, m: usize, n: usize, k: usize) -
 /// Column sums of a `rows × cols` buffer (the bias gradient), on the tensor's device.
 fn bias_gradient(dy: &Tensor, rows: usize, cols: usize) -> Result<Buffer<f32>> {
     match dy.device() {
-        Device::Cpu => Ok(Buffer::Host(cpu::column_sum(dy.host(), cols))),
+        Device::Cpu => Ok(Buffer::Host(cpu::column_sum_threaded(dy.host(), cols))),
         device => cuda::bias_grad(device, dy.buffer(), rows, cols),
     }
 }
@@ -123,11 +123,14 @@ pub fn linear_forward(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Res
     if let Some(bias) = bias {
         match device {
             Device::Cpu => {
-                for row in y.host_slice_mut().chunks_mut(d_out) {
-                    for (v, &b) in row.iter_mut().zip(bias.host()) {
-                        *v += b;
+                let block = crate::parallel::rows_per_unit(d_out) * d_out;
+                crate::parallel::for_each_block(y.host_slice_mut(), block, |_, rows| {
+                    for row in rows.chunks_mut(d_out) {
+                        for (v, &b) in row.iter_mut().zip(bias.host()) {
+                            *v += b;
+                        }
                     }
-                }
+                });
             }
             _ => cuda::bias_add(device, &mut y, bias.buffer(), d_out)?,
         }

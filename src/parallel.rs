@@ -1,0 +1,125 @@
+//! Threads of the CPU path (docs/architecture.md, "Threads on the CPU").
+//!
+//! The CPU arms of the hot ops split their work into independent units (a sequence, a
+//! (sequence, head) pair, a block of rows, a GEMM tile, a block of parameters) and run the units
+//! on rayon's current pool: the global one (`RAYON_NUM_THREADS`, else every core, or
+//! [`set_threads`]), or a pool the caller installs (`rayon::ThreadPool::install`, as
+//! `tests/cpu_threads.rs` does).
+//!
+//! **Results do not depend on the thread count.** A unit's boundaries come from the problem's
+//! sizes only, never from the number of threads; a unit writes its own outputs; where units feed
+//! one sum (a gradient of a shared input, a loss), each unit writes a partial and the partials are
+//! added in unit order afterwards. So a run with 1 thread and with N threads is bit-identical.
+use rayon::prelude::*;
+
+use crate::{Error, Result};
+
+/// Sets the size of rayon's global pool (the CPU path's threads) once, before any CPU op runs;
+/// a typed error if the pool already exists or `threads` is 0.
+pub fn set_threads(threads: usize) -> Result<()> {
+    if threads == 0 {
+        return Err(Error::Config("--threads must be at least 1".into()));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| Error::Config(format!("cannot set {threads} CPU threads: {e}")))
+}
+
+/// Threads of the pool the CPU ops would run on from here.
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Runs `f(index, block)` over the consecutive `block_len`-element blocks of `out` (the last one
+/// shorter), in parallel. The blocks depend on `block_len` only.
+pub(crate) fn for_each_block<T: Send>(
+    out: &mut [T],
+    block_len: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    let block_len = block_len.max(1);
+    if out.len() <= block_len {
+        if !out.is_empty() {
+            f(0, out);
+        }
+        return;
+    }
+    out.par_chunks_mut(block_len)
+        .enumerate()
+        .for_each(|(i, block)| f(i, block));
+}
+
+/// `f(unit)` for `unit` in `0..units`, in parallel, collected in unit order.
+pub(crate) fn map_units<R: Send>(units: usize, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
+    if units <= 1 {
+        return (0..units).map(f).collect();
+    }
+    (0..units).into_par_iter().map(f).collect()
+}
+
+/// A raw pointer that may cross threads: the caller guarantees the units write disjoint elements.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut<T>(pub *mut T);
+// SAFETY: only used to hand disjoint regions of one buffer to parallel units (see callers).
+unsafe impl<T: Send> Send for SharedMut<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// The pointer (a method, so a closure captures the whole `Send` wrapper, not the field).
+    pub(crate) fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
+/// Elements per unit of the elementwise ops and rows-times-columns per unit of the row-wise ones.
+pub(crate) const ELEMENTS_PER_UNIT: usize = 1 << 15;
+
+/// Rows per unit of a row-wise op over rows of `cols` elements (at least 1).
+pub(crate) fn rows_per_unit(cols: usize) -> usize {
+    (ELEMENTS_PER_UNIT / cols.max(1)).max(1)
+}
+
+/// `f(range)` over consecutive ranges of `block` indices of `0..len`, in parallel, the results
+/// concatenated in range order: an elementwise or row-wise op whose units write disjoint outputs.
+pub(crate) fn concat_blocks<R: Send>(
+    len: usize,
+    block: usize,
+    f: impl Fn(std::ops::Range<usize>) -> Vec<R> + Sync + Send,
+) -> Vec<R> {
+    let block = block.max(1);
+    let units = len.div_ceil(block);
+    if units <= 1 {
+        return f(0..len);
+    }
+    let parts = map_units(units, |u| f(u * block..((u + 1) * block).min(len)));
+    let mut out = Vec::with_capacity(len);
+    for part in parts {
+        out.extend(part);
+    }
+    out
+}
+
+/// `out[i] = f(a[i], b[i])`-style ops in parallel over fixed blocks of `out`.
+pub(crate) fn elementwise<R: Send + Copy + Default>(
+    len: usize,
+    f: impl Fn(std::ops::Range<usize>) -> Vec<R> + Sync + Send,
+) -> Vec<R> {
+    concat_blocks(len, ELEMENTS_PER_UNIT, f)
+}
+
+/// Adds per-unit partial sums in unit order: `Σ_u partials[u]` elementwise (the first partial
+/// is the start, so one unit gives its partial unchanged).
+pub(crate) fn sum_in_order<F: num_traits::Float>(partials: &[Vec<F>], len: usize) -> Vec<F> {
+    let mut sum = match partials.first() {
+        Some(first) => first.clone(),
+        None => return vec![F::zero(); len],
+    };
+    for partial in &partials[1..] {
+        for (s, &p) in sum.iter_mut().zip(partial) {
+            *s = *s + p;
+        }
+    }
+    sum
+}
