@@ -618,6 +618,10 @@ struct __align__(16) AttentionQuad {
     float x, y, z, w;
 };
 
+struct __align__(8) AttentionFloatPair {
+    float x, y;
+};
+
 __device__ __forceinline__ bool attention_aligned16(const void* pointer) {
     return ((unsigned long long)pointer & 15ull) == 0;
 }
@@ -688,6 +692,31 @@ __device__ __forceinline__ void attention_v2_scores(float acc[ATTENTION_V2_TILES
     }
 }
 
+// acc[t] = Σ_k A[·][k] · B[k][8t ..] over k-steps first_step ≤ k < last_step of 8, for channel
+// tiles t < channel_tiles: A = 16 rows of a row-major (m_stride = ATTENTION_V2_STRIDE, k_stride =
+// 1) or transposed (m_stride = 1, k_stride = ATTENTION_V2_STRIDE) tile, `a_tile` at (row 0, k 0);
+// B = rows k of a row-major tile (`b_tile` at row 0). The products of O = (m ⊙ P) V (forward) and
+// of dV, dQ and dK (backward).
+__device__ __forceinline__ void attention_v2_product(float acc[ATTENTION_V2_TILES][4], const float* a_tile,
+                                                     int m_stride, int k_stride, const float* b_tile,
+                                                     int first_step, int last_step, int channel_tiles,
+                                                     bool tf32) {
+#pragma unroll
+    for (int t = 0; t < ATTENTION_V2_TILES; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+    for (int k = first_step; k < last_step; ++k) {
+        float a[4];
+        mma_load_a_tf32_values(a, a_tile + 8 * k * k_stride, m_stride, k_stride);
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+            if (t < channel_tiles) {  // uniform across the warp
+                float b[2];
+                mma_load_b_tf32_values(b, b_tile + 8 * k * ATTENTION_V2_STRIDE + 8 * t, ATTENTION_V2_STRIDE, 1);
+                attention_v2_mma(acc[t], a, b, tf32);
+            }
+        }
+    }
+}
+
 // Masked softmax of the warp's rows row0 .. row0 + 15 from the raw scores `s` (scaled here),
 // dropout applied, m ⊙ P written to the rows of `probabilities` (stride ATTENTION_V2_STRIDE,
 // key tiles < key_tiles), the log-sum-exp of every row < n to `lse_row` (0 for rows ≥ L_b).
@@ -752,20 +781,7 @@ __device__ __forceinline__ void attention_v2_values(float* rows, const float* va
     const int lane = threadIdx.x % ASIF_WARP_SIZE;
     if (row0 < length) {  // uniform across the warp
         float acc[ATTENTION_V2_TILES][4];
-#pragma unroll
-        for (int t = 0; t < ATTENTION_V2_TILES; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
-        for (int k = 0; k < key_tiles; ++k) {
-            float a[4];
-            mma_load_a_tf32_values(a, rows + 8 * k, ATTENTION_V2_STRIDE, 1);
-#pragma unroll
-            for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
-                if (t < channel_tiles) {
-                    float b[2];
-                    mma_load_b_tf32_values(b, values + 8 * k * ATTENTION_V2_STRIDE + 8 * t, ATTENTION_V2_STRIDE, 1);
-                    attention_v2_mma(acc[t], a, b, tf32);
-                }
-            }
-        }
+        attention_v2_product(acc, rows, ATTENTION_V2_STRIDE, 1, values, 0, key_tiles, channel_tiles, tf32);
         __syncwarp();  // every lane has read P before O overwrites it
 #pragma unroll
         for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
@@ -926,3 +942,281 @@ extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, co
                         length, staged_rows, columns, key_tiles, scale, dropout, seed, vector, tf32);
 }
 
+
+// ---- version 2 backward: one pass per (sequence, head), one block owning dQ, dK and dV ----
+//
+// Same block and tiles as attention_forward_v2: 4 warps, warp w owns rows 16w .. 16w + 15 twice
+// over: as query rows i (scores, P, dP, dS, dQ) and as key rows j (dK, dV). Per softmax s, with
+// its scores S_s recomputed on mma from staged Q_k, K_k:
+//   P_s = exp(scale · S_s − lse_s) on the fragments (0 where masked or i ≥ L_b);
+//   dP'_s = dO_s V_sᵀ on mma (dO_s and V_s staged), m the dropout multiplier, dP_s = m ⊙ dP'_s;
+//   D_s,i = Σ_j P_s,ij dP_s,ij (the row sum over the 4 lanes of a group: no read of O);
+//   dS_s = P_s ⊙ (dP_s − D_s) in the fragment; m ⊙ P_s into the block's n × n tile (each warp its
+//   rows, all 64 columns), then dV_s (rows 16w ..) = (m ⊙ P_s)ᵀ dO_s, A read transposed.
+// Then per pair k: dZ_k = scale (dS_X + dS_A [k = 1] + dS_P [k = 2]) into the n × n tile,
+// dQ_k = dZ_k K_k (the warp's rows), dK_k = dZ_kᵀ Q_k (the warp's columns, queries i ≥ 16w only:
+// causal). Every gradient row has one owner, so no atomics and the same bits on every run.
+// Gradients are written straight from the accumulator fragments (two adjacent floats a lane,
+// 8-byte stores when aligned; every 32-byte sector written in full), rows past L_b as zeros; an
+// input shared by the batch gets per-sequence partials that attention_sum_over_batch (v1's)
+// reduces in batch order. The products are 3xTF32 (fp32-level) in every precision.
+
+// s (the scores S of the warp's rows) → P = exp(scale · S − lse_i) where valid, else 0.
+__device__ __forceinline__ void attention_v2_probabilities(float s[ATTENTION_V2_TILES][4], const float* lse_row,
+                                                           int row0, int length, int key_tiles, float scale) {
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    const int group = mma_group(lane), thread = mma_thread_in_group(lane);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int i = row0 + group + 8 * half;
+        const float lse_i = i < length ? lse_row[i] : 0.0f;
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int j = 8 * t + 2 * thread + e;
+                const bool valid = t < key_tiles && i < length && j <= i;
+                s[t][2 * half + e] = valid ? expf(scale * s[t][2 * half + e] - lse_i) : 0.0f;
+            }
+        }
+    }
+}
+
+// p (P of the warp's rows) → dS = P ⊙ (m ⊙ dP' − D) in place, from dp (dP' = dO Vᵀ) and the
+// dropout multipliers m; D_i = Σ_j P_ij m_ij dP'_ij over the row. m ⊙ P goes to the warp's rows
+// of `weighted` (stride ATTENTION_V2_STRIDE, all 64 columns, zeros where masked).
+__device__ __forceinline__ void attention_v2_score_gradient(float p[ATTENTION_V2_TILES][4],
+                                                            const float dp[ATTENTION_V2_TILES][4], float* weighted,
+                                                            const AttentionBlock& g, int row0, int length,
+                                                            float dropout, unsigned long long seed) {
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    const int group = mma_group(lane), thread = mma_thread_in_group(lane);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int local = group + 8 * half;
+        const int i = row0 + local;
+        float m_dp[ATTENTION_V2_TILES][2];
+        float row_dot = 0.0f;
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int j = 8 * t + 2 * thread + e;
+                const float probability = p[t][2 * half + e];
+                // P is 0 wherever the entry is masked: no hash for those.
+                // (dp is not formed past the warp's key tiles, where P is 0.)
+                const float m = probability != 0.0f ? attention_dropout(g, i, j, dropout, seed) : 0.0f;
+                m_dp[t][e] = probability != 0.0f ? m * dp[t][2 * half + e] : 0.0f;
+                row_dot += probability * m_dp[t][e];
+                weighted[local * ATTENTION_V2_STRIDE + j] = m * probability;
+            }
+        }
+        row_dot += __shfl_xor_sync(ASIF_FULL_MASK, row_dot, 1);
+        row_dot += __shfl_xor_sync(ASIF_FULL_MASK, row_dot, 2);
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) p[t][2 * half + e] = p[t][2 * half + e] * (m_dp[t][e] - row_dot);
+        }
+    }
+}
+
+// Rows row0 .. row0 + 15 (< n) of one head of `out` from the accumulator fragments: zeros for
+// rows ≥ L_b or when the warp has no valid row (`active` false; acc is not read then).
+__device__ __forceinline__ void attention_v2_store_fragments(const float acc[ATTENTION_V2_TILES][4], float* out,
+                                                             const AttentionBlock& g, int row0, int length,
+                                                             bool active, bool vector) {
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    const int group = mma_group(lane), thread = mma_thread_in_group(lane);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int i = row0 + group + 8 * half;
+        if (i >= g.n) continue;
+        float* row = attention_row_out(out, g, i);
+        const bool valid = active && i < length;
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+            const int c = 8 * t + 2 * thread;
+            if (c >= g.head_dim) continue;
+            const float x = valid ? acc[t][2 * half] : 0.0f;
+            const float y = valid ? acc[t][2 * half + 1] : 0.0f;
+            if (vector) {  // d_h a multiple of 4: c + 1 < d_h, 8-byte aligned
+                *reinterpret_cast<AttentionFloatPair*>(row + c) = AttentionFloatPair{x, y};
+            } else {
+                row[c] = x;
+                if (c + 1 < g.head_dim) row[c + 1] = y;
+            }
+        }
+    }
+}
+
+// One softmax's backward for the whole block: s holds the warp's raw scores S_s on entry and
+// dS_s on return; dV_s is written. Every thread of the block calls it; it starts and ends with
+// the tiles free.
+__device__ __forceinline__ void attention_v2_softmax_backward(float s[ATTENTION_V2_TILES][4], float* rows_tile,
+                                                              float* keys_tile, const float* grad,
+                                                              const float* values, int shared_values,
+                                                              const float* lse_row, float* grad_values,
+                                                              const AttentionBlock& g, int length,
+                                                              int staged_rows, int columns, bool vector, bool active,
+                                                              int key_tiles, float scale, float dropout,
+                                                              unsigned long long seed) {
+    const int row0 = 16 * (threadIdx.x / ASIF_WARP_SIZE);
+    attention_v2_stage(rows_tile, grad, 0, g, length, staged_rows, columns, vector);
+    attention_v2_stage(keys_tile, values, shared_values, g, length, staged_rows, columns, vector);
+    if (active) attention_v2_probabilities(s, lse_row, row0, length, key_tiles, scale);
+    cp_async_wait_all();
+    __syncthreads();
+    float dp[ATTENTION_V2_TILES][4];
+    if (active) {
+        attention_v2_scores(dp, rows_tile + row0 * ATTENTION_V2_STRIDE, keys_tile, key_tiles, columns / 8, false,
+                            false);
+    }
+    __syncthreads();  // every warp has read V_s before m ⊙ P overwrites it
+    if (active) {
+        attention_v2_score_gradient(s, dp, keys_tile + row0 * ATTENTION_V2_STRIDE, g, row0, length, dropout, seed);
+    }
+    __syncthreads();
+    // dV_s rows j = row0 .. row0 + 15: Σ over queries i ≥ row0 (causal) below L_b.
+    float acc[ATTENTION_V2_TILES][4];
+    if (active) {
+        attention_v2_product(acc, keys_tile + row0, 1, ATTENTION_V2_STRIDE, rows_tile, row0 / 8, (length + 7) / 8,
+                             columns / 8, false);
+    }
+    attention_v2_store_fragments(acc, grad_values, g, row0, length, active, vector);
+    __syncthreads();  // the tiles are free again
+}
+
+// dQ_k and dK_k of one pair from dZ_k (the warp's rows, scaled). Every thread calls it.
+__device__ __forceinline__ void attention_v2_pair_backward(const float dz[ATTENTION_V2_TILES][4], float* rows_tile,
+                                                           float* keys_tile, const float* queries,
+                                                           const float* keys, int shared_queries, int shared_keys,
+                                                           float* grad_queries, float* grad_keys,
+                                                           const AttentionBlock& g, int length, int staged_rows,
+                                                           int columns, bool vector, bool active, int key_tiles) {
+    const int row0 = 16 * (threadIdx.x / ASIF_WARP_SIZE);
+    attention_v2_stage(keys_tile, keys, shared_keys, g, length, staged_rows, columns, vector);
+    if (active) {
+        // dZ into the warp's rows of the n × n tile, all 64 columns (zeros past its key tiles).
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (t < key_tiles) d[0] = dz[t][0], d[1] = dz[t][1], d[2] = dz[t][2], d[3] = dz[t][3];
+            mma_store_d(d, rows_tile + row0 * ATTENTION_V2_STRIDE + 8 * t, ATTENTION_V2_STRIDE, 1);
+        }
+    }
+    cp_async_wait_all();
+    __syncthreads();
+    float acc[ATTENTION_V2_TILES][4];
+    if (active) {
+        attention_v2_product(acc, rows_tile + row0 * ATTENTION_V2_STRIDE, ATTENTION_V2_STRIDE, 1, keys_tile, 0,
+                             key_tiles, columns / 8, false);
+    }
+    attention_v2_store_fragments(acc, grad_queries, g, row0, length, active, vector);
+    __syncthreads();  // every warp has read K_k
+    attention_v2_stage(keys_tile, queries, shared_queries, g, length, staged_rows, columns, vector);
+    cp_async_wait_all();
+    __syncthreads();
+    if (active) {
+        attention_v2_product(acc, rows_tile + row0, 1, ATTENTION_V2_STRIDE, keys_tile, row0 / 8, (length + 7) / 8,
+                             columns / 8, false);
+    }
+    attention_v2_store_fragments(acc, grad_keys, g, row0, length, active, vector);
+    __syncthreads();  // the tiles are free again
+}
+
+extern "C" {
+__global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_V2_MIN_BLOCKS) attention_backward_v2(
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const int* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const float* __restrict__, float* __restrict__, float* __restrict__,
+    float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__,
+    float* __restrict__, float* __restrict__, int, int, int, int, int, int, int, float, unsigned long long);
+}
+
+// The whole backward in one launch: the inputs and lengths as the forward takes them, the
+// upstream gradients dO_X, dO_A, dO_P (zeros where an output has none; O itself is not read), the
+// forward's log-sum-exp; writes dQ_k, dK_k (k ≤ pairs) and dV_s (present values) in full, per
+// sequence ([B·n, d]) also for inputs shared by the batch.
+extern "C" __global__ void attention_backward_v2(const float* __restrict__ q1, const float* __restrict__ k1,
+                         const float* __restrict__ q2, const float* __restrict__ k2, const float* __restrict__ q3,
+                         const float* __restrict__ k3, const float* __restrict__ v1, const float* __restrict__ v2,
+                         const float* __restrict__ v3, const int* __restrict__ lengths,
+                         const float* __restrict__ grad_x, const float* __restrict__ grad_a,
+                         const float* __restrict__ grad_p, const float* __restrict__ lse, float* __restrict__ dq1,
+                         float* __restrict__ dk1, float* __restrict__ dq2, float* __restrict__ dk2,
+                         float* __restrict__ dq3, float* __restrict__ dk3, float* __restrict__ dv1,
+                         float* __restrict__ dv2, float* __restrict__ dv3, int batch, int n, int heads,
+                         int head_dim, int pairs, int outputs_mask, int shared_mask, float dropout,
+                         unsigned long long seed) {
+    __shared__ __align__(16) float rows_tile[ATTENTION_MAX_LEN * ATTENTION_V2_STRIDE];  // dO_s, then dZ_k
+    __shared__ __align__(16) float keys_tile[ATTENTION_MAX_LEN * ATTENTION_V2_STRIDE];  // K_k, V_s, m ⊙ P_s, Q_k
+    if ((int)blockIdx.x >= batch * heads) return;  // uniform across the block
+    const AttentionBlock g = attention_block(n, heads, head_dim);
+    const int warp = threadIdx.x / ASIF_WARP_SIZE;
+    const bool want_a = (outputs_mask & ATTENTION_OUT_A) != 0;
+    const bool want_p = (outputs_mask & ATTENTION_OUT_P) != 0;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    const int length = attention_length(lengths, g.b, n);
+    const size_t lse_stride = (size_t)batch * heads * n;
+    const float* lse_row = lse + (size_t)blockIdx.x * n;
+    const bool vector = head_dim % 4 == 0 && attention_aligned16(q1) && attention_aligned16(k1) &&
+                        attention_aligned16(q2) && attention_aligned16(k2) && attention_aligned16(q3) &&
+                        attention_aligned16(k3) && attention_aligned16(v1) && attention_aligned16(v2) &&
+                        attention_aligned16(v3) && attention_aligned16(grad_x) && attention_aligned16(grad_a) &&
+                        attention_aligned16(grad_p) && attention_aligned16(dq1) && attention_aligned16(dk1) &&
+                        attention_aligned16(dq2) && attention_aligned16(dk2) && attention_aligned16(dq3) &&
+                        attention_aligned16(dk3) && attention_aligned16(dv1) && attention_aligned16(dv2) &&
+                        attention_aligned16(dv3);
+    const int staged_rows = (length + 15) / 16 * 16;
+    const int columns = (head_dim + 7) / 8 * 8;
+    const int row0 = 16 * warp;
+    const bool active = row0 < length;  // uniform across the warp
+    const int key_tiles = active ? (min(row0 + 16, length) + 7) / 8 : 0;
+
+    // Softmax X: S_X = Σ_k S_k, then dS_X (kept in registers for every pair) and dV_1.
+    float ds_x[ATTENTION_V2_TILES][4] = {};  // stays 0 in a warp without valid rows
+    attention_v2_pair(ds_x, rows_tile, keys_tile, q1, k1, shared_mask & ATTENTION_SHARED_Q1,
+                      shared_mask & ATTENTION_SHARED_K1, g, length, staged_rows, columns, vector, active, key_tiles,
+                      false, false);
+    if (pairs > 1) {
+        attention_v2_pair(ds_x, rows_tile, keys_tile, q2, k2, shared_mask & ATTENTION_SHARED_Q2,
+                          shared_mask & ATTENTION_SHARED_K2, g, length, staged_rows, columns, vector, active,
+                          key_tiles, true, false);
+    }
+    if (pairs > 2) {
+        attention_v2_pair(ds_x, rows_tile, keys_tile, q3, k3, shared_mask & ATTENTION_SHARED_Q3,
+                          shared_mask & ATTENTION_SHARED_K3, g, length, staged_rows, columns, vector, active,
+                          key_tiles, true, false);
+    }
+    attention_v2_softmax_backward(ds_x, rows_tile, keys_tile, grad_x, v1, shared_mask & ATTENTION_SHARED_V1, lse_row,
+                                  dv1, g, length, staged_rows, columns, vector, active, key_tiles, scale, dropout,
+                                  seed);
+
+    // Per pair k: dZ_k = scale (dS_X + dS_A [k = 1, with O_A] + dS_P [k = 2, with O_P]).
+    for (int k = 0; k < pairs; ++k) {
+        const float* queries = k == 0 ? q1 : k == 1 ? q2 : q3;
+        const float* keys = k == 0 ? k1 : k == 1 ? k2 : k3;
+        const int shared_queries = shared_mask & (ATTENTION_SHARED_Q1 << (2 * k));
+        const int shared_keys = shared_mask & (ATTENTION_SHARED_K1 << (2 * k));
+        const bool own_softmax = (k == 0 && want_a) || (k == 1 && want_p);
+        float dz[ATTENTION_V2_TILES][4] = {};
+        if (own_softmax) {  // softmax A (pair 1) or P (pair 2): its scores are S_k alone
+            attention_v2_pair(dz, rows_tile, keys_tile, queries, keys, shared_queries, shared_keys, g, length,
+                              staged_rows, columns, vector, active, key_tiles, false, false);
+            attention_v2_softmax_backward(dz, rows_tile, keys_tile, k == 0 ? grad_a : grad_p, k == 0 ? v2 : v3,
+                                          shared_mask & (k == 0 ? ATTENTION_SHARED_V2 : ATTENTION_SHARED_V3),
+                                          lse_row + (k == 0 ? 1 : 2) * lse_stride, k == 0 ? dv2 : dv3, g, length,
+                                          staged_rows, columns, vector, active, key_tiles, scale, dropout, seed);
+        }
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) dz[t][e] = scale * (own_softmax ? ds_x[t][e] + dz[t][e] : ds_x[t][e]);
+        }
+        attention_v2_pair_backward(dz, rows_tile, keys_tile, queries, keys, shared_queries, shared_keys,
+                                   k == 0 ? dq1 : k == 1 ? dq2 : dq3, k == 0 ? dk1 : k == 1 ? dk2 : dk3, g, length,
+                                   staged_rows, columns, vector, active, key_tiles);
+    }
+}
