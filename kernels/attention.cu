@@ -61,9 +61,9 @@
 //      in shared memory (cp.async 16-byte copies), S_k and (m ⊙ P) V_s on m16n8k8 mma by 3xTF32
 //      (fp32-level accuracy, v1's tolerances), causal tiles and tiles past L_b skipped, softmaxes
 //      on the fragments, 16-byte stores, no memset. Same arguments and the same saved
-//      log-sum-exp as v1, so v1's backward runs after it (the backward is v1's in both versions
-//      until a v2 backward lands). Why: v1's re-reads and CUDA-core arithmetic. Its last argument
-//      picks plain TF32 products instead (Precision::Tf32, opt-in, its own tolerance tier).
+//      log-sum-exp as v1 (either backward can follow either forward; the launcher pairs v2 with
+//      v2). Why: v1's re-reads and CUDA-core arithmetic. Its last argument picks plain TF32
+//      products instead (Precision::Tf32, opt-in, its own tolerance tier).
 //      Floor and expectation at the paper's sizes (B = 2048, n = 50, d = 256, h = 4, all valid):
 //      1049 MB moved (7 inputs read once, 3 outputs written once), 251 µs at the H200's measured
 //      4171 GB/s. Tensor-core work: per (sequence, head) 2 score products over ≤ 36 of the 64
@@ -76,6 +76,29 @@
 //      40 to 60 % of the floor, 0.4 to 0.6 ms, until a GPU run says otherwise. Next, if it falls
 //      short: double-buffer the stages (the next pair's cp.async under this pair's mma), and one
 //      block per sequence for all heads to share the position stream's staging.
+//      Version 2's backward, attention_backward_v2 (issue 18): the whole backward in one
+//      launch, one block per (sequence, head) owning dQ, dK and dV of its rows (no atomics, the
+//      same bits every run); D = rowsum(P ⊙ dP) formed on the fragments (O is not read); scores,
+//      dP = dO Vᵀ, dV, dQ and dK on mma by 3xTF32 (fp32-level in every precision), tiles past
+//      the causal diagonal and L_b skipped; inputs shared by the batch get per-sequence partials
+//      that attention_sum_over_batch (v1's) reduces in batch order. Why: v1's two passes read
+//      every input twice and O once more for D, on CUDA cores. The work is laid out below.
+//      Floor and expectation at the paper's sizes (all valid): 1783 MB moved (7 inputs and
+//      3 output gradients read once, 7 gradients written once), 428 µs at 4171 GB/s. This
+//      version stages Q_k and K_k up to three times (S_X; S_A or S_P; dQ and dK) and dO_s, V_s
+//      once each, the repeats within one block's life and so mostly from L2 (the unique DRAM
+//      bytes stay near the floor; the per-sequence partials of shared inputs add a write and a
+//      read of [B·n, d] each). Tensor work: about 16 products of 16 × 64 × 64 per warp (S_1..3,
+//      S_A, S_P, 3 dP, 3 dV, 2 to 3 each of dQ and dK), about 60 % of them left by the causal
+//      skip, 3 TF32 mmas each: about 124 GFLOP of TF32, 250 µs at the H200's dense TF32 rate,
+//      so tensor and memory time are close, and the serial stage → compute → stage sequence adds
+//      them rather than overlapping them: expected 30 to 50 % of the floor, 0.85 to 1.4 ms,
+//      until a GPU run says otherwise. dS_X waits in shared memory (10 KB, 46 KB static in
+//      all) between its softmax and the pairs, so a warp holds two 16 × 64 fragments at a time;
+//      still 166 registers (3 blocks of 128 per SM, 18.75 % occupancy; at 128 registers ptxas
+//      spills; kernels-sass.md), no stack or spill. Gradients are stored from the fragments (8-byte stores, full 32-byte
+//      sectors); the 128-bit accesses are the cp.async stages. Next, if it falls short: bf16
+//      products (Precision::Bf16), double-buffered stages.
 //
 // Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
 // paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it;
@@ -88,6 +111,7 @@
 //   asif-gate: attention_backward_keys block=128 occupancy>=50%
 //   asif-gate: attention_sum_over_batch block=256 occupancy>=100%
 //   asif-gate: attention_forward_v2 block=128 occupancy>=25% tensor_core vector_io
+//   asif-gate: attention_backward_v2 block=128 occupancy>=18% tensor_core vector_io
 #include "common.cuh"
 
 #define ATTENTION_MAX_LEN 64
@@ -613,6 +637,8 @@ extern "C" __global__ void attention_sum_over_batch(const float* __restrict__ pa
 
 #define ATTENTION_V2_STRIDE 72
 #define ATTENTION_V2_TILES 8  // n ≤ 64 keys = 8 n8 tiles; d_h ≤ 64 channels = 8 tiles
+// The backward's saved dS_X: warp w's 2w + 2 key tiles of 4 values a lane, 4 warps.
+#define ATTENTION_V2_DS_FLOATS (ATTENTION_WARPS * (ATTENTION_WARPS + 1) / 2 * 2 * 4 * 32)
 
 struct __align__(16) AttentionQuad {
     float x, y, z, w;
@@ -982,11 +1008,12 @@ __device__ __forceinline__ void attention_v2_probabilities(float s[ATTENTION_V2_
     }
 }
 
-// p (P of the warp's rows) → dS = P ⊙ (m ⊙ dP' − D) in place, from dp (dP' = dO Vᵀ) and the
-// dropout multipliers m; D_i = Σ_j P_ij m_ij dP'_ij over the row. m ⊙ P goes to the warp's rows
-// of `weighted` (stride ATTENTION_V2_STRIDE, all 64 columns, zeros where masked).
+// p (P of the warp's rows) → dS = P ⊙ (m ⊙ dP' − D) in place, from dp (dP' = dO Vᵀ, overwritten
+// by m ⊙ dP') and the dropout multipliers m; D_i = Σ_j P_ij m_ij dP'_ij over the row. m ⊙ P goes
+// to the warp's rows of `weighted` (stride ATTENTION_V2_STRIDE, all 64 columns, zeros where
+// masked).
 __device__ __forceinline__ void attention_v2_score_gradient(float p[ATTENTION_V2_TILES][4],
-                                                            const float dp[ATTENTION_V2_TILES][4], float* weighted,
+                                                            float dp[ATTENTION_V2_TILES][4], float* weighted,
                                                             const AttentionBlock& g, int row0, int length,
                                                             float dropout, unsigned long long seed) {
     const int lane = threadIdx.x % ASIF_WARP_SIZE;
@@ -995,7 +1022,6 @@ __device__ __forceinline__ void attention_v2_score_gradient(float p[ATTENTION_V2
     for (int half = 0; half < 2; ++half) {
         const int local = group + 8 * half;
         const int i = row0 + local;
-        float m_dp[ATTENTION_V2_TILES][2];
         float row_dot = 0.0f;
 #pragma unroll
         for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
@@ -1006,8 +1032,8 @@ __device__ __forceinline__ void attention_v2_score_gradient(float p[ATTENTION_V2
                 // P is 0 wherever the entry is masked: no hash for those.
                 // (dp is not formed past the warp's key tiles, where P is 0.)
                 const float m = probability != 0.0f ? attention_dropout(g, i, j, dropout, seed) : 0.0f;
-                m_dp[t][e] = probability != 0.0f ? m * dp[t][2 * half + e] : 0.0f;
-                row_dot += probability * m_dp[t][e];
+                dp[t][2 * half + e] = probability != 0.0f ? m * dp[t][2 * half + e] : 0.0f;
+                row_dot += probability * dp[t][2 * half + e];
                 weighted[local * ATTENTION_V2_STRIDE + j] = m * probability;
             }
         }
@@ -1016,7 +1042,7 @@ __device__ __forceinline__ void attention_v2_score_gradient(float p[ATTENTION_V2
 #pragma unroll
         for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
 #pragma unroll
-            for (int e = 0; e < 2; ++e) p[t][2 * half + e] = p[t][2 * half + e] * (m_dp[t][e] - row_dot);
+            for (int e = 0; e < 2; ++e) p[t][2 * half + e] = p[t][2 * half + e] * (dp[t][2 * half + e] - row_dot);
         }
     }
 }
@@ -1125,8 +1151,45 @@ __device__ __forceinline__ void attention_v2_pair_backward(const float dz[ATTENT
     __syncthreads();  // the tiles are free again
 }
 
+// The gradients of pair k for the whole block: dZ_k = scale (dS_X + dS_s) when the pair has its
+// own softmax s (A for pair 1, P for pair 2: scores S_k alone; its dV_s written too), else
+// scale dS_X; then dQ_k and dK_k. dS_X comes from `ds_x_own` (the warp's saved fragments).
+__device__ __forceinline__ void attention_v2_pair_gradient(const float* ds_x_own, bool own_softmax, float* rows_tile,
+                                                           float* keys_tile, const float* queries,
+                                                           const float* keys, int shared_queries, int shared_keys,
+                                                           const float* grad, const float* values,
+                                                           int shared_values, const float* lse_row,
+                                                           float* grad_values, float* grad_queries,
+                                                           float* grad_keys, const AttentionBlock& g, int length,
+                                                           int staged_rows, int columns, bool vector, bool active,
+                                                           int key_tiles, float scale, float dropout,
+                                                           unsigned long long seed) {
+    float dz[ATTENTION_V2_TILES][4] = {};
+    if (own_softmax) {  // uniform across the block
+        attention_v2_pair(dz, rows_tile, keys_tile, queries, keys, shared_queries, shared_keys, g, length,
+                          staged_rows, columns, vector, active, key_tiles, false, false);
+        attention_v2_softmax_backward(dz, rows_tile, keys_tile, grad, values, shared_values, lse_row, grad_values, g,
+                                      length, staged_rows, columns, vector, active, key_tiles, scale, dropout, seed);
+    }
+#pragma unroll
+    for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+        if (t < key_tiles) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float ds = ds_x_own[(4 * t + e) * ASIF_WARP_SIZE];
+                dz[t][e] = scale * (own_softmax ? ds + dz[t][e] : ds);
+            }
+        }
+    }
+    attention_v2_pair_backward(dz, rows_tile, keys_tile, queries, keys, shared_queries, shared_keys, grad_queries,
+                               grad_keys, g, length, staged_rows, columns, vector, active, key_tiles);
+}
+
+// 3 blocks of 128 per SM (at most 168 registers a thread; 3 × 46 KB of shared memory fits): with
+// 4 (128 registers) ptxas spills about 1.3 KB a thread around the pairs' softmax backward.
+#define ATTENTION_V2_BACKWARD_MIN_BLOCKS 3
 extern "C" {
-__global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_V2_MIN_BLOCKS) attention_backward_v2(
+__global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_V2_BACKWARD_MIN_BLOCKS) attention_backward_v2(
     const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
     const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
     const float* __restrict__, const int* __restrict__, const float* __restrict__, const float* __restrict__,
@@ -1152,6 +1215,10 @@ extern "C" __global__ void attention_backward_v2(const float* __restrict__ q1, c
                          unsigned long long seed) {
     __shared__ __align__(16) float rows_tile[ATTENTION_MAX_LEN * ATTENTION_V2_STRIDE];  // dO_s, then dZ_k
     __shared__ __align__(16) float keys_tile[ATTENTION_MAX_LEN * ATTENTION_V2_STRIDE];  // K_k, V_s, m ⊙ P_s, Q_k
+    // dS_X of every warp between its softmax and the pairs, in fragment order (lane-minor: no
+    // bank conflicts): warp w's key tiles t < 2w + 2, at 128·w·(w + 1). 10 KB, so registers hold
+    // at most two fragments (47 KB of static shared memory in all).
+    __shared__ float ds_x_saved[ATTENTION_V2_DS_FLOATS];
     if ((int)blockIdx.x >= batch * heads) return;  // uniform across the block
     const AttentionBlock g = attention_block(n, heads, head_dim);
     const int warp = threadIdx.x / ASIF_WARP_SIZE;
@@ -1175,48 +1242,51 @@ extern "C" __global__ void attention_backward_v2(const float* __restrict__ q1, c
     const bool active = row0 < length;  // uniform across the warp
     const int key_tiles = active ? (min(row0 + 16, length) + 7) / 8 : 0;
 
-    // Softmax X: S_X = Σ_k S_k, then dS_X (kept in registers for every pair) and dV_1.
-    float ds_x[ATTENTION_V2_TILES][4] = {};  // stays 0 in a warp without valid rows
-    attention_v2_pair(ds_x, rows_tile, keys_tile, q1, k1, shared_mask & ATTENTION_SHARED_Q1,
-                      shared_mask & ATTENTION_SHARED_K1, g, length, staged_rows, columns, vector, active, key_tiles,
-                      false, false);
-    if (pairs > 1) {
-        attention_v2_pair(ds_x, rows_tile, keys_tile, q2, k2, shared_mask & ATTENTION_SHARED_Q2,
-                          shared_mask & ATTENTION_SHARED_K2, g, length, staged_rows, columns, vector, active,
-                          key_tiles, true, false);
-    }
-    if (pairs > 2) {
-        attention_v2_pair(ds_x, rows_tile, keys_tile, q3, k3, shared_mask & ATTENTION_SHARED_Q3,
-                          shared_mask & ATTENTION_SHARED_K3, g, length, staged_rows, columns, vector, active,
-                          key_tiles, true, false);
-    }
-    attention_v2_softmax_backward(ds_x, rows_tile, keys_tile, grad_x, v1, shared_mask & ATTENTION_SHARED_V1, lse_row,
-                                  dv1, g, length, staged_rows, columns, vector, active, key_tiles, scale, dropout,
-                                  seed);
-
-    // Per pair k: dZ_k = scale (dS_X + dS_A [k = 1, with O_A] + dS_P [k = 2, with O_P]).
-    for (int k = 0; k < pairs; ++k) {
-        const float* queries = k == 0 ? q1 : k == 1 ? q2 : q3;
-        const float* keys = k == 0 ? k1 : k == 1 ? k2 : k3;
-        const int shared_queries = shared_mask & (ATTENTION_SHARED_Q1 << (2 * k));
-        const int shared_keys = shared_mask & (ATTENTION_SHARED_K1 << (2 * k));
-        const bool own_softmax = (k == 0 && want_a) || (k == 1 && want_p);
-        float dz[ATTENTION_V2_TILES][4] = {};
-        if (own_softmax) {  // softmax A (pair 1) or P (pair 2): its scores are S_k alone
-            attention_v2_pair(dz, rows_tile, keys_tile, queries, keys, shared_queries, shared_keys, g, length,
-                              staged_rows, columns, vector, active, key_tiles, false, false);
-            attention_v2_softmax_backward(dz, rows_tile, keys_tile, k == 0 ? grad_a : grad_p, k == 0 ? v2 : v3,
-                                          shared_mask & (k == 0 ? ATTENTION_SHARED_V2 : ATTENTION_SHARED_V3),
-                                          lse_row + (k == 0 ? 1 : 2) * lse_stride, k == 0 ? dv2 : dv3, g, length,
-                                          staged_rows, columns, vector, active, key_tiles, scale, dropout, seed);
+    float* ds_x_own = ds_x_saved + 128 * warp * (warp + 1) + threadIdx.x % ASIF_WARP_SIZE;
+    {
+        // Softmax X: S_X = Σ_k S_k, then dS_X (saved for every pair) and dV_1.
+        float ds_x[ATTENTION_V2_TILES][4] = {};  // stays 0 in a warp without valid rows
+        attention_v2_pair(ds_x, rows_tile, keys_tile, q1, k1, shared_mask & ATTENTION_SHARED_Q1,
+                          shared_mask & ATTENTION_SHARED_K1, g, length, staged_rows, columns, vector, active, key_tiles,
+                          false, false);
+        if (pairs > 1) {
+            attention_v2_pair(ds_x, rows_tile, keys_tile, q2, k2, shared_mask & ATTENTION_SHARED_Q2,
+                              shared_mask & ATTENTION_SHARED_K2, g, length, staged_rows, columns, vector, active,
+                              key_tiles, true, false);
         }
+        if (pairs > 2) {
+            attention_v2_pair(ds_x, rows_tile, keys_tile, q3, k3, shared_mask & ATTENTION_SHARED_Q3,
+                              shared_mask & ATTENTION_SHARED_K3, g, length, staged_rows, columns, vector, active,
+                              key_tiles, true, false);
+        }
+        attention_v2_softmax_backward(ds_x, rows_tile, keys_tile, grad_x, v1, shared_mask & ATTENTION_SHARED_V1, lse_row,
+                                      dv1, g, length, staged_rows, columns, vector, active, key_tiles, scale, dropout,
+                                      seed);
 #pragma unroll
         for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+            if (t < key_tiles) {  // each lane reads back only what it wrote: no barrier
 #pragma unroll
-            for (int e = 0; e < 4; ++e) dz[t][e] = scale * (own_softmax ? ds_x[t][e] + dz[t][e] : ds_x[t][e]);
+                for (int e = 0; e < 4; ++e) ds_x_own[(4 * t + e) * ASIF_WARP_SIZE] = ds_x[t][e];
+            }
         }
-        attention_v2_pair_backward(dz, rows_tile, keys_tile, queries, keys, shared_queries, shared_keys,
-                                   k == 0 ? dq1 : k == 1 ? dq2 : dq3, k == 0 ? dk1 : k == 1 ? dk2 : dk3, g, length,
-                                   staged_rows, columns, vector, active, key_tiles);
+    }
+
+    // Per pair k: dZ_k = scale (dS_X + dS_A [k = 1, with O_A] + dS_P [k = 2, with O_P]). Written
+    // out per pair (not a loop choosing pointers by k): the kernel arguments stay in the parameter
+    // bank instead of occupying registers through the softmax backward.
+    attention_v2_pair_gradient(ds_x_own, want_a, rows_tile, keys_tile, q1, k1, shared_mask & ATTENTION_SHARED_Q1,
+                               shared_mask & ATTENTION_SHARED_K1, grad_a, v2, shared_mask & ATTENTION_SHARED_V2,
+                               lse_row + lse_stride, dv2, dq1, dk1, g, length, staged_rows, columns, vector, active,
+                               key_tiles, scale, dropout, seed);
+    if (pairs > 1) {
+        attention_v2_pair_gradient(ds_x_own, want_p, rows_tile, keys_tile, q2, k2, shared_mask & ATTENTION_SHARED_Q2,
+                                   shared_mask & ATTENTION_SHARED_K2, grad_p, v3, shared_mask & ATTENTION_SHARED_V3,
+                                   lse_row + 2 * lse_stride, dv3, dq2, dk2, g, length, staged_rows, columns, vector,
+                                   active, key_tiles, scale, dropout, seed);
+    }
+    if (pairs > 2) {  // C_X of w/o FA has no softmax of its own
+        attention_v2_pair_gradient(ds_x_own, false, rows_tile, keys_tile, q3, k3, shared_mask & ATTENTION_SHARED_Q3,
+                                   shared_mask & ATTENTION_SHARED_K3, grad_p, v3, 0, lse_row, dv3, dq3, dk3, g, length,
+                                   staged_rows, columns, vector, active, key_tiles, scale, dropout, seed);
     }
 }

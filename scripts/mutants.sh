@@ -92,7 +92,7 @@ mutant attention_v2_mask_one_future_key full "attention"
 edit kernels/attention.cu 'const bool valid = t < key_tiles && row_valid && j <= i;' 'const bool valid = t < key_tiles && row_valid && j <= i + 1;'
 
 mutant attention_v2_backward_ds_sign full "attention"
-edit kernels/attention.cu 'p[t][2 * half + e] = p[t][2 * half + e] * (m_dp[t][e] - row_dot);' 'p[t][2 * half + e] = p[t][2 * half + e] * (row_dot - m_dp[t][e]);'
+edit kernels/attention.cu 'p[t][2 * half + e] * (dp[t][2 * half + e] - row_dot);' 'p[t][2 * half + e] * (row_dot - dp[t][2 * half + e]);'
 
 mutant attention_v2_backward_dv_dropout_multiplier full "attention"
 edit kernels/attention.cu 'weighted[local * ATTENTION_V2_STRIDE + j] = m * probability;' 'weighted[local * ATTENTION_V2_STRIDE + j] = probability;'

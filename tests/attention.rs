@@ -708,7 +708,8 @@ fn tf32_and_bf16_are_not_implemented_by_kernel_v1() {
 fn tf32_on_kernel_v2_is_within_its_tier_and_bf16_is_not_implemented() {
     // ASIF mode with dropout: v2's forward in plain TF32 against the f64 reference at the Tf32
     // tier; it must differ from the 3xTF32 (Fp32) result, or the flag would not reach the mma.
-    // The backward (v1's, fp32) accepts the Tf32 config. The CPU device and Bf16 refuse it.
+    // The backward (v2's, fp32 by 3xTF32) accepts the Tf32 config. The CPU device and Bf16
+    // refuse it.
     let case = Case {
         lengths: vec![20, 11, 0],
         seq_len: 20,

@@ -30,12 +30,21 @@ use sass::{Cuobjdump, Gate, Kernel, Provenance, Ptxas};
 const REGISTER_BUDGET: u32 = 64;
 /// Kernels allowed more than the budget, each with its limit and why (its occupancy gate still
 /// holds it to what it declares).
-const REGISTER_EXCEPTIONS: &[(&str, u32, &str)] = &[(
-    "attention_forward_v2",
-    128,
-    "each warp holds two 16×64 score fragments and one output fragment (mma accumulators; \
-     docs/attention.md); launch bounds of 4 blocks of 128 per SM, occupancy gate 25 %",
-)];
+const REGISTER_EXCEPTIONS: &[(&str, u32, &str)] = &[
+    (
+        "attention_forward_v2",
+        128,
+        "each warp holds two 16×64 score fragments and one output fragment (mma accumulators; \
+         docs/attention.md); launch bounds of 4 blocks of 128 per SM, occupancy gate 25 %",
+    ),
+    (
+        "attention_backward_v2",
+        168,
+        "each warp holds two 16×64 mma fragments (P or dS and dP, or dZ and an accumulator) \
+         around the 3xTF32 splits, and 128 registers spill (docs/attention.md); launch bounds \
+         of 3 blocks of 128 per SM, occupancy gate 18 %",
+    ),
+];
 /// The committed report, relative to the crate root.
 const REPORT: &str = "docs/kernels-sass.md";
 /// Set by scripts/sass-report.sh: write the report instead of comparing it.

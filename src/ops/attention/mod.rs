@@ -38,7 +38,7 @@ use crate::{Error, IndexTensor, Precision, Result, Tensor};
 const OP: &str = "attention";
 
 /// The kernel family [`crate::kernel_version`] selects for this op: v1 (fp32 CUDA cores, the
-/// default) or v2 (tensor cores; forward only so far, the backward is v1's in both);
+/// default) or v2 (tensor cores: `attention_forward_v2` and the one-pass `attention_backward_v2`);
 /// `ASIF_KERNEL_ATTENTION=v1|v2`, or `kernel_version::with_version(KERNEL_FAMILY, ..)`.
 pub const KERNEL_FAMILY: &str = "attention";
 
@@ -138,8 +138,8 @@ fn check<'a>(
     lengths: &IndexTensor,
     config: &AttentionConfig,
 ) -> Result<Checked<'a>> {
-    // Fp32 everywhere; Tf32 only on kernel v2's forward on a kernel device (the backward is
-    // v1's and computes in fp32); Bf16 nowhere yet.
+    // Fp32 everywhere; Tf32 only on kernel v2's forward on a kernel device (v2's backward
+    // computes in fp32, by 3xTF32); Bf16 nowhere yet.
     if config.precision != Precision::Fp32 {
         let tf32_kernel = config.precision == Precision::Tf32
             && matches!(
