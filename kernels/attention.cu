@@ -63,7 +63,9 @@
 //      on the fragments, 16-byte stores, no memset. Same arguments and the same saved
 //      log-sum-exp as v1 (either backward can follow either forward; the launcher pairs v2 with
 //      v2). Why: v1's re-reads and CUDA-core arithmetic. Its last argument picks plain TF32
-//      products instead (Precision::Tf32, opt-in, its own tolerance tier).
+//      products (Precision::Tf32) or bf16 m16n8k16 products with fp32 accumulation, operands
+//      converted as the fragments are loaded from the fp32 tiles (Precision::Bf16) instead:
+//      opt-in, each at its own tolerance tier.
 //      Floor and expectation at the paper's sizes (B = 2048, n = 50, d = 256, h = 4, all valid):
 //      1049 MB moved (7 inputs read once, 3 outputs written once), 251 µs at the H200's measured
 //      4171 GB/s. Tensor-core work: per (sequence, head) 2 score products over ≤ 36 of the 64
@@ -679,10 +681,17 @@ __device__ __forceinline__ void attention_v2_stage(float* tile, const float* sou
     }
 }
 
-// d += A·B on one m16n8k8 tile: 3xTF32 (Precision::Fp32, fp32-level accuracy), or plain TF32
-// (Precision::Tf32, opt-in: operands rounded to 10 mantissa bits) when `tf32`.
-__device__ __forceinline__ void attention_v2_mma(float d[4], const float a[4], const float b[2], bool tf32) {
-    if (tf32) {  // uniform across the warp
+// How the v2 kernels form their products (the forward's last argument): 3xTF32 on m16n8k8
+// (Precision::Fp32, fp32-level accuracy), plain TF32 on m16n8k8 (Precision::Tf32, opt-in:
+// operands rounded to 10 mantissa bits), or bf16 on m16n8k16 (Precision::Bf16, opt-in: operands
+// rounded to 8 mantissa bits when the fragments are loaded from the fp32 tiles; fp32 accumulate).
+#define ATTENTION_V2_3XTF32 0
+#define ATTENTION_V2_TF32 1
+#define ATTENTION_V2_BF16 2
+
+// d += A·B on one m16n8k8 tile, 3xTF32 or TF32 (`products`, never ATTENTION_V2_BF16 here).
+__device__ __forceinline__ void attention_v2_mma(float d[4], const float a[4], const float b[2], int products) {
+    if (products == ATTENTION_V2_TF32) {  // uniform across the warp
         unsigned a_tf32[4], b_tf32[2];
 #pragma unroll
         for (int i = 0; i < 4; ++i) a_tf32[i] = tf32_round(a[i]);
@@ -699,10 +708,25 @@ __device__ __forceinline__ void attention_v2_mma(float d[4], const float a[4], c
 // starts from zero.
 __device__ __forceinline__ void attention_v2_scores(float acc[ATTENTION_V2_TILES][4], const float* queries,
                                                     const float* keys, int key_tiles, int ksteps, bool accumulate,
-                                                    bool tf32) {
+                                                    int products) {
     if (!accumulate) {
 #pragma unroll
         for (int t = 0; t < ATTENTION_V2_TILES; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+    }
+    if (products == ATTENTION_V2_BF16) {  // k-steps of 16 channels (the tiles are zero up to 16·⌈ksteps/2⌉)
+        for (int k = 0; k < (ksteps + 1) / 2; ++k) {
+            unsigned a[4];
+            mma_load_a_bf16(a, queries + 16 * k, ATTENTION_V2_STRIDE, 1);
+#pragma unroll
+            for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+                if (t < key_tiles) {  // uniform across the warp
+                    unsigned b[2];
+                    mma_load_b_bf16(b, keys + 8 * t * ATTENTION_V2_STRIDE + 16 * k, 1, ATTENTION_V2_STRIDE);
+                    mma_m16n8k16_bf16(acc[t], a, b, acc[t]);
+                }
+            }
+        }
+        return;
     }
     for (int k = 0; k < ksteps; ++k) {
         float a[4];
@@ -712,7 +736,7 @@ __device__ __forceinline__ void attention_v2_scores(float acc[ATTENTION_V2_TILES
             if (t < key_tiles) {  // uniform across the warp
                 float b[2];
                 mma_load_b_tf32_values(b, keys + 8 * t * ATTENTION_V2_STRIDE + 8 * k, 1, ATTENTION_V2_STRIDE);
-                attention_v2_mma(acc[t], a, b, tf32);
+                attention_v2_mma(acc[t], a, b, products);
             }
         }
     }
@@ -726,9 +750,24 @@ __device__ __forceinline__ void attention_v2_scores(float acc[ATTENTION_V2_TILES
 __device__ __forceinline__ void attention_v2_product(float acc[ATTENTION_V2_TILES][4], const float* a_tile,
                                                      int m_stride, int k_stride, const float* b_tile,
                                                      int first_step, int last_step, int channel_tiles,
-                                                     bool tf32) {
+                                                     int products) {
 #pragma unroll
     for (int t = 0; t < ATTENTION_V2_TILES; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+    if (products == ATTENTION_V2_BF16) {  // k-steps of 16 (first_step even; zeros up to 16·⌈last_step/2⌉)
+        for (int k = first_step / 2; k < (last_step + 1) / 2; ++k) {
+            unsigned a[4];
+            mma_load_a_bf16(a, a_tile + 16 * k * k_stride, m_stride, k_stride);
+#pragma unroll
+            for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+                if (t < channel_tiles) {  // uniform across the warp
+                    unsigned b[2];
+                    mma_load_b_bf16(b, b_tile + 16 * k * ATTENTION_V2_STRIDE + 8 * t, ATTENTION_V2_STRIDE, 1);
+                    mma_m16n8k16_bf16(acc[t], a, b, acc[t]);
+                }
+            }
+        }
+        return;
+    }
     for (int k = first_step; k < last_step; ++k) {
         float a[4];
         mma_load_a_tf32_values(a, a_tile + 8 * k * k_stride, m_stride, k_stride);
@@ -737,7 +776,7 @@ __device__ __forceinline__ void attention_v2_product(float acc[ATTENTION_V2_TILE
             if (t < channel_tiles) {  // uniform across the warp
                 float b[2];
                 mma_load_b_tf32_values(b, b_tile + 8 * k * ATTENTION_V2_STRIDE + 8 * t, ATTENTION_V2_STRIDE, 1);
-                attention_v2_mma(acc[t], a, b, tf32);
+                attention_v2_mma(acc[t], a, b, products);
             }
         }
     }
@@ -785,7 +824,7 @@ __device__ __forceinline__ void attention_v2_softmax(const float s[ATTENTION_V2_
         sum += __shfl_xor_sync(ASIF_FULL_MASK, sum, 2);
 #pragma unroll
         for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
-            if (t < key_tiles) {
+            if (t < (key_tiles + 1) / 2 * 2) {  // an even count: bf16's k-steps of 16 keys read them
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     const int j = 8 * t + 2 * thread + e;
@@ -803,11 +842,11 @@ __device__ __forceinline__ void attention_v2_softmax(const float s[ATTENTION_V2_
 // then rows row0 .. row0 + 15 (< n) of one head of `out`: zeros for rows ≥ L_b.
 __device__ __forceinline__ void attention_v2_values(float* rows, const float* values, float* out,
                                                     const AttentionBlock& g, int row0, int length, int key_tiles,
-                                                    int channel_tiles, bool vector, bool tf32) {
+                                                    int channel_tiles, bool vector, int products) {
     const int lane = threadIdx.x % ASIF_WARP_SIZE;
     if (row0 < length) {  // uniform across the warp
         float acc[ATTENTION_V2_TILES][4];
-        attention_v2_product(acc, rows, ATTENTION_V2_STRIDE, 1, values, 0, key_tiles, channel_tiles, tf32);
+        attention_v2_product(acc, rows, ATTENTION_V2_STRIDE, 1, values, 0, key_tiles, channel_tiles, products);
         __syncwarp();  // every lane has read P before O overwrites it
 #pragma unroll
         for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
@@ -840,7 +879,7 @@ __device__ __forceinline__ void attention_v2_pair(float s[ATTENTION_V2_TILES][4]
                                                   const float* queries, const float* keys, int shared_queries,
                                                   int shared_keys, const AttentionBlock& g, int length,
                                                   int staged_rows, int columns, bool vector, bool active,
-                                                  int key_tiles, bool accumulate, bool tf32) {
+                                                  int key_tiles, bool accumulate, int products) {
     attention_v2_stage(rows_tile, queries, shared_queries, g, length, staged_rows, columns, vector);
     attention_v2_stage(keys_tile, keys, shared_keys, g, length, staged_rows, columns, vector);
     cp_async_wait_all();
@@ -848,7 +887,7 @@ __device__ __forceinline__ void attention_v2_pair(float s[ATTENTION_V2_TILES][4]
     const int row0 = 16 * (threadIdx.x / ASIF_WARP_SIZE);
     if (active) {
         attention_v2_scores(s, rows_tile + row0 * ATTENTION_V2_STRIDE, keys_tile, key_tiles, columns / 8, accumulate,
-                            tf32);
+                            products);
     }
     __syncthreads();  // every warp is done with the tiles before the next stage overwrites them
 }
@@ -860,13 +899,13 @@ __device__ __forceinline__ void attention_v2_output(const float s[ATTENTION_V2_T
                                                     float* out, float* lse_row, const AttentionBlock& g, int row0,
                                                     int length, int staged_rows, int columns, int key_tiles,
                                                     float scale, float dropout, unsigned long long seed, bool vector,
-                                                    bool tf32) {
+                                                    int products) {
     float* rows = rows_tile + row0 * ATTENTION_V2_STRIDE;
     attention_v2_stage(keys_tile, values, shared_values, g, length, staged_rows, columns, vector);
     attention_v2_softmax(s, rows, lse_row, g, row0, length, key_tiles, scale, dropout, seed);
     cp_async_wait_all();
     __syncthreads();
-    attention_v2_values(rows, keys_tile, out, g, row0, length, key_tiles, columns / 8, vector, tf32);
+    attention_v2_values(rows, keys_tile, out, g, row0, length, key_tiles, columns / 8, vector, products);
     __syncthreads();  // V_s is read by every warp before the next stage overwrites it
 }
 
@@ -881,15 +920,16 @@ __global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_V2_MIN_BLOCKS)
     float* __restrict__, float* __restrict__, int, int, int, int, int, int, int, float, unsigned long long, int);
 }
 
-// Same arguments, outputs and saved state as attention_forward (v1), plus `tf32_products`: 0
-// computes the products by 3xTF32 (Precision::Fp32), 1 by plain TF32 (Precision::Tf32).
+// Same arguments, outputs and saved state as attention_forward (v1), plus `products`:
+// ATTENTION_V2_3XTF32 (Precision::Fp32), ATTENTION_V2_TF32 (Precision::Tf32) or
+// ATTENTION_V2_BF16 (Precision::Bf16).
 extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, const float* __restrict__ k1, const float* __restrict__ q2,
                          const float* __restrict__ k2, const float* __restrict__ q3, const float* __restrict__ k3,
                          const float* __restrict__ v1, const float* __restrict__ v2, const float* __restrict__ v3,
                          const int* __restrict__ lengths, float* __restrict__ out_x, float* __restrict__ out_a,
                          float* __restrict__ out_p, float* __restrict__ lse, int batch, int n, int heads,
                          int head_dim, int pairs, int outputs_mask, int shared_mask, float dropout,
-                         unsigned long long seed, int tf32_products) {
+                         unsigned long long seed, int products) {
     __shared__ __align__(16) float rows_tile[ATTENTION_MAX_LEN * ATTENTION_V2_STRIDE];  // Q_k, then m ⊙ P, then O
     __shared__ __align__(16) float keys_tile[ATTENTION_MAX_LEN * ATTENTION_V2_STRIDE];  // K_k, then V_s
     if ((int)blockIdx.x >= batch * heads) return;  // uniform across the block
@@ -908,11 +948,11 @@ extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, co
                         attention_aligned16(v3) && attention_aligned16(out_x) && attention_aligned16(out_a) &&
                         attention_aligned16(out_p);
     const int staged_rows = (length + 15) / 16 * 16;
-    const int columns = (head_dim + 7) / 8 * 8;
+    // Channels staged up to a multiple of 8 (m16n8k8's k), of 16 for bf16 (m16n8k16's k).
+    const int columns = products == ATTENTION_V2_BF16 ? (head_dim + 15) / 16 * 16 : (head_dim + 7) / 8 * 8;
     const int row0 = 16 * warp;
     const bool active = row0 < length;  // uniform across the warp
     const int key_tiles = active ? (min(row0 + 16, length) + 7) / 8 : 0;
-    const bool tf32 = tf32_products != 0;
     float* rows = rows_tile + row0 * ATTENTION_V2_STRIDE;
 
     // Absent softmaxes have log-sum-exp 0 in every row.
@@ -927,18 +967,18 @@ extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, co
     float s_x[ATTENTION_V2_TILES][4];
     attention_v2_pair(s_x, rows_tile, keys_tile, q1, k1, shared_mask & ATTENTION_SHARED_Q1,
                       shared_mask & ATTENTION_SHARED_K1, g, length, staged_rows, columns, vector, active, key_tiles,
-                      false, tf32);
+                      false, products);
     if (want_a) {
         attention_v2_output(s_x, rows_tile, keys_tile, v2, shared_mask & ATTENTION_SHARED_V2, out_a,
                             lse_row + lse_stride, g, row0, length, staged_rows, columns, key_tiles, scale, dropout,
-                            seed, vector, tf32);
+                            seed, vector, products);
     }
     if (pairs > 1) {
         if (want_p) {
             float s_2[ATTENTION_V2_TILES][4];
             attention_v2_pair(s_2, rows_tile, keys_tile, q2, k2, shared_mask & ATTENTION_SHARED_Q2,
                               shared_mask & ATTENTION_SHARED_K2, g, length, staged_rows, columns, vector, active,
-                              key_tiles, false, tf32);
+                              key_tiles, false, products);
             // softmax P first (it reads s_2), then s_2 joins the sum and dies before O_P's fragment.
             attention_v2_stage(keys_tile, v3, shared_mask & ATTENTION_SHARED_V3, g, length, staged_rows, columns,
                                vector);
@@ -951,21 +991,21 @@ extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, co
             }
             cp_async_wait_all();
             __syncthreads();
-            attention_v2_values(rows, keys_tile, out_p, g, row0, length, key_tiles, columns / 8, vector, tf32);
+            attention_v2_values(rows, keys_tile, out_p, g, row0, length, key_tiles, columns / 8, vector, products);
             __syncthreads();  // V_3 is read by every warp before the next stage overwrites it
         } else {
             attention_v2_pair(s_x, rows_tile, keys_tile, q2, k2, shared_mask & ATTENTION_SHARED_Q2,
                               shared_mask & ATTENTION_SHARED_K2, g, length, staged_rows, columns, vector, active,
-                              key_tiles, true, tf32);
+                              key_tiles, true, products);
         }
     }
     if (pairs > 2) {
         attention_v2_pair(s_x, rows_tile, keys_tile, q3, k3, shared_mask & ATTENTION_SHARED_Q3,
                           shared_mask & ATTENTION_SHARED_K3, g, length, staged_rows, columns, vector, active, key_tiles,
-                          true, tf32);
+                          true, products);
     }
     attention_v2_output(s_x, rows_tile, keys_tile, v1, shared_mask & ATTENTION_SHARED_V1, out_x, lse_row, g, row0,
-                        length, staged_rows, columns, key_tiles, scale, dropout, seed, vector, tf32);
+                        length, staged_rows, columns, key_tiles, scale, dropout, seed, vector, products);
 }
 
 
@@ -1096,7 +1136,7 @@ __device__ __forceinline__ void attention_v2_softmax_backward(float s[ATTENTION_
     float dp[ATTENTION_V2_TILES][4];
     if (active) {
         attention_v2_scores(dp, rows_tile + row0 * ATTENTION_V2_STRIDE, keys_tile, key_tiles, columns / 8, false,
-                            false);
+                            ATTENTION_V2_3XTF32);
     }
     __syncthreads();  // every warp has read V_s before m ⊙ P overwrites it
     if (active) {
@@ -1107,7 +1147,7 @@ __device__ __forceinline__ void attention_v2_softmax_backward(float s[ATTENTION_
     float acc[ATTENTION_V2_TILES][4];
     if (active) {
         attention_v2_product(acc, keys_tile + row0, 1, ATTENTION_V2_STRIDE, rows_tile, row0 / 8, (length + 7) / 8,
-                             columns / 8, false);
+                             columns / 8, ATTENTION_V2_3XTF32);
     }
     attention_v2_store_fragments(acc, grad_values, g, row0, length, active, vector);
     __syncthreads();  // the tiles are free again
@@ -1136,7 +1176,7 @@ __device__ __forceinline__ void attention_v2_pair_backward(const float dz[ATTENT
     float acc[ATTENTION_V2_TILES][4];
     if (active) {
         attention_v2_product(acc, rows_tile + row0 * ATTENTION_V2_STRIDE, ATTENTION_V2_STRIDE, 1, keys_tile, 0,
-                             key_tiles, columns / 8, false);
+                             key_tiles, columns / 8, ATTENTION_V2_3XTF32);
     }
     attention_v2_store_fragments(acc, grad_queries, g, row0, length, active, vector);
     __syncthreads();  // every warp has read K_k
@@ -1145,7 +1185,7 @@ __device__ __forceinline__ void attention_v2_pair_backward(const float dz[ATTENT
     __syncthreads();
     if (active) {
         attention_v2_product(acc, rows_tile + row0, 1, ATTENTION_V2_STRIDE, keys_tile, row0 / 8, (length + 7) / 8,
-                             columns / 8, false);
+                             columns / 8, ATTENTION_V2_3XTF32);
     }
     attention_v2_store_fragments(acc, grad_keys, g, row0, length, active, vector);
     __syncthreads();  // the tiles are free again
@@ -1167,7 +1207,7 @@ __device__ __forceinline__ void attention_v2_pair_gradient(const float* ds_x_own
     float dz[ATTENTION_V2_TILES][4] = {};
     if (own_softmax) {  // uniform across the block
         attention_v2_pair(dz, rows_tile, keys_tile, queries, keys, shared_queries, shared_keys, g, length,
-                          staged_rows, columns, vector, active, key_tiles, false, false);
+                          staged_rows, columns, vector, active, key_tiles, false, ATTENTION_V2_3XTF32);
         attention_v2_softmax_backward(dz, rows_tile, keys_tile, grad, values, shared_values, lse_row, grad_values, g,
                                       length, staged_rows, columns, vector, active, key_tiles, scale, dropout, seed);
     }
@@ -1248,16 +1288,16 @@ extern "C" __global__ void attention_backward_v2(const float* __restrict__ q1, c
         float ds_x[ATTENTION_V2_TILES][4] = {};  // stays 0 in a warp without valid rows
         attention_v2_pair(ds_x, rows_tile, keys_tile, q1, k1, shared_mask & ATTENTION_SHARED_Q1,
                           shared_mask & ATTENTION_SHARED_K1, g, length, staged_rows, columns, vector, active, key_tiles,
-                          false, false);
+                          false, ATTENTION_V2_3XTF32);
         if (pairs > 1) {
             attention_v2_pair(ds_x, rows_tile, keys_tile, q2, k2, shared_mask & ATTENTION_SHARED_Q2,
                               shared_mask & ATTENTION_SHARED_K2, g, length, staged_rows, columns, vector, active,
-                              key_tiles, true, false);
+                              key_tiles, true, ATTENTION_V2_3XTF32);
         }
         if (pairs > 2) {
             attention_v2_pair(ds_x, rows_tile, keys_tile, q3, k3, shared_mask & ATTENTION_SHARED_Q3,
                               shared_mask & ATTENTION_SHARED_K3, g, length, staged_rows, columns, vector, active,
-                              key_tiles, true, false);
+                              key_tiles, true, ATTENTION_V2_3XTF32);
         }
         attention_v2_softmax_backward(ds_x, rows_tile, keys_tile, grad_x, v1, shared_mask & ATTENTION_SHARED_V1, lse_row,
                                       dv1, g, length, staged_rows, columns, vector, active, key_tiles, scale, dropout,

@@ -32,8 +32,9 @@ pub(super) struct Inputs<'a> {
     pub shared_mask: i32,
     pub dropout: f32,
     pub seed: u64,
-    /// Products in plain TF32 (`Precision::Tf32`, kernel v2 only) instead of fp32 accuracy.
-    pub tf32: bool,
+    /// How kernel v2's forward forms its products: 0 by 3xTF32 (`Precision::Fp32`), 1 in plain
+    /// TF32 (`Precision::Tf32`), 2 in bf16 (`Precision::Bf16`); the kernel's `ATTENTION_V2_*`.
+    pub products: i32,
 }
 
 impl<'a> Inputs<'a> {
@@ -99,7 +100,7 @@ pub(super) fn forward(device: &Device, g: &Geometry, inputs: &Inputs<'_>) -> Res
         inputs.shared_mask,
         inputs.dropout,
         inputs.seed,
-        inputs.tf32 as i32
+        inputs.products
     ];
     let v1_arguments = args.len() - 1;
     match kernel_version::selected(super::KERNEL_FAMILY)? {
