@@ -9,7 +9,7 @@
 //! peers in bench/peers/common.py draw them); otherwise one line says it was skipped. Ids are
 //! `attention/{forward,backward,forward_backward}/<device> B=<B> lengths <full|short>`, with
 //! ` kernel v1` and ` kernel v2` on the GPU rows: both kernel versions side by side
-//! (`kernel_version`; v2 is the tensor-core forward, the backward is v1's in both), so one run of
+//! (`kernel_version`; v2 is the tensor-core forward and the one-pass backward), so one run of
 //! `scripts/gpu-check.sh run` measures both; bench/summarize.py matches the ids and takes the
 //! faster. Dropout 0.2 (the training setting). `cargo bench --bench attention`.
 mod common;

@@ -61,9 +61,11 @@
 //      in shared memory (cp.async 16-byte copies), S_k and (m ⊙ P) V_s on m16n8k8 mma by 3xTF32
 //      (fp32-level accuracy, v1's tolerances), causal tiles and tiles past L_b skipped, softmaxes
 //      on the fragments, 16-byte stores, no memset. Same arguments and the same saved
-//      log-sum-exp as v1, so v1's backward runs after it (the backward is v1's in both versions
-//      until a v2 backward lands). Why: v1's re-reads and CUDA-core arithmetic. Its last argument
-//      picks plain TF32 products instead (Precision::Tf32, opt-in, its own tolerance tier).
+//      log-sum-exp as v1 (either backward can follow either forward; the launcher pairs v2 with
+//      v2). Why: v1's re-reads and CUDA-core arithmetic. Its last argument picks plain TF32
+//      products (Precision::Tf32) or bf16 m16n8k16 products with fp32 accumulation, operands
+//      converted as the fragments are loaded from the fp32 tiles (Precision::Bf16) instead:
+//      opt-in, each at its own tolerance tier.
 //      Floor and expectation at the paper's sizes (B = 2048, n = 50, d = 256, h = 4, all valid):
 //      1049 MB moved (7 inputs read once, 3 outputs written once), 251 µs at the H200's measured
 //      4171 GB/s. Tensor-core work: per (sequence, head) 2 score products over ≤ 36 of the 64
@@ -76,6 +78,29 @@
 //      40 to 60 % of the floor, 0.4 to 0.6 ms, until a GPU run says otherwise. Next, if it falls
 //      short: double-buffer the stages (the next pair's cp.async under this pair's mma), and one
 //      block per sequence for all heads to share the position stream's staging.
+//      Version 2's backward, attention_backward_v2 (issue 18): the whole backward in one
+//      launch, one block per (sequence, head) owning dQ, dK and dV of its rows (no atomics, the
+//      same bits every run); D = rowsum(P ⊙ dP) formed on the fragments (O is not read); scores,
+//      dP = dO Vᵀ, dV, dQ and dK on mma by 3xTF32 (fp32-level in every precision), tiles past
+//      the causal diagonal and L_b skipped; inputs shared by the batch get per-sequence partials
+//      that attention_sum_over_batch (v1's) reduces in batch order. Why: v1's two passes read
+//      every input twice and O once more for D, on CUDA cores. The work is laid out below.
+//      Floor and expectation at the paper's sizes (all valid): 1783 MB moved (7 inputs and
+//      3 output gradients read once, 7 gradients written once), 428 µs at 4171 GB/s. This
+//      version stages Q_k and K_k up to three times (S_X; S_A or S_P; dQ and dK) and dO_s, V_s
+//      once each, the repeats within one block's life and so mostly from L2 (the unique DRAM
+//      bytes stay near the floor; the per-sequence partials of shared inputs add a write and a
+//      read of [B·n, d] each). Tensor work: about 16 products of 16 × 64 × 64 per warp (S_1..3,
+//      S_A, S_P, 3 dP, 3 dV, 2 to 3 each of dQ and dK), about 60 % of them left by the causal
+//      skip, 3 TF32 mmas each: about 124 GFLOP of TF32, 250 µs at the H200's dense TF32 rate,
+//      so tensor and memory time are close, and the serial stage → compute → stage sequence adds
+//      them rather than overlapping them: expected 30 to 50 % of the floor, 0.85 to 1.4 ms,
+//      until a GPU run says otherwise. dS_X waits in shared memory (10 KB, 46 KB static in
+//      all) between its softmax and the pairs, so a warp holds two 16 × 64 fragments at a time;
+//      still 166 registers (3 blocks of 128 per SM, 18.75 % occupancy; at 128 registers ptxas
+//      spills; kernels-sass.md), no stack or spill. Gradients are stored from the fragments (8-byte stores, full 32-byte
+//      sectors); the 128-bit accesses are the cp.async stages. Next, if it falls short: bf16
+//      products (Precision::Bf16), double-buffered stages.
 //
 // Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
 // paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it;
@@ -88,6 +113,7 @@
 //   asif-gate: attention_backward_keys block=128 occupancy>=50%
 //   asif-gate: attention_sum_over_batch block=256 occupancy>=100%
 //   asif-gate: attention_forward_v2 block=128 occupancy>=25% tensor_core vector_io
+//   asif-gate: attention_backward_v2 block=128 occupancy>=18% tensor_core vector_io
 #include "common.cuh"
 
 #define ATTENTION_MAX_LEN 64
@@ -613,9 +639,15 @@ extern "C" __global__ void attention_sum_over_batch(const float* __restrict__ pa
 
 #define ATTENTION_V2_STRIDE 72
 #define ATTENTION_V2_TILES 8  // n ≤ 64 keys = 8 n8 tiles; d_h ≤ 64 channels = 8 tiles
+// The backward's saved dS_X: warp w's 2w + 2 key tiles of 4 values a lane, 4 warps.
+#define ATTENTION_V2_DS_FLOATS (ATTENTION_WARPS * (ATTENTION_WARPS + 1) / 2 * 2 * 4 * 32)
 
 struct __align__(16) AttentionQuad {
     float x, y, z, w;
+};
+
+struct __align__(8) AttentionFloatPair {
+    float x, y;
 };
 
 __device__ __forceinline__ bool attention_aligned16(const void* pointer) {
@@ -649,10 +681,17 @@ __device__ __forceinline__ void attention_v2_stage(float* tile, const float* sou
     }
 }
 
-// d += A·B on one m16n8k8 tile: 3xTF32 (Precision::Fp32, fp32-level accuracy), or plain TF32
-// (Precision::Tf32, opt-in: operands rounded to 10 mantissa bits) when `tf32`.
-__device__ __forceinline__ void attention_v2_mma(float d[4], const float a[4], const float b[2], bool tf32) {
-    if (tf32) {  // uniform across the warp
+// How the v2 kernels form their products (the forward's last argument): 3xTF32 on m16n8k8
+// (Precision::Fp32, fp32-level accuracy), plain TF32 on m16n8k8 (Precision::Tf32, opt-in:
+// operands rounded to 10 mantissa bits), or bf16 on m16n8k16 (Precision::Bf16, opt-in: operands
+// rounded to 8 mantissa bits when the fragments are loaded from the fp32 tiles; fp32 accumulate).
+#define ATTENTION_V2_3XTF32 0
+#define ATTENTION_V2_TF32 1
+#define ATTENTION_V2_BF16 2
+
+// d += A·B on one m16n8k8 tile, 3xTF32 or TF32 (`products`, never ATTENTION_V2_BF16 here).
+__device__ __forceinline__ void attention_v2_mma(float d[4], const float a[4], const float b[2], int products) {
+    if (products == ATTENTION_V2_TF32) {  // uniform across the warp
         unsigned a_tf32[4], b_tf32[2];
 #pragma unroll
         for (int i = 0; i < 4; ++i) a_tf32[i] = tf32_round(a[i]);
@@ -669,10 +708,25 @@ __device__ __forceinline__ void attention_v2_mma(float d[4], const float a[4], c
 // starts from zero.
 __device__ __forceinline__ void attention_v2_scores(float acc[ATTENTION_V2_TILES][4], const float* queries,
                                                     const float* keys, int key_tiles, int ksteps, bool accumulate,
-                                                    bool tf32) {
+                                                    int products) {
     if (!accumulate) {
 #pragma unroll
         for (int t = 0; t < ATTENTION_V2_TILES; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+    }
+    if (products == ATTENTION_V2_BF16) {  // k-steps of 16 channels (the tiles are zero up to 16·⌈ksteps/2⌉)
+        for (int k = 0; k < (ksteps + 1) / 2; ++k) {
+            unsigned a[4];
+            mma_load_a_bf16(a, queries + 16 * k, ATTENTION_V2_STRIDE, 1);
+#pragma unroll
+            for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+                if (t < key_tiles) {  // uniform across the warp
+                    unsigned b[2];
+                    mma_load_b_bf16(b, keys + 8 * t * ATTENTION_V2_STRIDE + 16 * k, 1, ATTENTION_V2_STRIDE);
+                    mma_m16n8k16_bf16(acc[t], a, b, acc[t]);
+                }
+            }
+        }
+        return;
     }
     for (int k = 0; k < ksteps; ++k) {
         float a[4];
@@ -682,7 +736,47 @@ __device__ __forceinline__ void attention_v2_scores(float acc[ATTENTION_V2_TILES
             if (t < key_tiles) {  // uniform across the warp
                 float b[2];
                 mma_load_b_tf32_values(b, keys + 8 * t * ATTENTION_V2_STRIDE + 8 * k, 1, ATTENTION_V2_STRIDE);
-                attention_v2_mma(acc[t], a, b, tf32);
+                attention_v2_mma(acc[t], a, b, products);
+            }
+        }
+    }
+}
+
+// acc[t] = Σ_k A[·][k] · B[k][8t ..] over k-steps first_step ≤ k < last_step of 8, for channel
+// tiles t < channel_tiles: A = 16 rows of a row-major (m_stride = ATTENTION_V2_STRIDE, k_stride =
+// 1) or transposed (m_stride = 1, k_stride = ATTENTION_V2_STRIDE) tile, `a_tile` at (row 0, k 0);
+// B = rows k of a row-major tile (`b_tile` at row 0). The products of O = (m ⊙ P) V (forward) and
+// of dV, dQ and dK (backward).
+__device__ __forceinline__ void attention_v2_product(float acc[ATTENTION_V2_TILES][4], const float* a_tile,
+                                                     int m_stride, int k_stride, const float* b_tile,
+                                                     int first_step, int last_step, int channel_tiles,
+                                                     int products) {
+#pragma unroll
+    for (int t = 0; t < ATTENTION_V2_TILES; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+    if (products == ATTENTION_V2_BF16) {  // k-steps of 16 (first_step even; zeros up to 16·⌈last_step/2⌉)
+        for (int k = first_step / 2; k < (last_step + 1) / 2; ++k) {
+            unsigned a[4];
+            mma_load_a_bf16(a, a_tile + 16 * k * k_stride, m_stride, k_stride);
+#pragma unroll
+            for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+                if (t < channel_tiles) {  // uniform across the warp
+                    unsigned b[2];
+                    mma_load_b_bf16(b, b_tile + 16 * k * ATTENTION_V2_STRIDE + 8 * t, ATTENTION_V2_STRIDE, 1);
+                    mma_m16n8k16_bf16(acc[t], a, b, acc[t]);
+                }
+            }
+        }
+        return;
+    }
+    for (int k = first_step; k < last_step; ++k) {
+        float a[4];
+        mma_load_a_tf32_values(a, a_tile + 8 * k * k_stride, m_stride, k_stride);
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+            if (t < channel_tiles) {  // uniform across the warp
+                float b[2];
+                mma_load_b_tf32_values(b, b_tile + 8 * k * ATTENTION_V2_STRIDE + 8 * t, ATTENTION_V2_STRIDE, 1);
+                attention_v2_mma(acc[t], a, b, products);
             }
         }
     }
@@ -730,7 +824,7 @@ __device__ __forceinline__ void attention_v2_softmax(const float s[ATTENTION_V2_
         sum += __shfl_xor_sync(ASIF_FULL_MASK, sum, 2);
 #pragma unroll
         for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
-            if (t < key_tiles) {
+            if (t < (key_tiles + 1) / 2 * 2) {  // an even count: bf16's k-steps of 16 keys read them
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     const int j = 8 * t + 2 * thread + e;
@@ -748,24 +842,11 @@ __device__ __forceinline__ void attention_v2_softmax(const float s[ATTENTION_V2_
 // then rows row0 .. row0 + 15 (< n) of one head of `out`: zeros for rows ≥ L_b.
 __device__ __forceinline__ void attention_v2_values(float* rows, const float* values, float* out,
                                                     const AttentionBlock& g, int row0, int length, int key_tiles,
-                                                    int channel_tiles, bool vector, bool tf32) {
+                                                    int channel_tiles, bool vector, int products) {
     const int lane = threadIdx.x % ASIF_WARP_SIZE;
     if (row0 < length) {  // uniform across the warp
         float acc[ATTENTION_V2_TILES][4];
-#pragma unroll
-        for (int t = 0; t < ATTENTION_V2_TILES; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
-        for (int k = 0; k < key_tiles; ++k) {
-            float a[4];
-            mma_load_a_tf32_values(a, rows + 8 * k, ATTENTION_V2_STRIDE, 1);
-#pragma unroll
-            for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
-                if (t < channel_tiles) {
-                    float b[2];
-                    mma_load_b_tf32_values(b, values + 8 * k * ATTENTION_V2_STRIDE + 8 * t, ATTENTION_V2_STRIDE, 1);
-                    attention_v2_mma(acc[t], a, b, tf32);
-                }
-            }
-        }
+        attention_v2_product(acc, rows, ATTENTION_V2_STRIDE, 1, values, 0, key_tiles, channel_tiles, products);
         __syncwarp();  // every lane has read P before O overwrites it
 #pragma unroll
         for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
@@ -798,7 +879,7 @@ __device__ __forceinline__ void attention_v2_pair(float s[ATTENTION_V2_TILES][4]
                                                   const float* queries, const float* keys, int shared_queries,
                                                   int shared_keys, const AttentionBlock& g, int length,
                                                   int staged_rows, int columns, bool vector, bool active,
-                                                  int key_tiles, bool accumulate, bool tf32) {
+                                                  int key_tiles, bool accumulate, int products) {
     attention_v2_stage(rows_tile, queries, shared_queries, g, length, staged_rows, columns, vector);
     attention_v2_stage(keys_tile, keys, shared_keys, g, length, staged_rows, columns, vector);
     cp_async_wait_all();
@@ -806,7 +887,7 @@ __device__ __forceinline__ void attention_v2_pair(float s[ATTENTION_V2_TILES][4]
     const int row0 = 16 * (threadIdx.x / ASIF_WARP_SIZE);
     if (active) {
         attention_v2_scores(s, rows_tile + row0 * ATTENTION_V2_STRIDE, keys_tile, key_tiles, columns / 8, accumulate,
-                            tf32);
+                            products);
     }
     __syncthreads();  // every warp is done with the tiles before the next stage overwrites them
 }
@@ -818,13 +899,13 @@ __device__ __forceinline__ void attention_v2_output(const float s[ATTENTION_V2_T
                                                     float* out, float* lse_row, const AttentionBlock& g, int row0,
                                                     int length, int staged_rows, int columns, int key_tiles,
                                                     float scale, float dropout, unsigned long long seed, bool vector,
-                                                    bool tf32) {
+                                                    int products) {
     float* rows = rows_tile + row0 * ATTENTION_V2_STRIDE;
     attention_v2_stage(keys_tile, values, shared_values, g, length, staged_rows, columns, vector);
     attention_v2_softmax(s, rows, lse_row, g, row0, length, key_tiles, scale, dropout, seed);
     cp_async_wait_all();
     __syncthreads();
-    attention_v2_values(rows, keys_tile, out, g, row0, length, key_tiles, columns / 8, vector, tf32);
+    attention_v2_values(rows, keys_tile, out, g, row0, length, key_tiles, columns / 8, vector, products);
     __syncthreads();  // V_s is read by every warp before the next stage overwrites it
 }
 
@@ -839,15 +920,16 @@ __global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_V2_MIN_BLOCKS)
     float* __restrict__, float* __restrict__, int, int, int, int, int, int, int, float, unsigned long long, int);
 }
 
-// Same arguments, outputs and saved state as attention_forward (v1), plus `tf32_products`: 0
-// computes the products by 3xTF32 (Precision::Fp32), 1 by plain TF32 (Precision::Tf32).
+// Same arguments, outputs and saved state as attention_forward (v1), plus `products`:
+// ATTENTION_V2_3XTF32 (Precision::Fp32), ATTENTION_V2_TF32 (Precision::Tf32) or
+// ATTENTION_V2_BF16 (Precision::Bf16).
 extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, const float* __restrict__ k1, const float* __restrict__ q2,
                          const float* __restrict__ k2, const float* __restrict__ q3, const float* __restrict__ k3,
                          const float* __restrict__ v1, const float* __restrict__ v2, const float* __restrict__ v3,
                          const int* __restrict__ lengths, float* __restrict__ out_x, float* __restrict__ out_a,
                          float* __restrict__ out_p, float* __restrict__ lse, int batch, int n, int heads,
                          int head_dim, int pairs, int outputs_mask, int shared_mask, float dropout,
-                         unsigned long long seed, int tf32_products) {
+                         unsigned long long seed, int products) {
     __shared__ __align__(16) float rows_tile[ATTENTION_MAX_LEN * ATTENTION_V2_STRIDE];  // Q_k, then m ⊙ P, then O
     __shared__ __align__(16) float keys_tile[ATTENTION_MAX_LEN * ATTENTION_V2_STRIDE];  // K_k, then V_s
     if ((int)blockIdx.x >= batch * heads) return;  // uniform across the block
@@ -866,11 +948,11 @@ extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, co
                         attention_aligned16(v3) && attention_aligned16(out_x) && attention_aligned16(out_a) &&
                         attention_aligned16(out_p);
     const int staged_rows = (length + 15) / 16 * 16;
-    const int columns = (head_dim + 7) / 8 * 8;
+    // Channels staged up to a multiple of 8 (m16n8k8's k), of 16 for bf16 (m16n8k16's k).
+    const int columns = products == ATTENTION_V2_BF16 ? (head_dim + 15) / 16 * 16 : (head_dim + 7) / 8 * 8;
     const int row0 = 16 * warp;
     const bool active = row0 < length;  // uniform across the warp
     const int key_tiles = active ? (min(row0 + 16, length) + 7) / 8 : 0;
-    const bool tf32 = tf32_products != 0;
     float* rows = rows_tile + row0 * ATTENTION_V2_STRIDE;
 
     // Absent softmaxes have log-sum-exp 0 in every row.
@@ -885,18 +967,18 @@ extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, co
     float s_x[ATTENTION_V2_TILES][4];
     attention_v2_pair(s_x, rows_tile, keys_tile, q1, k1, shared_mask & ATTENTION_SHARED_Q1,
                       shared_mask & ATTENTION_SHARED_K1, g, length, staged_rows, columns, vector, active, key_tiles,
-                      false, tf32);
+                      false, products);
     if (want_a) {
         attention_v2_output(s_x, rows_tile, keys_tile, v2, shared_mask & ATTENTION_SHARED_V2, out_a,
                             lse_row + lse_stride, g, row0, length, staged_rows, columns, key_tiles, scale, dropout,
-                            seed, vector, tf32);
+                            seed, vector, products);
     }
     if (pairs > 1) {
         if (want_p) {
             float s_2[ATTENTION_V2_TILES][4];
             attention_v2_pair(s_2, rows_tile, keys_tile, q2, k2, shared_mask & ATTENTION_SHARED_Q2,
                               shared_mask & ATTENTION_SHARED_K2, g, length, staged_rows, columns, vector, active,
-                              key_tiles, false, tf32);
+                              key_tiles, false, products);
             // softmax P first (it reads s_2), then s_2 joins the sum and dies before O_P's fragment.
             attention_v2_stage(keys_tile, v3, shared_mask & ATTENTION_SHARED_V3, g, length, staged_rows, columns,
                                vector);
@@ -909,20 +991,342 @@ extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, co
             }
             cp_async_wait_all();
             __syncthreads();
-            attention_v2_values(rows, keys_tile, out_p, g, row0, length, key_tiles, columns / 8, vector, tf32);
+            attention_v2_values(rows, keys_tile, out_p, g, row0, length, key_tiles, columns / 8, vector, products);
             __syncthreads();  // V_3 is read by every warp before the next stage overwrites it
         } else {
             attention_v2_pair(s_x, rows_tile, keys_tile, q2, k2, shared_mask & ATTENTION_SHARED_Q2,
                               shared_mask & ATTENTION_SHARED_K2, g, length, staged_rows, columns, vector, active,
-                              key_tiles, true, tf32);
+                              key_tiles, true, products);
         }
     }
     if (pairs > 2) {
         attention_v2_pair(s_x, rows_tile, keys_tile, q3, k3, shared_mask & ATTENTION_SHARED_Q3,
                           shared_mask & ATTENTION_SHARED_K3, g, length, staged_rows, columns, vector, active, key_tiles,
-                          true, tf32);
+                          true, products);
     }
     attention_v2_output(s_x, rows_tile, keys_tile, v1, shared_mask & ATTENTION_SHARED_V1, out_x, lse_row, g, row0,
-                        length, staged_rows, columns, key_tiles, scale, dropout, seed, vector, tf32);
+                        length, staged_rows, columns, key_tiles, scale, dropout, seed, vector, products);
 }
 
+
+// ---- version 2 backward: one pass per (sequence, head), one block owning dQ, dK and dV ----
+//
+// Same block and tiles as attention_forward_v2: 4 warps, warp w owns rows 16w .. 16w + 15 twice
+// over: as query rows i (scores, P, dP, dS, dQ) and as key rows j (dK, dV). Per softmax s, with
+// its scores S_s recomputed on mma from staged Q_k, K_k:
+//   P_s = exp(scale · S_s − lse_s) on the fragments (0 where masked or i ≥ L_b);
+//   dP'_s = dO_s V_sᵀ on mma (dO_s and V_s staged), m the dropout multiplier, dP_s = m ⊙ dP'_s;
+//   D_s,i = Σ_j P_s,ij dP_s,ij (the row sum over the 4 lanes of a group: no read of O);
+//   dS_s = P_s ⊙ (dP_s − D_s) in the fragment; m ⊙ P_s into the block's n × n tile (each warp its
+//   rows, all 64 columns), then dV_s (rows 16w ..) = (m ⊙ P_s)ᵀ dO_s, A read transposed.
+// Then per pair k: dZ_k = scale (dS_X + dS_A [k = 1] + dS_P [k = 2]) into the n × n tile,
+// dQ_k = dZ_k K_k (the warp's rows), dK_k = dZ_kᵀ Q_k (the warp's columns, queries i ≥ 16w only:
+// causal). Every gradient row has one owner, so no atomics and the same bits on every run.
+// Gradients are written straight from the accumulator fragments (two adjacent floats a lane,
+// 8-byte stores when aligned; every 32-byte sector written in full), rows past L_b as zeros; an
+// input shared by the batch gets per-sequence partials that attention_sum_over_batch (v1's)
+// reduces in batch order. The products are 3xTF32 (fp32-level) in every precision.
+
+// s (the scores S of the warp's rows) → P = exp(scale · S − lse_i) where valid, else 0.
+__device__ __forceinline__ void attention_v2_probabilities(float s[ATTENTION_V2_TILES][4], const float* lse_row,
+                                                           int row0, int length, int key_tiles, float scale) {
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    const int group = mma_group(lane), thread = mma_thread_in_group(lane);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int i = row0 + group + 8 * half;
+        const float lse_i = i < length ? lse_row[i] : 0.0f;
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int j = 8 * t + 2 * thread + e;
+                const bool valid = t < key_tiles && i < length && j <= i;
+                s[t][2 * half + e] = valid ? expf(scale * s[t][2 * half + e] - lse_i) : 0.0f;
+            }
+        }
+    }
+}
+
+// p (P of the warp's rows) → dS = P ⊙ (m ⊙ dP' − D) in place, from dp (dP' = dO Vᵀ, overwritten
+// by m ⊙ dP') and the dropout multipliers m; D_i = Σ_j P_ij m_ij dP'_ij over the row. m ⊙ P goes
+// to the warp's rows of `weighted` (stride ATTENTION_V2_STRIDE, all 64 columns, zeros where
+// masked).
+__device__ __forceinline__ void attention_v2_score_gradient(float p[ATTENTION_V2_TILES][4],
+                                                            float dp[ATTENTION_V2_TILES][4], float* weighted,
+                                                            const AttentionBlock& g, int row0, int length,
+                                                            float dropout, unsigned long long seed) {
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    const int group = mma_group(lane), thread = mma_thread_in_group(lane);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int local = group + 8 * half;
+        const int i = row0 + local;
+        float row_dot = 0.0f;
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int j = 8 * t + 2 * thread + e;
+                const float probability = p[t][2 * half + e];
+                // P is 0 wherever the entry is masked: no hash for those.
+                // (dp is not formed past the warp's key tiles, where P is 0.)
+                const float m = probability != 0.0f ? attention_dropout(g, i, j, dropout, seed) : 0.0f;
+                dp[t][2 * half + e] = probability != 0.0f ? m * dp[t][2 * half + e] : 0.0f;
+                row_dot += probability * dp[t][2 * half + e];
+                weighted[local * ATTENTION_V2_STRIDE + j] = m * probability;
+            }
+        }
+        row_dot += __shfl_xor_sync(ASIF_FULL_MASK, row_dot, 1);
+        row_dot += __shfl_xor_sync(ASIF_FULL_MASK, row_dot, 2);
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) p[t][2 * half + e] = p[t][2 * half + e] * (dp[t][2 * half + e] - row_dot);
+        }
+    }
+}
+
+// Rows row0 .. row0 + 15 (< n) of one head of `out` from the accumulator fragments: zeros for
+// rows ≥ L_b or when the warp has no valid row (`active` false; acc is not read then).
+__device__ __forceinline__ void attention_v2_store_fragments(const float acc[ATTENTION_V2_TILES][4], float* out,
+                                                             const AttentionBlock& g, int row0, int length,
+                                                             bool active, bool vector) {
+    const int lane = threadIdx.x % ASIF_WARP_SIZE;
+    const int group = mma_group(lane), thread = mma_thread_in_group(lane);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int i = row0 + group + 8 * half;
+        if (i >= g.n) continue;
+        float* row = attention_row_out(out, g, i);
+        const bool valid = active && i < length;
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+            const int c = 8 * t + 2 * thread;
+            if (c >= g.head_dim) continue;
+            const float x = valid ? acc[t][2 * half] : 0.0f;
+            const float y = valid ? acc[t][2 * half + 1] : 0.0f;
+            if (vector) {  // d_h a multiple of 4: c + 1 < d_h, 8-byte aligned
+                *reinterpret_cast<AttentionFloatPair*>(row + c) = AttentionFloatPair{x, y};
+            } else {
+                row[c] = x;
+                if (c + 1 < g.head_dim) row[c + 1] = y;
+            }
+        }
+    }
+}
+
+// One softmax's backward for the whole block: s holds the warp's raw scores S_s on entry and
+// dS_s on return; dV_s is written. Every thread of the block calls it; it starts and ends with
+// the tiles free.
+__device__ __forceinline__ void attention_v2_softmax_backward(float s[ATTENTION_V2_TILES][4], float* rows_tile,
+                                                              float* keys_tile, const float* grad,
+                                                              const float* values, int shared_values,
+                                                              const float* lse_row, float* grad_values,
+                                                              const AttentionBlock& g, int length,
+                                                              int staged_rows, int columns, bool vector, bool active,
+                                                              int key_tiles, float scale, float dropout,
+                                                              unsigned long long seed) {
+    const int row0 = 16 * (threadIdx.x / ASIF_WARP_SIZE);
+    attention_v2_stage(rows_tile, grad, 0, g, length, staged_rows, columns, vector);
+    attention_v2_stage(keys_tile, values, shared_values, g, length, staged_rows, columns, vector);
+    if (active) attention_v2_probabilities(s, lse_row, row0, length, key_tiles, scale);
+    cp_async_wait_all();
+    __syncthreads();
+    float dp[ATTENTION_V2_TILES][4];
+    if (active) {
+        attention_v2_scores(dp, rows_tile + row0 * ATTENTION_V2_STRIDE, keys_tile, key_tiles, columns / 8, false,
+                            ATTENTION_V2_3XTF32);
+    }
+    __syncthreads();  // every warp has read V_s before m ⊙ P overwrites it
+    if (active) {
+        attention_v2_score_gradient(s, dp, keys_tile + row0 * ATTENTION_V2_STRIDE, g, row0, length, dropout, seed);
+    }
+    __syncthreads();
+    // dV_s rows j = row0 .. row0 + 15: Σ over queries i ≥ row0 (causal) below L_b.
+    float acc[ATTENTION_V2_TILES][4];
+    if (active) {
+        attention_v2_product(acc, keys_tile + row0, 1, ATTENTION_V2_STRIDE, rows_tile, row0 / 8, (length + 7) / 8,
+                             columns / 8, ATTENTION_V2_3XTF32);
+    }
+    attention_v2_store_fragments(acc, grad_values, g, row0, length, active, vector);
+    __syncthreads();  // the tiles are free again
+}
+
+// dQ_k and dK_k of one pair from dZ_k (the warp's rows, scaled). Every thread calls it.
+__device__ __forceinline__ void attention_v2_pair_backward(const float dz[ATTENTION_V2_TILES][4], float* rows_tile,
+                                                           float* keys_tile, const float* queries,
+                                                           const float* keys, int shared_queries, int shared_keys,
+                                                           float* grad_queries, float* grad_keys,
+                                                           const AttentionBlock& g, int length, int staged_rows,
+                                                           int columns, bool vector, bool active, int key_tiles) {
+    const int row0 = 16 * (threadIdx.x / ASIF_WARP_SIZE);
+    attention_v2_stage(keys_tile, keys, shared_keys, g, length, staged_rows, columns, vector);
+    if (active) {
+        // dZ into the warp's rows of the n × n tile, all 64 columns (zeros past its key tiles).
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (t < key_tiles) d[0] = dz[t][0], d[1] = dz[t][1], d[2] = dz[t][2], d[3] = dz[t][3];
+            mma_store_d(d, rows_tile + row0 * ATTENTION_V2_STRIDE + 8 * t, ATTENTION_V2_STRIDE, 1);
+        }
+    }
+    cp_async_wait_all();
+    __syncthreads();
+    float acc[ATTENTION_V2_TILES][4];
+    if (active) {
+        attention_v2_product(acc, rows_tile + row0 * ATTENTION_V2_STRIDE, ATTENTION_V2_STRIDE, 1, keys_tile, 0,
+                             key_tiles, columns / 8, ATTENTION_V2_3XTF32);
+    }
+    attention_v2_store_fragments(acc, grad_queries, g, row0, length, active, vector);
+    __syncthreads();  // every warp has read K_k
+    attention_v2_stage(keys_tile, queries, shared_queries, g, length, staged_rows, columns, vector);
+    cp_async_wait_all();
+    __syncthreads();
+    if (active) {
+        attention_v2_product(acc, rows_tile + row0, 1, ATTENTION_V2_STRIDE, keys_tile, row0 / 8, (length + 7) / 8,
+                             columns / 8, ATTENTION_V2_3XTF32);
+    }
+    attention_v2_store_fragments(acc, grad_keys, g, row0, length, active, vector);
+    __syncthreads();  // the tiles are free again
+}
+
+// The gradients of pair k for the whole block: dZ_k = scale (dS_X + dS_s) when the pair has its
+// own softmax s (A for pair 1, P for pair 2: scores S_k alone; its dV_s written too), else
+// scale dS_X; then dQ_k and dK_k. dS_X comes from `ds_x_own` (the warp's saved fragments).
+__device__ __forceinline__ void attention_v2_pair_gradient(const float* ds_x_own, bool own_softmax, float* rows_tile,
+                                                           float* keys_tile, const float* queries,
+                                                           const float* keys, int shared_queries, int shared_keys,
+                                                           const float* grad, const float* values,
+                                                           int shared_values, const float* lse_row,
+                                                           float* grad_values, float* grad_queries,
+                                                           float* grad_keys, const AttentionBlock& g, int length,
+                                                           int staged_rows, int columns, bool vector, bool active,
+                                                           int key_tiles, float scale, float dropout,
+                                                           unsigned long long seed) {
+    float dz[ATTENTION_V2_TILES][4] = {};
+    if (own_softmax) {  // uniform across the block
+        attention_v2_pair(dz, rows_tile, keys_tile, queries, keys, shared_queries, shared_keys, g, length,
+                          staged_rows, columns, vector, active, key_tiles, false, ATTENTION_V2_3XTF32);
+        attention_v2_softmax_backward(dz, rows_tile, keys_tile, grad, values, shared_values, lse_row, grad_values, g,
+                                      length, staged_rows, columns, vector, active, key_tiles, scale, dropout, seed);
+    }
+#pragma unroll
+    for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+        if (t < key_tiles) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float ds = ds_x_own[(4 * t + e) * ASIF_WARP_SIZE];
+                dz[t][e] = scale * (own_softmax ? ds + dz[t][e] : ds);
+            }
+        }
+    }
+    attention_v2_pair_backward(dz, rows_tile, keys_tile, queries, keys, shared_queries, shared_keys, grad_queries,
+                               grad_keys, g, length, staged_rows, columns, vector, active, key_tiles);
+}
+
+// 3 blocks of 128 per SM (at most 168 registers a thread; 3 × 46 KB of shared memory fits): with
+// 4 (128 registers) ptxas spills about 1.3 KB a thread around the pairs' softmax backward.
+#define ATTENTION_V2_BACKWARD_MIN_BLOCKS 3
+extern "C" {
+__global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_V2_BACKWARD_MIN_BLOCKS) attention_backward_v2(
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const int* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const float* __restrict__, float* __restrict__, float* __restrict__,
+    float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__,
+    float* __restrict__, float* __restrict__, int, int, int, int, int, int, int, float, unsigned long long);
+}
+
+// The whole backward in one launch: the inputs and lengths as the forward takes them, the
+// upstream gradients dO_X, dO_A, dO_P (zeros where an output has none; O itself is not read), the
+// forward's log-sum-exp; writes dQ_k, dK_k (k ≤ pairs) and dV_s (present values) in full, per
+// sequence ([B·n, d]) also for inputs shared by the batch.
+extern "C" __global__ void attention_backward_v2(const float* __restrict__ q1, const float* __restrict__ k1,
+                         const float* __restrict__ q2, const float* __restrict__ k2, const float* __restrict__ q3,
+                         const float* __restrict__ k3, const float* __restrict__ v1, const float* __restrict__ v2,
+                         const float* __restrict__ v3, const int* __restrict__ lengths,
+                         const float* __restrict__ grad_x, const float* __restrict__ grad_a,
+                         const float* __restrict__ grad_p, const float* __restrict__ lse, float* __restrict__ dq1,
+                         float* __restrict__ dk1, float* __restrict__ dq2, float* __restrict__ dk2,
+                         float* __restrict__ dq3, float* __restrict__ dk3, float* __restrict__ dv1,
+                         float* __restrict__ dv2, float* __restrict__ dv3, int batch, int n, int heads,
+                         int head_dim, int pairs, int outputs_mask, int shared_mask, float dropout,
+                         unsigned long long seed) {
+    __shared__ __align__(16) float rows_tile[ATTENTION_MAX_LEN * ATTENTION_V2_STRIDE];  // dO_s, then dZ_k
+    __shared__ __align__(16) float keys_tile[ATTENTION_MAX_LEN * ATTENTION_V2_STRIDE];  // K_k, V_s, m ⊙ P_s, Q_k
+    // dS_X of every warp between its softmax and the pairs, in fragment order (lane-minor: no
+    // bank conflicts): warp w's key tiles t < 2w + 2, at 128·w·(w + 1). 10 KB, so registers hold
+    // at most two fragments (47 KB of static shared memory in all).
+    __shared__ float ds_x_saved[ATTENTION_V2_DS_FLOATS];
+    if ((int)blockIdx.x >= batch * heads) return;  // uniform across the block
+    const AttentionBlock g = attention_block(n, heads, head_dim);
+    const int warp = threadIdx.x / ASIF_WARP_SIZE;
+    const bool want_a = (outputs_mask & ATTENTION_OUT_A) != 0;
+    const bool want_p = (outputs_mask & ATTENTION_OUT_P) != 0;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    const int length = attention_length(lengths, g.b, n);
+    const size_t lse_stride = (size_t)batch * heads * n;
+    const float* lse_row = lse + (size_t)blockIdx.x * n;
+    const bool vector = head_dim % 4 == 0 && attention_aligned16(q1) && attention_aligned16(k1) &&
+                        attention_aligned16(q2) && attention_aligned16(k2) && attention_aligned16(q3) &&
+                        attention_aligned16(k3) && attention_aligned16(v1) && attention_aligned16(v2) &&
+                        attention_aligned16(v3) && attention_aligned16(grad_x) && attention_aligned16(grad_a) &&
+                        attention_aligned16(grad_p) && attention_aligned16(dq1) && attention_aligned16(dk1) &&
+                        attention_aligned16(dq2) && attention_aligned16(dk2) && attention_aligned16(dq3) &&
+                        attention_aligned16(dk3) && attention_aligned16(dv1) && attention_aligned16(dv2) &&
+                        attention_aligned16(dv3);
+    const int staged_rows = (length + 15) / 16 * 16;
+    const int columns = (head_dim + 7) / 8 * 8;
+    const int row0 = 16 * warp;
+    const bool active = row0 < length;  // uniform across the warp
+    const int key_tiles = active ? (min(row0 + 16, length) + 7) / 8 : 0;
+
+    float* ds_x_own = ds_x_saved + 128 * warp * (warp + 1) + threadIdx.x % ASIF_WARP_SIZE;
+    {
+        // Softmax X: S_X = Σ_k S_k, then dS_X (saved for every pair) and dV_1.
+        float ds_x[ATTENTION_V2_TILES][4] = {};  // stays 0 in a warp without valid rows
+        attention_v2_pair(ds_x, rows_tile, keys_tile, q1, k1, shared_mask & ATTENTION_SHARED_Q1,
+                          shared_mask & ATTENTION_SHARED_K1, g, length, staged_rows, columns, vector, active, key_tiles,
+                          false, ATTENTION_V2_3XTF32);
+        if (pairs > 1) {
+            attention_v2_pair(ds_x, rows_tile, keys_tile, q2, k2, shared_mask & ATTENTION_SHARED_Q2,
+                              shared_mask & ATTENTION_SHARED_K2, g, length, staged_rows, columns, vector, active,
+                              key_tiles, true, ATTENTION_V2_3XTF32);
+        }
+        if (pairs > 2) {
+            attention_v2_pair(ds_x, rows_tile, keys_tile, q3, k3, shared_mask & ATTENTION_SHARED_Q3,
+                              shared_mask & ATTENTION_SHARED_K3, g, length, staged_rows, columns, vector, active,
+                              key_tiles, true, ATTENTION_V2_3XTF32);
+        }
+        attention_v2_softmax_backward(ds_x, rows_tile, keys_tile, grad_x, v1, shared_mask & ATTENTION_SHARED_V1, lse_row,
+                                      dv1, g, length, staged_rows, columns, vector, active, key_tiles, scale, dropout,
+                                      seed);
+#pragma unroll
+        for (int t = 0; t < ATTENTION_V2_TILES; ++t) {
+            if (t < key_tiles) {  // each lane reads back only what it wrote: no barrier
+#pragma unroll
+                for (int e = 0; e < 4; ++e) ds_x_own[(4 * t + e) * ASIF_WARP_SIZE] = ds_x[t][e];
+            }
+        }
+    }
+
+    // Per pair k: dZ_k = scale (dS_X + dS_A [k = 1, with O_A] + dS_P [k = 2, with O_P]). Written
+    // out per pair (not a loop choosing pointers by k): the kernel arguments stay in the parameter
+    // bank instead of occupying registers through the softmax backward.
+    attention_v2_pair_gradient(ds_x_own, want_a, rows_tile, keys_tile, q1, k1, shared_mask & ATTENTION_SHARED_Q1,
+                               shared_mask & ATTENTION_SHARED_K1, grad_a, v2, shared_mask & ATTENTION_SHARED_V2,
+                               lse_row + lse_stride, dv2, dq1, dk1, g, length, staged_rows, columns, vector, active,
+                               key_tiles, scale, dropout, seed);
+    if (pairs > 1) {
+        attention_v2_pair_gradient(ds_x_own, want_p, rows_tile, keys_tile, q2, k2, shared_mask & ATTENTION_SHARED_Q2,
+                                   shared_mask & ATTENTION_SHARED_K2, grad_p, v3, shared_mask & ATTENTION_SHARED_V3,
+                                   lse_row + 2 * lse_stride, dv3, dq2, dk2, g, length, staged_rows, columns, vector,
+                                   active, key_tiles, scale, dropout, seed);
+    }
+    if (pairs > 2) {  // C_X of w/o FA has no softmax of its own
+        attention_v2_pair_gradient(ds_x_own, false, rows_tile, keys_tile, q3, k3, shared_mask & ATTENTION_SHARED_Q3,
+                                   shared_mask & ATTENTION_SHARED_K3, grad_p, v3, 0, lse_row, dv3, dq3, dk3, g, length,
+                                   staged_rows, columns, vector, active, key_tiles, scale, dropout, seed);
+    }
+}

@@ -76,6 +76,27 @@ edit kernels/attention.cu 'w[ATTENTION_MAX_LEN + j] = scale * (ds_x + ds_p);' 'w
 mutant attention_kernel_backward_dropout_multiplier full "kernel_finite_differences"
 edit kernels/attention.cu 'ds_x = expf(scale * (s1 + s2 + s3) - lse_x[i]) * (m * dp_x - d_x);' 'ds_x = expf(scale * (s1 + s2 + s3) - lse_x[i]) * (dp_x - d_x);'
 
+# Attention v2 (issue 18): the forward's and the one-pass backward's, seen by the kernel tests
+# that run both versions (tests/attention.rs).
+mutant attention_v2_cp_async_wait_missing full "attention"
+edit kernels/attention.cu '    cp_async_wait_all();
+    __syncthreads();
+    const int row0 = 16 * (threadIdx.x / ASIF_WARP_SIZE);
+    if (active) {
+        attention_v2_scores(s,' '    __syncthreads();
+    const int row0 = 16 * (threadIdx.x / ASIF_WARP_SIZE);
+    if (active) {
+        attention_v2_scores(s,'
+
+mutant attention_v2_mask_one_future_key full "attention"
+edit kernels/attention.cu 'const bool valid = t < key_tiles && row_valid && j <= i;' 'const bool valid = t < key_tiles && row_valid && j <= i + 1;'
+
+mutant attention_v2_backward_ds_sign full "attention"
+edit kernels/attention.cu 'p[t][2 * half + e] * (dp[t][2 * half + e] - row_dot);' 'p[t][2 * half + e] * (row_dot - dp[t][2 * half + e]);'
+
+mutant attention_v2_backward_dv_dropout_multiplier full "attention"
+edit kernels/attention.cu 'weighted[local * ATTENTION_V2_STRIDE + j] = m * probability;' 'weighted[local * ATTENTION_V2_STRIDE + j] = probability;'
+
 mutant hie_kernel_backward_sign_mask_dropped full "kernel_finite_differences"
 edit kernels/hie.cu '            g *= mask_b[t * r + lane];
 ' ''

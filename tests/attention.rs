@@ -705,15 +705,17 @@ fn tf32_and_bf16_are_not_implemented_by_kernel_v1() {
 }
 
 #[test]
-fn tf32_on_kernel_v2_is_within_its_tier_and_bf16_is_not_implemented() {
-    // ASIF mode with dropout: v2's forward in plain TF32 against the f64 reference at the Tf32
-    // tier; it must differ from the 3xTF32 (Fp32) result, or the flag would not reach the mma.
-    // The backward (v1's, fp32) accepts the Tf32 config. The CPU device and Bf16 refuse it.
+fn tf32_and_bf16_on_kernel_v2_are_within_their_tiers() {
+    // ASIF mode with dropout, d_h = 12 (not a multiple of bf16's k-step of 16) and lengths that
+    // leave an odd number of key tiles: v2's forward in plain TF32 and in bf16 against the f64
+    // reference at each precision's tier; each must differ from the 3xTF32 (Fp32) result, or
+    // the mode would not reach the mma. The backward (v2's, fp32 by 3xTF32) accepts both configs.
+    // The CPU device refuses both.
     let case = Case {
         lengths: vec![20, 11, 0],
         seq_len: 20,
         heads: 2,
-        head_dim: 16,
+        head_dim: 12,
         pairs: 2,
         fused: true,
         position: true,
@@ -728,62 +730,62 @@ fn tf32_on_kernel_v2_is_within_its_tier_and_bf16_is_not_implemented() {
             let inputs = case.tensors(&device, &data.inputs);
             let lengths = case.lengths(&device);
             let fp32 = case.config();
-            let tf32 = AttentionConfig {
-                precision: Precision::Tf32,
-                ..fp32
-            };
-            let bf16 = AttentionConfig {
-                precision: Precision::Bf16,
-                ..fp32
-            };
-            let refused = |config: &AttentionConfig, precision: Precision| {
-                match attention::attention_forward(&inputs, &lengths, config) {
-                    Err(Error::PrecisionNotImplemented {
-                        op: "attention",
-                        precision: named,
-                    }) if named == precision => {}
-                    other => panic!(
-                        "{precision} on {} should be refused: {:?}",
-                        device.name(),
-                        other.map(|_| ())
-                    ),
+            let mut results: Vec<(Precision, Vec<f32>)> = Vec::new();
+            for precision in [Precision::Tf32, Precision::Bf16] {
+                let config = AttentionConfig { precision, ..fp32 };
+                if device == Device::cpu() {
+                    match attention::attention_forward(&inputs, &lengths, &config) {
+                        Err(Error::PrecisionNotImplemented {
+                            op: "attention",
+                            precision: named,
+                        }) if named == precision => {}
+                        other => panic!(
+                            "{precision} on the CPU device should be refused: {:?}",
+                            other.map(|_| ())
+                        ),
+                    }
+                    continue;
                 }
-            };
-            refused(&bf16, Precision::Bf16);
-            if device == Device::cpu() {
-                refused(&tf32, Precision::Tf32);
-                continue;
-            }
-            let (outputs, saved) =
-                attention::attention_forward(&inputs, &lengths, &tf32).expect("tf32 forward");
-            let (exact, _) =
-                attention::attention_forward(&inputs, &lengths, &fp32).expect("fp32 forward");
-            let got = [
-                Some(&outputs.id),
-                outputs.fused.as_ref(),
-                outputs.position.as_ref(),
-            ];
-            for s in 0..3 {
-                assert_close(
-                    &format!("TF32 {} on kernel v2", ["O_X", "O_A", "O_P"][s]),
-                    &device,
-                    got[s].expect("output"),
-                    want.outputs[s].as_ref().expect("reference output"),
-                    Precision::Tf32.relative_tolerance(),
+                let (outputs, saved) = attention::attention_forward(&inputs, &lengths, &config)
+                    .unwrap_or_else(|e| panic!("{precision} forward: {e}"));
+                let (exact, _) =
+                    attention::attention_forward(&inputs, &lengths, &fp32).expect("fp32 forward");
+                let got = [
+                    Some(&outputs.id),
+                    outputs.fused.as_ref(),
+                    outputs.position.as_ref(),
+                ];
+                for s in 0..3 {
+                    assert_close(
+                        &format!("{precision} {} on kernel v2", ["O_X", "O_A", "O_P"][s]),
+                        &device,
+                        got[s].expect("output"),
+                        want.outputs[s].as_ref().expect("reference output"),
+                        precision.relative_tolerance(),
+                    );
+                }
+                assert_ne!(
+                    outputs.id.to_vec().unwrap(),
+                    exact.id.to_vec().unwrap(),
+                    "{precision} gave the Fp32 result on {}: the precision did not reach the kernel",
+                    device.name()
                 );
+                for (other, values) in &results {
+                    assert_ne!(
+                        &outputs.id.to_vec().unwrap(),
+                        values,
+                        "{precision} gave the {other} result on {}",
+                        device.name()
+                    );
+                }
+                results.push((precision, outputs.id.to_vec().unwrap()));
+                let upstream = OutputGradients {
+                    id: Some(&outputs.id),
+                    ..Default::default()
+                };
+                attention::attention_backward(&inputs, &lengths, &config, &saved, &upstream)
+                    .unwrap_or_else(|e| panic!("the backward accepts {precision} (fp32): {e}"));
             }
-            assert_ne!(
-                outputs.id.to_vec().unwrap(),
-                exact.id.to_vec().unwrap(),
-                "Tf32 gave the Fp32 result on {}: the precision did not reach the kernel",
-                device.name()
-            );
-            let upstream = OutputGradients {
-                id: Some(&outputs.id),
-                ..Default::default()
-            };
-            attention::attention_backward(&inputs, &lengths, &tf32, &saved, &upstream)
-                .expect("the backward accepts the Tf32 config (it computes in fp32)");
         }
     });
 }

@@ -15,7 +15,8 @@
 mod common;
 
 use asif_kernels::autograd::{Tape, Var};
-use asif_kernels::ops::attention::{attention, AttentionConfig};
+use asif_kernels::kernel_version::{self, KernelVersion};
+use asif_kernels::ops::attention::{self, attention, AttentionConfig};
 use asif_kernels::ops::contrastive::{self, contrastive_loss, ContrastiveReduction};
 use asif_kernels::ops::hie::{self, hie, HieBackward, HieOptions};
 use asif_kernels::{Device, IndexTensor, Precision, Tensor};
@@ -169,54 +170,68 @@ const D: usize = 16;
 #[test]
 fn attention_backward_matches_its_forward() {
     let shape = vec![B, N, D];
-    for device in devices() {
-        // The same inputs on every device.
-        let mut rng = StdRng::seed_from_u64(1);
-        for (pairs, values) in [(2usize, 3usize), (3, 1)] {
-            let inputs = 2 * pairs + values;
-            let config = AttentionConfig {
-                heads: 2,
-                dropout: 0.2,
-                seed: 11,
-                precision: Precision::Fp32,
-            };
-            let lens = lengths(&device, &[1, 4, 6]);
-            let build = |tape: &Tape, x: &[Var]| -> Vec<Var> {
-                let _ = tape;
-                let score_pairs: Vec<(&Var, &Var)> =
-                    (0..pairs).map(|p| (&x[2 * p], &x[2 * p + 1])).collect();
-                let v = &x[2 * pairs..];
-                let o = attention(
-                    tape,
-                    &score_pairs,
-                    &v[0],
-                    v.get(1),
-                    v.get(2),
-                    &lens,
-                    &config,
-                )
-                .unwrap();
-                [Some(o.id), o.fused, o.position]
-                    .into_iter()
-                    .flatten()
-                    .collect()
-            };
-            let problem = Problem {
-                name: &format!("attention ({pairs} score pairs, {values} value streams)"),
-                shapes: vec![shape.clone(); inputs],
-                values: (0..inputs)
-                    .map(|_| random(&mut rng, B * N * D, 1.0))
-                    .collect(),
-                checked: (0..inputs).collect(),
-                build: &build,
-            };
-            let worst = problem.check(&device);
-            eprintln!(
-                "{} on {}: worst ratio {worst:.3}",
-                problem.name,
-                device.name()
-            );
-        }
+    // Both kernel versions (v2: the tensor-core forward and the one-pass backward); the CPU
+    // reference has one, checked with v1.
+    for version in [KernelVersion::V1, KernelVersion::V2] {
+        let devices = match version {
+            KernelVersion::V1 => devices(),
+            KernelVersion::V2 => common::kernel_devices(),
+        };
+        kernel_version::with_version(attention::KERNEL_FAMILY, version, || {
+            for device in &devices {
+                let device = device.clone();
+                // The same inputs on every device.
+                let mut rng = StdRng::seed_from_u64(1);
+                for (pairs, values) in [(2usize, 3usize), (3, 1)] {
+                    let inputs = 2 * pairs + values;
+                    let config = AttentionConfig {
+                        heads: 2,
+                        dropout: 0.2,
+                        seed: 11,
+                        precision: Precision::Fp32,
+                    };
+                    let lens = lengths(&device, &[1, 4, 6]);
+                    let build = |tape: &Tape, x: &[Var]| -> Vec<Var> {
+                        let _ = tape;
+                        let score_pairs: Vec<(&Var, &Var)> =
+                            (0..pairs).map(|p| (&x[2 * p], &x[2 * p + 1])).collect();
+                        let v = &x[2 * pairs..];
+                        let o = attention(
+                            tape,
+                            &score_pairs,
+                            &v[0],
+                            v.get(1),
+                            v.get(2),
+                            &lens,
+                            &config,
+                        )
+                        .unwrap();
+                        [Some(o.id), o.fused, o.position]
+                            .into_iter()
+                            .flatten()
+                            .collect()
+                    };
+                    let problem = Problem {
+                        name: &format!(
+                            "attention ({pairs} score pairs, {values} value streams, kernel {})",
+                            version.name()
+                        ),
+                        shapes: vec![shape.clone(); inputs],
+                        values: (0..inputs)
+                            .map(|_| random(&mut rng, B * N * D, 1.0))
+                            .collect(),
+                        checked: (0..inputs).collect(),
+                        build: &build,
+                    };
+                    let worst = problem.check(&device);
+                    eprintln!(
+                        "{} on {}: worst ratio {worst:.3}",
+                        problem.name,
+                        device.name()
+                    );
+                }
+            }
+        });
     }
 }
 

@@ -11,6 +11,9 @@ const FORWARD: KernelRef = KernelRef::new("attention", "attention_forward");
 const FORWARD_V2: KernelRef = KernelRef::new("attention", "attention_forward_v2");
 const BACKWARD_QUERIES: KernelRef = KernelRef::new("attention", "attention_backward_queries");
 const BACKWARD_KEYS: KernelRef = KernelRef::new("attention", "attention_backward_keys");
+/// One-pass backward (`attention.cu` "Versions"): one block owns dQ, dK and dV of its (sequence,
+/// head); forms D = rowsum(P ⊙ dP) itself, so it does not read the outputs.
+const BACKWARD_V2: KernelRef = KernelRef::new("attention", "attention_backward_v2");
 const SUM_OVER_BATCH: KernelRef = KernelRef::new("attention", "attention_sum_over_batch");
 /// Must match ATTENTION_WARPS in the kernel.
 const WARPS: u32 = 4;
@@ -29,8 +32,9 @@ pub(super) struct Inputs<'a> {
     pub shared_mask: i32,
     pub dropout: f32,
     pub seed: u64,
-    /// Products in plain TF32 (`Precision::Tf32`, kernel v2 only) instead of fp32 accuracy.
-    pub tf32: bool,
+    /// How kernel v2's forward forms its products: 0 by 3xTF32 (`Precision::Fp32`), 1 in plain
+    /// TF32 (`Precision::Tf32`), 2 in bf16 (`Precision::Bf16`); the kernel's `ATTENTION_V2_*`.
+    pub products: i32,
 }
 
 impl<'a> Inputs<'a> {
@@ -96,7 +100,7 @@ pub(super) fn forward(device: &Device, g: &Geometry, inputs: &Inputs<'_>) -> Res
         inputs.shared_mask,
         inputs.dropout,
         inputs.seed,
-        inputs.tf32 as i32
+        inputs.products
     ];
     let v1_arguments = args.len() - 1;
     match kernel_version::selected(super::KERNEL_FAMILY)? {
@@ -149,6 +153,50 @@ pub(super) fn backward(
     let output = |s: usize| upstream.outputs[s].unwrap_or(out_x);
     let grad = |s: usize| upstream.grads[s].unwrap_or(grad_x);
     let (batch, n, heads, head_dim) = scalars(g);
+    if kernel_version::selected(super::KERNEL_FAMILY)? == KernelVersion::V2 {
+        let [dq1, dk1, dq2, dk2, dq3, dk3, dv1, dv2, dv3] = &mut grads[..] else {
+            unreachable!("nine gradient buffers")
+        };
+        device.launch(
+            BACKWARD_V2,
+            block_per_head(g),
+            &mut kernel_args![
+                inputs.get(0),
+                inputs.get(1),
+                inputs.get(2),
+                inputs.get(3),
+                inputs.get(4),
+                inputs.get(5),
+                inputs.get(6),
+                inputs.get(7),
+                inputs.get(8),
+                inputs.lengths,
+                grad_x,
+                grad(1),
+                grad(2),
+                upstream.log_sum_exp,
+                dq1,
+                dk1,
+                dq2,
+                dk2,
+                dq3,
+                dk3,
+                dv1,
+                dv2,
+                dv3,
+                batch,
+                n,
+                heads,
+                head_dim,
+                inputs.pairs as i32,
+                inputs.outputs_mask,
+                inputs.shared_mask,
+                inputs.dropout,
+                inputs.seed
+            ],
+        )?;
+        return sum_shared_over_batch(device, g, inputs, grads);
+    }
     // D_s,i = dO_s,i · O_s,i from the row pass, read by the column pass; both touch the rows
     // i < L_b only.
     let mut row_dot = device.uninitialized::<f32>(3 * g.batch * g.heads * g.seq_len)?;
@@ -227,6 +275,18 @@ pub(super) fn backward(
             inputs.seed
         ],
     )?;
+    sum_shared_over_batch(device, g, inputs, grads)
+}
+
+/// The gradients in kernel order: per-sequence buffers as they are, those of inputs shared by
+/// the batch summed over it in a fixed order (`attention_sum_over_batch`); `None` where absent.
+fn sum_shared_over_batch(
+    device: &Device,
+    g: &Geometry,
+    inputs: &Inputs<'_>,
+    grads: Vec<Buffer<f32>>,
+) -> Result<[Option<Buffer<f32>>; 9]> {
+    let batch = g.batch as i32;
     let shared_len = g.seq_len * g.width();
     let mut result: [Option<Buffer<f32>>; 9] = Default::default();
     for (t, partial) in grads.into_iter().enumerate() {

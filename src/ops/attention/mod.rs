@@ -38,7 +38,7 @@ use crate::{Error, IndexTensor, Precision, Result, Tensor};
 const OP: &str = "attention";
 
 /// The kernel family [`crate::kernel_version`] selects for this op: v1 (fp32 CUDA cores, the
-/// default) or v2 (tensor cores; forward only so far, the backward is v1's in both);
+/// default) or v2 (tensor cores: `attention_forward_v2` and the one-pass `attention_backward_v2`);
 /// `ASIF_KERNEL_ATTENTION=v1|v2`, or `kernel_version::with_version(KERNEL_FAMILY, ..)`.
 pub const KERNEL_FAMILY: &str = "attention";
 
@@ -74,9 +74,9 @@ pub struct AttentionConfig {
     /// Seed of the dropout hash; use a fresh one per step and layer.
     pub seed: u64,
     /// Arithmetic of the score and value products (`crate::precision`). Fp32 on every device
-    /// (kernel v2 by 3xTF32 on tensor cores); [`Precision::Tf32`] only with kernel v2 on a
-    /// kernel device (its forward; the backward computes in fp32), else
-    /// [`Error::PrecisionNotImplemented`], as [`Precision::Bf16`] always is.
+    /// (kernel v2 by 3xTF32 on tensor cores); [`Precision::Tf32`] and [`Precision::Bf16`] only
+    /// with kernel v2 on a kernel device (its forward; the backward computes in fp32), else
+    /// [`Error::PrecisionNotImplemented`].
     pub precision: Precision,
 }
 
@@ -138,17 +138,15 @@ fn check<'a>(
     lengths: &IndexTensor,
     config: &AttentionConfig,
 ) -> Result<Checked<'a>> {
-    // Fp32 everywhere; Tf32 only on kernel v2's forward on a kernel device (the backward is
-    // v1's and computes in fp32); Bf16 nowhere yet.
+    // Fp32 everywhere; Tf32 and Bf16 only on kernel v2's forward on a kernel device (the
+    // backward computes in fp32, by 3xTF32, whatever the config says).
     if config.precision != Precision::Fp32 {
-        let tf32_kernel = config.precision == Precision::Tf32
-            && matches!(
-                inputs.id_values.device(),
-                Device::Cuda(_) | Device::Emulated(_)
-            )
-            && crate::kernel_version::selected(KERNEL_FAMILY)?
-                == crate::kernel_version::KernelVersion::V2;
-        if !tf32_kernel {
+        let v2_kernel = matches!(
+            inputs.id_values.device(),
+            Device::Cuda(_) | Device::Emulated(_)
+        ) && crate::kernel_version::selected(KERNEL_FAMILY)?
+            == crate::kernel_version::KernelVersion::V2;
+        if !v2_kernel {
             return Err(Error::PrecisionNotImplemented {
                 op: OP,
                 precision: config.precision,
@@ -306,7 +304,11 @@ fn kernel_inputs<'a>(
         shared_mask: checked.shared_mask,
         dropout: config.dropout,
         seed: config.seed,
-        tf32: config.precision == Precision::Tf32,
+        products: match config.precision {
+            Precision::Fp32 => 0,
+            Precision::Tf32 => 1,
+            Precision::Bf16 => 2,
+        },
     }
 }
 
