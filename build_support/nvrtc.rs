@@ -29,6 +29,18 @@ pub fn nvrtc_homes(manifest_dir: &Path) -> Vec<PathBuf> {
     homes
 }
 
+/// Whether the loader opens libnvrtc by a name cudarc also tries (cudarc's own probe,
+/// `is_culib_present`, exists only when cudarc loads the library at run time, not when a program
+/// links it: `docs/interop.md`, feature `cuda-dynamic-linking`). A library cudarc would find only
+/// under another name makes this say no: the kernels are then embedded as source, not wrongly
+/// compiled.
+fn nvrtc_opens() -> bool {
+    ["libnvrtc.so", "libnvrtc.so.12"].iter().any(|name| {
+        // SAFETY: opening NVIDIA's NVRTC runs only its initialisers.
+        unsafe { libloading::Library::new(name) }.is_ok()
+    })
+}
+
 impl Nvrtc {
     /// Loads NVRTC from the first home that has it, else from the loader path.
     pub fn locate(manifest_dir: &Path) -> Result<Nvrtc, String> {
@@ -55,8 +67,7 @@ impl Nvrtc {
                 break;
             }
         }
-        // SAFETY: only probes whether the library can be opened.
-        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        if !nvrtc_opens() {
             return Err(format!(
                 "no libnvrtc in {} nor on the loader path",
                 homes

@@ -30,10 +30,25 @@ pub struct CudaBackend {
 /// opens (`Device::uninitialized`); the GPU script sets it.
 pub const POISON_UNINITIALIZED_ENV: &str = "ASIF_POISON_UNINIT";
 
+/// Whether a CUDA library can be opened, asked before cudarc's first call into it (under cudarc's
+/// `dynamic-loading`, that call panics on a missing library). Under cudarc's `dynamic-linking`
+/// (this crate's feature `cuda-dynamic-linking`, which `candle-cuda` turns on, as candle's CUDA
+/// build does) the libraries are linked into the program and cudarc has no probe: they are
+/// present whenever the program runs.
+macro_rules! library_present {
+    ($library:ident) => {{
+        #[cfg(feature = "cuda-dynamic-linking")]
+        let present = true;
+        // SAFETY: only probes whether the library can be opened.
+        #[cfg(not(feature = "cuda-dynamic-linking"))]
+        let present = unsafe { cudarc::$library::sys::is_culib_present() };
+        present
+    }};
+}
+
 impl CudaBackend {
     pub fn new(ordinal: usize) -> Result<Self> {
-        // SAFETY: only probes whether libcuda can be opened.
-        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        if !library_present!(driver) {
             return Err(Error::CudaUnavailable(
                 "the CUDA driver library (libcuda.so) is not installed on this machine".into(),
             ));
@@ -104,8 +119,7 @@ impl CudaBackend {
         if let Some(blas) = slot.as_ref() {
             return Ok(blas.clone());
         }
-        // SAFETY: only probes whether libcublas can be opened.
-        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+        if !library_present!(cublas) {
             return Err(Error::CudaUnavailable(
                 "the cuBLAS library (libcublas.so) is not on the loader path".into(),
             ));
@@ -139,8 +153,7 @@ impl CudaBackend {
     }
 
     fn compile_at_run_time(&self, family: &kernels::KernelFamily) -> Result<Ptx> {
-        // SAFETY: only probes whether libnvrtc can be opened.
-        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        if !library_present!(nvrtc) {
             return Err(Error::CudaUnavailable(format!(
                 "kernel family `{}` was built without NVRTC and libnvrtc.so is not on the loader path to compile it now",
                 family.name
