@@ -14,11 +14,13 @@ use std::path::{Path, PathBuf};
 use asif_kernels::autograd::Tape;
 use asif_kernels::checkpoint::SafetensorsFile;
 use asif_kernels::model::{DataShape, Fusion, Mode, Model, ModelConfig, ModelInputs, ModelKind};
-use asif_kernels::{Device, IndexTensor, Tensor};
+use asif_kernels::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-const ITEMS: usize = 20;
-const ATTRIBUTES: [usize; 2] = [6, 4];
+mod common;
+
+use common::tiny_model;
+
 const MAX_LEN: usize = 8;
 
 /// The fixtures: a name and the model it holds.
@@ -69,42 +71,9 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoints")
 }
 
-/// B = 3 sequences (lengths 8, 6, 5), two attribute types with up to two tokens per item.
+/// The shared tiny problem at n = 8: B = 3 sequences (lengths 8, 6, 5).
 fn inputs(device: &Device) -> ModelInputs {
-    let n = MAX_LEN;
-    let lengths = [n, n - 2, n - 3];
-    let b = lengths.len();
-    let mut items = vec![0i32; b * n];
-    for (row, &l) in lengths.iter().enumerate() {
-        for t in 0..l {
-            items[row * n + t] = (1 + (row * 7 + t * 5) % (ITEMS - 1)) as i32;
-        }
-    }
-    let attributes = ATTRIBUTES
-        .iter()
-        .enumerate()
-        .map(|(j, &vocab)| {
-            let mut tokens = vec![0i32; b * n * 2];
-            for (s, &item) in items.iter().enumerate() {
-                if item == 0 {
-                    continue;
-                }
-                tokens[s * 2] = 1 + (item as usize * (j + 2)) as i32 % (vocab as i32 - 1);
-                if item % 3 == 0 {
-                    tokens[s * 2 + 1] = 1 + (item as usize + j) as i32 % (vocab as i32 - 1);
-                }
-            }
-            IndexTensor::from_vec(device, &[b, n, 2], tokens).unwrap()
-        })
-        .collect();
-    ModelInputs {
-        items: IndexTensor::from_vec(device, &[b, n], items).unwrap(),
-        lengths: IndexTensor::from_vec(device, &[b], lengths.iter().map(|&l| l as i32).collect())
-            .unwrap(),
-        targets: IndexTensor::from_vec(device, &[b], vec![3, 11, 17]).unwrap(),
-        attributes,
-        attribute_groups: None,
-    }
+    tiny_model::inputs(device, MAX_LEN)
 }
 
 fn outputs(model: &Model, inputs: &ModelInputs) -> (Vec<f32>, f32) {
@@ -188,10 +157,7 @@ fn write_fixtures() {
     }
     let device = Device::cpu();
     let inputs = inputs(&device);
-    let shape = DataShape {
-        n_item_ids: ITEMS,
-        attribute_vocab: ATTRIBUTES.to_vec(),
-    };
+    let shape = tiny_model::shape();
     std::fs::create_dir_all(fixtures()).unwrap();
     let mut expected = BTreeMap::new();
     for (name, config) in cases() {

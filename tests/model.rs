@@ -19,6 +19,7 @@ use asif_kernels::ops::embedding::{embedding, pooled_embedding};
 use asif_kernels::ops::gather::gather_last;
 use asif_kernels::ops::layer_norm::layer_norm;
 use asif_kernels::{Device, Error, IndexTensor, Tensor};
+use common::tiny_model::{self, ITEMS};
 
 /// A tiny model: d = 16, 2 heads, 2 layers, n = 8, r = 4.
 fn tiny(kind: ModelKind) -> ModelConfig {
@@ -39,54 +40,6 @@ fn tiny(kind: ModelKind) -> ModelConfig {
     }
 }
 
-const ITEMS: usize = 20;
-const ATTRIBUTES: [usize; 2] = [6, 4];
-
-fn tiny_shape() -> DataShape {
-    DataShape {
-        n_item_ids: ITEMS,
-        attribute_vocab: ATTRIBUTES.to_vec(),
-    }
-}
-
-/// B = 3 sequences with lengths 8, 6 and 5 (all ≥ r, so HIE's QR has full rank), items in
-/// 1..|V|, two attribute types with up to two tokens per item (some slots 0).
-fn tiny_inputs(device: &Device, n: usize) -> ModelInputs {
-    let lengths = [n, n - 2, n - 3];
-    let b = lengths.len();
-    let mut items = vec![0i32; b * n];
-    for (row, &l) in lengths.iter().enumerate() {
-        for t in 0..l {
-            items[row * n + t] = (1 + (row * 7 + t * 5) % (ITEMS - 1)) as i32;
-        }
-    }
-    let attributes = ATTRIBUTES
-        .iter()
-        .enumerate()
-        .map(|(j, &vocab)| {
-            let mut tokens = vec![0i32; b * n * 2];
-            for (s, &item) in items.iter().enumerate() {
-                if item == 0 {
-                    continue;
-                }
-                tokens[s * 2] = 1 + (item as usize * (j + 2)) as i32 % (vocab as i32 - 1);
-                if item % 3 == 0 {
-                    tokens[s * 2 + 1] = 1 + (item as usize + j) as i32 % (vocab as i32 - 1);
-                }
-            }
-            IndexTensor::from_vec(device, &[b, n, 2], tokens).unwrap()
-        })
-        .collect();
-    ModelInputs {
-        items: IndexTensor::from_vec(device, &[b, n], items).unwrap(),
-        lengths: IndexTensor::from_vec(device, &[b], lengths.iter().map(|&l| l as i32).collect())
-            .unwrap(),
-        targets: IndexTensor::from_vec(device, &[b], vec![3, 11, 17]).unwrap(),
-        attributes,
-        attribute_groups: None,
-    }
-}
-
 fn loss_at(model: &Model, inputs: &ModelInputs, step: u64) -> f32 {
     let tape = Tape::new();
     model
@@ -99,14 +52,14 @@ fn loss_at(model: &Model, inputs: &ModelInputs, step: u64) -> f32 {
 #[test]
 fn every_kind_runs_forward_and_backward() {
     let device = Device::cpu();
-    let inputs = tiny_inputs(&device, 8);
+    let inputs = tiny_model::inputs(&device, 8);
     for kind in ModelKind::ALL {
         for fusion in [Fusion::Sum, Fusion::Concat, Fusion::Gate] {
             let config = ModelConfig {
                 fusion,
                 ..tiny(kind)
             };
-            let model = Model::new(&config, &tiny_shape(), &device).unwrap();
+            let model = Model::new(&config, &tiny_model::shape(), &device).unwrap();
             let tape = Tape::new();
             let pass = model
                 .forward(&tape, &inputs, Mode::Train { step: 0 })
@@ -142,7 +95,7 @@ fn every_kind_runs_forward_and_backward() {
 fn parameters_follow_the_switch_table_and_recbole_init() {
     let device = Device::cpu();
     let names = |kind| -> Vec<String> {
-        Model::new(&tiny(kind), &tiny_shape(), &device)
+        Model::new(&tiny(kind), &tiny_model::shape(), &device)
             .unwrap()
             .parameters()
             .iter()
@@ -177,7 +130,7 @@ fn parameters_follow_the_switch_table_and_recbole_init() {
         fusion: Fusion::Concat,
         ..tiny(ModelKind::Nova)
     };
-    let nova_concat: Vec<String> = Model::new(&concat, &tiny_shape(), &device)
+    let nova_concat: Vec<String> = Model::new(&concat, &tiny_model::shape(), &device)
         .unwrap()
         .parameters()
         .iter()
@@ -192,7 +145,7 @@ fn parameters_follow_the_switch_table_and_recbole_init() {
     }
     assert!(!nova_concat.iter().any(|n| n.starts_with("fusion.")));
 
-    let model = Model::new(&tiny(ModelKind::Asif), &tiny_shape(), &device).unwrap();
+    let model = Model::new(&tiny(ModelKind::Asif), &tiny_model::shape(), &device).unwrap();
     let get = |name: &str| model.parameter(name).unwrap().to_vec().unwrap();
     let items = get("item_embedding.weight");
     assert!(items[..16].iter().all(|&v| v == 0.0), "pad row zeroed");
@@ -224,7 +177,7 @@ fn parameters_follow_the_switch_table_and_recbole_init() {
 /// L_b ≥ r so Q has full rank.
 fn finite_difference_check(config: &ModelConfig) {
     let device = Device::cpu();
-    let mut model = Model::new(config, &tiny_shape(), &device).unwrap();
+    let mut model = Model::new(config, &tiny_model::shape(), &device).unwrap();
     // Move away from the init (zero biases, unit γ) so every kind of parameter is generic.
     let mut rng = common::rng(99);
     let tensors: Vec<Tensor> = model
@@ -243,7 +196,7 @@ fn finite_difference_check(config: &ModelConfig) {
         })
         .collect();
     model.set_tensors(tensors.clone()).unwrap();
-    let inputs = tiny_inputs(&device, config.max_len);
+    let inputs = tiny_model::inputs(&device, config.max_len);
     let tape = Tape::new();
     let pass = model
         .forward(&tape, &inputs, Mode::Train { step: 3 })
@@ -501,14 +454,22 @@ fn emulated_device_agrees_with_cpu() {
                 config.fusion,
                 if config.rsa_dedup { " dedup" } else { "" }
             );
-            let model_cpu = Model::new(&config, &tiny_shape(), &cpu).unwrap();
-            let model_dev = Model::new(&config, &tiny_shape(), &device).unwrap();
+            let model_cpu = Model::new(&config, &tiny_model::shape(), &cpu).unwrap();
+            let model_dev = Model::new(&config, &tiny_model::shape(), &device).unwrap();
             let (tape_cpu, tape_dev) = (Tape::new(), Tape::new());
             let pass_cpu = model_cpu
-                .forward(&tape_cpu, &tiny_inputs(&cpu, 6), Mode::Train { step: 1 })
+                .forward(
+                    &tape_cpu,
+                    &tiny_model::inputs(&cpu, 6),
+                    Mode::Train { step: 1 },
+                )
                 .unwrap();
             let pass_dev = model_dev
-                .forward(&tape_dev, &tiny_inputs(&device, 6), Mode::Train { step: 1 })
+                .forward(
+                    &tape_dev,
+                    &tiny_model::inputs(&device, 6),
+                    Mode::Train { step: 1 },
+                )
                 .unwrap();
             let (l_cpu, l_dev) = (pass_cpu.loss().unwrap(), pass_dev.loss().unwrap());
             assert!(
@@ -535,12 +496,12 @@ fn emulated_device_agrees_with_cpu() {
                 );
             }
             let s_cpu = model_cpu
-                .scores(&tiny_inputs(&cpu, 6))
+                .scores(&tiny_model::inputs(&cpu, 6))
                 .unwrap()
                 .to_vec()
                 .unwrap();
             let s_dev = model_dev
-                .scores(&tiny_inputs(&device, 6))
+                .scores(&tiny_model::inputs(&device, 6))
                 .unwrap()
                 .to_vec()
                 .unwrap();
@@ -557,7 +518,7 @@ fn emulated_device_agrees_with_cpu() {
 #[test]
 fn bad_configurations_are_typed_errors() {
     let device = Device::cpu();
-    let shape = tiny_shape();
+    let shape = tiny_model::shape();
     let build = |config: ModelConfig| Model::new(&config, &shape, &device).unwrap_err();
     let base = tiny(ModelKind::Asif);
     assert!(matches!(
@@ -632,7 +593,7 @@ fn bad_configurations_are_typed_errors() {
     );
     // Inputs of the wrong window are a shape error, not a panic.
     let model = Model::new(&base, &shape, &device).unwrap();
-    let err = model.scores(&tiny_inputs(&device, 7)).unwrap_err();
+    let err = model.scores(&tiny_model::inputs(&device, 7)).unwrap_err();
     assert!(matches!(err, Error::Shape { .. }), "{err}");
 }
 
@@ -665,13 +626,13 @@ fn contrastive_at(model: &Model, inputs: &ModelInputs) -> f32 {
 #[test]
 fn rsa_dedup_changes_the_loss_only_where_attribute_sets_repeat() {
     let device = Device::cpu();
-    let off = Model::new(&tiny(ModelKind::Asif), &tiny_shape(), &device).unwrap();
+    let off = Model::new(&tiny(ModelKind::Asif), &tiny_model::shape(), &device).unwrap();
     let on = Model::new(
         &ModelConfig {
             rsa_dedup: true,
             ..tiny(ModelKind::Asif)
         },
-        &tiny_shape(),
+        &tiny_model::shape(),
         &device,
     )
     .unwrap();
@@ -682,7 +643,7 @@ fn rsa_dedup_changes_the_loss_only_where_attribute_sets_repeat() {
     );
 
     // tiny_inputs repeats attribute sets inside a sequence: dedup removes false negatives.
-    let repeated = tiny_inputs(&device, 8);
+    let repeated = tiny_model::inputs(&device, 8);
     let groups = repeated.attribute_group_ids().unwrap().to_vec().unwrap();
     let first_row = &groups[..8];
     assert!(
@@ -701,7 +662,7 @@ fn rsa_dedup_changes_the_loss_only_where_attribute_sets_repeat() {
     assert!(l_on < l_off, "{l_on} !< {l_off}");
 
     // Every position of each sequence has its own attribute set: dedup is a no-op, bit for bit.
-    let mut unique = tiny_inputs(&device, 8);
+    let mut unique = tiny_model::inputs(&device, 8);
     let (b, n) = (3, 8);
     unique.attributes = (0..2)
         .map(|j| {
@@ -858,7 +819,7 @@ fn loss_through_public_layers(
 #[test]
 fn the_public_asif_layer_is_the_models_layer() {
     let device = Device::cpu();
-    let inputs = tiny_inputs(&device, 8);
+    let inputs = tiny_model::inputs(&device, 8);
     for kind in [
         ModelKind::Asif,
         ModelKind::AsifWithoutHie,
@@ -871,7 +832,7 @@ fn the_public_asif_layer_is_the_models_layer() {
             ..tiny(kind)
         };
         assert_eq!(config.layers, 2);
-        let model = Model::new(&config, &tiny_shape(), &device).unwrap();
+        let model = Model::new(&config, &tiny_model::shape(), &device).unwrap();
         let tape = Tape::new();
         let pass = model
             .forward(&tape, &inputs, Mode::Train { step: 5 })
@@ -903,9 +864,9 @@ fn the_public_asif_layer_is_the_models_layer() {
 #[test]
 fn the_public_asif_layer_rejects_what_it_cannot_run() {
     let device = Device::cpu();
-    let inputs = tiny_inputs(&device, 8);
+    let inputs = tiny_model::inputs(&device, 8);
     let run = |config: &ModelConfig, layer: usize, with_position: bool, drop_var: bool| {
-        let model = Model::new(config, &tiny_shape(), &device).unwrap();
+        let model = Model::new(config, &tiny_model::shape(), &device).unwrap();
         let tape = Tape::new();
         let mut vars: Vec<_> = model
             .parameters()

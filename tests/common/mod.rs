@@ -2,6 +2,8 @@
 //! and error measures.
 #![allow(dead_code)]
 
+pub mod tiny_model;
+
 use std::io::Write;
 use std::sync::OnceLock;
 
