@@ -497,46 +497,21 @@ __global__ void declared_only(float*);
     );
 }
 
+/// Each gate fails on the probe written to break it, and on that gate alone: a stack frame, a
+/// stale stack allow-list, a kernel below its declared occupancy, a declared tensor-core kernel
+/// without HMMA, a declared vector-I/O kernel with only scalar global access.
 #[test]
-fn stack_gate_catches_a_stack_frame() {
+fn each_gate_catches_the_probe_that_breaks_it() {
     let Some(tool) = cuobjdump() else { return };
-    assert_eq!(gates_failed(tool, "probe_stack_frame"), vec![Gate::Stack]);
-}
-
-#[test]
-fn stack_gate_catches_a_stale_allow_list() {
-    let Some(tool) = cuobjdump() else { return };
-    assert_eq!(
-        gates_failed(tool, "probe_stale_stack_allow_list"),
-        vec![Gate::Stack]
-    );
-}
-
-#[test]
-fn occupancy_gate_catches_a_kernel_below_its_declared_occupancy() {
-    let Some(tool) = cuobjdump() else { return };
-    assert_eq!(
-        gates_failed(tool, "probe_low_occupancy"),
-        vec![Gate::Occupancy]
-    );
-}
-
-#[test]
-fn tensor_core_gate_catches_a_kernel_without_hmma() {
-    let Some(tool) = cuobjdump() else { return };
-    assert_eq!(
-        gates_failed(tool, "probe_tensor_core_without_mma"),
-        vec![Gate::TensorCore]
-    );
-}
-
-#[test]
-fn vector_io_gate_catches_a_kernel_without_128_bit_global_access() {
-    let Some(tool) = cuobjdump() else { return };
-    assert_eq!(
-        gates_failed(tool, "probe_vector_io_scalar"),
-        vec![Gate::VectorIo]
-    );
+    for (probe, gate) in [
+        ("probe_stack_frame", Gate::Stack),
+        ("probe_stale_stack_allow_list", Gate::Stack),
+        ("probe_low_occupancy", Gate::Occupancy),
+        ("probe_tensor_core_without_mma", Gate::TensorCore),
+        ("probe_vector_io_scalar", Gate::VectorIo),
+    ] {
+        assert_eq!(gates_failed(tool, probe), vec![gate], "{probe}");
+    }
 }
 
 /// The other side of each probe: kernels that keep what they declare pass every gate, so the
