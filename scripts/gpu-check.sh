@@ -97,7 +97,8 @@ train_step_rows() { # dry_run bench_filter
   fi
   if python3 -c 'import torch' 2>/dev/null; then
     local peer_args=(--out "$out" --items "${ASIF_TRAIN_PEER_ITEMS:-1350,12101}" --runs 10)
-    [ "$dry_run" -eq 1 ] && peer_args=(--out "$out" --dry-run)
+    # A dry run (CPU) leaves the compiled rows out: torch.compile takes minutes on a CPU.
+    [ "$dry_run" -eq 1 ] && peer_args=(--out "$out" --dry-run --no-compile)
     python3 "$bundle/peers/train_step.py" "${peer_args[@]}" | tee "$out/train-step-peer.log"
   else
     echo "SKIPPED the PyTorch training-step peer: no PyTorch in this Python" | tee "$out/train-step-peer.log"

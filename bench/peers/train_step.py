@@ -57,8 +57,9 @@ from hie import cholesky_qr  # noqa: E402
 # ml-100k's 20 genres as the attribute (two tokens per item), 1,350 items (ml-100k) and 12,101
 # (Beauty).
 PAPER = dict(B=2048, d=256, layers=3, heads=4, n=50, r=16, genres=20, width=2, items=[1350, 12101])
-# A CPU-sized run that finishes in seconds (the same code path).
-TINY = dict(B=16, d=16, layers=2, heads=2, n=10, r=4, genres=6, width=2, items=[50])
+# The CPU-sized setting of benches/train_step.rs (the train example's small size; r and λ at the
+# spec's defaults as there), so the CPU rows of both sit side by side.
+TINY = dict(B=128, d=32, layers=2, heads=2, n=20, r=16, genres=21, width=2, items=[2801])
 LOSS_RELATIVE = 2e-5
 GRADIENT_RELATIVE = 2e-3
 GRADIENT_ABSOLUTE = 1e-6
