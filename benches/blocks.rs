@@ -7,7 +7,8 @@
 //! `cargo bench --bench blocks`.
 //!
 //! Dropout, the residual add and the fused residual norm have two kernel versions
-//! (`asif_kernels::kernel_version`, issue 19): v1 rows keep their names, v2 rows add `_v2`.
+//! (`asif_kernels::kernel_version`, issue 19), and so has the embedding backward (issue 20's
+//! deterministic scatter): v1 rows keep their names, v2 rows add `_v2`.
 mod common;
 
 use asif_kernels::kernel_version::{with_version, KernelVersion};
@@ -89,21 +90,25 @@ fn bench_device(c: &mut Criterion, device: &Device, s: &Sizes) {
         },
     );
     let dout = random_tensor(device, &[s.batch, s.n, s.d], 5);
-    group.throughput(Throughput::Bytes(f * (rows * s.d + s.items * s.d) as u64));
-    group.bench_function(
-        BenchmarkId::new(
-            "embedding_backward",
-            label(&format!("{rows} ids |V| {}", s.items)),
-        ),
-        |bench| {
-            bench.iter(|| {
-                let y = embedding::embedding_backward(&ids, &dout, s.items)
-                    .expect("embedding backward");
-                sync();
-                y
-            })
-        },
-    );
+    for version in VERSIONS {
+        group.throughput(Throughput::Bytes(f * (rows * s.d + s.items * s.d) as u64));
+        group.bench_function(
+            BenchmarkId::new(
+                versioned("embedding_backward", version),
+                label(&format!("{rows} ids |V| {}", s.items)),
+            ),
+            |bench| {
+                bench.iter(|| {
+                    with_version("embedding", version, || {
+                        let y = embedding::embedding_backward(&ids, &dout, s.items)
+                            .expect("embedding backward");
+                        sync();
+                        y
+                    })
+                })
+            },
+        );
+    }
 
     // Gather at L_b − 1.
     let lengths = indices(device, &[s.batch], s.n, 1);

@@ -1,13 +1,19 @@
-//! Criterion benchmark of one training step (issue 8): forward, backward and the Adam update of a
-//! whole model, for SASRec and ASIF, with samples per second as throughput.
+//! Criterion benchmark of one training step (issues 8 and 20): forward, backward and the Adam
+//! update of a whole model, for SASRec and ASIF. Criterion's time is ms/step and its throughput
+//! samples/s (B elements per step); before each row one line gives the device work of one step
+//! (`train_step launches/step <model> <label>: N launches, N cuBLAS calls, N memsets, N
+//! allocations`, counted by the device's counters; the CPU device counts nothing).
 //!
 //! On the CPU reference at the train example's small size (B 128, d 32, L 2, h 2, n 20) and on
-//! GPU 0 at the paper's size (B 2048, d 256, L 3, h 4, n 50, ml-100k's 1,350 item ids and 20
-//! genre ids) when there is one; otherwise one line says it was skipped.
-//! `cargo bench --bench train_step`. Ids: `train_step/<model>/<device> B.. d.. L.. n..`.
+//! GPU 0 at the paper's size (B 2048, d 256, L 3, h 4, n 50, 20 genre ids; ml-100k's 1,350 item
+//! ids and Beauty's 12,101) when there is one; otherwise one line says it was skipped. On the GPU
+//! ASIF at 1,350 items also runs with the deterministic embedding backward (`embedding` v2,
+//! `kernels/embedding.cu`), id `Asif-embedding_v2`.
+//! `cargo bench --bench train_step`. Ids: `train_step/<model>/<device> B.. d.. L.. n.. V..`.
 mod common;
 
 use asif_kernels::autograd::Tape;
+use asif_kernels::kernel_version::{with_version, KernelVersion};
 use asif_kernels::model::{DataShape, Mode, Model, ModelConfig, ModelInputs, ModelKind};
 use asif_kernels::ops::adam::{Adam, AdamConfig};
 use asif_kernels::{Device, IndexTensor};
@@ -55,50 +61,72 @@ fn inputs(device: &Device, s: &Size) -> ModelInputs {
     }
 }
 
-fn bench_device(c: &mut Criterion, device: &Device, s: &Size) {
+/// One forward, backward and Adam update (synchronised at the end).
+fn step(model: &mut Model, adam: &mut Adam, batch: &ModelInputs, device: &Device, step: u64) {
+    let tape = Tape::new();
+    let pass = model
+        .forward(&tape, batch, Mode::Train { step })
+        .expect("forward");
+    let grads = pass.backward(&tape).expect("backward");
+    let mut params = model.tensors();
+    adam.step(&mut params, &grads).expect("adam");
+    model.set_tensors(params).expect("set");
+    device.synchronize().expect("sync");
+}
+
+/// `rows`: (model, embedding kernel version) pairs to time.
+fn bench_device(c: &mut Criterion, device: &Device, s: &Size, rows: &[(ModelKind, KernelVersion)]) {
     let mut group = c.benchmark_group("train_step");
     group.sample_size(10);
     group.throughput(Throughput::Elements(s.batch as u64));
     let batch = inputs(device, s);
-    for kind in [ModelKind::SasRec, ModelKind::Asif] {
-        let config = ModelConfig {
-            kind,
-            hidden_size: s.d,
-            heads: s.heads,
-            layers: s.layers,
-            max_len: s.n,
-            inner_size: s.d,
-            attribute_width: 2,
-            ..ModelConfig::default()
-        };
-        let shape = DataShape {
-            n_item_ids: s.items,
-            attribute_vocab: vec![s.genres],
-        };
-        let mut model = Model::new(&config, &shape, device).expect("model");
-        let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
-        let mut step = 0u64;
-        let label = format!(
-            "{} B{} d{} L{} n{}",
-            device.name(),
-            s.batch,
-            s.d,
-            s.layers,
-            s.n
-        );
-        group.bench_function(BenchmarkId::new(kind.name(), &label), |b| {
-            b.iter(|| {
-                let tape = Tape::new();
-                let pass = model
-                    .forward(&tape, &batch, Mode::Train { step })
-                    .expect("forward");
-                let grads = pass.backward(&tape).expect("backward");
-                let mut params = model.tensors();
-                adam.step(&mut params, &grads).expect("adam");
-                model.set_tensors(params).expect("set");
-                device.synchronize().expect("sync");
-                step += 1;
-            })
+    for &(kind, embedding_version) in rows {
+        with_version("embedding", embedding_version, || {
+            let config = ModelConfig {
+                kind,
+                hidden_size: s.d,
+                heads: s.heads,
+                layers: s.layers,
+                max_len: s.n,
+                inner_size: s.d,
+                attribute_width: 2,
+                ..ModelConfig::default()
+            };
+            let shape = DataShape {
+                n_item_ids: s.items,
+                attribute_vocab: vec![s.genres],
+            };
+            let mut model = Model::new(&config, &shape, device).expect("model");
+            let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
+            let name = match embedding_version {
+                KernelVersion::V1 => kind.name().to_string(),
+                KernelVersion::V2 => format!("{}-embedding_v2", kind.name()),
+            };
+            let label = format!(
+                "{} B{} d{} L{} n{} V{}",
+                device.name(),
+                s.batch,
+                s.d,
+                s.layers,
+                s.n,
+                s.items
+            );
+            // The device work of one step (the first, so it includes no warm cache of any kind).
+            let before = device.counters().snapshot();
+            step(&mut model, &mut adam, &batch, device, 0);
+            let counts = device.counters().snapshot().since(&before);
+            println!(
+                "train_step launches/step {name} {label}: {} launches, {} cuBLAS calls, {} memsets, \
+                 {} allocations",
+                counts.launches, counts.blas_calls, counts.memsets, counts.allocations
+            );
+            let mut t = 1u64;
+            group.bench_function(BenchmarkId::new(&name, &label), |b| {
+                b.iter(|| {
+                    step(&mut model, &mut adam, &batch, device, t);
+                    t += 1;
+                })
+            });
         });
     }
     group.finish();
@@ -114,18 +142,28 @@ fn benches(c: &mut Criterion) {
         items: 2801,
         genres: 21,
     };
-    bench_device(c, &Device::cpu(), &small);
+    let both = [
+        (ModelKind::SasRec, KernelVersion::V1),
+        (ModelKind::Asif, KernelVersion::V1),
+    ];
+    bench_device(c, &Device::cpu(), &small, &both);
     if let Some(gpu) = common::gpu() {
-        let paper = Size {
-            batch: 2048,
-            d: 256,
-            layers: 3,
-            heads: 4,
-            n: 50,
-            items: 1350,
-            genres: 20,
-        };
-        bench_device(c, &gpu, &paper);
+        for items in [1350, 12_101] {
+            let paper = Size {
+                batch: 2048,
+                d: 256,
+                layers: 3,
+                heads: 4,
+                n: 50,
+                items,
+                genres: 20,
+            };
+            let mut rows = both.to_vec();
+            if items == 1350 {
+                rows.push((ModelKind::Asif, KernelVersion::V2));
+            }
+            bench_device(c, &gpu, &paper, &rows);
+        }
     }
 }
 

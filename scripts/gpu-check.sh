@@ -82,6 +82,65 @@ gpu_libraries() {
   export LD_LIBRARY_PATH="$links:${LD_LIBRARY_PATH:-}"
 }
 
+# The training step (issue 20): our step (bench-train_step: ms/step, samples/s, launches/step for
+# SASRec and ASIF at the paper's size with 1,350 and 12,101 items; the CPU-sized rows in a dry
+# run) and the PyTorch peer's rows (bench/peers/train_step.py; its tiny CPU rows in a dry run, none
+# without PyTorch), then one table of both: $out/train-step.md (also in the summary).
+train_step_rows() { # dry_run bench_filter
+  local dry_run=$1 filter=$2 bench="$bundle/bin/bench-train_step"
+  if [ -x "$bench" ]; then
+    # shellcheck disable=SC2086
+    CRITERION_HOME="$out/criterion" "$bench" --bench $filter --warm-up-time 0.5 --measurement-time 2 \
+      | tee "$out/train-step-ours.log"
+  else
+    echo "no $bench" | tee "$out/train-step-ours.log"
+  fi
+  if python3 -c 'import torch' 2>/dev/null; then
+    local peer_args=(--out "$out" --items "${ASIF_TRAIN_PEER_ITEMS:-1350,12101}" --runs 10)
+    # A dry run (CPU) leaves the compiled rows out: torch.compile takes minutes on a CPU.
+    [ "$dry_run" -eq 1 ] && peer_args=(--out "$out" --dry-run --no-compile)
+    python3 "$bundle/peers/train_step.py" "${peer_args[@]}" | tee "$out/train-step-peer.log"
+  else
+    echo "SKIPPED the PyTorch training-step peer: no PyTorch in this Python" | tee "$out/train-step-peer.log"
+  fi
+  python3 - "$out" <<'PY'
+import json, os, re, sys
+out = sys.argv[1]
+rows, launches = [], {}
+name = None
+units = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}
+for line in open(os.path.join(out, "train-step-ours.log"), errors="replace"):
+    m = re.match(r"train_step launches/step (\S+) (.*): (\d+) launches", line)
+    if m:
+        launches[(m.group(1), m.group(2).strip())] = int(m.group(3))
+        continue
+    m = re.match(r"^(train_step/\S+/.+?)\s*(time:.*)?$", line.strip())
+    if m and line.startswith("train_step/"):
+        name = m.group(1).strip()
+        line = m.group(2) or ""
+    t = re.search(r"time:\s+\[\S+ \S+ (\S+) (\S+)", line)
+    if t and name:
+        ms = float(t.group(1)) * units[t.group(2)]
+        _, model, label = name.split("/", 2)
+        batch = int(re.search(r"B(\d+)", label).group(1))
+        rows.append(("ours", model, label, ms, batch / (ms / 1e3), launches.get((model, label), "")))
+        name = None
+path = os.path.join(out, "peers-train_step.json")
+if os.path.exists(path):
+    for r in json.load(open(path))["rows"]:
+        label = f"{r['device']} B{r['B']} d{r['d']} L{r['layers']} n{r['n']} V{r['items']}"
+        ms = r["ms_per_step"]
+        rows.append(("PyTorch", f"{r['model']}: {r['row']}", label, ms, r["samples_per_s"], r["note"]))
+with open(os.path.join(out, "train-step.md"), "w") as f:
+    f.write("| who | model / row | setting | ms/step | samples/s | launches/step or note |\n|---|---|---|---|---|---|\n")
+    for who, model, label, ms, sps, extra in rows:
+        ms_s = f"{ms:.3f}" if ms else "-"
+        sps_s = f"{sps:.0f}" if sps else "-"
+        f.write(f"| {who} | {model} | {label} | {ms_s} | {sps_s} | {extra} |\n")
+print(open(os.path.join(out, "train-step.md")).read())
+PY
+}
+
 run() {
   local dry_run=0
   [ "${1:-}" = "--dry-run" ] && dry_run=1
@@ -128,8 +187,13 @@ print(f"copy bandwidth: {2 * x.numel() * 4 / (ms * 1e-3) / 1e9:.0f} GB/s (read +
   done
   for bench in "$bundle"/bin/bench-*; do
     [ -x "$bench" ] || continue
+    [ "$(basename "$bench")" = bench-train_step ] && continue # the train-step section runs it
     CRITERION_HOME="$out/criterion" section "$(basename "$bench")" 120 "$bench" --bench $bench_filter --warm-up-time 0.5 --measurement-time 2
   done
+  # `section` runs a command under `timeout`: the function goes through bash.
+  export -f train_step_rows
+  export out bundle
+  section train-step 240 bash -c 'train_step_rows "$@"' train_step_rows "$dry_run" "$bench_filter"
   local dry=""
   [ $dry_run -eq 1 ] && dry="--dry-run"
   if python3 -c 'import torch' 2>/dev/null; then
@@ -173,6 +237,10 @@ print(f"copy bandwidth: {2 * x.numel() * 4 / (ms * 1e-3) / 1e9:.0f} GB/s (read +
       grep -h "SKIPPED" "$log"
     done
     echo '```'
+    echo
+    echo "Training step, ours and PyTorch's (train-step section):"
+    echo
+    cat "$out/train-step.md" 2>/dev/null || echo "no train-step table"
     echo
     echo "Against PyTorch (bench/summarize.py):"
     echo

@@ -5,11 +5,16 @@ mod common;
 use asif_kernels::autograd::gradcheck::check_gradient;
 use asif_kernels::autograd::Tape;
 use asif_kernels::ops::embedding::{self, Pooling};
-use asif_kernels::{Device, Error, IndexTensor};
-use common::{all_devices, assert_close, gradcheck_options, random, rng, tensor, weighted};
+use asif_kernels::{kernel_version, Device, Error, IndexTensor};
+use common::{
+    all_devices, assert_close, for_each_version, gradcheck_options, random, rng, tensor, weighted,
+};
 use rand::Rng;
 
-/// Sums of a handful of fp32 terms; atomics may add them in any order.
+/// The kernel family both versions of which every device test runs (`kernel_version`).
+const FAMILY: &str = "embedding";
+
+/// Sums of a handful of fp32 terms; v1's atomics may add them in any order.
 const TOLERANCE: f64 = 1e-6;
 
 /// Ids with duplicates and pads.
@@ -79,170 +84,279 @@ fn pooled_backward_matches_finite_differences() {
 
 #[test]
 fn embedding_matches_reference_on_every_device() {
-    let mut rng = rng(202);
-    for device in all_devices() {
-        for &(batch, n, vocab, dim) in &[
-            (1usize, 1usize, 1usize, 1usize),
-            (3, 7, 13, 33),
-            (5, 11, 4, 64),
-        ] {
-            let table = random(&mut rng, vocab * dim, 0.0, 1.0);
-            let id_values = ids(&mut rng, batch * n, vocab);
-            let dout = random(&mut rng, batch * n * dim, 0.0, 1.0);
-            let table_t = tensor(&device, &[vocab, dim], &table);
-            let ids_t = IndexTensor::from_vec(&device, &[batch, n], id_values.clone()).unwrap();
-            let out = embedding::embedding_forward(&table_t, &ids_t).expect("forward");
-            assert_eq!(out.shape(), &[batch, n, dim]);
-            let what = |s: &str| format!("embedding {s} [{batch}, {n}] vocab {vocab} d {dim}");
-            assert_close(
-                &what("out"),
-                &device,
-                &out,
-                &embedding::forward_reference(&table, &id_values, dim),
-                TOLERANCE,
-            );
-            let dtable = embedding::embedding_backward(
-                &ids_t,
-                &tensor(&device, &[batch, n, dim], &dout),
-                vocab,
-            )
-            .expect("backward");
-            assert_close(
-                &what("dE"),
-                &device,
-                &dtable,
-                &embedding::backward_reference(&id_values, &dout, vocab, dim),
-                TOLERANCE,
-            );
-            assert!(
-                dtable.to_vec().unwrap()[..dim].iter().all(|&g| g == 0.0),
-                "pad row gradient on {}",
-                device.name()
-            );
-        }
-    }
-}
-
-#[test]
-fn pooled_embedding_matches_reference_on_every_device() {
-    let mut rng = rng(203);
-    for device in all_devices() {
-        for &(rows, max_tokens, vocab, dim) in &[
-            (1usize, 1usize, 2usize, 1usize),
-            (13, 3, 19, 33),
-            (31, 6, 5, 17),
-        ] {
-            let table = random(&mut rng, vocab * dim, 0.0, 1.0);
-            // Many pads, so some rows have no tokens at all.
-            let tokens: Vec<i32> = (0..rows * max_tokens)
-                .map(|_| {
-                    if rng.random::<f64>() < 0.4 {
-                        0
-                    } else {
-                        rng.random_range(0..vocab as i32)
-                    }
-                })
-                .collect();
-            let dout = random(&mut rng, rows * dim, 0.0, 1.0);
-            let table_t = tensor(&device, &[vocab, dim], &table);
-            let tokens_t =
-                IndexTensor::from_vec(&device, &[rows, max_tokens], tokens.clone()).unwrap();
-            for (pooling, mean) in [(Pooling::Sum, false), (Pooling::Mean, true)] {
-                let what = |s: &str| {
-                    format!(
-                        "pooled {pooling:?} {s} rows {rows} k {max_tokens} vocab {vocab} d {dim}"
-                    )
-                };
-                let out = embedding::pooled_embedding_forward(&table_t, &tokens_t, pooling)
-                    .expect("forward");
-                assert_eq!(out.shape(), &[rows, dim]);
+    for_each_version(&[FAMILY], |_| {
+        let mut rng = rng(202);
+        for device in all_devices() {
+            for &(batch, n, vocab, dim) in &[
+                (1usize, 1usize, 1usize, 1usize),
+                (3, 7, 13, 33),
+                (5, 11, 4, 64),
+            ] {
+                let table = random(&mut rng, vocab * dim, 0.0, 1.0);
+                let id_values = ids(&mut rng, batch * n, vocab);
+                let dout = random(&mut rng, batch * n * dim, 0.0, 1.0);
+                let table_t = tensor(&device, &[vocab, dim], &table);
+                let ids_t = IndexTensor::from_vec(&device, &[batch, n], id_values.clone()).unwrap();
+                let out = embedding::embedding_forward(&table_t, &ids_t).expect("forward");
+                assert_eq!(out.shape(), &[batch, n, dim]);
+                let what = |s: &str| format!("embedding {s} [{batch}, {n}] vocab {vocab} d {dim}");
                 assert_close(
                     &what("out"),
                     &device,
                     &out,
-                    &embedding::pooled_forward_reference(&table, &tokens, max_tokens, dim, mean),
+                    &embedding::forward_reference(&table, &id_values, dim),
                     TOLERANCE,
                 );
-                let dtable = embedding::pooled_embedding_backward(
-                    &tokens_t,
-                    &tensor(&device, &[rows, dim], &dout),
+                let dtable = embedding::embedding_backward(
+                    &ids_t,
+                    &tensor(&device, &[batch, n, dim], &dout),
                     vocab,
-                    pooling,
                 )
                 .expect("backward");
                 assert_close(
                     &what("dE"),
                     &device,
                     &dtable,
-                    &embedding::pooled_backward_reference(
-                        &tokens, &dout, max_tokens, vocab, dim, mean,
-                    ),
+                    &embedding::backward_reference(&id_values, &dout, vocab, dim),
                     TOLERANCE,
+                );
+                assert!(
+                    dtable.to_vec().unwrap()[..dim].iter().all(|&g| g == 0.0),
+                    "pad row gradient on {}",
+                    device.name()
                 );
             }
         }
-    }
+    });
+}
+
+#[test]
+fn pooled_embedding_matches_reference_on_every_device() {
+    for_each_version(&[FAMILY], |_| {
+        let mut rng = rng(203);
+        for device in all_devices() {
+            for &(rows, max_tokens, vocab, dim) in &[
+                (1usize, 1usize, 2usize, 1usize),
+                (13, 3, 19, 33),
+                (31, 6, 5, 17),
+            ] {
+                let table = random(&mut rng, vocab * dim, 0.0, 1.0);
+                // Many pads, so some rows have no tokens at all.
+                let tokens: Vec<i32> = (0..rows * max_tokens)
+                    .map(|_| {
+                        if rng.random::<f64>() < 0.4 {
+                            0
+                        } else {
+                            rng.random_range(0..vocab as i32)
+                        }
+                    })
+                    .collect();
+                let dout = random(&mut rng, rows * dim, 0.0, 1.0);
+                let table_t = tensor(&device, &[vocab, dim], &table);
+                let tokens_t =
+                    IndexTensor::from_vec(&device, &[rows, max_tokens], tokens.clone()).unwrap();
+                for (pooling, mean) in [(Pooling::Sum, false), (Pooling::Mean, true)] {
+                    let what = |s: &str| {
+                        format!(
+                            "pooled {pooling:?} {s} rows {rows} k {max_tokens} vocab {vocab} d {dim}"
+                        )
+                    };
+                    let out = embedding::pooled_embedding_forward(&table_t, &tokens_t, pooling)
+                        .expect("forward");
+                    assert_eq!(out.shape(), &[rows, dim]);
+                    assert_close(
+                        &what("out"),
+                        &device,
+                        &out,
+                        &embedding::pooled_forward_reference(
+                            &table, &tokens, max_tokens, dim, mean,
+                        ),
+                        TOLERANCE,
+                    );
+                    let dtable = embedding::pooled_embedding_backward(
+                        &tokens_t,
+                        &tensor(&device, &[rows, dim], &dout),
+                        vocab,
+                        pooling,
+                    )
+                    .expect("backward");
+                    assert_close(
+                        &what("dE"),
+                        &device,
+                        &dtable,
+                        &embedding::pooled_backward_reference(
+                            &tokens, &dout, max_tokens, vocab, dim, mean,
+                        ),
+                        TOLERANCE,
+                    );
+                }
+            }
+        }
+    });
 }
 
 #[test]
 fn tape_sums_item_and_attribute_embeddings() {
-    // F⁰'s 𝓕_sum = E_X[s] + Σ_j A_j[s] (spec §3.1), with the item's genres pooled by sum.
-    let mut rng = rng(204);
-    let (positions, vocab, genres, dim, max_tokens) = (9usize, 8usize, 5usize, 6usize, 3usize);
-    let items = random(&mut rng, vocab * dim, 0.0, 1.0);
-    let genre_table = random(&mut rng, genres * dim, 0.0, 1.0);
-    let id_values = ids(&mut rng, positions, vocab);
-    let tokens: Vec<i32> = (0..positions * max_tokens)
-        .map(|_| rng.random_range(0..genres as i32))
-        .collect();
-    let seed = random(&mut rng, positions * dim, 0.0, 1.0);
-    let want_items = embedding::backward_reference(&id_values, &seed, vocab, dim);
-    let want_genres =
-        embedding::pooled_backward_reference(&tokens, &seed, max_tokens, genres, dim, false);
-    for device in all_devices() {
-        let tape = Tape::new();
-        let items_var = tape.leaf(tensor(&device, &[vocab, dim], &items));
-        let genres_var = tape.leaf(tensor(&device, &[genres, dim], &genre_table));
-        let ids_t = IndexTensor::from_vec(&device, &[positions], id_values.clone()).unwrap();
-        let tokens_t =
-            IndexTensor::from_vec(&device, &[positions, max_tokens], tokens.clone()).unwrap();
-        let x = embedding::embedding(&tape, &items_var, &ids_t).expect("lookup");
-        let a =
-            embedding::pooled_embedding(&tape, &genres_var, &tokens_t, Pooling::Sum).expect("pool");
-        let fused = asif_kernels::ops::add::add(&tape, &x, &a).expect("add");
-        let grads = tape
-            .backward(&fused, tensor(&device, &[positions, dim], &seed))
-            .expect("backward");
-        assert_close(
-            "dE_X",
-            &device,
-            grads.get(&items_var).unwrap(),
-            &want_items,
-            TOLERANCE,
-        );
-        assert_close(
-            "dE_A",
-            &device,
-            grads.get(&genres_var).unwrap(),
-            &want_genres,
-            TOLERANCE,
-        );
-    }
+    for_each_version(&[FAMILY], |_| {
+        // F⁰'s 𝓕_sum = E_X[s] + Σ_j A_j[s] (spec §3.1), with the item's genres pooled by sum.
+        let mut rng = rng(204);
+        let (positions, vocab, genres, dim, max_tokens) = (9usize, 8usize, 5usize, 6usize, 3usize);
+        let items = random(&mut rng, vocab * dim, 0.0, 1.0);
+        let genre_table = random(&mut rng, genres * dim, 0.0, 1.0);
+        let id_values = ids(&mut rng, positions, vocab);
+        let tokens: Vec<i32> = (0..positions * max_tokens)
+            .map(|_| rng.random_range(0..genres as i32))
+            .collect();
+        let seed = random(&mut rng, positions * dim, 0.0, 1.0);
+        let want_items = embedding::backward_reference(&id_values, &seed, vocab, dim);
+        let want_genres =
+            embedding::pooled_backward_reference(&tokens, &seed, max_tokens, genres, dim, false);
+        for device in all_devices() {
+            let tape = Tape::new();
+            let items_var = tape.leaf(tensor(&device, &[vocab, dim], &items));
+            let genres_var = tape.leaf(tensor(&device, &[genres, dim], &genre_table));
+            let ids_t = IndexTensor::from_vec(&device, &[positions], id_values.clone()).unwrap();
+            let tokens_t =
+                IndexTensor::from_vec(&device, &[positions, max_tokens], tokens.clone()).unwrap();
+            let x = embedding::embedding(&tape, &items_var, &ids_t).expect("lookup");
+            let a = embedding::pooled_embedding(&tape, &genres_var, &tokens_t, Pooling::Sum)
+                .expect("pool");
+            let fused = asif_kernels::ops::add::add(&tape, &x, &a).expect("add");
+            let grads = tape
+                .backward(&fused, tensor(&device, &[positions, dim], &seed))
+                .expect("backward");
+            assert_close(
+                "dE_X",
+                &device,
+                grads.get(&items_var).unwrap(),
+                &want_items,
+                TOLERANCE,
+            );
+            assert_close(
+                "dE_A",
+                &device,
+                grads.get(&genres_var).unwrap(),
+                &want_genres,
+                TOLERANCE,
+            );
+        }
+    });
 }
 
 #[test]
 fn out_of_range_ids_are_typed_errors_on_host_devices() {
-    for device in [Device::cpu(), common::emulated()] {
-        let table = tensor(&device, &[4, 2], &[0.0; 8]);
-        let bad = IndexTensor::from_vec(&device, &[2], vec![1, 4]).unwrap();
-        assert!(matches!(
-            embedding::embedding_forward(&table, &bad),
-            Err(Error::Argument { .. })
-        ));
-        let negative = IndexTensor::from_vec(&device, &[1, 2], vec![-1, 0]).unwrap();
-        assert!(matches!(
-            embedding::pooled_embedding_forward(&table, &negative, Pooling::Sum),
-            Err(Error::Argument { .. })
-        ));
-    }
+    for_each_version(&[FAMILY], |_| {
+        for device in [Device::cpu(), common::emulated()] {
+            let table = tensor(&device, &[4, 2], &[0.0; 8]);
+            let bad = IndexTensor::from_vec(&device, &[2], vec![1, 4]).unwrap();
+            assert!(matches!(
+                embedding::embedding_forward(&table, &bad),
+                Err(Error::Argument { .. })
+            ));
+            let negative = IndexTensor::from_vec(&device, &[1, 2], vec![-1, 0]).unwrap();
+            assert!(matches!(
+                embedding::pooled_embedding_forward(&table, &negative, Pooling::Sum),
+                Err(Error::Argument { .. })
+            ));
+        }
+    });
+}
+
+/// Ids where a few items repeat many times (a popular item in a batch), plus pads.
+fn skewed_ids(rng: &mut rand::rngs::StdRng, len: usize, vocab: usize) -> Vec<i32> {
+    (0..len)
+        .map(|_| match rng.random_range(0..10) {
+            0..=5 => 1,
+            6 => 0,
+            7 => (vocab - 1) as i32,
+            _ => rng.random_range(0..vocab as i32),
+        })
+        .collect()
+}
+
+/// Bits of a tensor, so that tests compare results exactly.
+fn bits(t: &asif_kernels::Tensor) -> Vec<u32> {
+    t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn v2_backwards_are_bit_identical_run_to_run_and_to_the_cpu_reference() {
+    // Issue 20: a training step must be bit-reproducible. One id repeated at 60% of 96 positions
+    // with dout of widely different magnitudes makes the sum order visible in the last bits: v1's
+    // atomics give different bits from run to run on the emulator (one OS thread per CUDA thread),
+    // v2 sums each row in ascending position order, the CPU reference's order.
+    let mut rng = rng(205);
+    let (positions, vocab, dim, max_tokens) = (96usize, 7usize, 5usize, 3usize);
+    let id_values = skewed_ids(&mut rng, positions, vocab);
+    let tokens = skewed_ids(&mut rng, positions * max_tokens, vocab);
+    let dout: Vec<f32> = (0..positions * dim)
+        .map(|i| (rng.random::<f32>() - 0.5) * 10f32.powi((i % 7) as i32 - 3))
+        .collect();
+    let want = embedding::backward_reference(&id_values, &dout, vocab, dim);
+    let device = common::emulated();
+    kernel_version::with_version(FAMILY, kernel_version::KernelVersion::V2, || {
+        let ids_t = IndexTensor::from_vec(&device, &[positions], id_values.clone()).unwrap();
+        let tokens_t =
+            IndexTensor::from_vec(&device, &[positions, max_tokens], tokens.clone()).unwrap();
+        let dout_t =
+            asif_kernels::Tensor::from_vec(&device, &[positions, dim], dout.clone()).expect("dout");
+        let first = embedding::embedding_backward(&ids_t, &dout_t, vocab).unwrap();
+        assert_eq!(
+            bits(&first),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "dE equals the CPU reference bit for bit"
+        );
+        for pooling in [Pooling::Sum, Pooling::Mean] {
+            let mean = pooling == Pooling::Mean;
+            let want_pooled =
+                embedding::pooled_backward_reference(&tokens, &dout, max_tokens, vocab, dim, mean);
+            let pooled =
+                embedding::pooled_embedding_backward(&tokens_t, &dout_t, vocab, pooling).unwrap();
+            assert_eq!(
+                bits(&pooled),
+                want_pooled.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "pooled {pooling:?} dE equals the CPU reference bit for bit"
+            );
+        }
+        for run in 0..3 {
+            let again = embedding::embedding_backward(&ids_t, &dout_t, vocab).unwrap();
+            assert_eq!(
+                bits(&again),
+                bits(&first),
+                "repeat {run} differs from the first run"
+            );
+        }
+    });
+}
+
+#[test]
+fn heavy_duplicates_pads_and_lengths_zero_one_n_match_the_reference() {
+    // Lengths 0, 1 and n; a vocab larger than one v2 block's rows; the pad row stays zero.
+    let mut rng = rng(206);
+    for_each_version(&[FAMILY], |version| {
+        for device in all_devices() {
+            for &(positions, vocab, dim) in &[(0usize, 3usize, 4usize), (1, 2, 1), (37, 300, 3)] {
+                let id_values = skewed_ids(&mut rng, positions, vocab);
+                let dout = random(&mut rng, positions * dim, 0.0, 1.0);
+                let ids_t =
+                    IndexTensor::from_vec(&device, &[positions], id_values.clone()).unwrap();
+                let dtable = embedding::embedding_backward(
+                    &ids_t,
+                    &tensor(&device, &[positions, dim], &dout),
+                    vocab,
+                )
+                .expect("backward");
+                let what = format!("{version:?} dE positions {positions} vocab {vocab} d {dim}");
+                assert_close(
+                    &what,
+                    &device,
+                    &dtable,
+                    &embedding::backward_reference(&id_values, &dout, vocab, dim),
+                    TOLERANCE,
+                );
+                let values = dtable.to_vec().unwrap();
+                assert!(values[..dim].iter().all(|&g| g == 0.0), "{what}: pad row");
+            }
+        }
+    });
 }

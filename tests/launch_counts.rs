@@ -419,17 +419,33 @@ fn embeddings_and_gather() {
             cost(1, 0, 0, &[8 * dim]),
         );
         assert!(finite(&out));
-        // The backward accumulates (atomicAdd) into a zeroed table gradient: one memset.
-        let (_, counts) = counted(&device, || embedding_backward(&ids, &dout, vocab).unwrap());
-        assert_cost(
-            "embedding_backward",
-            &device,
-            counts,
-            cost(1, 0, 1, &[vocab * dim]),
-        );
-
+        // v1's backward accumulates (atomicAdd) into a zeroed table gradient: one memset; v2
+        // (deterministic) writes every row itself into an uninitialized (poisoned) table.
         let tokens = indices(&device, &[3, 4], vec![1, 2, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]);
         let pooled_dout = values(&device, &[3, dim], 3);
+        for_each_version(&["embedding"], |version| {
+            let memsets = u64::from(version == KernelVersion::V1);
+            let (dtable, counts) =
+                counted(&device, || embedding_backward(&ids, &dout, vocab).unwrap());
+            assert_cost(
+                &format!("embedding_backward {version:?}"),
+                &device,
+                counts,
+                cost(1, 0, memsets, &[vocab * dim]),
+            );
+            assert!(finite(&dtable));
+            let (dtable, counts) = counted(&device, || {
+                pooled_embedding_backward(&tokens, &pooled_dout, vocab, Pooling::Mean).unwrap()
+            });
+            assert_cost(
+                &format!("pooled_embedding_backward {version:?}"),
+                &device,
+                counts,
+                cost(1, 0, memsets, &[vocab * dim]),
+            );
+            assert!(finite(&dtable));
+        });
+
         let (out, counts) = counted(&device, || {
             pooled_embedding_forward(&table, &tokens, Pooling::Mean).unwrap()
         });
@@ -440,15 +456,6 @@ fn embeddings_and_gather() {
             cost(1, 0, 0, &[3 * dim]),
         );
         assert!(finite(&out));
-        let (_, counts) = counted(&device, || {
-            pooled_embedding_backward(&tokens, &pooled_dout, vocab, Pooling::Mean).unwrap()
-        });
-        assert_cost(
-            "pooled_embedding_backward",
-            &device,
-            counts,
-            cost(1, 0, 1, &[vocab * dim]),
-        );
 
         let (batch, n) = (3, 4);
         let h = values(&device, &[batch, n, dim], 4);

@@ -185,6 +185,11 @@ class Model:
     def __init__(self, c: Config, params: dict[str, torch.Tensor]):
         self.c = c
         self.P = params
+        # The parameters' dtype and device (float64 on the CPU for the fixtures); the masks and
+        # index ranges built below follow them, so the training-step peer
+        # (`bench/peers/train_step.py`) can run this same model in float32 on a GPU.
+        first = next(iter(params.values()))
+        self.dtype, self.device = first.dtype, first.device
 
     def lin(self, x, name):
         y = x @ self.P[f"{name}.weight"]
@@ -208,12 +213,12 @@ class Model:
     def mask(self, lengths):
         """M[b, i, j] = 0 if j <= i and j < L_b, else -10000 (spec §1). Shape (B, 1, n, n)."""
         n = self.c.n
-        i = torch.arange(n).view(n, 1)
-        j = torch.arange(n).view(1, n)
+        i = torch.arange(n, device=self.device).view(n, 1)
+        j = torch.arange(n, device=self.device).view(1, n)
         causal = j <= i
-        valid = torch.arange(n).view(1, n) < lengths.view(-1, 1)  # (B, n) over j
+        valid = torch.arange(n, device=self.device).view(1, n) < lengths.view(-1, 1)  # (B, n) over j
         allowed = causal.view(1, n, n) & valid.view(-1, 1, n)
-        m = torch.zeros(allowed.shape, dtype=torch.float64)
+        m = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
         m[~allowed] = MASK_VALUE
         return m.unsqueeze(1)
 
@@ -248,7 +253,7 @@ class Model:
         out = []
         for j, tokens in enumerate(attributes):  # tokens (B, n, width)
             table = self.P[f"attribute_embedding.{j}.weight"]
-            nonzero = (tokens != 0).to(torch.float64).unsqueeze(-1)
+            nonzero = (tokens != 0).to(self.dtype).unsqueeze(-1)
             summed = (table[tokens] * nonzero).sum(2)
             if self.c.pooling == "mean":
                 count = nonzero.sum(2)
@@ -280,18 +285,18 @@ class Model:
         for b in range(hx.shape[0]):
             x, a = hx[b], ha[b]
             if not c.hie_keep_padding:
-                v = (torch.arange(c.n) < lengths[b]).to(torch.float64).unsqueeze(1)
+                v = (torch.arange(c.n, device=self.device) < lengths[b]).to(self.dtype).unsqueeze(1)
                 x, a = x * v, a * v
             m = x.T @ w_r  # (d, r)
             q, r = torch.linalg.qr(m, mode="reduced")
             diag = torch.diagonal(r).abs()
-            keep = (diag > RANK_GUARD * diag.max()).to(torch.float64)
+            keep = (diag > RANK_GUARD * diag.max()).to(self.dtype)
             q = q * keep  # rank guard: zero the columns with |R_kk| <= 1e-6 max |R_jj|
             if not c.hie_full_qr:
                 q = q.detach()  # A7 default: Q is a constant
             cx = x @ q
             ca = a @ q
-            phi = (cx * ca > 0).to(torch.float64).detach()  # strict, no gradient
+            phi = (cx * ca > 0).to(self.dtype).detach()  # strict, no gradient
             outs.append((phi * ca) @ q.T)
         return torch.stack(outs)
 
@@ -350,7 +355,7 @@ class Model:
         c = self.c
         s = self.P["logit_scale"][0]
         kappa = torch.clamp(torch.exp(s), max=LOGIT_SCALE_MAX)
-        total = torch.zeros((), dtype=torch.float64)
+        total = torch.zeros((), dtype=self.dtype, device=self.device)
         for b in range(x.shape[0]):
             L = int(lengths[b])
             xb = x[b, :L]
@@ -360,7 +365,7 @@ class Model:
             S = kappa * (xt @ at.T)  # S[t, u] = kappa x~_t . a~_u
             if c.rsa_dedup:
                 g = groups[b, :L]
-                same = (g.view(-1, 1) == g.view(1, -1)) & ~torch.eye(L, dtype=torch.bool)
+                same = (g.view(-1, 1) == g.view(1, -1)) & ~torch.eye(L, dtype=torch.bool, device=self.device)
                 S = S.masked_fill(same, float("-inf"))  # identical attribute sets: not negatives
             ell_x = -torch.diagonal(torch.log_softmax(S, dim=1))  # row t over u
             ell_a = -torch.diagonal(torch.log_softmax(S, dim=0))  # column t over u
@@ -373,12 +378,12 @@ class Model:
         c = self.c
         P = self.P
         # RecBole's nn.Embedding(padding_idx=0): the pad id reads row 0 and passes it no gradient.
-        ex = P["item_embedding.weight"][items] * (items != 0).to(torch.float64).unsqueeze(-1)
+        ex = P["item_embedding.weight"][items] * (items != 0).to(self.dtype).unsqueeze(-1)
         ep = P["position_embedding.weight"].unsqueeze(0).expand(items.shape[0], -1, -1)
         attrs = self.attribute_embeddings(attributes) if c.uses_attributes else []
         a_sum = sum(attrs) if attrs else None
         mask = self.mask(lengths)
-        self.valid = (torch.arange(c.n).view(1, -1) < lengths.view(-1, 1)).to(torch.float64).unsqueeze(-1)
+        self.valid = (torch.arange(c.n, device=self.device).view(1, -1) < lengths.view(-1, 1)).to(self.dtype).unsqueeze(-1)
         if c.sasrec:
             src = self.fuse(ex, attrs) if c.kind == "sasrec_f" else ex
             x = self.ln(src + ep, "input_norm")
@@ -400,7 +405,7 @@ class Model:
             pos = ep if c.position_stream else None  # P^0 = E_P raw
             for l in range(c.layers):
                 x, f, pos = self.asif_layer(l, x, f, pos, mask, lengths)
-        u = x[torch.arange(x.shape[0]), lengths - 1]  # H[b, L_b - 1]
+        u = x[torch.arange(x.shape[0], device=self.device), lengths - 1]  # H[b, L_b - 1]
         logits = u @ P["item_embedding.weight"].T  # all |V| rows, pad included
         ce = torch.nn.functional.cross_entropy(logits, targets)
         if c.rsa:

@@ -8,8 +8,11 @@
 //!
 //! Backward: `dE[id] += dout[p]` for every position (duplicates accumulate), except the pad id 0,
 //! whose row gets no gradient. Pooled: every non-pad token of a row gets the row's gradient
-//! (divided by the row's token count for mean). On the GPU and the emulator the scatter uses float
-//! atomics: the last bits of a row hit by several positions depend on the order of the adds.
+//! (divided by the row's token count for mean). Kernel versions (family `embedding`,
+//! `crate::kernel_version`): v1 (the default) scatters with float atomics on the GPU and the
+//! emulator, so the last bits of a row hit by several positions depend on the order of the adds;
+//! v2 (`ASIF_KERNEL_EMBEDDING=v2`) reduces each row in ascending position order on the device, so
+//! its backwards equal the CPU reference bit for bit and a step is bit-reproducible.
 mod cpu;
 /// The CPU reference of this op, under the one name every op uses (docs/interop.md).
 pub mod reference {

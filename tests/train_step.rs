@@ -1,0 +1,131 @@
+//! One whole training step (issue 20) on the emulated device, which runs the real `.cu` kernels:
+//! two eager steps from the same state give the same bits when the embedding family's
+//! deterministic scatter (v2) is selected, and the device work of one SASRec and one ASIF step
+//! (kernel launches, cuBLAS calls, memsets) is pinned, so a change that adds launches to a step
+//! is seen. Tiny sizes (d 8, one layer, B 3, n 8): the emulator runs one OS thread per CUDA
+//! thread.
+mod common;
+
+use asif_kernels::autograd::Tape;
+use asif_kernels::device::CounterSnapshot;
+use asif_kernels::kernel_version::{with_version, KernelVersion};
+use asif_kernels::model::{Mode, Model, ModelConfig, ModelKind};
+use asif_kernels::ops::adam::{Adam, AdamConfig};
+use asif_kernels::Device;
+use common::tiny_model;
+
+/// The embedding kernel family (`kernels/embedding.cu`): v2 is its deterministic backward.
+const EMBEDDING: &str = "embedding";
+
+/// A tiny model with dropout on (the dropout masks are counter-based, so they are part of the
+/// state a step starts from): d 8, 2 heads, 1 layer, n 8, r 4, RSA on for ASIF.
+fn tiny(kind: ModelKind) -> ModelConfig {
+    ModelConfig {
+        kind,
+        hidden_size: 8,
+        heads: 2,
+        layers: 1,
+        max_len: 8,
+        inner_size: 12,
+        hidden_dropout: 0.2,
+        attention_dropout: 0.1,
+        rsa_lambda: 2.0,
+        hie_rank: 4,
+        attribute_width: 2,
+        seed: 7,
+        ..ModelConfig::default()
+    }
+}
+
+/// What one step leaves: the loss, every gradient and every updated parameter, as bits.
+#[derive(Debug, PartialEq)]
+struct StepBits {
+    loss: u32,
+    gradients: Vec<Vec<u32>>,
+    parameters: Vec<Vec<u32>>,
+}
+
+fn bits(t: &asif_kernels::Tensor) -> Vec<u32> {
+    t.to_vec()
+        .expect("download")
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
+/// Builds the model from its seed (the same state every call), runs one eager step (forward,
+/// backward, Adam) and returns its bits and what the device did during the step (the loss is
+/// read after the count: its download is not part of the step).
+fn one_step(device: &Device, kind: ModelKind) -> (StepBits, CounterSnapshot) {
+    let mut model = Model::new(&tiny(kind), &tiny_model::shape(), device).expect("model");
+    let inputs = tiny_model::inputs(device, 8);
+    let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
+    let before = device.counters().snapshot();
+    let tape = Tape::new();
+    let pass = model
+        .forward(&tape, &inputs, Mode::Train { step: 3 })
+        .expect("forward");
+    let grads = pass.backward(&tape).expect("backward");
+    let mut params = model.tensors();
+    adam.step(&mut params, &grads).expect("adam");
+    model.set_tensors(params).expect("set");
+    let counts = device.counters().snapshot().since(&before);
+    let step = StepBits {
+        loss: pass.loss().expect("loss").to_bits(),
+        gradients: grads.iter().map(bits).collect(),
+        parameters: model.tensors().iter().map(bits).collect(),
+    };
+    (step, counts)
+}
+
+#[test]
+fn two_eager_steps_from_the_same_state_are_bit_identical() {
+    // Issue 20's Done-when. With v1 the embedding backwards scatter with float atomics, whose
+    // order (and the gradients' last bits) follows the emulator's thread scheduling.
+    let device = common::emulated();
+    with_version(EMBEDDING, KernelVersion::V2, || {
+        for kind in [ModelKind::Asif, ModelKind::SasRec] {
+            let (first, _) = one_step(&device, kind);
+            let (second, _) = one_step(&device, kind);
+            assert!(f32::from_bits(first.loss).is_finite(), "{kind}");
+            for (i, (a, b)) in first.gradients.iter().zip(&second.gradients).enumerate() {
+                assert_eq!(a, b, "{kind}: gradient {i} differs between two steps");
+            }
+            assert_eq!(first, second, "{kind}: the steps differ");
+        }
+    });
+}
+
+/// What one step of `kind` costs the emulated device with the embedding family at v2, pinned.
+/// A change here (a launch more or fewer) must be deliberate: update the row and say why.
+fn pinned(kind: ModelKind) -> (u64, u64, u64) {
+    match kind {
+        ModelKind::Asif => (97, 34, 2),
+        ModelKind::SasRec => (54, 24, 1),
+        _ => unreachable!("only SASRec and ASIF are pinned"),
+    }
+}
+
+#[test]
+fn launches_per_training_step_are_pinned() {
+    let device = common::emulated();
+    with_version(EMBEDDING, KernelVersion::V2, || {
+        for kind in [ModelKind::SasRec, ModelKind::Asif] {
+            let (_, counts) = one_step(&device, kind);
+            eprintln!(
+                "{kind} step (d 8, L 1, B 3, n 8, embedding v2): {} launches, {} cuBLAS calls, \
+                 {} memsets, {} allocations",
+                counts.launches, counts.blas_calls, counts.memsets, counts.allocations
+            );
+            assert_eq!(
+                (counts.launches, counts.blas_calls, counts.memsets),
+                pinned(kind),
+                "{kind}: (launches, cuBLAS calls, memsets) per step (left) differ from pinned"
+            );
+            assert_eq!(
+                counts.bytes_device_to_host, 0,
+                "{kind}: a download in the step"
+            );
+        }
+    });
+}
