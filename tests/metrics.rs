@@ -64,6 +64,8 @@ fn rank_errors() {
         .is_err());
     let other = Evaluator::new(&[2]).unwrap();
     assert!(ev.merge(&other).is_err());
+    // The cut-offs read back as given (cargo-mutants: `ks` returning [], [0] or [1] survived).
+    assert_eq!(Evaluator::new(&[10, 20]).unwrap().ks(), &[10, 20]);
 }
 
 #[test]
@@ -135,4 +137,13 @@ fn interacted_items_masked_only_when_switched_on() {
         .add_batch_with_history(&s, 6, &[4], &[history])
         .unwrap();
     assert_eq!(batch.metrics(), masked.metrics());
+    // Two rows: the second row is read from its own slice (cargo-mutants: `b / n_items` for
+    // `b * n_items` survived with one row). Row 2 ranks its target 5 first with nothing masked.
+    let second = [0.0f32, 0.1, 0.2, 0.3, 0.4, 0.9];
+    let rows: Vec<f32> = s.iter().chain(&second).copied().collect();
+    let mut two = Evaluator::new(&[2]).unwrap().with_mask_interacted(true);
+    two.add_batch_with_history(&rows, 6, &[4, 5], &[history, &[]])
+        .unwrap();
+    masked.add(&second, 5, &[]).unwrap();
+    assert_eq!(two.metrics(), masked.metrics());
 }
