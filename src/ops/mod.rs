@@ -31,6 +31,18 @@ use crate::device::{Buffer, Device};
 use crate::kernels::KernelRef;
 use crate::{kernel_args, Error, IndexTensor, Result, Tensor};
 
+/// Warps (rows at a time) per block of the warp-per-row layer norm kernels (`LAYER_NORM_V2_WARPS`
+/// in `kernels/layer_norm_row.cuh`), which `layer_norm` (v2) and the fused `residual_norm` share.
+pub(crate) const LAYER_NORM_WARPS_PER_BLOCK: usize = 8;
+
+/// The launch of a warp-per-row layer norm kernel over `rows` rows: 8 warps (rows) per block.
+pub(crate) fn warp_per_row_launch(rows: usize) -> crate::device::LaunchConfig {
+    crate::device::LaunchConfig::linear(
+        rows.div_ceil(LAYER_NORM_WARPS_PER_BLOCK) as u32,
+        (LAYER_NORM_WARPS_PER_BLOCK * 32) as u32,
+    )
+}
+
 /// Elements the grid-stride kernels can index (32-bit), as a typed error past that.
 pub(crate) fn check_kernel_len(op: &'static str, len: usize) -> Result<usize> {
     if len > i32::MAX as usize {

@@ -11,7 +11,6 @@ pub mod reference {
 mod cuda;
 
 pub use cpu::{backward as backward_reference, forward as forward_reference};
-pub(crate) use cuda::warp_per_row_launch;
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
