@@ -236,6 +236,18 @@ impl Elementwise {
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
+    /// The reference of a two-input elementwise op: `f` over matching blocks of `a` and `b`
+    /// (`crate::parallel::elementwise`), as the one output.
+    pub fn reference_of_two(
+        &self,
+        inputs: &[&[f32]],
+        f: impl Fn(&[f32], &[f32]) -> Vec<f32> + Sync,
+    ) -> Vec<Vec<f32>> {
+        let (a, b) = (inputs[0], inputs[1]);
+        vec![crate::parallel::elementwise(self.len(), |r| {
+            f(&a[r.clone()], &b[r])
+        })]
+    }
 }
 
 /// An elementwise activation (GELU, ReLU): its op name (also its kernel_version family), its two
@@ -338,10 +350,7 @@ impl DeviceOp for ActivationBackward<'_> {
         inputs: &[&[f32]],
         _: &[&[i32]],
     ) -> Result<Vec<Vec<f32>>> {
-        let (x, dy) = (inputs[0], inputs[1]);
-        Ok(vec![crate::parallel::elementwise(problem.len(), |r| {
-            (self.0.backward_reference)(&x[r.clone()], &dy[r])
-        })])
+        Ok(problem.reference_of_two(inputs, self.0.backward_reference))
     }
     fn launch(
         &self,

@@ -35,10 +35,7 @@ impl DeviceOp for Add {
         inputs: &[&[f32]],
         _: &[&[i32]],
     ) -> Result<Vec<Vec<f32>>> {
-        let (a, b) = (inputs[0], inputs[1]);
-        Ok(vec![crate::parallel::elementwise(problem.len(), |r| {
-            cpu::add(&a[r.clone()], &b[r])
-        })])
+        Ok(problem.reference_of_two(inputs, cpu::add::<f32>))
     }
     fn launch(
         &self,

@@ -211,8 +211,23 @@ impl AttentionProblem {
         }
         Ok((slots, &values[next..]))
     }
+    /// The backward's inputs spread back: Q1..V3, the outputs, their upstream gradients, the
+    /// log-sum-exp.
+    #[allow(clippy::type_complexity)]
+    fn unpack_backward<T: Copy>(
+        &self,
+        values: &[T],
+    ) -> Result<([Option<T>; 9], [Option<T>; 3], [Option<T>; 3], T)> {
+        let (inputs, rest) = self.unpack(values)?;
+        let (outputs, rest) = AttentionProblem::per_output(self.outputs_mask, rest);
+        let (grads, rest) = AttentionProblem::per_output(self.grads_mask, rest);
+        let log_sum_exp = *rest
+            .first()
+            .ok_or_else(|| Error::argument(OP, "no log-sum-exp"))?;
+        Ok((inputs, outputs, grads, log_sum_exp))
+    }
     /// One entry of `rest` per bit set in `mask` (over the three outputs), in order.
-    fn per_output<'v, T: Copy>(mask: i32, rest: &'v [T]) -> ([Option<T>; 3], &'v [T]) {
+    fn per_output<T: Copy>(mask: i32, rest: &[T]) -> ([Option<T>; 3], &[T]) {
         let mut slots = [None; 3];
         let mut next = 0;
         for (s, slot) in slots.iter_mut().enumerate() {
@@ -462,12 +477,7 @@ impl DeviceOp for Backward {
         values: &[&[f32]],
         indices: &[&[i32]],
     ) -> Result<Vec<Vec<f32>>> {
-        let (inputs, rest) = p.unpack(values)?;
-        let (outputs, rest) = AttentionProblem::per_output(p.outputs_mask, rest);
-        let (grads, rest) = AttentionProblem::per_output(p.grads_mask, rest);
-        let log_sum_exp = rest
-            .first()
-            .ok_or_else(|| Error::argument(OP, "no log-sum-exp"))?;
+        let (inputs, outputs, grads, log_sum_exp) = p.unpack_backward(values)?;
         let forward = cpu::Forward {
             outputs: outputs.map(|o| o.map(<[f32]>::to_vec)),
             log_sum_exp: log_sum_exp.to_vec(),
@@ -489,12 +499,7 @@ impl DeviceOp for Backward {
         values: &[&Buffer<f32>],
         indices: &[&Buffer<i32>],
     ) -> Result<Vec<Buffer<f32>>> {
-        let (inputs, rest) = p.unpack(values)?;
-        let (outputs, rest) = AttentionProblem::per_output(p.outputs_mask, rest);
-        let (grads, rest) = AttentionProblem::per_output(p.grads_mask, rest);
-        let log_sum_exp = rest
-            .first()
-            .ok_or_else(|| Error::argument(OP, "no log-sum-exp"))?;
+        let (inputs, outputs, grads, log_sum_exp) = p.unpack_backward(values)?;
         let upstream = cuda::Upstream {
             outputs,
             grads,
