@@ -108,37 +108,41 @@ fn product(transpose_a: bool, transpose_b: bool, m: usize, n: usize, k: usize) -
     }
 }
 
-/// The bias gradient under the op contract: the column sums of `dy` as `rows × cols`.
-struct BiasGradient {
+/// The problem of the bias gradient: `dy` as `rows × cols`.
+#[derive(Debug, Clone, Copy)]
+struct ColumnSums {
     rows: usize,
     cols: usize,
 }
 
+/// The bias gradient under the op contract: the column sums of `dy`.
+struct BiasGradient;
+
 impl DeviceOp for BiasGradient {
-    type Problem = ();
+    type Problem = ColumnSums;
     fn name(&self) -> &'static str {
         OP
     }
-    fn output_shapes(&self, _: &()) -> Vec<Vec<usize>> {
-        vec![vec![self.cols]]
+    fn output_shapes(&self, p: &ColumnSums) -> Vec<Vec<usize>> {
+        vec![vec![p.cols]]
     }
-    fn reference(&self, _: &(), dy: &[&[f32]], _: &[&[i32]]) -> Result<Vec<Vec<f32>>> {
-        Ok(vec![cpu::column_sum_threaded(dy[0], self.cols)])
+    fn reference(&self, p: &ColumnSums, dy: &[&[f32]], _: &[&[i32]]) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![cpu::column_sum_threaded(dy[0], p.cols)])
     }
     fn launch(
         &self,
-        _: &(),
+        p: &ColumnSums,
         device: &Device,
         dy: &[&Buffer<f32>],
         _: &[&Buffer<i32>],
     ) -> Result<Vec<Buffer<f32>>> {
-        Ok(vec![cuda::bias_grad(device, dy[0], self.rows, self.cols)?])
+        Ok(vec![cuda::bias_grad(device, dy[0], p.rows, p.cols)?])
     }
 }
 
 /// Column sums of a `rows × cols` tensor (the bias gradient), on the tensor's device.
 fn bias_gradient(dy: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
-    run_one(&BiasGradient { rows, cols }, &(), &[dy], &[])
+    run_one(&BiasGradient, &ColumnSums { rows, cols }, &[dy], &[])
 }
 
 /// `y = x W + b` over the last axis of `x`.
