@@ -14,7 +14,39 @@ pub use cpu::add as add_reference;
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
+use crate::ops::{record_one, run_one, DeviceOp, Elementwise};
 use crate::{Error, Result, Tensor};
+
+/// The residual add under the op contract ([`DeviceOp`]): reference `cpu::add` per block of
+/// elements, launch `cuda::add_out`.
+struct Add;
+
+impl DeviceOp for Add {
+    type Problem = Elementwise;
+    fn name(&self) -> &'static str {
+        "add"
+    }
+    fn output_shapes(&self, problem: &Elementwise) -> Vec<Vec<usize>> {
+        vec![problem.shape.clone()]
+    }
+    fn reference(
+        &self,
+        problem: &Elementwise,
+        inputs: &[&[f32]],
+        _: &[&[i32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        Ok(problem.reference_of_two(inputs, cpu::add::<f32>))
+    }
+    fn launch(
+        &self,
+        _: &Elementwise,
+        device: &Device,
+        inputs: &[&Buffer<f32>],
+        _: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        Ok(vec![cuda::add_out(device, inputs[0], inputs[1])?])
+    }
+}
 
 /// `a + b`, elementwise, same shape and device (the residual add).
 pub fn add_forward(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -25,30 +57,14 @@ pub fn add_forward(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             format!("{:?} + {:?}", a.shape(), b.shape()),
         ));
     }
-    if a.len() > i32::MAX as usize {
-        return Err(Error::shape(
-            "add",
-            format!("{} elements exceed the kernel's 32-bit indexing", a.len()),
-        ));
-    }
-    let device = a.device();
-    let out = match device {
-        Device::Cpu => {
-            let (a, b) = (a.host(), b.host());
-            Buffer::Host(crate::parallel::elementwise(a.len(), |r| {
-                cpu::add(&a[r.clone()], &b[r])
-            }))
-        }
-        _ => cuda::add_out(device, a.buffer(), b.buffer())?,
-    };
-    Ok(Tensor::from_buffer(device, a.shape(), out))
+    let problem = Elementwise::check("add", &[a, b])?;
+    run_one(&Add, &problem, &[a, b], &[])
 }
 
 /// Tape face of the residual add: both inputs receive `dout`.
 pub fn add(tape: &Tape, a: &Var, b: &Var) -> Result<Var> {
     let out = add_forward(a.value(), b.value())?;
-    let (a_id, b_id) = (a.id(), b.id());
-    Ok(tape.record(out, move |dout| {
-        Ok(vec![(a_id, dout.clone()), (b_id, dout.clone())])
+    Ok(record_one(tape, &[a, b], out, move |dout| {
+        Ok(vec![Some(dout.clone()), Some(dout.clone())])
     }))
 }

@@ -5,6 +5,8 @@ use num_traits::Float;
 
 use crate::rng;
 
+pub use super::Geometry;
+
 /// One input: `[B, n, d]` values, or `[n, d]` given once for the whole batch (`shared`, batch
 /// stride 0).
 #[derive(Debug, Clone, Copy)]
@@ -28,28 +30,12 @@ impl<'a, F> Matrix<'a, F> {
     }
 }
 
-/// Sizes: `batch` sequences of `seq_len` slots, `heads` heads of `head_dim` channels
-/// (d = heads · head_dim).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Geometry {
-    pub batch: usize,
-    pub seq_len: usize,
-    pub heads: usize,
-    pub head_dim: usize,
-}
-
+/// The reference's own use of the op's [`Geometry`] (its problem descriptor's sizes, `mod.rs`).
 impl Geometry {
-    pub fn width(&self) -> usize {
-        self.heads * self.head_dim
-    }
     /// Offset of channel `col` of slot `t` of sequence `b` in `m`.
     fn at<F>(&self, m: &Matrix<'_, F>, b: usize, t: usize, col: usize) -> usize {
         let d = self.width();
         (if m.shared { 0 } else { b * self.seq_len * d }) + t * d + col
-    }
-    /// The dropout counter of entry (query `i`, key `j`) of sequence `b`, head `head`.
-    pub fn dropout_counter(&self, b: usize, head: usize, i: usize, j: usize) -> u64 {
-        (((b * self.heads + head) * self.seq_len + i) * self.seq_len + j) as u64
     }
     fn stats_len(&self) -> usize {
         self.batch * self.heads * self.seq_len

@@ -1,10 +1,13 @@
-//! Launches of `kernels/attention.cu`, shared by the CUDA and emulated devices.
-use crate::device::{Buffer, Device, LaunchConfig};
+//! Launches of `kernels/attention.cu`, shared by the CUDA and emulated devices. Every launch
+//! takes the op's one problem descriptor ([`AttentionProblem`], `mod.rs`) and the nine input
+//! buffers in kernel order; every kernel's arguments open with those inputs and L_b and close with
+//! the problem's scalars ([`leading`], [`trailing`]).
+use crate::device::{Buffer, Device, KernelArg, LaunchConfig};
 use crate::kernel_version::{self, KernelVersion};
 use crate::kernels::KernelRef;
 use crate::{kernel_args, Result};
 
-use super::cpu::Geometry;
+use super::{AttentionProblem, Geometry, OUT_FUSED, OUT_POSITION};
 
 const FORWARD: KernelRef = KernelRef::new("attention", "attention_forward");
 /// Tensor-core forward (`attention.cu` "Versions"): same arguments, outputs and saved state.
@@ -18,44 +21,54 @@ const SUM_OVER_BATCH: KernelRef = KernelRef::new("attention", "attention_sum_ove
 /// Must match ATTENTION_WARPS in the kernel.
 const WARPS: u32 = 4;
 
-/// Bits of the kernel's `outputs_mask`.
-pub(super) const OUT_FUSED: i32 = 2;
-pub(super) const OUT_POSITION: i32 = 4;
+/// The nine inputs in kernel order (Q1, K1, Q2, K2, Q3, K3, V1, V2, V3); `None` where absent.
+pub(super) type InputBuffers<'a> = [Option<&'a Buffer<f32>>; 9];
 
-/// The nine inputs in kernel order (Q1, K1, Q2, K2, Q3, K3, V1, V2, V3); absent ones are `None`
-/// and replaced by Q1 (never read). `shared_mask` bit t: input t has batch stride 0.
-pub(super) struct Inputs<'a> {
-    pub buffers: [Option<&'a Buffer<f32>>; 9],
-    pub lengths: &'a Buffer<i32>,
-    pub pairs: usize,
-    pub outputs_mask: i32,
-    pub shared_mask: i32,
-    pub dropout: f32,
-    pub seed: u64,
-    /// How kernel v2's forward forms its products: 0 by 3xTF32 (`Precision::Fp32`), 1 in plain
-    /// TF32 (`Precision::Tf32`), 2 in bf16 (`Precision::Bf16`); the kernel's `ATTENTION_V2_*`.
-    pub products: i32,
+/// Input `t`, or Q1 (never read) where it is absent.
+fn input<'a>(inputs: &InputBuffers<'a>, t: usize) -> &'a Buffer<f32> {
+    inputs[t].or(inputs[0]).expect("Q1 is always present")
 }
 
-impl<'a> Inputs<'a> {
-    fn get(&self, t: usize) -> &'a Buffer<f32> {
-        self.buffers[t]
-            .or(self.buffers[0])
-            .expect("Q1 is always present")
-    }
+/// The arguments every attention kernel opens with: the nine inputs and L_b.
+fn leading<'a>(inputs: &InputBuffers<'a>, lengths: &'a Buffer<i32>) -> Vec<KernelArg<'a>> {
+    (0..9)
+        .map(|t| KernelArg::from(input(inputs, t)))
+        .chain([KernelArg::from(lengths)])
+        .collect()
 }
 
-fn block_per_head(g: &Geometry) -> LaunchConfig {
-    LaunchConfig::linear((g.batch * g.heads) as u32, WARPS * 32)
-}
-
-fn scalars(g: &Geometry) -> (i32, i32, i32, i32) {
-    (
+/// The arguments every attention kernel closes with: B, n, h, d_h, the number of score pairs,
+/// the outputs and shared masks, the dropout p and its seed.
+fn trailing(p: &AttentionProblem) -> [KernelArg<'static>; 9] {
+    let g = &p.geometry;
+    kernel_args![
         g.batch as i32,
         g.seq_len as i32,
         g.heads as i32,
         g.head_dim as i32,
-    )
+        p.pairs() as i32,
+        p.outputs_mask,
+        p.shared_mask,
+        p.dropout,
+        p.seed
+    ]
+}
+
+/// `leading`, then the kernel's own `middle` arguments, then `trailing`.
+fn arguments<'a>(
+    p: &AttentionProblem,
+    inputs: &InputBuffers<'a>,
+    lengths: &'a Buffer<i32>,
+    middle: impl IntoIterator<Item = KernelArg<'a>>,
+) -> Vec<KernelArg<'a>> {
+    let mut args = leading(inputs, lengths);
+    args.extend(middle);
+    args.extend(trailing(p));
+    args
+}
+
+fn block_per_head(g: &Geometry) -> LaunchConfig {
+    LaunchConfig::linear((g.batch * g.heads) as u32, WARPS * 32)
 }
 
 pub(super) struct Forward {
@@ -63,51 +76,36 @@ pub(super) struct Forward {
     pub log_sum_exp: Buffer<f32>,
 }
 
-pub(super) fn forward(device: &Device, g: &Geometry, inputs: &Inputs<'_>) -> Result<Forward> {
+pub(super) fn forward(
+    device: &Device,
+    p: &AttentionProblem,
+    inputs: &InputBuffers<'_>,
+    lengths: &Buffer<i32>,
+) -> Result<Forward> {
+    let g = &p.geometry;
     let len = g.batch * g.seq_len * g.width();
     // One block per (sequence, head) writes its head's columns of all n rows of every wanted
     // output (zeros past L_b) and all three statistics of every row; an unwanted output is a
     // 1-element dummy the kernel never touches.
     let mut out_x = device.uninitialized::<f32>(len)?;
-    let want = |bit: i32| inputs.outputs_mask & bit != 0;
+    let want = |bit: i32| p.outputs_mask & bit != 0;
     let mut out_a = device.uninitialized::<f32>(if want(OUT_FUSED) { len } else { 1 })?;
     let mut out_p = device.uninitialized::<f32>(if want(OUT_POSITION) { len } else { 1 })?;
     let mut lse = device.uninitialized::<f32>(3 * g.batch * g.heads * g.seq_len)?;
-    let (batch, n, heads, head_dim) = scalars(g);
     // Both versions save the same log-sum-exp, so either backward follows either forward. v2 takes
     // one more argument than v1 (its precision), last.
-    let mut args = kernel_args![
-        inputs.get(0),
-        inputs.get(1),
-        inputs.get(2),
-        inputs.get(3),
-        inputs.get(4),
-        inputs.get(5),
-        inputs.get(6),
-        inputs.get(7),
-        inputs.get(8),
-        inputs.lengths,
-        &mut out_x,
-        &mut out_a,
-        &mut out_p,
-        &mut lse,
-        batch,
-        n,
-        heads,
-        head_dim,
-        inputs.pairs as i32,
-        inputs.outputs_mask,
-        inputs.shared_mask,
-        inputs.dropout,
-        inputs.seed,
-        inputs.products
-    ];
-    let v1_arguments = args.len() - 1;
+    let mut args = arguments(
+        p,
+        inputs,
+        lengths,
+        kernel_args![&mut out_x, &mut out_a, &mut out_p, &mut lse],
+    );
     match kernel_version::selected(super::KERNEL_FAMILY)? {
-        KernelVersion::V1 => {
-            device.launch(FORWARD, block_per_head(g), &mut args[..v1_arguments])?
+        KernelVersion::V1 => device.launch(FORWARD, block_per_head(g), &mut args)?,
+        KernelVersion::V2 => {
+            args.push(KernelArg::from(p.products));
+            device.launch(FORWARD_V2, block_per_head(g), &mut args)?
         }
-        KernelVersion::V2 => device.launch(FORWARD_V2, block_per_head(g), &mut args)?,
     }
     Ok(Forward {
         outputs: [
@@ -119,8 +117,9 @@ pub(super) fn forward(device: &Device, g: &Geometry, inputs: &Inputs<'_>) -> Res
     })
 }
 
-/// What the backward reads besides the inputs: O_X, O_A, O_P, their upstream gradients (zeros
-/// where none) and the log-sum-exp statistics. Absent outputs are `None`.
+/// What the backward reads besides the inputs: O_X, O_A, O_P, their upstream gradients and the
+/// log-sum-exp statistics. Absent outputs are `None`; so are the gradients of outputs that
+/// received none (the launch reads zeros for them).
 pub(super) struct Upstream<'a> {
     pub outputs: [Option<&'a Buffer<f32>>; 3],
     pub grads: [Option<&'a Buffer<f32>>; 3],
@@ -131,71 +130,57 @@ pub(super) struct Upstream<'a> {
 /// `[B, n, d]`; `None` for absent inputs.
 pub(super) fn backward(
     device: &Device,
-    g: &Geometry,
-    inputs: &Inputs<'_>,
+    p: &AttentionProblem,
+    inputs: &InputBuffers<'_>,
+    lengths: &Buffer<i32>,
     upstream: &Upstream<'_>,
 ) -> Result<[Option<Buffer<f32>>; 9]> {
+    let g = &p.geometry;
     let per_sequence = g.batch * g.seq_len * g.width();
+    // An output without an upstream gradient contributes zero: the kernels read a buffer of zeros
+    // for it.
+    let zeros: Vec<Option<Buffer<f32>>> = (0..3)
+        .map(|s| {
+            let wanted = p.outputs_mask & (1 << s) != 0 && upstream.grads[s].is_none();
+            wanted
+                .then(|| device.zeros::<f32>(per_sequence))
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
+    let upstream_grads: [Option<&Buffer<f32>>; 3] =
+        std::array::from_fn(|s| upstream.grads[s].or(zeros[s].as_ref()));
     // Every present input gets a per-sequence gradient buffer, which the row pass (dQ) or the
     // column pass (dK, dV) writes in full (its head's columns of all n rows, zeros past L_b);
     // absent ones a 1-element dummy the kernels never touch.
     let mut grads: Vec<Buffer<f32>> = (0..9)
-        .map(|t| {
-            device.uninitialized::<f32>(if inputs.buffers[t].is_some() {
-                per_sequence
-            } else {
-                1
-            })
-        })
+        .map(|t| device.uninitialized::<f32>(if p.present(t) { per_sequence } else { 1 }))
         .collect::<Result<_>>()?;
     let out_x = upstream.outputs[0].expect("O_X is always present");
-    let grad_x = upstream.grads[0].expect("dO_X is always present");
+    let grad_x = upstream_grads[0].expect("dO_X is always present");
     let output = |s: usize| upstream.outputs[s].unwrap_or(out_x);
-    let grad = |s: usize| upstream.grads[s].unwrap_or(grad_x);
-    let (batch, n, heads, head_dim) = scalars(g);
+    let grad = |s: usize| upstream_grads[s].unwrap_or(grad_x);
     if kernel_version::selected(super::KERNEL_FAMILY)? == KernelVersion::V2 {
         let [dq1, dk1, dq2, dk2, dq3, dk3, dv1, dv2, dv3] = &mut grads[..] else {
             unreachable!("nine gradient buffers")
         };
-        device.launch(
-            BACKWARD_V2,
-            block_per_head(g),
-            &mut kernel_args![
-                inputs.get(0),
-                inputs.get(1),
-                inputs.get(2),
-                inputs.get(3),
-                inputs.get(4),
-                inputs.get(5),
-                inputs.get(6),
-                inputs.get(7),
-                inputs.get(8),
-                inputs.lengths,
-                grad_x,
-                grad(1),
-                grad(2),
-                upstream.log_sum_exp,
-                dq1,
-                dk1,
-                dq2,
-                dk2,
-                dq3,
-                dk3,
-                dv1,
-                dv2,
-                dv3,
-                batch,
-                n,
-                heads,
-                head_dim,
-                inputs.pairs as i32,
-                inputs.outputs_mask,
-                inputs.shared_mask,
-                inputs.dropout,
-                inputs.seed
-            ],
-        )?;
-        return sum_shared_over_batch(device, g, inputs, grads);
+        let middle = kernel_args![
+            grad_x,
+            grad(1),
+            grad(2),
+            upstream.log_sum_exp,
+            dq1,
+            dk1,
+            dq2,
+            dk2,
+            dq3,
+            dk3,
+            dv1,
+            dv2,
+            dv3
+        ];
+        let mut args = arguments(p, inputs, lengths, middle);
+        device.launch(BACKWARD_V2, block_per_head(g), &mut args)?;
+        return sum_shared_over_batch(device, p, grads);
     }
     // D_s,i = dO_s,i · O_s,i from the row pass, read by the column pass; both touch the rows
     // i < L_b only.
@@ -203,97 +188,55 @@ pub(super) fn backward(
     let [dq1, dk1, dq2, dk2, dq3, dk3, dv1, dv2, dv3] = &mut grads[..] else {
         unreachable!("nine gradient buffers")
     };
-    device.launch(
-        BACKWARD_QUERIES,
-        block_per_head(g),
-        &mut kernel_args![
-            inputs.get(0),
-            inputs.get(1),
-            inputs.get(2),
-            inputs.get(3),
-            inputs.get(4),
-            inputs.get(5),
-            inputs.get(6),
-            inputs.get(7),
-            inputs.get(8),
-            inputs.lengths,
-            out_x,
-            output(1),
-            output(2),
-            grad_x,
-            grad(1),
-            grad(2),
-            upstream.log_sum_exp,
-            &mut row_dot,
-            dq1,
-            dq2,
-            dq3,
-            batch,
-            n,
-            heads,
-            head_dim,
-            inputs.pairs as i32,
-            inputs.outputs_mask,
-            inputs.shared_mask,
-            inputs.dropout,
-            inputs.seed
-        ],
-    )?;
-    device.launch(
-        BACKWARD_KEYS,
-        block_per_head(g),
-        &mut kernel_args![
-            inputs.get(0),
-            inputs.get(1),
-            inputs.get(2),
-            inputs.get(3),
-            inputs.get(4),
-            inputs.get(5),
-            inputs.get(6),
-            inputs.get(7),
-            inputs.get(8),
-            inputs.lengths,
-            grad_x,
-            grad(1),
-            grad(2),
-            upstream.log_sum_exp,
-            &row_dot,
-            dk1,
-            dk2,
-            dk3,
-            dv1,
-            dv2,
-            dv3,
-            batch,
-            n,
-            heads,
-            head_dim,
-            inputs.pairs as i32,
-            inputs.outputs_mask,
-            inputs.shared_mask,
-            inputs.dropout,
-            inputs.seed
-        ],
-    )?;
-    sum_shared_over_batch(device, g, inputs, grads)
+    let middle = kernel_args![
+        out_x,
+        output(1),
+        output(2),
+        grad_x,
+        grad(1),
+        grad(2),
+        upstream.log_sum_exp,
+        &mut row_dot,
+        dq1,
+        dq2,
+        dq3
+    ];
+    let mut args = arguments(p, inputs, lengths, middle);
+    device.launch(BACKWARD_QUERIES, block_per_head(g), &mut args)?;
+    let middle = kernel_args![
+        grad_x,
+        grad(1),
+        grad(2),
+        upstream.log_sum_exp,
+        &row_dot,
+        dk1,
+        dk2,
+        dk3,
+        dv1,
+        dv2,
+        dv3
+    ];
+    let mut args = arguments(p, inputs, lengths, middle);
+    device.launch(BACKWARD_KEYS, block_per_head(g), &mut args)?;
+    sum_shared_over_batch(device, p, grads)
 }
 
 /// The gradients in kernel order: per-sequence buffers as they are, those of inputs shared by
 /// the batch summed over it in a fixed order (`attention_sum_over_batch`); `None` where absent.
 fn sum_shared_over_batch(
     device: &Device,
-    g: &Geometry,
-    inputs: &Inputs<'_>,
+    p: &AttentionProblem,
     grads: Vec<Buffer<f32>>,
 ) -> Result<[Option<Buffer<f32>>; 9]> {
+    let g = &p.geometry;
     let batch = g.batch as i32;
     let shared_len = g.seq_len * g.width();
     let mut result: [Option<Buffer<f32>>; 9] = Default::default();
     for (t, partial) in grads.into_iter().enumerate() {
-        if inputs.buffers[t].is_none() {
+        if !p.present(t) {
             continue;
         }
-        result[t] = Some(if inputs.shared_mask & (1 << t) != 0 {
+        result[t] = Some(if p.shared(t) {
             // Deterministic sum of the per-sequence partial gradients over the batch.
             // `attention_sum_over_batch` writes every element.
             let mut total = device.uninitialized::<f32>(shared_len)?;

@@ -27,12 +27,12 @@ mod cuda;
 
 pub use cpu::{
     backward as backward_reference, forward as forward_reference, Forward as ReferenceForward,
-    Geometry, Gradients as ReferenceGradients, Matrix as ReferenceMatrix,
-    Problem as ReferenceProblem,
+    Gradients as ReferenceGradients, Matrix as ReferenceMatrix, Problem as ReferenceProblem,
 };
 
-use crate::autograd::{Tape, Var, VarId};
+use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
+use crate::ops::{record, run, DeviceOp};
 use crate::{Error, IndexTensor, Precision, Result, Tensor};
 
 const OP: &str = "attention";
@@ -122,22 +122,132 @@ pub struct AttentionGradients {
     pub position_values: Option<Tensor>,
 }
 
-/// Checked sizes plus, per input in kernel order (Q1, K1, Q2, K2, Q3, K3, V1, V2, V3), the tensor
-/// and whether it is shared by the batch.
-struct Checked<'a> {
+/// Sizes: `batch` sequences of `seq_len` slots, `heads` heads of `head_dim` channels
+/// (d = heads · head_dim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub batch: usize,
+    pub seq_len: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+impl Geometry {
+    pub fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+    /// The dropout counter of entry (query `i`, key `j`) of sequence `b`, head `head`.
+    pub fn dropout_counter(&self, b: usize, head: usize, i: usize, j: usize) -> u64 {
+        (((b * self.heads + head) * self.seq_len + i) * self.seq_len + j) as u64
+    }
+}
+
+/// Bits of the outputs mask (the kernel's `outputs_mask`): O_X is bit 0, always set.
+const OUT_FUSED: i32 = 2;
+const OUT_POSITION: i32 = 4;
+
+/// The op's one problem descriptor, built by [`check`] and read by the reference (through
+/// [`reference_problem`]) and by the launches (`cuda.rs`). Inputs are numbered in kernel order
+/// (Q1, K1, Q2, K2, Q3, K3, V1, V2, V3); bit t of a mask is input t.
+#[derive(Debug, Clone, Copy)]
+struct AttentionProblem {
     geometry: Geometry,
-    inputs: [Option<&'a Tensor>; 9],
+    /// Inputs given.
+    present_mask: i32,
+    /// Inputs shared by the batch (`[n, d]`, batch stride 0).
     shared_mask: i32,
+    /// Outputs computed: O_X (1), O_A ([`OUT_FUSED`]), O_P ([`OUT_POSITION`]).
     outputs_mask: i32,
+    /// The backward's upstream gradients given, same bits as `outputs_mask` (0 in the forward).
+    grads_mask: i32,
+    dropout: f32,
+    seed: u64,
+    /// How kernel v2's forward forms its products: 0 by 3xTF32 (`Precision::Fp32`), 1 in plain
+    /// TF32 (`Precision::Tf32`), 2 in bf16 (`Precision::Bf16`); the kernel's `ATTENTION_V2_*`.
+    products: i32,
+}
+
+impl AttentionProblem {
+    fn present(&self, t: usize) -> bool {
+        self.present_mask & (1 << t) != 0
+    }
+    fn shared(&self, t: usize) -> bool {
+        self.shared_mask & (1 << t) != 0
+    }
+    /// Score pairs given (a pair's query is present iff the pair is).
+    fn pairs(&self) -> usize {
+        (0..3).filter(|k| self.present(2 * k)).count()
+    }
+    /// `[B, n, d]`: every output and every output gradient.
+    fn output_shape(&self) -> Vec<usize> {
+        let g = &self.geometry;
+        vec![g.batch, g.seq_len, g.width()]
+    }
+    /// The shape of input `t` and of its gradient.
+    fn input_shape(&self, t: usize) -> Vec<usize> {
+        let g = &self.geometry;
+        if self.shared(t) {
+            vec![g.seq_len, g.width()]
+        } else {
+            self.output_shape()
+        }
+    }
+    /// `[3, B, h, n]`: the saved log-sum-exp.
+    fn stats_shape(&self) -> Vec<usize> {
+        let g = &self.geometry;
+        vec![3, g.batch, g.heads, g.seq_len]
+    }
+    /// The present inputs, in kernel order, spread back over the nine slots; the rest of `values`.
+    fn unpack<'v, T: Copy>(&self, values: &'v [T]) -> Result<([Option<T>; 9], &'v [T])> {
+        let mut slots = [None; 9];
+        let mut next = 0;
+        for (t, slot) in slots.iter_mut().enumerate() {
+            if self.present(t) {
+                *slot = Some(*values.get(next).ok_or_else(|| {
+                    Error::argument(OP, format!("input {} is missing", INPUT_NAMES[t]))
+                })?);
+                next += 1;
+            }
+        }
+        Ok((slots, &values[next..]))
+    }
+    /// The backward's inputs spread back: Q1..V3, the outputs, their upstream gradients, the
+    /// log-sum-exp.
+    #[allow(clippy::type_complexity)]
+    fn unpack_backward<T: Copy>(
+        &self,
+        values: &[T],
+    ) -> Result<([Option<T>; 9], [Option<T>; 3], [Option<T>; 3], T)> {
+        let (inputs, rest) = self.unpack(values)?;
+        let (outputs, rest) = AttentionProblem::per_output(self.outputs_mask, rest);
+        let (grads, rest) = AttentionProblem::per_output(self.grads_mask, rest);
+        let log_sum_exp = *rest
+            .first()
+            .ok_or_else(|| Error::argument(OP, "no log-sum-exp"))?;
+        Ok((inputs, outputs, grads, log_sum_exp))
+    }
+    /// One entry of `rest` per bit set in `mask` (over the three outputs), in order.
+    fn per_output<T: Copy>(mask: i32, rest: &[T]) -> ([Option<T>; 3], &[T]) {
+        let mut slots = [None; 3];
+        let mut next = 0;
+        for (s, slot) in slots.iter_mut().enumerate() {
+            if mask & (1 << s) != 0 {
+                *slot = rest.get(next).copied();
+                next += 1;
+            }
+        }
+        (slots, &rest[next.min(rest.len())..])
+    }
 }
 
 const INPUT_NAMES: [&str; 9] = ["Q1", "K1", "Q2", "K2", "Q3", "K3", "V1", "V2", "V3"];
 
+/// The checks: the problem descriptor and, per input in kernel order, the tensor.
 fn check<'a>(
     inputs: &'a AttentionInputs,
     lengths: &IndexTensor,
     config: &AttentionConfig,
-) -> Result<Checked<'a>> {
+) -> Result<(AttentionProblem, [Option<&'a Tensor>; 9])> {
     // Fp32 everywhere; Tf32 and Bf16 only on kernel v2's forward on a kernel device (the
     // backward computes in fp32, by 3xTF32, whatever the config says).
     if config.precision != Precision::Fp32 {
@@ -222,9 +332,10 @@ fn check<'a>(
     all[6] = Some(id);
     all[7] = inputs.fused_values.as_ref();
     all[8] = inputs.position_values.as_ref();
-    let mut shared_mask = 0;
+    let (mut present_mask, mut shared_mask) = (0, 0);
     for (t, tensor) in all.iter().enumerate() {
         let Some(tensor) = tensor else { continue };
+        present_mask |= 1 << t;
         id.same_device(OP, tensor)?;
         match tensor.shape() {
             &[b, n, d] if b == batch && n == seq_len && d == width => {}
@@ -249,59 +360,22 @@ fn check<'a>(
     }
     let mut outputs_mask = 1;
     if inputs.fused_values.is_some() {
-        outputs_mask |= cuda::OUT_FUSED;
+        outputs_mask |= OUT_FUSED;
     }
     if inputs.position_values.is_some() {
-        outputs_mask |= cuda::OUT_POSITION;
+        outputs_mask |= OUT_POSITION;
     }
-    Ok(Checked {
+    let problem = AttentionProblem {
         geometry: Geometry {
             batch,
             seq_len,
             heads: config.heads,
             head_dim,
         },
-        inputs: all,
+        present_mask,
         shared_mask,
         outputs_mask,
-    })
-}
-
-fn reference_problem<'a>(
-    checked: &Checked<'a>,
-    lengths: &'a IndexTensor,
-    config: &AttentionConfig,
-) -> cpu::Problem<'a, f32> {
-    let matrix = |t: usize| {
-        checked.inputs[t].map(|tensor| cpu::Matrix {
-            values: tensor.host(),
-            shared: checked.shared_mask & (1 << t) != 0,
-        })
-    };
-    let pairs = (0..3)
-        .filter_map(|k| Some((matrix(2 * k)?, matrix(2 * k + 1)?)))
-        .collect();
-    cpu::Problem {
-        geometry: checked.geometry,
-        lengths: lengths.host(),
-        pairs,
-        values: [matrix(6), matrix(7), matrix(8)],
-        dropout: config.dropout,
-        seed: config.seed,
-    }
-}
-
-fn kernel_inputs<'a>(
-    checked: &Checked<'a>,
-    lengths: &'a IndexTensor,
-    config: &AttentionConfig,
-) -> cuda::Inputs<'a> {
-    cuda::Inputs {
-        buffers: checked.inputs.map(|t| t.map(Tensor::buffer)),
-        lengths: lengths.buffer(),
-        pairs: checked.inputs.iter().step_by(2).take(3).flatten().count(),
-        outputs_mask: checked.outputs_mask,
-        shared_mask: checked.shared_mask,
+        grads_mask: 0,
         dropout: config.dropout,
         seed: config.seed,
         products: match config.precision {
@@ -309,6 +383,130 @@ fn kernel_inputs<'a>(
             Precision::Tf32 => 1,
             Precision::Bf16 => 2,
         },
+    };
+    Ok((problem, all))
+}
+
+/// The reference's view of the problem: the descriptor with the host inputs (in kernel order)
+/// and L_b.
+fn reference_problem<'a>(
+    p: &AttentionProblem,
+    inputs: &[Option<&'a [f32]>; 9],
+    lengths: &'a [i32],
+) -> cpu::Problem<'a, f32> {
+    let matrix = |t: usize| {
+        inputs[t].map(|values| cpu::Matrix {
+            values,
+            shared: p.shared(t),
+        })
+    };
+    let pairs = (0..3)
+        .filter_map(|k| Some((matrix(2 * k)?, matrix(2 * k + 1)?)))
+        .collect();
+    cpu::Problem {
+        geometry: p.geometry,
+        lengths,
+        pairs,
+        values: [matrix(6), matrix(7), matrix(8)],
+        dropout: p.dropout,
+        seed: p.seed,
+    }
+}
+
+/// The forward under the op contract. Inputs: the present ones of Q1..V3 in kernel order; L_b.
+/// Outputs: O_X, O_A and O_P where computed, then the log-sum-exp.
+struct Forward;
+
+/// The backward under the op contract. Inputs: the present ones of Q1..V3 in kernel order, the
+/// computed outputs, the given upstream gradients (`grads_mask`), the log-sum-exp; L_b.
+/// Outputs: the gradient of every present input, in kernel order.
+struct Backward;
+
+impl DeviceOp for Forward {
+    type Problem = AttentionProblem;
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn output_shapes(&self, p: &AttentionProblem) -> Vec<Vec<usize>> {
+        let outputs = (0..3).filter(|s| p.outputs_mask & (1 << s) != 0);
+        let mut shapes: Vec<Vec<usize>> = outputs.map(|_| p.output_shape()).collect();
+        shapes.push(p.stats_shape());
+        shapes
+    }
+    fn reference(
+        &self,
+        p: &AttentionProblem,
+        values: &[&[f32]],
+        indices: &[&[i32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        let (inputs, _) = p.unpack(values)?;
+        let out = cpu::forward_threaded(&reference_problem(p, &inputs, indices[0]));
+        let mut result: Vec<Vec<f32>> = out.outputs.into_iter().flatten().collect();
+        result.push(out.log_sum_exp);
+        Ok(result)
+    }
+    fn launch(
+        &self,
+        p: &AttentionProblem,
+        device: &Device,
+        values: &[&Buffer<f32>],
+        indices: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        let (inputs, _) = p.unpack(values)?;
+        let out = cuda::forward(device, p, &inputs, indices[0])?;
+        let mut result: Vec<Buffer<f32>> = out.outputs.into_iter().flatten().collect();
+        result.push(out.log_sum_exp);
+        Ok(result)
+    }
+}
+
+impl DeviceOp for Backward {
+    type Problem = AttentionProblem;
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn output_shapes(&self, p: &AttentionProblem) -> Vec<Vec<usize>> {
+        (0..9)
+            .filter(|&t| p.present(t))
+            .map(|t| p.input_shape(t))
+            .collect()
+    }
+    fn reference(
+        &self,
+        p: &AttentionProblem,
+        values: &[&[f32]],
+        indices: &[&[i32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        let (inputs, outputs, grads, log_sum_exp) = p.unpack_backward(values)?;
+        let forward = cpu::Forward {
+            outputs: outputs.map(|o| o.map(<[f32]>::to_vec)),
+            log_sum_exp: log_sum_exp.to_vec(),
+        };
+        let problem = reference_problem(p, &inputs, indices[0]);
+        let out = cpu::backward_threaded(&problem, &forward, grads);
+        let mut result = Vec::new();
+        for (dq, dk) in out.pairs {
+            result.push(dq);
+            result.push(dk);
+        }
+        result.extend(out.values.into_iter().flatten());
+        Ok(result)
+    }
+    fn launch(
+        &self,
+        p: &AttentionProblem,
+        device: &Device,
+        values: &[&Buffer<f32>],
+        indices: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        let (inputs, outputs, grads, log_sum_exp) = p.unpack_backward(values)?;
+        let upstream = cuda::Upstream {
+            outputs,
+            grads,
+            log_sum_exp,
+        };
+        let out = cuda::backward(device, p, &inputs, indices[0], &upstream)?;
+        Ok(out.into_iter().flatten().collect())
     }
 }
 
@@ -318,34 +516,30 @@ pub fn attention_forward(
     lengths: &IndexTensor,
     config: &AttentionConfig,
 ) -> Result<(AttentionOutputs, AttentionSaved)> {
-    let checked = check(inputs, lengths, config)?;
-    let g = checked.geometry;
-    let device = inputs.id_values.device();
-    let out_shape = [g.batch, g.seq_len, g.width()];
-    let stats_shape = [3, g.batch, g.heads, g.seq_len];
-    let (outputs, lse) = match device {
-        Device::Cpu => {
-            let out = cpu::forward_threaded(&reference_problem(&checked, lengths, config));
-            (
-                out.outputs.map(|o| o.map(Buffer::Host)),
-                Buffer::Host(out.log_sum_exp),
-            )
-        }
-        Device::Cuda(_) | Device::Emulated(_) => {
-            let out = cuda::forward(device, &g, &kernel_inputs(&checked, lengths, config))?;
-            (out.outputs, out.log_sum_exp)
-        }
+    let (problem, all) = check(inputs, lengths, config)?;
+    let values: Vec<&Tensor> = all.into_iter().flatten().collect();
+    let mut results = run(&Forward, &problem, &values, &[lengths])?.into_iter();
+    let mut next = || {
+        results
+            .next()
+            .ok_or_else(|| Error::argument(OP, "the forward made too few outputs"))
     };
-    let [id, fused, position] =
-        outputs.map(|o| o.map(|buffer| Tensor::from_buffer(device, &out_shape, buffer)));
+    let id = next()?;
+    let fused = (problem.outputs_mask & OUT_FUSED != 0)
+        .then(&mut next)
+        .transpose()?;
+    let position = (problem.outputs_mask & OUT_POSITION != 0)
+        .then(&mut next)
+        .transpose()?;
+    let log_sum_exp = next()?;
     let outputs = AttentionOutputs {
-        id: id.expect("O_X is always computed"),
+        id,
         fused,
         position,
     };
     let saved = AttentionSaved {
         outputs: outputs.clone(),
-        log_sum_exp: Tensor::from_buffer(device, &stats_shape, lse),
+        log_sum_exp,
     };
     Ok((outputs, saved))
 }
@@ -358,10 +552,9 @@ pub fn attention_backward(
     saved: &AttentionSaved,
     output_grads: &OutputGradients<'_>,
 ) -> Result<AttentionGradients> {
-    let checked = check(inputs, lengths, config)?;
-    let g = checked.geometry;
-    let device = inputs.id_values.device();
-    let out_shape = [g.batch, g.seq_len, g.width()];
+    let (mut problem, all) = check(inputs, lengths, config)?;
+    let g = problem.geometry;
+    let out_shape = problem.output_shape();
     let saved_outputs = [
         Some(&saved.outputs.id),
         saved.outputs.fused.as_ref(),
@@ -369,7 +562,7 @@ pub fn attention_backward(
     ];
     let grads = [output_grads.id, output_grads.fused, output_grads.position];
     for (s, name) in ["O_X", "O_A", "O_P"].iter().enumerate() {
-        let present = checked.outputs_mask & (1 << s) != 0;
+        let present = problem.outputs_mask & (1 << s) != 0;
         if saved_outputs[s].is_some() != present {
             return Err(Error::argument(
                 OP,
@@ -394,8 +587,11 @@ pub fn attention_backward(
                 format!("a gradient for the absent output {name}"),
             ));
         }
+        if grads[s].is_some() {
+            problem.grads_mask |= 1 << s;
+        }
     }
-    if saved.log_sum_exp.shape() != [3, g.batch, g.heads, g.seq_len] {
+    if saved.log_sum_exp.shape() != problem.stats_shape() {
         return Err(Error::shape(
             OP,
             format!(
@@ -404,73 +600,31 @@ pub fn attention_backward(
             ),
         ));
     }
-    let buffers: [Option<Buffer<f32>>; 9] = match device {
-        Device::Cpu => {
-            let problem = reference_problem(&checked, lengths, config);
-            let forward = cpu::Forward {
-                outputs: saved_outputs.map(|o| o.map(|t| t.host().to_vec())),
-                log_sum_exp: saved.log_sum_exp.host().to_vec(),
-            };
-            let out =
-                cpu::backward_threaded(&problem, &forward, grads.map(|t| t.map(Tensor::host)));
-            let mut buffers: [Option<Buffer<f32>>; 9] = Default::default();
-            for (k, (dq, dk)) in out.pairs.into_iter().enumerate() {
-                buffers[2 * k] = Some(Buffer::Host(dq));
-                buffers[2 * k + 1] = Some(Buffer::Host(dk));
-            }
-            for (s, dv) in out.values.into_iter().enumerate() {
-                buffers[6 + s] = dv.map(Buffer::Host);
-            }
-            buffers
+    let mut values: Vec<&Tensor> = all.into_iter().flatten().collect();
+    values.extend(saved_outputs.into_iter().flatten());
+    values.extend(grads.into_iter().flatten());
+    values.push(&saved.log_sum_exp);
+    let results = run(&Backward, &problem, &values, &[lengths])?;
+    let mut tensors: [Option<Tensor>; 9] = Default::default();
+    let mut results = results.into_iter();
+    for (t, slot) in tensors.iter_mut().enumerate() {
+        if problem.present(t) {
+            *slot = results.next();
         }
-        Device::Cuda(_) | Device::Emulated(_) => {
-            // An output without an upstream gradient contributes zero.
-            let zeros: Vec<Option<Tensor>> = (0..3)
-                .map(|s| {
-                    let wanted = checked.outputs_mask & (1 << s) != 0 && grads[s].is_none();
-                    wanted
-                        .then(|| Tensor::zeros(device, &out_shape))
-                        .transpose()
-                })
-                .collect::<Result<_>>()?;
-            let grad_buffers: [Option<&Buffer<f32>>; 3] =
-                std::array::from_fn(|s| grads[s].or(zeros[s].as_ref()).map(Tensor::buffer));
-            let upstream = cuda::Upstream {
-                outputs: saved_outputs.map(|o| o.map(Tensor::buffer)),
-                grads: grad_buffers,
-                log_sum_exp: saved.log_sum_exp.buffer(),
-            };
-            cuda::backward(
-                device,
-                &g,
-                &kernel_inputs(&checked, lengths, config),
-                &upstream,
-            )?
-        }
-    };
-    let mut tensors: Vec<Option<Tensor>> = buffers
-        .into_iter()
-        .enumerate()
-        .map(|(t, buffer)| {
-            buffer.map(|b| {
-                let shape = checked.inputs[t].expect("present input").shape();
-                Tensor::from_buffer(device, shape, b)
-            })
-        })
-        .collect();
-    let mut take = |t: usize| tensors[t].take();
+    }
+    let missing = || Error::argument(OP, "the backward made too few gradients");
     let mut score_pairs = Vec::new();
     for k in 0..inputs.score_pairs.len() {
         score_pairs.push(PairGradients {
-            query: take(2 * k).expect("query gradient"),
-            key: take(2 * k + 1).expect("key gradient"),
+            query: tensors[2 * k].take().ok_or_else(missing)?,
+            key: tensors[2 * k + 1].take().ok_or_else(missing)?,
         });
     }
     Ok(AttentionGradients {
         score_pairs,
-        id_values: take(6).expect("V1 gradient"),
-        fused_values: take(7),
-        position_values: take(8),
+        id_values: tensors[6].take().ok_or_else(missing)?,
+        fused_values: tensors[7].take(),
+        position_values: tensors[8].take(),
     })
 }
 
@@ -506,51 +660,53 @@ pub fn attention(
         position_values: position_values.map(|v| v.value().clone()),
     };
     let (outputs, saved) = attention_forward(&inputs, lengths, config)?;
-    let pair_ids: Vec<(VarId, VarId)> = score_pairs.iter().map(|(q, k)| (q.id(), k.id())).collect();
-    let value_ids = [
-        Some(id_values.id()),
-        fused_values.map(Var::id),
-        position_values.map(Var::id),
-    ];
+    let mut input_vars: Vec<&Var> = score_pairs.iter().flat_map(|&(q, k)| [q, k]).collect();
+    input_vars.push(id_values);
+    input_vars.extend(fused_values);
+    input_vars.extend(position_values);
     let mut values = vec![outputs.id.clone()];
     values.extend(outputs.fused.clone());
     values.extend(outputs.position.clone());
     let (has_fused, has_position) = (outputs.fused.is_some(), outputs.position.is_some());
     let (lengths, config) = (lengths.clone(), *config);
-    let vars = tape.record_many(values, move |grads: &[Option<Tensor>]| {
-        let mut slots = grads.iter();
-        let id = slots.next().and_then(Option::as_ref);
-        let fused = if has_fused {
-            slots.next().and_then(Option::as_ref)
-        } else {
-            None
-        };
-        let position = if has_position {
-            slots.next().and_then(Option::as_ref)
-        } else {
-            None
-        };
-        let output_grads = OutputGradients {
-            id,
-            fused,
-            position,
-        };
-        let g = attention_backward(&inputs, &lengths, &config, &saved, &output_grads)?;
-        let mut result = Vec::new();
-        for ((q, k), pair) in pair_ids.iter().zip(g.score_pairs) {
-            result.push((*q, pair.query));
-            result.push((*k, pair.key));
-        }
-        let value_grads = [Some(g.id_values), g.fused_values, g.position_values];
-        for (id, grad) in value_ids.iter().zip(value_grads) {
-            if let (Some(id), Some(grad)) = (id, grad) {
-                result.push((*id, grad));
+    let vars = record(
+        tape,
+        &input_vars,
+        values,
+        move |grads: &[Option<Tensor>]| {
+            let mut slots = grads.iter();
+            let id = slots.next().and_then(Option::as_ref);
+            let fused = if has_fused {
+                slots.next().and_then(Option::as_ref)
+            } else {
+                None
+            };
+            let position = if has_position {
+                slots.next().and_then(Option::as_ref)
+            } else {
+                None
+            };
+            let output_grads = OutputGradients {
+                id,
+                fused,
+                position,
+            };
+            let g = attention_backward(&inputs, &lengths, &config, &saved, &output_grads)?;
+            let mut result = Vec::new();
+            for pair in g.score_pairs {
+                result.push(Some(pair.query));
+                result.push(Some(pair.key));
             }
-        }
-        Ok(result)
-    });
+            result.push(Some(g.id_values));
+            result.extend(g.fused_values.map(Some));
+            result.extend(g.position_values.map(Some));
+            Ok(result)
+        },
+    );
     let mut vars = vars.into_iter();
-    let id = vars.next().expect("O_X var");
+    let id = vars
+        .next()
+        .ok_or_else(|| Error::argument(OP, "the tape recorded no O_X"))?;
     Ok(AttentionVars {
         id,
         fused: if has_fused { vars.next() } else { None },

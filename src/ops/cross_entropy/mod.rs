@@ -21,8 +21,8 @@ pub use cpu::forward as forward_reference;
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
-use crate::ops::check_indices;
 use crate::ops::linear::{gemm, gemm_output, Gemm};
+use crate::ops::{check_indices, record_one};
 use crate::{Error, IndexTensor, Result, Tensor};
 
 const OP: &str = "cross_entropy";
@@ -155,12 +155,8 @@ pub fn softmax_cross_entropy_backward(saved: &CrossEntropySaved, dloss: &Tensor)
 /// Tape face for given logits.
 pub fn softmax_cross_entropy(tape: &Tape, logits: &Var, targets: &IndexTensor) -> Result<Var> {
     let (loss, saved) = softmax_cross_entropy_forward(logits.value(), targets)?;
-    let logits_id = logits.id();
-    Ok(tape.record(loss, move |dloss| {
-        Ok(vec![(
-            logits_id,
-            softmax_cross_entropy_backward(&saved, dloss)?,
-        )])
+    Ok(record_one(tape, &[logits], loss, move |dloss| {
+        Ok(vec![Some(softmax_cross_entropy_backward(&saved, dloss)?)])
     }))
 }
 
@@ -259,10 +255,9 @@ pub fn cross_entropy_over_items(
 ) -> Result<Var> {
     let (loss, saved) = cross_entropy_over_items_forward(u.value(), table.value(), targets)?;
     let (u_value, table_value) = (u.value().clone(), table.value().clone());
-    let (u_id, table_id) = (u.id(), table.id());
-    Ok(tape.record(loss, move |dloss| {
+    Ok(record_one(tape, &[u, table], loss, move |dloss| {
         let (du, dtable) =
             cross_entropy_over_items_backward(&u_value, &table_value, &saved, dloss)?;
-        Ok(vec![(u_id, du), (table_id, dtable)])
+        Ok(vec![Some(du), Some(dtable)])
     }))
 }

@@ -17,6 +17,7 @@ pub use cpu::apply as apply_reference;
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
+use crate::ops::{record_one, run_one, DeviceOp, Elementwise};
 use crate::{Error, Result, Tensor};
 
 const OP: &str = "dropout";
@@ -39,27 +40,63 @@ pub fn keep_scale(p: f32) -> Result<f32> {
     Ok(1.0 / (1.0 - p))
 }
 
+/// The problem descriptor: the shape, the drop probability p, its scale `1/(1 − p)` and the seed
+/// of the mask.
+#[derive(Debug, Clone)]
+struct DropoutProblem {
+    shape: Vec<usize>,
+    p: f32,
+    scale: f32,
+    seed: u64,
+}
+
+/// The mask applied to one input (the forward's x or the backward's dy), under the op contract.
+struct Apply;
+
+impl DeviceOp for Apply {
+    type Problem = DropoutProblem;
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn output_shapes(&self, problem: &DropoutProblem) -> Vec<Vec<usize>> {
+        vec![problem.shape.clone()]
+    }
+    fn reference(
+        &self,
+        problem: &DropoutProblem,
+        x: &[&[f32]],
+        _: &[&[i32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        let x = x[0];
+        let DropoutProblem { p, scale, seed, .. } = *problem;
+        Ok(vec![crate::parallel::elementwise(x.len(), |r| {
+            cpu::apply_from(&x[r.clone()], p, scale, seed, r.start)
+        })])
+    }
+    fn launch(
+        &self,
+        problem: &DropoutProblem,
+        device: &Device,
+        x: &[&Buffer<f32>],
+        _: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        let DropoutProblem { p, scale, seed, .. } = *problem;
+        Ok(vec![cuda::apply(device, x[0], p, scale, seed)?])
+    }
+}
+
 /// Applies the mask of `(seed, p)` to `x`, scaled by `1/(1 − p)`: the forward on `x`, the
 /// backward on `dy`.
 fn apply(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     let scale = keep_scale(p)?;
-    if x.len() > i32::MAX as usize {
-        return Err(Error::shape(
-            OP,
-            format!("{} elements exceed the kernel's 32-bit indexing", x.len()),
-        ));
-    }
-    let device = x.device();
-    let y = match device {
-        Device::Cpu => {
-            let x = x.host();
-            Buffer::Host(crate::parallel::elementwise(x.len(), |r| {
-                cpu::apply_from(&x[r.clone()], p, scale, seed, r.start)
-            }))
-        }
-        _ => cuda::apply(device, x.buffer(), p, scale, seed)?,
+    let shape = Elementwise::check(OP, &[x])?.shape;
+    let problem = DropoutProblem {
+        shape,
+        p,
+        scale,
+        seed,
     };
-    Ok(Tensor::from_buffer(device, x.shape(), y))
+    run_one(&Apply, &problem, &[x], &[])
 }
 
 /// `y = mask ⊙ x / (1 − p)` in training, `y = x` (a cheap clone) at evaluation.
@@ -79,8 +116,7 @@ pub fn dropout_backward(dy: &Tensor, p: f32, seed: u64, mode: DropoutMode) -> Re
 /// Tape face of dropout.
 pub fn dropout(tape: &Tape, x: &Var, p: f32, seed: u64, mode: DropoutMode) -> Result<Var> {
     let y = dropout_forward(x.value(), p, seed, mode)?;
-    let x_id = x.id();
-    Ok(tape.record(y, move |dy| {
-        Ok(vec![(x_id, dropout_backward(dy, p, seed, mode)?)])
+    Ok(record_one(tape, &[x], y, move |dy| {
+        Ok(vec![Some(dropout_backward(dy, p, seed, mode)?)])
     }))
 }

@@ -15,7 +15,7 @@ pub use cpu::{backward as backward_reference, forward as forward_reference};
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
-use crate::ops::check_indices;
+use crate::ops::{check_indices, record_one, run_one, DeviceOp};
 use crate::{Error, IndexTensor, Result, Tensor};
 
 const OP: &str = "gather";
@@ -69,27 +69,97 @@ fn dims(h_shape: &[usize], index: &GatherIndex, device: &Device) -> Result<(usiz
     Ok((batch, n, dim))
 }
 
-fn host_positions(index: &GatherIndex) -> Vec<usize> {
-    let (tensor, offset) = index.tensor_and_offset();
-    tensor
-        .host()
-        .iter()
-        .map(|&v| (v + offset) as usize)
-        .collect()
+/// The problem descriptor: `batch` sequences of `n` rows of `dim`, and the offset added to each
+/// index (−1 for L_b, 0 for a position).
+#[derive(Debug, Clone, Copy)]
+struct GatherProblem {
+    batch: usize,
+    n: usize,
+    dim: usize,
+    offset: i32,
+}
+
+/// The forward under the op contract: inputs h; the index. Output `[B, d]`.
+struct Forward;
+/// The backward under the op contract: inputs dout; the index. Output dh `[B, n, d]`.
+struct Backward;
+
+fn host_positions(index: &[i32], offset: i32) -> Vec<usize> {
+    index.iter().map(|&v| (v + offset) as usize).collect()
+}
+
+impl DeviceOp for Forward {
+    type Problem = GatherProblem;
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn output_shapes(&self, p: &GatherProblem) -> Vec<Vec<usize>> {
+        vec![vec![p.batch, p.dim]]
+    }
+    fn reference(
+        &self,
+        p: &GatherProblem,
+        h: &[&[f32]],
+        index: &[&[i32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        let positions = host_positions(index[0], p.offset);
+        Ok(vec![cpu::forward(h[0], &positions, p.n, p.dim)])
+    }
+    fn launch(
+        &self,
+        p: &GatherProblem,
+        device: &Device,
+        h: &[&Buffer<f32>],
+        index: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        Ok(vec![cuda::forward(
+            device, h[0], index[0], p.n, p.dim, p.offset,
+        )?])
+    }
+}
+
+impl DeviceOp for Backward {
+    type Problem = GatherProblem;
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn output_shapes(&self, p: &GatherProblem) -> Vec<Vec<usize>> {
+        vec![vec![p.batch, p.n, p.dim]]
+    }
+    fn reference(
+        &self,
+        p: &GatherProblem,
+        dout: &[&[f32]],
+        index: &[&[i32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        let positions = host_positions(index[0], p.offset);
+        Ok(vec![cpu::backward(&positions, dout[0], p.n, p.dim)])
+    }
+    fn launch(
+        &self,
+        p: &GatherProblem,
+        device: &Device,
+        dout: &[&Buffer<f32>],
+        index: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        Ok(vec![cuda::backward(
+            device, index[0], dout[0], p.n, p.dim, p.offset,
+        )?])
+    }
 }
 
 /// `out[b] = h[b, position_b]`.
 pub fn gather_forward(h: &Tensor, index: &GatherIndex) -> Result<Tensor> {
     let device = h.device();
     let (batch, n, dim) = dims(h.shape(), index, device)?;
-    let out = match device {
-        Device::Cpu => Buffer::Host(cpu::forward(h.host(), &host_positions(index), n, dim)),
-        _ => {
-            let (tensor, offset) = index.tensor_and_offset();
-            cuda::forward(device, h.buffer(), tensor.buffer(), n, dim, offset)?
-        }
+    let (tensor, offset) = index.tensor_and_offset();
+    let problem = GatherProblem {
+        batch,
+        n,
+        dim,
+        offset,
     };
-    Ok(Tensor::from_buffer(device, &[batch, dim], out))
+    run_one(&Forward, &problem, &[h], &[tensor])
 }
 
 /// `dh` `[B, n, d]` for the upstream `dout` `[B, d]`.
@@ -105,25 +175,24 @@ pub fn gather_backward(index: &GatherIndex, dout: &Tensor, n: usize) -> Result<T
         }
     };
     dims(&[batch, n, dim], index, device)?;
-    let dh = match device {
-        Device::Cpu => Buffer::Host(cpu::backward(&host_positions(index), dout.host(), n, dim)),
-        _ => {
-            let (tensor, offset) = index.tensor_and_offset();
-            cuda::backward(device, tensor.buffer(), dout.buffer(), n, dim, offset)?
-        }
+    let (tensor, offset) = index.tensor_and_offset();
+    let problem = GatherProblem {
+        batch,
+        n,
+        dim,
+        offset,
     };
-    Ok(Tensor::from_buffer(device, &[batch, n, dim], dh))
+    run_one(&Backward, &problem, &[dout], &[tensor])
 }
 
 /// Tape face: the gathered rows, with the scatter backward.
 pub fn gather(tape: &Tape, h: &Var, index: &GatherIndex) -> Result<Var> {
     let out = gather_forward(h.value(), index)?;
-    let (index, n, h_id) = (index.clone(), h.value().shape()[1], h.id());
-    Ok(tape.record(out, move |dout| {
-        Ok(vec![(h_id, gather_backward(&index, dout, n)?)])
+    let (index, n) = (index.clone(), h.value().shape()[1]);
+    Ok(record_one(tape, &[h], out, move |dout| {
+        Ok(vec![Some(gather_backward(&index, dout, n)?)])
     }))
 }
-
 /// Tape face of the usual case: the hidden state at L_b − 1.
 pub fn gather_last(tape: &Tape, h: &Var, lengths: &IndexTensor) -> Result<Var> {
     gather(tape, h, &GatherIndex::Last(lengths.clone()))

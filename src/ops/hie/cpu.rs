@@ -23,14 +23,7 @@ pub struct Backward<F> {
     pub dw_r: Vec<F>,
 }
 
-/// Sizes of one call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dims {
-    pub batch: usize,
-    pub n: usize,
-    pub d: usize,
-    pub r: usize,
-}
+pub use super::Dims;
 
 /// Number of rows of sequence `b` that take part: L_b with padding masked, n when kept.
 pub fn valid_rows(lengths: &[i32], b: usize, n: usize, keep_padding: bool) -> usize {

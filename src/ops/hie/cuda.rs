@@ -1,8 +1,7 @@
 //! Launches of `kernels/hie.cu`, shared by the CUDA and emulated devices (kernel_version family
 //! "hie": v1 keeps M in shared memory, v2 a row of M per thread in registers; the file's header
 //! says why).
-use super::cpu::Dims;
-use super::KERNEL_FAMILY;
+use super::{Dims, KERNEL_FAMILY};
 use crate::device::{Buffer, Device, LaunchConfig};
 use crate::kernel_version::{self, KernelVersion};
 use crate::kernels::KernelRef;

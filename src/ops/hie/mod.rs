@@ -15,9 +15,19 @@ mod cuda;
 
 pub use cpu::{
     backward as backward_reference, forward as forward_reference, gram_schmidt_qr, householder_qr,
-    project as project_reference, valid_rows, Backward as BackwardReference, Dims,
+    project as project_reference, valid_rows, Backward as BackwardReference,
     Forward as ForwardReference,
 };
+
+/// Sizes of one call (the op's problem sizes, read by the reference and the launches): `batch`
+/// sequences of `n` rows of width `d`, rank `r`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    pub batch: usize,
+    pub n: usize,
+    pub d: usize,
+    pub r: usize,
+}
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};

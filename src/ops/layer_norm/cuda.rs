@@ -3,22 +3,12 @@
 use crate::device::{Buffer, Device, LaunchConfig};
 use crate::kernel_version::{self, KernelVersion};
 use crate::kernels::KernelRef;
+use crate::ops::{warp_per_row_launch, LAYER_NORM_WARPS_PER_BLOCK as WARPS_PER_BLOCK};
 use crate::{kernel_args, Result};
 
 const FAMILY: &str = "layer_norm";
 const FORWARD_V2: KernelRef = KernelRef::new("layer_norm", "layer_norm_forward_v2");
 const BACKWARD_V2: KernelRef = KernelRef::new("layer_norm", "layer_norm_backward_v2");
-/// Warps (rows at a time) per block of the v2 kernels: LAYER_NORM_V2_WARPS in
-/// `kernels/layer_norm_row.cuh`.
-const WARPS_PER_BLOCK: usize = 8;
-
-/// The v2 forward's launch (also the fused residual norm's): a warp per row, 8 per block.
-pub(crate) fn warp_per_row_launch(rows: usize) -> LaunchConfig {
-    LaunchConfig::linear(
-        rows.div_ceil(WARPS_PER_BLOCK) as u32,
-        (WARPS_PER_BLOCK * 32) as u32,
-    )
-}
 
 const FORWARD: KernelRef = KernelRef::new("layer_norm", "layer_norm_forward");
 const BACKWARD_INPUT: KernelRef = KernelRef::new("layer_norm", "layer_norm_backward_input");

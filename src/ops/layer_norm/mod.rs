@@ -11,10 +11,10 @@ pub mod reference {
 mod cuda;
 
 pub use cpu::{backward as backward_reference, forward as forward_reference};
-pub(crate) use cuda::warp_per_row_launch;
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
+use crate::ops::{record_one, run, DeviceOp};
 use crate::{Error, Result, Tensor};
 
 /// What the backward needs from the forward: per-row mean and 1/sqrt(var + eps).
@@ -32,6 +32,69 @@ pub struct LayerNormGradients {
 }
 
 const OP: &str = "layer_norm";
+
+/// The problem descriptor: `x` (of `shape`) as `rows` rows of `cols` columns, normalised with
+/// `eps` (the forward's; unused by the backward).
+#[derive(Debug, Clone)]
+struct LayerNormProblem {
+    shape: Vec<usize>,
+    rows: usize,
+    cols: usize,
+    eps: f32,
+}
+
+/// The forward under the op contract: inputs x, γ, β; outputs y, mean, rstd.
+struct Forward;
+/// The backward under the op contract: inputs x, γ, mean, rstd, dy; outputs dx, dγ, dβ.
+struct Backward;
+
+impl DeviceOp for Forward {
+    type Problem = LayerNormProblem;
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn output_shapes(&self, p: &LayerNormProblem) -> Vec<Vec<usize>> {
+        vec![p.shape.clone(), vec![p.rows], vec![p.rows]]
+    }
+    fn reference(&self, p: &LayerNormProblem, v: &[&[f32]], _: &[&[i32]]) -> Result<Vec<Vec<f32>>> {
+        let (y, mean, rstd) = cpu::forward_threaded(v[0], v[1], v[2], p.cols, p.eps);
+        Ok(vec![y, mean, rstd])
+    }
+    fn launch(
+        &self,
+        p: &LayerNormProblem,
+        device: &Device,
+        v: &[&Buffer<f32>],
+        _: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        let out = cuda::forward(device, v[0], v[1], v[2], p.rows, p.cols, p.eps)?;
+        Ok(vec![out.y, out.mean, out.rstd])
+    }
+}
+
+impl DeviceOp for Backward {
+    type Problem = LayerNormProblem;
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn output_shapes(&self, p: &LayerNormProblem) -> Vec<Vec<usize>> {
+        vec![p.shape.clone(), vec![p.cols], vec![p.cols]]
+    }
+    fn reference(&self, p: &LayerNormProblem, v: &[&[f32]], _: &[&[i32]]) -> Result<Vec<Vec<f32>>> {
+        let (dx, dgamma, dbeta) = cpu::backward_threaded(v[0], v[1], v[2], v[3], v[4], p.cols);
+        Ok(vec![dx, dgamma, dbeta])
+    }
+    fn launch(
+        &self,
+        p: &LayerNormProblem,
+        device: &Device,
+        v: &[&Buffer<f32>],
+        _: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        let out = cuda::backward(device, v[0], v[1], v[2], v[3], v[4], p.rows, p.cols)?;
+        Ok(vec![out.dx, out.dgamma, out.dbeta])
+    }
+}
 
 /// Rows and columns of `x` for a parameter `gamma` of length `cols`.
 fn rows_cols(x: &Tensor, gamma: &Tensor) -> Result<(usize, usize)> {
@@ -87,39 +150,16 @@ pub fn layer_norm_forward(
             format!("eps must be finite and non-negative, got {eps}"),
         ));
     }
-    let device = x.device();
-    let stats_shape = [rows];
-    match device {
-        Device::Cpu => {
-            let (y, mean, rstd) =
-                cpu::forward_threaded(x.host(), gamma.host(), beta.host(), cols, eps);
-            Ok((
-                Tensor::from_buffer(device, x.shape(), Buffer::Host(y)),
-                LayerNormSaved {
-                    mean: Tensor::from_buffer(device, &stats_shape, Buffer::Host(mean)),
-                    rstd: Tensor::from_buffer(device, &stats_shape, Buffer::Host(rstd)),
-                },
-            ))
-        }
-        Device::Cuda(_) | Device::Emulated(_) => {
-            let out = cuda::forward(
-                device,
-                x.buffer(),
-                gamma.buffer(),
-                beta.buffer(),
-                rows,
-                cols,
-                eps,
-            )?;
-            Ok((
-                Tensor::from_buffer(device, x.shape(), out.y),
-                LayerNormSaved {
-                    mean: Tensor::from_buffer(device, &stats_shape, out.mean),
-                    rstd: Tensor::from_buffer(device, &stats_shape, out.rstd),
-                },
-            ))
-        }
-    }
+    let problem = LayerNormProblem {
+        shape: x.shape().to_vec(),
+        rows,
+        cols,
+        eps,
+    };
+    let [y, mean, rstd]: [Tensor; 3] = run(&Forward, &problem, &[x, gamma, beta], &[])?
+        .try_into()
+        .map_err(|_| Error::shape(OP, "the forward makes y, mean and rstd"))?;
+    Ok((y, LayerNormSaved { mean, rstd }))
 }
 
 /// Gradients of layer norm given the upstream gradient `dy` (same shape as `x`).
@@ -143,51 +183,29 @@ pub fn layer_norm_backward(
             format!("saved statistics must have shape [{rows}]"),
         ));
     }
-    let device = x.device();
-    let (dx, dgamma, dbeta) = match device {
-        Device::Cpu => {
-            let (dx, dgamma, dbeta) = cpu::backward_threaded(
-                x.host(),
-                gamma.host(),
-                saved.mean.host(),
-                saved.rstd.host(),
-                dy.host(),
-                cols,
-            );
-            (Buffer::Host(dx), Buffer::Host(dgamma), Buffer::Host(dbeta))
-        }
-        Device::Cuda(_) | Device::Emulated(_) => {
-            let out = cuda::backward(
-                device,
-                x.buffer(),
-                gamma.buffer(),
-                saved.mean.buffer(),
-                saved.rstd.buffer(),
-                dy.buffer(),
-                rows,
-                cols,
-            )?;
-            (out.dx, out.dgamma, out.dbeta)
-        }
+    let problem = LayerNormProblem {
+        shape: x.shape().to_vec(),
+        rows,
+        cols,
+        eps: 0.0,
     };
-    Ok(LayerNormGradients {
-        dx: Tensor::from_buffer(device, x.shape(), dx),
-        dgamma: Tensor::from_buffer(device, &[cols], dgamma),
-        dbeta: Tensor::from_buffer(device, &[cols], dbeta),
-    })
+    let [dx, dgamma, dbeta]: [Tensor; 3] = run(
+        &Backward,
+        &problem,
+        &[x, gamma, &saved.mean, &saved.rstd, dy],
+        &[],
+    )?
+    .try_into()
+    .map_err(|_| Error::shape(OP, "the backward makes dx, dγ and dβ"))?;
+    Ok(LayerNormGradients { dx, dgamma, dbeta })
 }
 
 /// Tape face of layer norm: records the backward on `tape`.
 pub fn layer_norm(tape: &Tape, x: &Var, gamma: &Var, beta: &Var, eps: f32) -> Result<Var> {
     let (y, saved) = layer_norm_forward(x.value(), gamma.value(), beta.value(), eps)?;
     let (x_value, gamma_value) = (x.value().clone(), gamma.value().clone());
-    let (x_id, gamma_id, beta_id) = (x.id(), gamma.id(), beta.id());
-    Ok(tape.record(y, move |dy| {
+    Ok(record_one(tape, &[x, gamma, beta], y, move |dy| {
         let grads = layer_norm_backward(&x_value, &gamma_value, &saved, dy)?;
-        Ok(vec![
-            (x_id, grads.dx),
-            (gamma_id, grads.dgamma),
-            (beta_id, grads.dbeta),
-        ])
+        Ok(vec![Some(grads.dx), Some(grads.dgamma), Some(grads.dbeta)])
     }))
 }

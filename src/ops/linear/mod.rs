@@ -30,6 +30,7 @@ pub(crate) use gemm::{gemm, gemm_output, Gemm};
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
+use crate::ops::{record_one, run_one, DeviceOp};
 use crate::{Error, Result, Tensor};
 
 const OP: &str = "linear";
@@ -107,12 +108,41 @@ fn product(transpose_a: bool, transpose_b: bool, m: usize, n: usize, k: usize) -
     }
 }
 
-/// Column sums of a `rows × cols` buffer (the bias gradient), on the tensor's device.
-fn bias_gradient(dy: &Tensor, rows: usize, cols: usize) -> Result<Buffer<f32>> {
-    match dy.device() {
-        Device::Cpu => Ok(Buffer::Host(cpu::column_sum_threaded(dy.host(), cols))),
-        device => cuda::bias_grad(device, dy.buffer(), rows, cols),
+/// The problem of the bias gradient: `dy` as `rows × cols`.
+#[derive(Debug, Clone, Copy)]
+struct ColumnSums {
+    rows: usize,
+    cols: usize,
+}
+
+/// The bias gradient under the op contract: the column sums of `dy`.
+struct BiasGradient;
+
+impl DeviceOp for BiasGradient {
+    type Problem = ColumnSums;
+    fn name(&self) -> &'static str {
+        OP
     }
+    fn output_shapes(&self, p: &ColumnSums) -> Vec<Vec<usize>> {
+        vec![vec![p.cols]]
+    }
+    fn reference(&self, p: &ColumnSums, dy: &[&[f32]], _: &[&[i32]]) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![cpu::column_sum_threaded(dy[0], p.cols)])
+    }
+    fn launch(
+        &self,
+        p: &ColumnSums,
+        device: &Device,
+        dy: &[&Buffer<f32>],
+        _: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        Ok(vec![cuda::bias_grad(device, dy[0], p.rows, p.cols)?])
+    }
+}
+
+/// Column sums of a `rows × cols` tensor (the bias gradient), on the tensor's device.
+fn bias_gradient(dy: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
+    run_one(&BiasGradient, &ColumnSums { rows, cols }, &[dy], &[])
 }
 
 /// `y = x W + b` over the last axis of `x`.
@@ -162,11 +192,7 @@ pub fn linear_backward(
     let dx = matmul_into(device, product(false, true, rows, d_in, d_out), dy, weight)?;
     let dweight = matmul_into(device, product(true, false, d_in, d_out, rows), x, dy)?;
     let dbias = if with_bias {
-        Some(Tensor::from_buffer(
-            device,
-            &[d_out],
-            bias_gradient(dy, rows, d_out)?,
-        ))
+        Some(bias_gradient(dy, rows, d_out)?)
     } else {
         None
     };
@@ -181,12 +207,14 @@ pub fn linear_backward(
 pub fn linear(tape: &Tape, x: &Var, weight: &Var, bias: Option<&Var>) -> Result<Var> {
     let y = linear_forward(x.value(), weight.value(), bias.map(Var::value))?;
     let (x_value, weight_value) = (x.value().clone(), weight.value().clone());
-    let (x_id, weight_id, bias_id) = (x.id(), weight.id(), bias.map(Var::id));
-    Ok(tape.record(y, move |dy| {
-        let grads = linear_backward(&x_value, &weight_value, dy, bias_id.is_some())?;
-        let mut out = vec![(x_id, grads.dx), (weight_id, grads.dweight)];
-        if let (Some(id), Some(db)) = (bias_id, grads.dbias) {
-            out.push((id, db));
+    let mut inputs = vec![x, weight];
+    inputs.extend(bias);
+    let with_bias = bias.is_some();
+    Ok(record_one(tape, &inputs, y, move |dy| {
+        let grads = linear_backward(&x_value, &weight_value, dy, with_bias)?;
+        let mut out = vec![Some(grads.dx), Some(grads.dweight)];
+        if with_bias {
+            out.push(grads.dbias);
         }
         Ok(out)
     }))
@@ -259,9 +287,8 @@ pub fn matmul_transposed_backward(
 pub fn matmul_transposed(tape: &Tape, u: &Var, table: &Var) -> Result<Var> {
     let logits = matmul_transposed_forward(u.value(), table.value())?;
     let (u_value, table_value) = (u.value().clone(), table.value().clone());
-    let (u_id, table_id) = (u.id(), table.id());
-    Ok(tape.record(logits, move |dlogits| {
+    Ok(record_one(tape, &[u, table], logits, move |dlogits| {
         let (du, dtable) = matmul_transposed_backward(&u_value, &table_value, dlogits, 1.0)?;
-        Ok(vec![(u_id, du), (table_id, dtable)])
+        Ok(vec![Some(du), Some(dtable)])
     }))
 }

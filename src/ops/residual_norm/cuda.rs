@@ -3,7 +3,7 @@
 use crate::device::{Buffer, Device, LaunchConfig};
 use crate::kernel_version::{self, KernelVersion};
 use crate::kernels::KernelRef;
-use crate::ops::layer_norm::warp_per_row_launch;
+use crate::ops::warp_per_row_launch;
 use crate::{kernel_args, Result};
 
 const FORWARD: KernelRef = KernelRef::new("residual_norm", "residual_dropout_layer_norm_forward");

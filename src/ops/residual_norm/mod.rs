@@ -17,6 +17,7 @@ use crate::autograd::{Tape, Var};
 use crate::ops::add::add_forward;
 use crate::ops::dropout::{dropout_backward, dropout_forward, keep_scale, DropoutMode};
 use crate::ops::layer_norm::{layer_norm_backward, layer_norm_forward, LayerNormSaved};
+use crate::ops::record_one;
 use crate::{Device, Error, Result, Tensor};
 
 const OP: &str = "residual_layer_norm";
@@ -169,14 +170,18 @@ pub fn residual_layer_norm(
         dropout,
     )?;
     let gamma_value = gamma.value().clone();
-    let ids = (x.id(), residual.id(), gamma.id(), beta.id());
-    Ok(tape.record(y, move |dy| {
-        let g = residual_layer_norm_backward(&gamma_value, &saved, dy, dropout)?;
-        Ok(vec![
-            (ids.0, g.dx),
-            (ids.1, g.dresidual),
-            (ids.2, g.dgamma),
-            (ids.3, g.dbeta),
-        ])
-    }))
+    Ok(record_one(
+        tape,
+        &[x, residual, gamma, beta],
+        y,
+        move |dy| {
+            let g = residual_layer_norm_backward(&gamma_value, &saved, dy, dropout)?;
+            Ok(vec![
+                Some(g.dx),
+                Some(g.dresidual),
+                Some(g.dgamma),
+                Some(g.dbeta),
+            ])
+        },
+    ))
 }

@@ -26,13 +26,79 @@ pub use cpu::{
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
-use crate::ops::check_kernel_len;
+use crate::ops::{check_kernel_len, record_one, run, run_one, DeviceOp};
 use crate::{Error, Result, Tensor};
 
 /// Most sources K the kernels take (one warp lane per source).
 pub const MAX_SOURCES: usize = 32;
 
 const OP: &str = "source_attention";
+
+/// The problem descriptor of the four passes: `rows` R of `k_sources` K sources of width `d`, the
+/// source `slot` (unstacking only) and the shapes of the pass's outputs.
+#[derive(Debug, Clone)]
+struct SourceProblem {
+    rows: usize,
+    k_sources: usize,
+    d: usize,
+    slot: usize,
+    output_shapes: Vec<Vec<usize>>,
+}
+
+/// The four passes under the op contract: stacking (inputs: the K sources), unstacking (input:
+/// the stacked tensor), the pooling forward (sources, energies → out, α) and backward (sources,
+/// α, dout → dsources, denergies).
+enum Pass {
+    Stack,
+    Unstack,
+    Forward,
+    Backward,
+}
+
+impl DeviceOp for Pass {
+    type Problem = SourceProblem;
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn output_shapes(&self, p: &SourceProblem) -> Vec<Vec<usize>> {
+        p.output_shapes.clone()
+    }
+    fn reference(&self, p: &SourceProblem, v: &[&[f32]], _: &[&[i32]]) -> Result<Vec<Vec<f32>>> {
+        Ok(match self {
+            Pass::Stack => vec![cpu::stack(v, p.d)],
+            Pass::Unstack => vec![cpu::unstack(v[0], p.k_sources, p.slot, p.d)],
+            Pass::Forward => {
+                let (out, weights) = cpu::forward(v[0], v[1], p.k_sources, p.d);
+                vec![out, weights]
+            }
+            Pass::Backward => {
+                let (ds, de) = cpu::backward(v[0], v[1], v[2], p.k_sources, p.d);
+                vec![ds, de]
+            }
+        })
+    }
+    fn launch(
+        &self,
+        p: &SourceProblem,
+        device: &Device,
+        v: &[&Buffer<f32>],
+        _: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        let (rows, k, d) = (p.rows, p.k_sources, p.d);
+        Ok(match self {
+            Pass::Stack => vec![cuda::stack(device, v, rows, d)?],
+            Pass::Unstack => vec![cuda::unstack(device, v[0], rows, k, p.slot, d)?],
+            Pass::Forward => {
+                let (out, weights) = cuda::forward(device, v[0], v[1], rows, k, d)?;
+                vec![out, weights]
+            }
+            Pass::Backward => {
+                let (ds, de) = cuda::backward(device, v[0], v[1], v[2], rows, k, d)?;
+                vec![ds, de]
+            }
+        })
+    }
+}
 
 fn check_len(len: usize) -> Result<()> {
     check_kernel_len(OP, len).map(|_| ())
@@ -70,18 +136,14 @@ pub fn stack_sources_forward(sources: &[&Tensor]) -> Result<Tensor> {
     let rows = first.len().checked_div(d).unwrap_or(0);
     let mut out_shape = shape.to_vec();
     out_shape.insert(shape.len() - 1, sources.len());
-    let device = first.device();
-    let buffer = match device {
-        Device::Cpu => {
-            let hosts: Vec<&[f32]> = sources.iter().map(|s| s.host()).collect();
-            Buffer::Host(cpu::stack(&hosts, d))
-        }
-        Device::Cuda(_) | Device::Emulated(_) => {
-            let buffers: Vec<&Buffer<f32>> = sources.iter().map(|s| s.buffer()).collect();
-            cuda::stack(device, &buffers, rows, d)?
-        }
+    let problem = SourceProblem {
+        rows,
+        k_sources: sources.len(),
+        d,
+        slot: 0,
+        output_shapes: vec![out_shape],
     };
-    Ok(Tensor::from_buffer(device, &out_shape, buffer))
+    run_one(&Pass::Stack, &problem, sources, &[])
 }
 
 /// `(rows R, K, d)` of a stacked `[.., K, d]` tensor.
@@ -113,25 +175,24 @@ pub fn unstack_source(stacked: &Tensor, slot: usize) -> Result<Tensor> {
     let shape = stacked.shape();
     let mut out_shape = shape[..shape.len() - 2].to_vec();
     out_shape.push(d);
-    let device = stacked.device();
-    let buffer = match device {
-        Device::Cpu => Buffer::Host(cpu::unstack(stacked.host(), k_sources, slot, d)),
-        Device::Cuda(_) | Device::Emulated(_) => {
-            cuda::unstack(device, stacked.buffer(), rows, k_sources, slot, d)?
-        }
+    let problem = SourceProblem {
+        rows,
+        k_sources,
+        d,
+        slot,
+        output_shapes: vec![out_shape],
     };
-    Ok(Tensor::from_buffer(device, &out_shape, buffer))
+    run_one(&Pass::Unstack, &problem, &[stacked], &[])
 }
 
 /// Tape face of stacking: each source gets its slice of the upstream gradient.
 pub fn stack_sources(tape: &Tape, sources: &[&Var]) -> Result<Var> {
     let values: Vec<&Tensor> = sources.iter().map(|s| s.value()).collect();
     let stacked = stack_sources_forward(&values)?;
-    let ids: Vec<_> = sources.iter().map(|s| s.id()).collect();
-    Ok(tape.record(stacked, move |dy| {
-        ids.iter()
-            .enumerate()
-            .map(|(slot, &id)| Ok((id, unstack_source(dy, slot)?)))
+    let slots = sources.len();
+    Ok(record_one(tape, sources, stacked, move |dy| {
+        (0..slots)
+            .map(|slot| Ok(Some(unstack_source(dy, slot)?)))
             .collect()
     }))
 }
@@ -174,25 +235,17 @@ pub fn source_attention_forward(
     let lead = &shape[..shape.len() - 2];
     let out_shape: Vec<usize> = lead.iter().copied().chain([d]).collect();
     let weight_shape: Vec<usize> = lead.iter().copied().chain([k_sources]).collect();
-    let device = sources.device();
-    let (out, weights) = match device {
-        Device::Cpu => {
-            let (out, weights) = cpu::forward(sources.host(), energies.host(), k_sources, d);
-            (Buffer::Host(out), Buffer::Host(weights))
-        }
-        Device::Cuda(_) | Device::Emulated(_) => cuda::forward(
-            device,
-            sources.buffer(),
-            energies.buffer(),
-            rows,
-            k_sources,
-            d,
-        )?,
+    let problem = SourceProblem {
+        rows,
+        k_sources,
+        d,
+        slot: 0,
+        output_shapes: vec![out_shape, weight_shape],
     };
-    Ok(SourceAttentionOutput {
-        out: Tensor::from_buffer(device, &out_shape, out),
-        weights: Tensor::from_buffer(device, &weight_shape, weights),
-    })
+    let [out, weights]: [Tensor; 2] = run(&Pass::Forward, &problem, &[sources, energies], &[])?
+        .try_into()
+        .map_err(|_| Error::shape(OP, "the pooling makes its output and α"))?;
+    Ok(SourceAttentionOutput { out, weights })
 }
 
 /// `(dsources [.., K, d], denergies [.., K])` from the saved α and the upstream `dout [.., d]`.
@@ -214,26 +267,18 @@ pub fn source_attention_backward(
             ),
         ));
     }
-    let device = sources.device();
-    let (dsources, denergies) = match device {
-        Device::Cpu => {
-            let (ds, de) = cpu::backward(sources.host(), weights.host(), dout.host(), k_sources, d);
-            (Buffer::Host(ds), Buffer::Host(de))
-        }
-        Device::Cuda(_) | Device::Emulated(_) => cuda::backward(
-            device,
-            sources.buffer(),
-            weights.buffer(),
-            dout.buffer(),
-            rows,
-            k_sources,
-            d,
-        )?,
+    let problem = SourceProblem {
+        rows,
+        k_sources,
+        d,
+        slot: 0,
+        output_shapes: vec![shape.to_vec(), weights.shape().to_vec()],
     };
-    Ok((
-        Tensor::from_buffer(device, shape, dsources),
-        Tensor::from_buffer(device, weights.shape(), denergies),
-    ))
+    let [dsources, denergies]: [Tensor; 2] =
+        run(&Pass::Backward, &problem, &[sources, weights, dout], &[])?
+            .try_into()
+            .map_err(|_| Error::shape(OP, "the pooling's backward makes two gradients"))?;
+    Ok((dsources, denergies))
 }
 
 /// Tape face of the pooling: `sources` `[.., K, d]` (from [`stack_sources`]), `energies` `[.., K]`
@@ -241,13 +286,13 @@ pub fn source_attention_backward(
 pub fn source_attention(tape: &Tape, sources: &Var, energies: &Var) -> Result<Var> {
     let SourceAttentionOutput { out, weights } =
         source_attention_forward(sources.value(), energies.value())?;
-    let (sources_value, sources_id) = (sources.value().clone(), sources.id());
-    let (energies_shape, energies_id) = (energies.value().shape().to_vec(), energies.id());
-    Ok(tape.record(out, move |dout| {
+    let sources_value = sources.value().clone();
+    let energies_shape = energies.value().shape().to_vec();
+    Ok(record_one(tape, &[sources, energies], out, move |dout| {
         let (dsources, denergies) = source_attention_backward(&sources_value, &weights, dout)?;
         Ok(vec![
-            (sources_id, dsources),
-            (energies_id, denergies.reshape(&energies_shape)?),
+            Some(dsources),
+            Some(denergies.reshape(&energies_shape)?),
         ])
     }))
 }
