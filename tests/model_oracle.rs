@@ -360,7 +360,6 @@ fn emulated_kernels_agree_with_the_oracle() {
         "asif_wo_fa",
         "asif_hie_keep_padding_full_qr",
         "nova",
-        "difsr_gate",
     ] {
         check_case(case, &device);
     }
