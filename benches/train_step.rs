@@ -57,6 +57,7 @@ fn inputs(device: &Device, s: &Size) -> ModelInputs {
         lengths: IndexTensor::from_vec(device, &[s.batch], lengths).expect("lengths"),
         targets: IndexTensor::from_vec(device, &[s.batch], targets).expect("targets"),
         attributes: vec![IndexTensor::from_vec(device, &[s.batch, s.n, 2], genres).expect("genres")],
+        target_attributes: Vec::new(),
         attribute_groups: None,
     }
 }

@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     kcore: usize,
 
-    /// Model: sasrec, sasrec_f, nova, asif, asif_wo_rsa, asif_wo_hie, asif_wo_up, asif_wo_fa.
+    /// Model: sasrec, sasrec_f, nova, difsr, asif, asif_wo_rsa, asif_wo_hie, asif_wo_up, asif_wo_fa.
     #[arg(long, default_value = "asif", value_parser = parse_kind)]
     model: ModelKind,
     /// Fusion 𝓕 of item and attribute embeddings: sum, concat or gate (RecBole's VanillaAttention
@@ -101,6 +101,12 @@ struct Args {
     /// Tokens kept per item and attribute [8].
     #[arg(long)]
     attribute_width: Option<usize>,
+    /// DIF-SR's attribute embedding width d_a (a multiple of h) [64].
+    #[arg(long)]
+    attribute_hidden_size: Option<usize>,
+    /// DIF-SR's λ_aap of L = L_ce + λ_aap Σ_j L_attr,j [10].
+    #[arg(long)]
+    aap_lambda: Option<f32>,
 
     /// Learning rate (Adam) [small: 1e-3, paper: 1e-4].
     #[arg(long)]
@@ -209,6 +215,8 @@ fn configs(args: &Args) -> (ModelConfig, TrainConfig) {
     set!(model.rsa_lambda, args.rsa_lambda);
     set!(model.hie_rank, args.hie_rank);
     set!(model.attribute_width, args.attribute_width);
+    set!(model.attribute_hidden_size, args.attribute_hidden_size);
+    set!(model.attribute_prediction_lambda, args.aap_lambda);
     set!(
         model.rsa_reduction,
         args.rsa_reduction.map(|r| match r {

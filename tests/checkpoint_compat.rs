@@ -41,10 +41,10 @@ fn cases() -> Vec<(&'static str, ModelConfig)> {
         seed: 7,
         ..ModelConfig::default()
     };
-    // NOVA came after the typed parameters: no checkpoint predates it.
+    // NOVA and DIF-SR came after the typed parameters: no checkpoint predates them.
     let mut cases: Vec<(&'static str, ModelConfig)> = ModelKind::ALL
         .into_iter()
-        .filter(|&kind| kind != ModelKind::Nova)
+        .filter(|&kind| !matches!(kind, ModelKind::Nova | ModelKind::DifSr))
         .map(|kind| (kind.name(), tiny(kind, Fusion::Sum)))
         .collect();
     cases.push(("asif_concat", tiny(ModelKind::Asif, Fusion::Concat)));

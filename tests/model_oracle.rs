@@ -1,5 +1,5 @@
 //! The whole model against an independent statement of it (issue 16): a plain float64 PyTorch
-//! model of SASRec, SASRec_F, NOVA and ASIF with its ablations and switches, written from the paper and
+//! model of SASRec, SASRec_F, NOVA, DIF-SR and ASIF with its ablations and switches, written from the paper and
 //! `../shared/design/asif-spec.md` (`scripts/oracle/asif_oracle.py`), produced the committed
 //! fixtures `tests/fixtures/oracle/*.safetensors` (`scripts/oracle/make_fixtures.py`): the
 //! weights, one batch, and the loss and every parameter gradient in f64. Here the crate's model
@@ -45,6 +45,8 @@ struct Case {
     lengths: Vec<i32>,
     targets: Vec<i32>,
     attributes: Vec<(Vec<usize>, Vec<i32>)>,
+    /// The target items' tokens per attribute type (DIF-SR's cases).
+    target_attributes: Vec<(Vec<usize>, Vec<i32>)>,
     loss: f64,
     cross_entropy: f64,
     contrastive: f64,
@@ -129,6 +131,9 @@ fn load(case: &str) -> Case {
         },
         attribute_width: u("attribute_width"),
         seed: 1,
+        // DIF-SR's cases state d_a and λ_aap; the other kinds ignore them.
+        attribute_hidden_size: json["attribute_hidden_size"].as_u64().unwrap_or(64) as usize,
+        attribute_prediction_lambda: json["aap_lambda"].as_f64().unwrap_or(10.0) as f32,
         ..ModelConfig::default()
     };
     let shape = DataShape {
@@ -149,9 +154,16 @@ fn load(case: &str) -> Case {
     let attributes = (0..shape.attribute_vocab.len())
         .map(|j| read_i32(&st, &format!("batch.attributes.{j}")))
         .collect();
+    let target_attributes = (0..shape.attribute_vocab.len())
+        .filter_map(|j| {
+            let name = format!("batch.target_attributes.{j}");
+            st.names().contains(&&name).then(|| read_i32(&st, &name))
+        })
+        .collect();
     Case {
         config,
         shape,
+        target_attributes,
         items: read_i32(&st, "batch.items"),
         lengths: read_i32(&st, "batch.lengths").1,
         targets: read_i32(&st, "batch.targets").1,
@@ -181,6 +193,11 @@ impl Case {
             } else {
                 Vec::new()
             },
+            target_attributes: self
+                .target_attributes
+                .iter()
+                .map(|(s, v)| IndexTensor::from_vec(device, s, v.clone()).unwrap())
+                .collect(),
             attribute_groups: None,
         }
     }
@@ -327,6 +344,9 @@ oracle_cases!(
     nova,
     nova_concat,
     nova_gate,
+    difsr,
+    difsr_concat,
+    difsr_gate,
 );
 
 /// The real `.cu` kernels (host emulator) against the oracle, for ASIF and the switches that take

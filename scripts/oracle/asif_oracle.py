@@ -1,4 +1,5 @@
-"""A plain PyTorch statement of SASRec, SASRec_F, NOVA and ASIF (with its ablations), in float64.
+"""A plain PyTorch statement of SASRec, SASRec_F, NOVA, DIF-SR and ASIF (with its ablations), in
+float64.
 
 Written from the paper (`../shared/paper/asif-paper.md`) and the project's specification
 (`../shared/design/asif-spec.md`, cited below as "spec §N" / "spec AN"), NOT from the crate's Rust
@@ -9,7 +10,10 @@ deterministic. Autograd gives every parameter's gradient.
 Parameters are a dict name -> float64 tensor. Names follow the crate's checkpoint names where the
 crate has the parameter (an interface, like a file format), except for the concat fusion, which is
 one Linear_{(1+m)d->d} here (spec 3.1) and is split into the crate's names by `to_crate_names`
-(NOVA's per-layer concat likewise, over [X; A_1 .. A_m; E_P]).
+(NOVA's per-layer concat likewise, over [X; A_1 .. A_m; E_P]; DIF-SR's per-layer concat of score
+rows is one Linear_{(m+2)n->n} over [C_A1 .. C_Am; C_X; C_P], DIF-SR's order).
+DIF-SR (spec 4) is also stated from DIF-SR's public code (AIM-SE/DIF-SR, DIFMultiHeadAttention and
+the attribute-prediction loss), except that its attribute tables are trained (spec 4, A16).
 The oracle builds every parameter the spec describes, including those whose output is never read
 (the last layer's h_P and h_A sublayers, the gate's b2); their gradients must come out zero.
 """
@@ -27,7 +31,7 @@ LOGIT_SCALE_MAX = 100.0  # spec §3.4 / A9: kappa clamped at <= 100
 
 @dataclass
 class Config:
-    kind: str  # sasrec | sasrec_f | nova | asif | asif_wo_rsa | asif_wo_hie | asif_wo_up | asif_wo_fa
+    kind: str  # sasrec | sasrec_f | nova | difsr | asif | asif_wo_rsa | asif_wo_hie | asif_wo_up | asif_wo_fa
     fusion: str = "sum"  # sum | concat | gate (spec §3.1)
     d: int = 8
     heads: int = 2
@@ -49,6 +53,8 @@ class Config:
     pooling: str = "sum"  # sum | mean (spec §1)
     attribute_vocab: list = field(default_factory=list)
     n_items: int = 8  # |V| including the pad 0
+    d_a: int = 4  # DIF-SR's attribute width (d_a / h per head, here != d_h)
+    aap_lambda: float = 10.0  # DIF-SR's lambda of the attribute-prediction loss (spec 4)
 
     @property
     def sasrec(self):
@@ -57,6 +63,10 @@ class Config:
     @property
     def nova(self):
         return self.kind == "nova"
+
+    @property
+    def difsr(self):
+        return self.kind == "difsr"
 
     @property
     def asif(self):
@@ -116,8 +126,8 @@ def parameter_shapes(c: Config) -> dict[str, tuple]:
     s["position_embedding.weight"] = (n, d)
     if c.uses_attributes:
         for j, v in enumerate(c.attribute_vocab):
-            s[f"attribute_embedding.{j}.weight"] = (v, d)
-        if c.kind not in ("asif_wo_fa", "nova"):
+            s[f"attribute_embedding.{j}.weight"] = (v, c.d_a if c.difsr else d)
+        if c.kind not in ("asif_wo_fa", "nova", "difsr"):
             fusion("fusion", m)
     norm("input_norm")
     if c.asif:
@@ -128,6 +138,23 @@ def parameter_shapes(c: Config) -> dict[str, tuple]:
             # spec 4: G = F(X, A_1..A_m, E_P) in every layer (its own F), LN on G (A14)
             fusion(p + "fusion", m + 1)
             norm(p + "fused_norm")
+        if c.difsr:
+            # DIFMultiHeadAttention: Q, K, V of X; Q_p, K_p of E_P; per attribute Q_j, K_j at d_a;
+            # the fusion of the m + 2 score matrices at width n; dense, LayerNorm; then the FFN.
+            for x in ("query", "key", "value", "query_position", "key_position"):
+                linear(p + x, d, d)
+            for j in range(m):
+                linear(p + f"attribute_query.{j}", c.d_a, c.d_a)
+                linear(p + f"attribute_key.{j}", c.d_a, c.d_a)
+            if c.fusion == "concat":
+                linear(p + "fusion.concat", (m + 2) * n, n)
+            if c.fusion == "gate":
+                linear(p + "fusion.gate.projection.0", n, n)  # VanillaAttention(n, n)
+                linear(p + "fusion.gate.projection.2", n, 1)
+            linear(p + "output", d, d)
+            norm(p + "attention_norm")
+            ffn(p + "ffn")
+            continue
         if c.sasrec or c.nova:
             for x in ("query", "key", "value", "output"):
                 linear(p + x, d, d)
@@ -151,6 +178,9 @@ def parameter_shapes(c: Config) -> dict[str, tuple]:
         ffn(p + "ffn_fused")
         if c.position_stream:
             ffn(p + "ffn_position")
+    if c.difsr:
+        for j, v in enumerate(c.attribute_vocab):
+            linear(f"attribute_prediction.{j}", d, v)  # DIF-SR's `ap`: Linear(d, |A_j|)
     if c.rsa:
         s["logit_scale"] = (1,)
     return s
@@ -162,7 +192,15 @@ def to_crate_names(c: Config, tensors: dict[str, torch.Tensor]) -> dict[str, tor
     d = c.d
     m = len(c.attribute_vocab)
     for name, t in tensors.items():
-        if name.endswith("fusion.concat.weight"):
+        if c.difsr and name.endswith("fusion.concat.weight"):
+            # rows: [C_A1 .. C_Am; C_X; C_P], n each
+            n = c.n
+            prefix = name[: -len("concat.weight")]
+            for j in range(m):
+                out[f"{prefix}attribute.{j}.weight"] = t[j * n : (j + 1) * n]
+            out[prefix + "item.weight"] = t[m * n : (m + 1) * n]
+            out[prefix + "position.weight"] = t[(m + 1) * n :]
+        elif name.endswith("fusion.concat.weight"):
             prefix = name[: -len("concat.weight")]
             out[prefix + "item.weight"] = t[:d]
             for j in range(m):
@@ -319,6 +357,47 @@ class Model:
         h = self.ln(self.lin(o, p + "output") + x, p + "attention_norm")
         return self.ffn(h, p + "ffn")
 
+    def difsr_layer(self, l, x, attrs, ep, mask):
+        """Spec 4, DIF-SR (DIFMultiHeadAttention): decoupled scores C_X from X^{l-1}, C_Aj from
+        the raw A_j at d_a (d_a / h per head), C_P from raw E_P with its own W_q, W_k; fused;
+        / sqrt(d_h) with d_h = d / h; mask, softmax; values from X only."""
+        c = self.c
+        p = f"layers.{l}."
+        c_x = self.scores(x, x, p + "query", p + "key")  # (B, h, n, n)
+        c_a = [
+            self.scores(a, a, p + f"attribute_query.{j}", p + f"attribute_key.{j}")
+            for j, a in enumerate(attrs)
+        ]
+        c_p = self.scores(ep, ep, p + "query_position", p + "key_position")
+        if c.fusion == "sum":
+            fused = sum(c_a) + c_x + c_p
+        elif c.fusion == "concat":
+            fused = self.lin(torch.cat(c_a + [c_x, c_p], dim=-1), p + "fusion.concat")
+        elif c.fusion == "gate":
+            stacked = torch.stack(c_a + [c_x, c_p], dim=-2)  # (B, h, n, m + 2, n)
+            hidden = torch.relu(self.lin(stacked, p + "fusion.gate.projection.0"))
+            energies = self.lin(hidden, p + "fusion.gate.projection.2")  # (B, h, n, m + 2, 1)
+            alpha = torch.softmax(energies, dim=-2)
+            fused = (alpha * stacked).sum(-2)
+        else:
+            raise ValueError(c.fusion)
+        o = self.attend(fused, mask, self.lin(x, p + "value"))
+        h = self.ln(self.lin(o, p + "output") + x, p + "attention_norm")
+        return self.ffn(h, p + "ffn")
+
+    def attribute_prediction(self, u, target_attributes):
+        """DIF-SR's L_attr summed over the attribute types: BCE with logits of a linear head on u
+        against the target item's multi-hot vector (one_hot(...).sum over its tokens), averaged
+        over the batch and the classes 1.. (pad class dropped)."""
+        total = torch.zeros((), dtype=torch.float64)
+        for j, tokens in enumerate(target_attributes):  # (B, width)
+            logits = self.lin(u, f"attribute_prediction.{j}")
+            labels = torch.nn.functional.one_hot(tokens, num_classes=self.c.attribute_vocab[j])
+            labels = labels.sum(1).to(torch.float64)
+            per = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+            total = total + per[:, 1:].mean()
+        return total
+
     def asif_layer(self, l, x, f, pos, mask, lengths):
         """Spec §3.2 steps 1 to 7; pos is None without the position stream (w/o UP)."""
         c = self.c
@@ -373,7 +452,7 @@ class Model:
             total = total + (per / (2 * L) if c.rsa_reduction == "mean" else per / 2)
         return total / x.shape[0]
 
-    def loss(self, items, lengths, targets, attributes, groups):
+    def loss(self, items, lengths, targets, attributes, groups, target_attributes=None):
         """Returns (L, L_ce, L_co or None)."""
         c = self.c
         P = self.P
@@ -393,6 +472,10 @@ class Model:
             x = self.ln(ex, "input_norm")  # X^0 = Drop(LN(E_X)): IDs only
             for l in range(c.layers):
                 x = self.nova_layer(l, x, attrs, ep, mask)
+        elif c.difsr:
+            x = self.ln(ex, "input_norm")  # X^0 = Drop(LN(E_X)): IDs only
+            for l in range(c.layers):
+                x = self.difsr_layer(l, x, attrs, ep, mask)
         else:
             x = self.ln(ex, "input_norm")  # X^0 = Drop(LN_x(E_X[s])): no position
             if c.kind == "asif_wo_fa":
@@ -408,6 +491,8 @@ class Model:
         u = x[torch.arange(x.shape[0], device=self.device), lengths - 1]  # H[b, L_b - 1]
         logits = u @ P["item_embedding.weight"].T  # all |V| rows, pad included
         ce = torch.nn.functional.cross_entropy(logits, targets)
+        if c.difsr:
+            return ce + c.aap_lambda * self.attribute_prediction(u, target_attributes), ce, None
         if c.rsa:
             co = self.contrastive(ex, a_sum, lengths, groups)
             return ce + c.rsa_lambda * co, ce, co

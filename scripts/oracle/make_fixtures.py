@@ -84,6 +84,10 @@ CASES = {
     "nova": dict(kind="nova"),
     "nova_concat": dict(kind="nova", fusion="concat"),
     "nova_gate": dict(kind="nova", fusion="gate"),
+    # DIF-SR: d_a = 4 (d_a / h = 2 per head, d_h = 4), lambda_aap = 10 (spec 4).
+    "difsr": dict(kind="difsr"),
+    "difsr_concat": dict(kind="difsr", fusion="concat"),
+    "difsr_gate": dict(kind="difsr", fusion="gate"),
 }
 
 
@@ -108,6 +112,14 @@ def batch():
             key = tuple(tuple(sorted(x for x in ITEM_TOKENS[int(items[r, t])][j] if x)) for j in range(2))
             groups[r, t] = seen.setdefault(key, len(seen))
     return items, lengths, targets, attributes, groups
+
+
+def target_attributes():
+    """The target items' tokens per attribute type, (B, WIDTH) (DIF-SR's attribute prediction)."""
+    return [
+        np.array([ITEM_TOKENS[t][j] for t in TARGETS], dtype=np.int32)
+        for j in range(len(ATTRIBUTE_VOCAB))
+    ]
 
 
 def weights(c: Config, seed: int) -> dict[str, np.ndarray]:
@@ -145,6 +157,7 @@ def run_case(name: str, options: dict, seed: int):
         torch.tensor(targets, dtype=torch.long),
         [torch.tensor(a, dtype=torch.long) for a in attributes],
         torch.tensor(groups),
+        [torch.tensor(t, dtype=torch.long) for t in target_attributes()] if c.difsr else None,
     )
     grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
     grads = {
@@ -163,6 +176,9 @@ def run_case(name: str, options: dict, seed: int):
     out["batch.targets"] = targets
     for j, a in enumerate(attributes):
         out[f"batch.attributes.{j}"] = a
+    if c.difsr:
+        for j, t in enumerate(target_attributes()):
+            out[f"batch.target_attributes.{j}"] = t
     config = dict(options)
     config.update(
         hidden_size=c.d, heads=c.heads, layers=c.layers, max_len=c.n, inner_size=c.inner,
@@ -171,6 +187,8 @@ def run_case(name: str, options: dict, seed: int):
         fusion=c.fusion, rsa_reduction=c.rsa_reduction, rsa_dedup=c.rsa_dedup,
         pooling=c.pooling, hie_keep_padding=c.hie_keep_padding, hie_full_qr=c.hie_full_qr,
     )
+    if c.difsr:
+        config.update(attribute_hidden_size=c.d_a, aap_lambda=c.aap_lambda)
     return out, {"oracle_config": json.dumps(config, sort_keys=True)}, (loss.item(), ce.item(), co)
 
 

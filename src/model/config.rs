@@ -21,6 +21,9 @@ pub enum ModelKind {
     /// NOVA: X⁰ = Drop(LN(E_X)); the scores' query and key from G = LN(𝓕(X, A, E_P)),
     /// recomputed in every layer; values from X only.
     Nova,
+    /// DIF-SR: X⁰ = Drop(LN(E_X)); decoupled scores C_X, C_Aj (at d_a) and C_P fused in every
+    /// layer; values from X only; plus the attribute-prediction loss.
+    DifSr,
     /// ASIF (spec §3): ID stream X, fused stream h_A, position stream h_P, HIE and RSA.
     Asif,
     /// ASIF with λ = 0 (no RSA loss).
@@ -34,10 +37,11 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 8] = [
+    pub const ALL: [ModelKind; 9] = [
         ModelKind::SasRec,
         ModelKind::SasRecF,
         ModelKind::Nova,
+        ModelKind::DifSr,
         ModelKind::Asif,
         ModelKind::AsifWithoutRsa,
         ModelKind::AsifWithoutHie,
@@ -51,6 +55,7 @@ impl ModelKind {
             ModelKind::SasRec => "sasrec",
             ModelKind::SasRecF => "sasrec_f",
             ModelKind::Nova => "nova",
+            ModelKind::DifSr => "difsr",
             ModelKind::Asif => "asif",
             ModelKind::AsifWithoutRsa => "asif_wo_rsa",
             ModelKind::AsifWithoutHie => "asif_wo_hie",
@@ -69,6 +74,7 @@ impl ModelKind {
             hie: true,
             rsa: true,
             id_scores: false,
+            attribute_prediction: false,
         };
         let sasrec = Switches {
             layer: LayerKind::SasRec,
@@ -77,6 +83,7 @@ impl ModelKind {
             hie: false,
             rsa: false,
             id_scores: false,
+            attribute_prediction: false,
         };
         match self {
             ModelKind::SasRec => sasrec,
@@ -87,6 +94,12 @@ impl ModelKind {
             ModelKind::Nova => Switches {
                 layer: LayerKind::Nova,
                 fused_input: FusedInput::EveryLayer,
+                ..sasrec
+            },
+            ModelKind::DifSr => Switches {
+                layer: LayerKind::DifSr,
+                fused_input: FusedInput::EveryLayer,
+                attribute_prediction: true,
                 ..sasrec
             },
             ModelKind::Asif => asif,
@@ -142,6 +155,8 @@ pub struct Switches {
     pub rsa: bool,
     /// A third score pair C_X = (X W_q, X W_k) (`asif_wo_fa`, ASIF layers).
     pub id_scores: bool,
+    /// DIF-SR's attribute-prediction heads and λ_aap·Σ_j L_attr,j in the loss.
+    pub attribute_prediction: bool,
 }
 
 /// The layer a model stacks.
@@ -153,6 +168,9 @@ pub enum LayerKind {
     Asif,
     /// One stream X; one score pair from G = LN(𝓕(X, A, E_P)), values from X (spec §4, NOVA).
     Nova,
+    /// One stream X; decoupled scores C_X, C_Aj, C_P fused per layer, values from X (spec §4,
+    /// DIF-SR).
+    DifSr,
 }
 
 /// The fused input of a model: for a SASRec layer X⁰'s item term, for an ASIF layer F⁰.
@@ -166,8 +184,8 @@ pub enum FusedInput {
     FusionWithPositions,
     /// A = Σ_j A_j alone (`asif_wo_fa`: no fusion weights).
     Attributes,
-    /// No fused input: every layer fuses its ID state with the raw A_j and E_P itself (NOVA;
-    /// each layer owns its fusion weights).
+    /// No fused input: every layer fuses its ID state with the raw A_j and E_P itself (NOVA's
+    /// embeddings, DIF-SR's score matrices; each layer owns its fusion weights).
     EveryLayer,
 }
 
@@ -313,6 +331,21 @@ pub struct ModelConfig {
     pub attribute_width: usize,
     /// Seeds initialisation and every dropout mask.
     pub seed: u64,
+    /// d_a: DIF-SR's attribute embedding width (d_a/h per head; other kinds embed attributes
+    /// at d). Absent in configs written before DIF-SR existed.
+    #[serde(default = "default_attribute_hidden_size")]
+    pub attribute_hidden_size: usize,
+    /// λ_aap of DIF-SR's L = L_ce + λ_aap Σ_j L_attr,j (ignored by other kinds).
+    #[serde(default = "default_attribute_prediction_lambda")]
+    pub attribute_prediction_lambda: f32,
+}
+
+fn default_attribute_hidden_size() -> usize {
+    64
+}
+
+fn default_attribute_prediction_lambda() -> f32 {
+    10.0
 }
 
 impl Default for ModelConfig {
@@ -338,6 +371,8 @@ impl Default for ModelConfig {
             pooling: PoolingMode::Sum,
             attribute_width: 8,
             seed: 2024,
+            attribute_hidden_size: default_attribute_hidden_size(),
+            attribute_prediction_lambda: default_attribute_prediction_lambda(),
         }
     }
 }
@@ -358,6 +393,24 @@ impl ModelConfig {
             self.rsa_lambda
         } else {
             0.0
+        }
+    }
+
+    /// The λ_aap actually applied: 0 where the model has no attribute prediction.
+    pub fn effective_attribute_prediction_lambda(&self) -> f32 {
+        if self.kind.switches().attribute_prediction {
+            self.attribute_prediction_lambda
+        } else {
+            0.0
+        }
+    }
+
+    /// The width of the attribute embedding tables: d_a for DIF-SR, d otherwise.
+    pub fn attribute_table_width(&self) -> usize {
+        if self.kind.switches().layer == LayerKind::DifSr {
+            self.attribute_hidden_size
+        } else {
+            self.hidden_size
         }
     }
 
@@ -401,6 +454,19 @@ impl ModelConfig {
         if !(self.layer_norm_eps > 0.0 && self.init_std > 0.0) {
             return bad("layer-norm eps and init std must be positive".into());
         }
+        if self.kind.switches().layer == LayerKind::DifSr {
+            let d_a = self.attribute_hidden_size;
+            if d_a == 0 || d_a % self.heads != 0 {
+                return bad(format!(
+                    "DIF-SR's attribute width d_a = {d_a} must be a positive multiple of heads = {}",
+                    self.heads
+                ));
+            }
+            let lambda = self.attribute_prediction_lambda;
+            if !(lambda.is_finite() && lambda >= 0.0) {
+                return bad(format!("λ_aap must be finite and ≥ 0, got {lambda}"));
+            }
+        }
         if self.kind.hie() {
             let max_r = crate::ops::hie::MAX_RANK;
             if self.hie_rank == 0 || self.hie_rank > max_r || self.hie_rank > self.max_len {
@@ -436,7 +502,7 @@ impl ModelConfig {
             if let Some(v) = data.attribute_vocab.iter().find(|&&v| v < 2) {
                 return bad(format!("an attribute with {v} token ids has no real token"));
             }
-            // NOVA's fusion also takes the position table as a source.
+            // NOVA's and DIF-SR's fusions also take the positions as a source.
             let positions = usize::from(self.kind.switches().fused_input == FusedInput::EveryLayer);
             let sources = data.attribute_vocab.len() + 1 + positions;
             if self.fusion == Fusion::Gate && sources > crate::ops::source_attention::MAX_SOURCES {

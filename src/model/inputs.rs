@@ -8,13 +8,16 @@ use crate::{Device, Error, IndexTensor, Result};
 use super::{DataShape, ModelConfig};
 
 /// A batch's inputs on a device: item ids `[B, n]`, lengths L_b `[B]`, targets `[B]` and, per
-/// attribute type, the tokens `[B, n, width]`.
+/// attribute type, the tokens `[B, n, width]` and the target item's tokens `[B, width]`.
 #[derive(Debug, Clone)]
 pub struct ModelInputs {
     pub items: IndexTensor,
     pub lengths: IndexTensor,
     pub targets: IndexTensor,
     pub attributes: Vec<IndexTensor>,
+    /// Per attribute type, the target item's tokens `[B, width]` (0-padded): DIF-SR's
+    /// attribute-prediction targets. Empty where no model reads them (checked where one does).
+    pub target_attributes: Vec<IndexTensor>,
     /// Attribute-set ids `[B, n]` for `rsa_dedup` ([`attribute_groups`]): positions with the
     /// same id hold items whose attribute tokens are identical. [`ModelInputs::from_batch`] fills
     /// it on the host; `None` makes a model with `rsa_dedup` compute it from `items` and
@@ -82,11 +85,28 @@ impl ModelInputs {
             .into_iter()
             .map(|t| IndexTensor::from_vec(device, &[b, n, width], t))
             .collect::<Result<Vec<_>>>()?;
+        let target_attributes = tables
+            .iter()
+            .map(|table| {
+                let mut out = vec![0i32; b * width];
+                for (row, &item) in batch.targets.iter().enumerate() {
+                    if item == 0 || item as usize >= table.n_rows() {
+                        continue;
+                    }
+                    let t = table.tokens(item);
+                    for (slot, &token) in out[row * width..(row + 1) * width].iter_mut().zip(t) {
+                        *slot = token as i32;
+                    }
+                }
+                IndexTensor::from_vec(device, &[b, width], out)
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(ModelInputs {
             items: IndexTensor::from_vec(device, &[b, n], items)?,
             lengths: IndexTensor::from_vec(device, &[b], to_i32(&batch.lengths))?,
             targets: IndexTensor::from_vec(device, &[b], to_i32(&batch.targets))?,
             attributes,
+            target_attributes,
             attribute_groups,
         })
     }
@@ -148,6 +168,25 @@ impl ModelInputs {
                     return bad(format!(
                         "attribute tokens must be [B = {b}, n = {n}, width], got {:?}",
                         a.shape()
+                    ));
+                }
+            }
+        }
+        if config.effective_attribute_prediction_lambda() > 0.0 {
+            let m = data.attribute_vocab.len();
+            if inputs.target_attributes.len() != m {
+                return bad(format!(
+                    "{} target attribute blocks for {} with {m} attribute types (its \
+                     attribute-prediction loss needs the target items' tokens)",
+                    inputs.target_attributes.len(),
+                    config.kind
+                ));
+            }
+            for t in &inputs.target_attributes {
+                if t.shape().len() != 2 || t.shape()[0] != b {
+                    return bad(format!(
+                        "target attribute tokens must be [B = {b}, width], got {:?}",
+                        t.shape()
                     ));
                 }
             }

@@ -10,11 +10,13 @@
 //! matched; hyper-parameters), `inputs.rs` (a batch on a device, dataset glue),
 //! `parameters.rs` (the parameter list, initialisation, typed handles), `blocks.rs` (linear,
 //! layer norm, FFN), `fusion.rs` (𝓕), `layer.rs` (the SASRec and ASIF layers), `nova.rs` (the
-//! NOVA layer), `forward.rs`
+//! NOVA layer), `difsr.rs` (the DIF-SR layer, its score ops and its attribute-prediction
+//! loss), `forward.rs`
 //! (what a pass carries: mode, dropout seeds), `weights.rs` (checkpoint I/O), and this file
 //! (the model: which blocks exist, the forward pass, the loss).
 mod blocks;
 mod config;
+mod difsr;
 mod forward;
 mod fusion;
 mod inputs;
@@ -43,7 +45,8 @@ use crate::ops::gather::gather_last;
 use crate::ops::linear::matmul_transposed_forward;
 use crate::{Device, Error, IndexTensor, Result, Tensor};
 
-use blocks::LayerNorm;
+use blocks::{LayerNorm, Linear};
+use difsr::{attribute_prediction_loss, DifSrLayer, DifSrSideInformation};
 use forward::Forward;
 use fusion::FusionBlock;
 use layer::{AsifLayer, SasRecLayer};
@@ -59,20 +62,26 @@ pub struct ForwardPass {
     /// L_co, a scalar, where the model has RSA and λ > 0.
     pub contrastive: Option<Var>,
     pub lambda: f32,
+    /// Σ_j L_attr,j, a scalar, where the model has DIF-SR's attribute prediction and λ_aap > 0.
+    pub attribute_prediction: Option<Var>,
+    pub attribute_prediction_lambda: f32,
 }
 
 impl ForwardPass {
-    /// L = L_ce + λ·L_co, read back to the host.
+    /// L = L_ce + λ·L_co (+ λ_aap Σ_j L_attr,j for DIF-SR), read back to the host.
     pub fn loss(&self) -> Result<f32> {
-        let ce = self.cross_entropy.value().to_vec()?[0];
-        Ok(match &self.contrastive {
-            Some(co) => ce + self.lambda * co.value().to_vec()?[0],
-            None => ce,
-        })
+        let mut loss = self.cross_entropy.value().to_vec()?[0];
+        if let Some(co) = &self.contrastive {
+            loss += self.lambda * co.value().to_vec()?[0];
+        }
+        if let Some(aap) = &self.attribute_prediction {
+            loss += self.attribute_prediction_lambda * aap.value().to_vec()?[0];
+        }
+        Ok(loss)
     }
 
-    /// Backpropagates L (seeding L_ce with 1 and L_co with λ) and returns one gradient per
-    /// parameter, zeros for a parameter the loss does not reach.
+    /// Backpropagates L (seeding L_ce with 1, L_co with λ and DIF-SR's Σ_j L_attr,j with λ_aap)
+    /// and returns one gradient per parameter, zeros for a parameter the loss does not reach.
     pub fn backward(&self, tape: &Tape) -> Result<Vec<Tensor>> {
         let device = self.cross_entropy.value().device().clone();
         let scalar =
@@ -80,6 +89,9 @@ impl ForwardPass {
         let mut seeds = vec![(&self.cross_entropy, scalar(&self.cross_entropy, 1.0)?)];
         if let Some(co) = &self.contrastive {
             seeds.push((co, scalar(co, self.lambda)?));
+        }
+        if let Some(aap) = &self.attribute_prediction {
+            seeds.push((aap, scalar(aap, self.attribute_prediction_lambda)?));
         }
         let grads: Gradients = tape.backward_from(seeds)?;
         self.parameters
@@ -108,6 +120,7 @@ enum Layers {
     SasRec(Vec<SasRecLayer>),
     Asif(Vec<AsifLayer>),
     Nova(Vec<NovaLayer>),
+    DifSr(Vec<DifSrLayer>),
 }
 
 /// The model's typed blocks, in creation order: handles into [`Model::parameters`].
@@ -126,6 +139,8 @@ struct Blocks {
     /// LN_f of F⁰ (ASIF layers).
     fused_input_norm: Option<LayerNorm>,
     layers: Layers,
+    /// DIF-SR's attribute predictors `attribute_prediction.{j}` (u → |A_j| logits).
+    attribute_predictors: Vec<Linear>,
     /// RSA's s, where the loss has λ·L_co.
     logit_scale: Option<ParameterId>,
 }
@@ -147,10 +162,11 @@ impl Blocks {
         let mut attribute_embeddings = Vec::new();
         let mut fusion = None;
         if switches.fused_input != FusedInput::None {
+            let width = config.attribute_table_width();
             for (j, &vocab) in data.attribute_vocab.iter().enumerate() {
                 attribute_embeddings.push(builder.add(
                     format!("attribute_embedding.{j}.weight"),
-                    &[vocab, d],
+                    &[vocab, width],
                     Init::EMBEDDING,
                 )?);
             }
@@ -192,6 +208,31 @@ impl Blocks {
                         .collect::<Result<_>>()?,
                 ),
             ),
+            LayerKind::DifSr => (
+                None,
+                Layers::DifSr(
+                    (0..config.layers)
+                        .map(|l| DifSrLayer::new(builder, l, data.attribute_vocab.len()))
+                        .collect::<Result<_>>()?,
+                ),
+            ),
+        };
+        let attribute_predictors = if switches.attribute_prediction {
+            data.attribute_vocab
+                .iter()
+                .enumerate()
+                .map(|(j, &vocab)| {
+                    Linear::new(
+                        builder,
+                        &format!("attribute_prediction.{j}"),
+                        d,
+                        vocab,
+                        true,
+                    )
+                })
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
         };
         let logit_scale = if config.effective_rsa_lambda() > 0.0 {
             Some(builder.add(
@@ -210,6 +251,7 @@ impl Blocks {
             input_norm,
             fused_input_norm,
             layers,
+            attribute_predictors,
             logit_scale,
         })
     }
@@ -241,7 +283,9 @@ impl Block for Blocks {
             Layers::SasRec(layers) => layers.visit(visitor),
             Layers::Asif(layers) => layers.visit(visitor),
             Layers::Nova(layers) => layers.visit(visitor),
+            Layers::DifSr(layers) => layers.visit(visitor),
         }
+        self.attribute_predictors.visit(visitor);
         self.logit_scale.visit(visitor);
     }
 }
@@ -377,11 +421,39 @@ impl Model {
             }
             _ => None,
         };
+        let attribute_prediction_lambda = self.config.effective_attribute_prediction_lambda();
+        let attribute_prediction = if attribute_prediction_lambda > 0.0 {
+            let pass = Forward {
+                tape,
+                config: &self.config,
+                leaves,
+                seeds: &DropoutSeeds::new(0, crate::ops::dropout::DropoutMode::Eval),
+            };
+            let mut total: Option<Var> = None;
+            for (predictor, targets) in self
+                .blocks
+                .attribute_predictors
+                .iter()
+                .zip(&inputs.target_attributes)
+            {
+                let logits = predictor.forward(&pass, &encoded.user)?;
+                let term = attribute_prediction_loss(tape, &logits, targets)?;
+                total = Some(match total {
+                    Some(t) => add(tape, &t, &term)?,
+                    None => term,
+                });
+            }
+            total
+        } else {
+            None
+        };
         Ok(ForwardPass {
             parameters: vars,
             cross_entropy,
             contrastive,
             lambda,
+            attribute_prediction,
+            attribute_prediction_lambda,
         })
     }
 
@@ -518,6 +590,20 @@ impl Model {
                 }
                 x
             }
+            Layers::DifSr(layers) => {
+                // X⁰ = Drop(LN(E_X)); every layer scores X, the raw A_j (at d_a) and the raw
+                // E_P apart and fuses the scores (difsr.rs).
+                let mut x =
+                    pass.hidden_dropout(&blocks.input_norm.forward(&pass, &item_embeddings)?)?;
+                let side = DifSrSideInformation {
+                    attributes: attributes.clone(),
+                    positions: broadcast()?,
+                };
+                for layer in layers {
+                    x = layer.forward(&pass, &x, &side, &inputs.lengths)?;
+                }
+                x
+            }
         };
         let user = gather_last(tape, &x, &inputs.lengths)?;
         Ok(Encoded {
@@ -550,7 +636,7 @@ impl Model {
         let bad = |m: String| Err(Error::argument("asif_layer", m));
         let layers = match &self.blocks.layers {
             Layers::Asif(layers) => layers,
-            Layers::SasRec(_) | Layers::Nova(_) => {
+            Layers::SasRec(_) | Layers::Nova(_) | Layers::DifSr(_) => {
                 return bad(format!("{} has no ASIF layer", cfg.kind))
             }
         };

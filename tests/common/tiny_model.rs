@@ -24,29 +24,46 @@ pub fn inputs(device: &Device, n: usize) -> ModelInputs {
             items[row * n + t] = (1 + (row * 7 + t * 5) % (ITEMS - 1)) as i32;
         }
     }
+    let targets = [3, 11, 17];
+    // Item `item`'s two token slots of attribute type j (0 for the pad item).
+    let item_tokens = |item: i32, j: usize, vocab: usize| -> [i32; 2] {
+        if item == 0 {
+            return [0, 0];
+        }
+        let first = 1 + (item as usize * (j + 2)) as i32 % (vocab as i32 - 1);
+        let second = if item % 3 == 0 {
+            1 + (item as usize + j) as i32 % (vocab as i32 - 1)
+        } else {
+            0
+        };
+        [first, second]
+    };
+    let tokens_of = |ids: &[i32], j: usize, vocab: usize| -> Vec<i32> {
+        ids.iter()
+            .flat_map(|&item| item_tokens(item, j, vocab))
+            .collect()
+    };
     let attributes = ATTRIBUTES
         .iter()
         .enumerate()
         .map(|(j, &vocab)| {
-            let mut tokens = vec![0i32; b * n * 2];
-            for (s, &item) in items.iter().enumerate() {
-                if item == 0 {
-                    continue;
-                }
-                tokens[s * 2] = 1 + (item as usize * (j + 2)) as i32 % (vocab as i32 - 1);
-                if item % 3 == 0 {
-                    tokens[s * 2 + 1] = 1 + (item as usize + j) as i32 % (vocab as i32 - 1);
-                }
-            }
-            IndexTensor::from_vec(device, &[b, n, 2], tokens).unwrap()
+            IndexTensor::from_vec(device, &[b, n, 2], tokens_of(&items, j, vocab)).unwrap()
+        })
+        .collect();
+    let target_attributes = ATTRIBUTES
+        .iter()
+        .enumerate()
+        .map(|(j, &vocab)| {
+            IndexTensor::from_vec(device, &[b, 2], tokens_of(&targets, j, vocab)).unwrap()
         })
         .collect();
     ModelInputs {
         items: IndexTensor::from_vec(device, &[b, n], items).unwrap(),
         lengths: IndexTensor::from_vec(device, &[b], lengths.iter().map(|&l| l as i32).collect())
             .unwrap(),
-        targets: IndexTensor::from_vec(device, &[b], vec![3, 11, 17]).unwrap(),
+        targets: IndexTensor::from_vec(device, &[b], targets.to_vec()).unwrap(),
         attributes,
+        target_attributes,
         attribute_groups: None,
     }
 }
