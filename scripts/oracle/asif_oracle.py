@@ -226,7 +226,9 @@ class Model:
         # The parameters' dtype and device (float64 on the CPU for the fixtures); the masks and
         # index ranges built below follow them, so the training-step peer
         # (`bench/peers/train_step.py`) can run this same model in float32 on a GPU.
-        first = next(iter(params.values()))
+        # Without parameters (the op fixtures of make_op_fixtures.py use single ops): float64 on
+        # the CPU.
+        first = next(iter(params.values()), torch.zeros((), dtype=torch.float64))
         self.dtype, self.device = first.dtype, first.device
 
     def lin(self, x, name):
