@@ -103,9 +103,10 @@ fn hr_and_ndcg_by_hand() {
     // The same through the batch API, in two batches, and through merge.
     let flat: Vec<f32> = rows.iter().flatten().copied().collect();
     let mut a = Evaluator::new(&[1, 3, 5, 20]).unwrap();
-    a.add_batch(&flat[..12], 6, &[1, 1]).unwrap();
+    // One row and three (two and two let `count *= other.count` pass for `+=`: 2·2 = 2 + 2).
+    a.add_batch(&flat[..6], 6, &[1]).unwrap();
     let mut b = Evaluator::new(&[1, 3, 5, 20]).unwrap();
-    b.add_batch(&flat[12..], 6, &[1, 1]).unwrap();
+    b.add_batch(&flat[6..], 6, &[1, 1, 1]).unwrap();
     a.merge(&b).unwrap();
     assert_eq!(a.metrics(), m);
     // No rows: zeros, not NaN.
