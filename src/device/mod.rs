@@ -19,7 +19,7 @@ pub use counters::{CounterSnapshot, Counters};
 pub use cuda::{CudaBackend, POISON_UNINITIALIZED_ENV};
 pub use emulated::{Emulator, EmulatorLaunchFn};
 pub(crate) use launch::elementwise_launch;
-pub use launch::{KernelArg, LaunchConfig, MAX_DEFAULT_SHARED_BYTES};
+pub use launch::{KernelArg, LaunchConfig, MAX_DEFAULT_SHARED_BYTES, MAX_OPT_IN_SHARED_BYTES};
 
 use crate::kernels::{self, KernelRef};
 use crate::{Error, Result};
@@ -299,15 +299,16 @@ impl Device {
                 ),
             ));
         }
-        if config.shared_bytes > MAX_DEFAULT_SHARED_BYTES {
-            return Err(Error::argument(
-                "launch",
-                format!(
-                    "{}: {} bytes of dynamic shared memory (at most {MAX_DEFAULT_SHARED_BYTES})",
-                    kernel.name, config.shared_bytes
-                ),
-            ));
-        }
+        let static_bytes = family
+            .resources
+            .iter()
+            .find(|r| r.kernel == kernel.name)
+            .map_or(0, |r| r.shared_bytes);
+        let opt_in_limit = match self {
+            Device::Cuda(backend) => backend.max_opt_in_shared_bytes(),
+            _ => MAX_OPT_IN_SHARED_BYTES,
+        };
+        launch::check_shared_bytes(kernel, &config, static_bytes, opt_in_limit)?;
         let expected = self.memory_location();
         if let Some(found) = args
             .iter()
