@@ -262,6 +262,16 @@ impl Device {
         }
     }
 
+    /// Shared memory (static plus dynamic) one block of a kernel that opts in
+    /// ([`KernelRef::with_large_shared`]) may use on this device: the CUDA device's opt-in limit,
+    /// [`MAX_OPT_IN_SHARED_BYTES`] (sm_90's) on the emulated and CPU devices.
+    pub fn max_opt_in_shared_bytes(&self) -> u32 {
+        match self {
+            Device::Cuda(backend) => backend.max_opt_in_shared_bytes(),
+            _ => MAX_OPT_IN_SHARED_BYTES,
+        }
+    }
+
     /// Waits for queued work (no-op off CUDA).
     pub fn synchronize(&self) -> Result<()> {
         if let Device::Cuda(backend) = self {
@@ -304,11 +314,12 @@ impl Device {
             .iter()
             .find(|r| r.kernel == kernel.name)
             .map_or(0, |r| r.shared_bytes);
-        let opt_in_limit = match self {
-            Device::Cuda(backend) => backend.max_opt_in_shared_bytes(),
-            _ => MAX_OPT_IN_SHARED_BYTES,
-        };
-        launch::check_shared_bytes(kernel, &config, static_bytes, opt_in_limit)?;
+        launch::check_shared_bytes(
+            kernel,
+            &config,
+            static_bytes,
+            self.max_opt_in_shared_bytes(),
+        )?;
         let expected = self.memory_location();
         if let Some(found) = args
             .iter()
