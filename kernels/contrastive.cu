@@ -52,29 +52,40 @@
 //   2. contrastive_forward_backward_v2 (issue 19): the same block per sequence, phase B shared
 //      with v1 (contrastive_gradient_of_scores), the three products (X·Aᵀ, κG·Ã, (κG)ᵀ·X̃) on
 //      m16n8k8 tensor-core mma by 3xTF32 (fp32-level accuracy, v1's tolerances), rows padded to
-//      16, the u and k tiles to 8, tiles at or beyond L_b skipped; 32-column chunks of x and a
-//      staged by 16-byte cp.async, phase C staging each chunk once for both products and both
-//      epilogues (x and a read twice in all, v1 three times). The learnable scale, the clamp, the
-//      reductions and the dedup switch are v1's code. No atomics in either version (v1 has none):
-//      deterministic. See the section above the kernel for the layout.
+//      16, the u and k tiles to 8, tiles at or beyond L_b skipped; x and a staged ONCE in dynamic
+//      shared memory by 16-byte cp.async (the kernel opts in to more than 48 KB,
+//      KernelRef::with_large_shared), serving phase A, both products of phase C and both norm
+//      epilogues: x and a are read once, as the floor assumes. Where d is too wide to stage at
+//      once (2 · ⌈n/16⌉·16 · (⌈d/32⌉·32 + 4) · 4 B beyond the opt-in limit less 24 KB for the
+//      static arrays: d > 384 at n 64 on an H200) the launcher passes a narrower width and x and a
+//      are streamed twice in chunks of it, as v1 does. The learnable scale, the clamp, the
+//      reductions and the dedup switch are v1's code. No atomics in either version (v1 has
+//      none): deterministic. See the section above the kernel for the layout.
+//      Shared memory and occupancy at the paper's sizes (n 50 → 64 staged rows, d 256): x and a
+//      take 2 · 64 · 260 · 4 = 133,120 dynamic bytes, S and the per-row vectors 19.8 KB static:
+//      152.9 KB a block, so ONE block of 256 threads per SM (12.5 % occupancy; the chunked
+//      version fitted 4 blocks, 50 %). One block per SM serialises each block's copy, mma and
+//      epilogue phases with nothing to overlap them; what it buys is no second read of x and a.
 //      Floor and expectation at the paper's sizes (B = 2048, n = 50, d = 256, all valid): the
 //      floor moves 419 MB (x and a read once, dx and da written once), 100 µs at the H200's
-//      measured 4171 GB/s. v2 reads x and a twice (the whole of d does not fit the launch
-//      layer's 48 KB of shared memory next to S: 128 KB), 629 MB if the second read misses L2:
-//      151 µs. Tensor-core work per sequence: phase A 4 row tiles × 7 column tiles × 32 k steps,
-//      phase C 2 products × 4 row tiles × 32 column tiles × 7 k steps, 3 mma each: 8064 mma of
-//      2048 FLOP, 34 GFLOP of TF32 for the batch, about 70 to 110 µs at the rate mma.sync reaches
-//      on an H200. The chunk's copy, the mma and the stores of one block are serial (no double
-//      buffering); 4 blocks of 256 per SM (64 registers, 38.3 KB of shared memory each: 50 %
-//      occupancy, kernels-sass.md) overlap one another's phases. Expected 0.15 to 0.25 ms, 40 to
-//      65 % of the floor, against the issue's target of 0.17 ms, until a GPU run says otherwise.
-//      Next, if it falls short: double-buffer the chunks (cp.async of chunk k + 1 under the mma
-//      of chunk k), and raise the launch layer's shared-memory limit so x and a are staged once.
+//      measured 4171 GB/s; v2 moves exactly that. Tensor-core work per sequence: phase A 4 row
+//      tiles × 7 column tiles × 32 k steps, phase C 2 products × 4 row tiles × 32 column tiles ×
+//      7 k steps, 3 mma each: 8064 mma of 2048 FLOP, 34 GFLOP of TF32 for the batch, about 70 to
+//      110 µs at the rate mma.sync reaches on an H200. With one block per SM the phases add up
+//      rather than overlap: 2048 blocks in 16 waves of 132; per wave the staging of 102 KB a block
+//      (13.5 MB: 3.2 µs at 4171 GB/s), the mma (2.2 GFLOP a wave: 5 to 10 µs with 8 warps per
+//      SM), phase B's latency (2 to 3 µs) and the stores (3.2 µs): 14 to 20 µs a wave, expected
+//      0.22 to 0.32 ms, 30 to 45 % of the floor, which may be slower than the chunked layout's
+//      0.15 to 0.25 ms estimate at 4 blocks per SM; the GPU run decides between them (the
+//      launcher's width is the one switch: width 32 is the chunked layout at 4 blocks per SM).
+//      Next, if it falls short: split a sequence's phase C over two blocks, or double-buffer
+//      the chunked layout.
 //
 // Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
 // paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it.
 //   asif-gate: contrastive_forward_backward block=256 occupancy>=50%
-//   asif-gate: contrastive_forward_backward_v2 block=256 occupancy>=50% tensor_core vector_io
+// v2 at the paper's sizes stages x and a once in 133,120 dynamic bytes (see Versions, 2).
+//   asif-gate: contrastive_forward_backward_v2 block=256 dynamic_shared=133120 occupancy>=12% tensor_core vector_io
 //   asif-gate: contrastive_reduce block=256 occupancy>=100%
 //   asif-gate: contrastive_scale block=256 occupancy>=100%
 #include "common.cuh"
@@ -403,17 +414,16 @@ extern "C" __global__ void contrastive_forward_backward(const float* __restrict_
 
 // ---- version 2: the three products on tensor cores (3xTF32) ----
 //
-// One block of 8 warps per sequence, as v1. The score tile S (and then κ·G) and a 32-column chunk
-// of x and of a live in shared memory (38.3 KB in all: the launch layer's 48 KB limit leaves no
-// room to hold all d = 256 columns of both, 128 KB, so x and a are read in two passes as in v1,
-// but each chunk is staged once per pass, by 16-byte cp.async copies, and serves every product
-// and epilogue that needs it). Rows are padded to the next multiple of 16 (the m16 tiles), the
+// One block of 8 warps per sequence, as v1. The score tile S (and then κ·G) lives in static
+// shared memory, x and a (raw values, `width` columns of rows 0 .. ⌈n/16⌉·16 − 1, stride
+// width + 4) in dynamic shared memory: staged once by 16-byte cp.async copies when width covers
+// d, else chunk by chunk in both phases. Rows are padded to the next multiple of 16 (the m16 tiles), the
 // u (n8) and k8 tiles of L_b to the next multiple of 8; tiles at or beyond L_b are skipped.
-//   Phase A, per chunk: warp w forms rows 16·(w % 4) .. +15 and column tiles 4·(w / 4) .. +3 of
+//   Phase A, per staged chunk: warp w forms rows 16·(w % 4) .. +15 and column tiles 4·(w / 4) .. +3 of
 //     X·Aᵀ (raw x and a; fragments accumulate over the chunks), and every thread adds 16 squares
 //     of one row of x or a to its norm (two threads per row, rotated so a warp hits 32 banks).
 //   Phase B: v1's (contrastive_gradient_of_scores), on the tile of stride 68.
-//   Phase C, per chunk: warps 0..3 form dX̃ = (κG)·diag(1/‖a‖)·A (rows t), warps 4..7
+//   Phase C, per 32 staged columns: warps 0..3 form dX̃ = (κG)·diag(1/‖a‖)·A (rows t), warps 4..7
 //     dÃ = (κG)ᵀ·diag(1/‖x‖)·X (rows u), 16 rows × 32 columns each, the norm scale folded into
 //     the G fragment; then the norm backward (x_t and a_u from the same staged chunk) and the
 //     stores, zeros for rows t ≥ L_b. The k steps run over u (or t) < ⌈L_b/8⌉·8 with the k index
@@ -423,25 +433,32 @@ extern "C" __global__ void contrastive_forward_backward(const float* __restrict_
 #include "mma.cuh"
 #include "vector_io.cuh"
 
+// Columns of the m16 × 32 output tiles of phase C (one warp's four n8 tiles).
 #define CONTRASTIVE_V2_CHUNK 32
-// Row strides ≡ 4 (mod 32 banks): fragment loads of rows g = 0..7 and columns t = 0..3 (and of the
-// paired k rows 2t + i) hit 32 distinct banks; rows stay 16-byte aligned for cp.async.
-#define CONTRASTIVE_V2_TILE_STRIDE 36
+// Row stride of S (and κ·G) ≡ 4 (mod 32 banks), as the staged rows below.
 #define CONTRASTIVE_V2_SCORE_STRIDE 68
-// 4 blocks of 256 per SM: at most 64 registers a thread (4 × 38.3 KB of shared memory fits).
+// 4 blocks of 256 per SM where shared memory allows (the staged width sets it): at most 64
+// registers a thread.
 #define CONTRASTIVE_V2_MIN_BLOCKS 4
 
-// Rows 0 .. padded − 1 and columns c0 .. c0 + 31 of one sequence's [n, d] rows into `tile`
-// (stride CONTRASTIVE_V2_TILE_STRIDE): zeros for rows ≥ len and columns ≥ d. With `vector` (d % 4
-// == 0, 16-byte aligned base) as cp.async 16-byte copies, committed as one group: the caller
-// waits and then synchronises the block.
+// Row stride of the staged x and a for `width` staged columns (a multiple of 32): ≡ 4 (mod 32
+// banks), so fragment loads of rows g = 0..7 and columns t = 0..3 (and of the paired k rows
+// 2t + i) hit 32 distinct banks; rows stay 16-byte aligned for cp.async. The launcher
+// (src/ops/contrastive/cuda.rs) sizes the dynamic shared memory with the same rule.
+__device__ __forceinline__ int contrastive_v2_stride(int width) { return width + 4; }
+
+// Rows 0 .. padded − 1 and columns c0 .. c0 + width − 1 of one sequence's [n, d] rows into `tile`
+// (stride contrastive_v2_stride(width)): zeros for rows ≥ len and columns ≥ d. With `vector`
+// (d % 4 == 0, 16-byte aligned base) as cp.async 16-byte copies, committed as one group: the
+// caller waits and then synchronises the block.
 __device__ __forceinline__ void contrastive_v2_stage(float* tile, const float* seq, int len, int padded, int d,
-                                                     int c0, bool vector) {
+                                                     int c0, int width, bool vector) {
+    const int stride = contrastive_v2_stride(width);
     if (vector) {
-        const int quads = CONTRASTIVE_V2_CHUNK / 4;
+        const int quads = width / 4;
         for (int e = threadIdx.x; e < padded * quads; e += blockDim.x) {
             const int r = e / quads, c = 4 * (e % quads);
-            float* destination = tile + r * CONTRASTIVE_V2_TILE_STRIDE + c;
+            float* destination = tile + r * stride + c;
             if (r < len && c0 + c < d) {
                 cp_async_16(destination, seq + (size_t)r * d + c0 + c);
             } else {
@@ -451,9 +468,9 @@ __device__ __forceinline__ void contrastive_v2_stage(float* tile, const float* s
         }
         cp_async_commit();
     } else {
-        for (int e = threadIdx.x; e < padded * CONTRASTIVE_V2_CHUNK; e += blockDim.x) {
-            const int r = e / CONTRASTIVE_V2_CHUNK, c = e % CONTRASTIVE_V2_CHUNK;
-            tile[r * CONTRASTIVE_V2_TILE_STRIDE + c] = r < len && c0 + c < d ? seq[(size_t)r * d + c0 + c] : 0.0f;
+        for (int e = threadIdx.x; e < padded * width; e += blockDim.x) {
+            const int r = e / width, c = e % width;
+            tile[r * stride + c] = r < len && c0 + c < d ? seq[(size_t)r * d + c0 + c] : 0.0f;
         }
     }
 }
@@ -464,10 +481,13 @@ extern "C" {
 __global__ void __launch_bounds__(CONTRASTIVE_THREADS, CONTRASTIVE_V2_MIN_BLOCKS) contrastive_forward_backward_v2(
     const float* __restrict__, const float* __restrict__, const int* __restrict__, const int* __restrict__,
     const float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__, int,
-    int, int, int, int, float);
+    int, int, int, int, float, int);
 }
 
-// Same arguments and outputs as contrastive_forward_backward (v1).
+// The arguments and outputs of contrastive_forward_backward (v1), then `width`: the columns of x
+// and a staged at a time, a multiple of 32 (d rounded up to 32: each staged once; less when that
+// does not fit, then both are streamed twice in chunks of `width` as in v1). Dynamic shared
+// memory: 2 · ⌈n/16⌉·16 · contrastive_v2_stride(width) floats (x, then a).
 extern "C" __global__ void contrastive_forward_backward_v2(const float* __restrict__ x,
                                                            const float* __restrict__ a,
                                                            const int* __restrict__ lengths,
@@ -478,11 +498,11 @@ extern "C" __global__ void contrastive_forward_backward_v2(const float* __restri
                                                            float* __restrict__ loss_partial,
                                                            float* __restrict__ ds_partial,
                                                            int batch, int n, int d, int use_groups,
-                                                           int literal_sum, float upstream) {
+                                                           int literal_sum, float upstream, int width) {
+    // x (rows 0 .. ⌈n/16⌉·16 − 1), then a: `width` columns each (raw values).
+    ASIF_DYNAMIC_SHARED(float, tiles);
     // S, then κ·G, for t, u < 64.
     __shared__ __align__(16) float scores[CONTRASTIVE_MAX_N * CONTRASTIVE_V2_SCORE_STRIDE];
-    // One 32-column chunk of x, then of a (raw values).
-    __shared__ __align__(16) float tiles[2 * CONTRASTIVE_MAX_N * CONTRASTIVE_V2_TILE_STRIDE];
     __shared__ float inv_norm_x[CONTRASTIVE_MAX_N], inv_norm_a[CONTRASTIVE_MAX_N];
     __shared__ float project_x[CONTRASTIVE_MAX_N], project_a[CONTRASTIVE_MAX_N];
     __shared__ float lse_row[CONTRASTIVE_MAX_N], lse_col[CONTRASTIVE_MAX_N];
@@ -509,8 +529,10 @@ extern "C" __global__ void contrastive_forward_backward_v2(const float* __restri
     const int padded = (len + 15) / 16 * 16;  // rows of the m16 tiles
     const int len_tiles = (len + 7) / 8;      // n8 tiles (phase A) and k8 steps (phase C) in use
     const bool vector = d % 4 == 0 && asif_aligned16(x) && asif_aligned16(a);
+    const int stride = contrastive_v2_stride(width);
+    const bool staged_once = width >= d;  // phase C finds all of x and a still staged
     float* x_tile = tiles;
-    float* a_tile = tiles + CONTRASTIVE_MAX_N * CONTRASTIVE_V2_TILE_STRIDE;
+    float* a_tile = tiles + (n + 15) / 16 * 16 * stride;
     const int group_id = mma_group(lane), in_group = mma_thread_in_group(lane);
     const int row0 = 16 * (warp % 4);  // the warp's m16 tile, both phases
     const bool active = row0 < len;    // uniform across the warp
@@ -523,41 +545,42 @@ extern "C" __global__ void contrastive_forward_backward_v2(const float* __restri
 #pragma unroll
     for (int j = 0; j < 4; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
     const int norm_row = tid >> 1;  // 0..63: a row of x, 64..127: a row of a
-    const int norm_half = tid & 1;  // columns 16·half .. +15 of the chunk
+    const int norm_half = tid & 1;  // columns 16·half .. +15 of each 32 staged columns
     float sum_sq = 0.0f;
-    for (int c0 = 0; c0 < d; c0 += CONTRASTIVE_V2_CHUNK) {
-        contrastive_v2_stage(x_tile, x_seq, len, padded, d, c0, vector);
-        contrastive_v2_stage(a_tile, a_seq, len, padded, d, c0, vector);
+    for (int c0 = 0; c0 < d; c0 += width) {
+        contrastive_v2_stage(x_tile, x_seq, len, padded, d, c0, width, vector);
+        contrastive_v2_stage(a_tile, a_seq, len, padded, d, c0, width, vector);
         cp_async_wait_all();
         __syncthreads();
-        if ((norm_row % CONTRASTIVE_MAX_N) < len) {
-            const float* row = tiles + norm_row * CONTRASTIVE_V2_TILE_STRIDE + 16 * norm_half;
+        const int r = norm_row % CONTRASTIVE_MAX_N;
+        if (r < len) {
+            const float* row = (norm_row < CONTRASTIVE_MAX_N ? x_tile : a_tile) + r * stride + 16 * norm_half;
+            for (int c1 = 0; c1 < width && c0 + c1 < d; c1 += CONTRASTIVE_V2_CHUNK) {
 #pragma unroll
-            for (int k = 0; k < 16; ++k) {
-                const float v = row[(k + norm_row) & 15];
-                sum_sq += v * v;
+                for (int k = 0; k < 16; ++k) {
+                    const float v = row[c1 + ((k + norm_row) & 15)];
+                    sum_sq += v * v;
+                }
             }
         }
         if (active) {
-            const int k_steps = min(CONTRASTIVE_V2_CHUNK, d - c0 + 7) / 8;
+            const int k_steps = min(width, d - c0 + 7) / 8;
             for (int k = 0; k < k_steps; ++k) {
                 float a_fragment[4];
-                mma_load_a_tf32_values(a_fragment, x_tile + row0 * CONTRASTIVE_V2_TILE_STRIDE + 8 * k,
-                                       CONTRASTIVE_V2_TILE_STRIDE, 1);
+                mma_load_a_tf32_values(a_fragment, x_tile + row0 * stride + 8 * k, stride, 1);
 #pragma unroll
                 for (int j = 0; j < 4; ++j) {
                     if (column_tile0 + j < len_tiles) {  // uniform across the warp
                         float b_fragment[2];
-                        // B[k][u] = a_u[k]: the chunk of a read transposed in place.
-                        mma_load_b_tf32_values(b_fragment,
-                                               a_tile + 8 * (column_tile0 + j) * CONTRASTIVE_V2_TILE_STRIDE + 8 * k, 1,
-                                               CONTRASTIVE_V2_TILE_STRIDE);
+                        // B[k][u] = a_u[k]: the staged a read transposed in place.
+                        mma_load_b_tf32_values(b_fragment, a_tile + 8 * (column_tile0 + j) * stride + 8 * k, 1,
+                                               stride);
                         mma_m16n8k8_3xtf32(acc[j], a_fragment, b_fragment, acc[j]);
                     }
                 }
             }
         }
-        __syncthreads();  // the chunk is overwritten by the next one
+        if (!staged_once) __syncthreads();  // the chunk is overwritten by the next one
     }
     sum_sq += __shfl_xor_sync(ASIF_FULL_MASK, sum_sq, 1);
     if (norm_half == 0) {
@@ -604,64 +627,68 @@ extern "C" __global__ void contrastive_forward_backward_v2(const float* __restri
     const float* project = product == 0 ? project_x : project_a;
     const float* dot = product == 0 ? row_dot : col_dot;
     float* out = product == 0 ? dx_seq : da_seq;
-    const int last_row = min(row0 + 16, n);  // rows of the warp's tile that exist
-    for (int c0 = 0; c0 < d; c0 += CONTRASTIVE_V2_CHUNK) {
-        contrastive_v2_stage(x_tile, x_seq, len, padded, d, c0, vector);
-        contrastive_v2_stage(a_tile, a_seq, len, padded, d, c0, vector);
-        cp_async_wait_all();
-        __syncthreads();
-        const float* k_rows = product == 0 ? a_tile : x_tile;  // B: the rows k of the other input
-        const float* own = product == 0 ? x_tile : a_tile;     // the warp's own rows
-        const int column_tiles = min(CONTRASTIVE_V2_CHUNK, d - c0 + 7) / 8;
+    const float* k_rows = product == 0 ? a_tile : x_tile;  // B: the rows k of the other input
+    const float* own = product == 0 ? x_tile : a_tile;     // the warp's own rows
+    const int last_row = min(row0 + 16, n);                // rows of the warp's tile that exist
+    for (int c0 = 0; c0 < d; c0 += width) {
+        if (!staged_once) {
+            contrastive_v2_stage(x_tile, x_seq, len, padded, d, c0, width, vector);
+            contrastive_v2_stage(a_tile, a_seq, len, padded, d, c0, width, vector);
+            cp_async_wait_all();
+            __syncthreads();
+        }
+        // 32 staged columns at a time: the warp's 16 × 32 output tile.
+        for (int c1 = 0; c1 < width && c0 + c1 < d; c1 += CONTRASTIVE_V2_CHUNK) {
+            const int column_tiles = min(CONTRASTIVE_V2_CHUNK, d - c0 - c1 + 7) / 8;
 #pragma unroll
-        for (int j = 0; j < 4; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-        if (active) {
-            for (int k = 0; k < len_tiles; ++k) {
-                float a_fragment[4];
+            for (int j = 0; j < 4; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+            if (active) {
+                for (int k = 0; k < len_tiles; ++k) {
+                    float a_fragment[4];
 #pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const int m = row0 + group_id + 8 * (i & 1);
-                    const int kk = 8 * k + 2 * in_group + (i >> 1);
-                    // A = κG (rows t, k = u) or (κG)ᵀ (rows u, k = t), scaled by 1/‖·‖ of row kk.
-                    const float g = product == 0 ? scores[m * CONTRASTIVE_V2_SCORE_STRIDE + kk]
-                                                 : scores[kk * CONTRASTIVE_V2_SCORE_STRIDE + m];
-                    a_fragment[i] = g * inv_k[kk];
-                }
+                    for (int i = 0; i < 4; ++i) {
+                        const int m = row0 + group_id + 8 * (i & 1);
+                        const int kk = 8 * k + 2 * in_group + (i >> 1);
+                        // A = κG (rows t, k = u) or (κG)ᵀ (rows u, k = t), scaled by 1/‖·‖ of row kk.
+                        const float g = product == 0 ? scores[m * CONTRASTIVE_V2_SCORE_STRIDE + kk]
+                                                     : scores[kk * CONTRASTIVE_V2_SCORE_STRIDE + m];
+                        a_fragment[i] = g * inv_k[kk];
+                    }
 #pragma unroll
-                for (int j = 0; j < 4; ++j) {
-                    if (j < column_tiles) {  // uniform across the warp
-                        float b_fragment[2];
+                    for (int j = 0; j < 4; ++j) {
+                        if (j < column_tiles) {  // uniform across the warp
+                            float b_fragment[2];
 #pragma unroll
-                        for (int i = 0; i < 2; ++i) {
-                            b_fragment[i] = k_rows[(8 * k + 2 * in_group + i) * CONTRASTIVE_V2_TILE_STRIDE + 8 * j + group_id];
+                            for (int i = 0; i < 2; ++i) {
+                                b_fragment[i] = k_rows[(8 * k + 2 * in_group + i) * stride + c1 + 8 * j + group_id];
+                            }
+                            mma_m16n8k8_3xtf32(acc[j], a_fragment, b_fragment, acc[j]);
                         }
-                        mma_m16n8k8_3xtf32(acc[j], a_fragment, b_fragment, acc[j]);
+                    }
+                }
+            }
+            // Every row of the tile below n gets its value: zeros at and beyond L_b (acc is 0 there).
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                if (j < column_tiles) {
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        const int row = row0 + mma_c_row(lane, i);
+                        const int local = c1 + 8 * j + mma_c_col(lane, i);
+                        if (row < last_row && c0 + local < d) {
+                            float value = 0.0f;
+                            if (row < len) {
+                                const float inv = inv_own[row];
+                                // (dṽ − ṽ (ṽ·dṽ)) / ‖v‖, with ṽ·dṽ = c_t (or r_u); no projection below ε.
+                                value = inv * (acc[j][i] - project[row] * own[row * stride + local] * inv * dot[row]);
+                            }
+                            out[(size_t)row * d + c0 + local] = value;
+                        }
                     }
                 }
             }
         }
-        // Every row of the tile below n gets its value: zeros at and beyond L_b (acc is 0 there).
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            if (j < column_tiles) {
-#pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const int row = row0 + mma_c_row(lane, i);
-                    const int local = 8 * j + mma_c_col(lane, i);
-                    if (row < last_row && c0 + local < d) {
-                        float value = 0.0f;
-                        if (row < len) {
-                            const float inv = inv_own[row];
-                            // (dṽ − ṽ (ṽ·dṽ)) / ‖v‖, with ṽ·dṽ = c_t (or r_u); no projection below ε.
-                            value = inv * (acc[j][i] -
-                                           project[row] * own[row * CONTRASTIVE_V2_TILE_STRIDE + local] * inv * dot[row]);
-                        }
-                        out[(size_t)row * d + c0 + local] = value;
-                    }
-                }
-            }
-        }
-        __syncthreads();  // the chunk is overwritten by the next one
+        if (!staged_once) __syncthreads();  // the chunk is overwritten by the next one
     }
 }
 

@@ -26,7 +26,8 @@
 // Version 2: the same grid and block (d ≤ 256 only: thread i owns row i); dynamic shared memory
 // d·(R+1) floats (Q, then M̄ in the full backward, row-major with odd stride R + 1: lane l reading
 // rows l + 32j, and thread i reading its own row, are conflict-free); 17.4 KB at d = 256, R = 16;
-// 33.8 KB at R = 32. Entry points `<v1 name>_v2_r16` and `_v2_r32`: R = 16 serves r ≤ 16, R = 32
+// 33.8 KB at R = 32; the forward adds the n·d floats of H_X when they fit (`stage_x`, opted in
+// above 48 KB). Entry points `<v1 name>_v2_r16` and `_v2_r32`: R = 16 serves r ≤ 16, R = 32
 // serves 16 < r ≤ 32 (columns r..R-1 are zero and never kept); d > 256 launches v1 whatever the
 // selection (documented in src/ops/hie/mod.rs).
 //
@@ -63,14 +64,27 @@
 //        per row of N: no global scratch (v1 had three buffers, stride r, re-read per column);
 //        dW_r stays per-sequence partials summed in order over b by hie_sum_batch
 //        (deterministic, no atomics).
+//      - the forward stages the valid rows of H_X once in dynamic shared memory beside Q (the
+//        kernel opts in to more than 48 KB: 17.4 + 51.2 = 68.6 KB at n = 50, d = 256, R = 16;
+//        85.0 KB at R = 32) and forms M and C_X from it: H_X is read once. The launcher passes
+//        `stage_x` = 0 where n·d·4 bytes do not fit beside Q (n > 200 or so at d = 256), and the
+//        kernel then reads H_X twice from device memory (the second read mostly from L2).
+//        Occupancy is unchanged: registers already held it to 3 blocks (R = 16) and 2 (R = 32)
+//        per SM, and 3 × 72 KB (2 × 92 KB) of shared memory fit in the SM's 228 KB.
 //      Rank guard, pivots, R, padding rows and the zero columns of dropped columns are v1's;
-//      results differ from v1 by rounding only (sums in another order). H_X is read twice (for
-//      M, then for C_X), not staged in shared memory once: at n = 50, d = 256 it is 51 KB, more
-//      than fits beside Q in one block; the second read mostly hits L2.
+//      results differ from v1 by rounding only (sums in another order).
+//      NOT done (issue 19): the products (M_b = H_Xᵀ W_r, C_X = H_X Q, C_A = H_A Q,
+//      h_A* = (φ⊙C_A) Qᵀ and the backwards') on 3xTF32 mma. Where they would go: M_b as an
+//      m16n8k8 product over t with H_X from the staged rows (A = H_Xᵀ: d/16 row tiles, one per
+//      warp pair, R/8 column tiles, ⌈L_b/8⌉ k steps), C_X and C_A as [⌈n/16⌉·16 × d]·[d × R]
+//      with Q staged as the B operand, and h_A* as [n × R]·[R × d]; φ then needs C in shared
+//      memory (the fragments' layout is not the warp-per-row one), and the backwards follow
+//      the same pattern. v2 stays the plain-fp32 version; the mma products would be v3 once
+//      src/kernel_version.rs has a third version (it has two today).
 //
 // Floor and expected time of v2 (H200, 4.8 TB/s; B = 2048, n = 50, d = 256, r = 16, all valid):
-//   forward: reads H_X, H_A (2 × 105 MB), writes h_A* (105 MB), Q (33.6 MB), φ (6.6 MB), R: about
-//   350 MB, floor 73 µs; 2·B·n·d·r·4 = 1.7 GFLOP (negligible). What v2 adds over the floor is
+//   forward: reads H_X, H_A (2 × 105 MB; H_X once: staged), writes h_A* (105 MB), Q (33.6 MB),
+//   φ (6.6 MB), R: about 350 MB, floor 73 µs; 2·B·n·d·r·4 = 1.7 GFLOP (negligible). What v2 adds over the floor is
 //   latency: 2r = 32 barrier steps per block (each a transposed reduction, 8 loads and up to r
 //   shuffles), overlapped by the blocks per SM the occupancy gate allows (2048 blocks on 132
 //   SMs). Expected 0.15 to 0.25 ms (30 to 50 % of the floor), from 0.94 ms for v1.
@@ -90,14 +104,15 @@
 //   asif-gate: hie_backward_full block=256 dynamic_shared=16448 occupancy>=75%
 //   asif-gate: hie_sum_batch block=256 occupancy>=100%
 // Version 2 at d = 256: r = 16 launches the _r16 entry points with 256·17·4 = 17408 dynamic
-// bytes, r = 24 the _r32 ones with 256·33·4 = 33792. Registers (ptxas, sm_90): forward and full
+// bytes, r = 24 the _r32 ones with 256·33·4 = 33792; the forwards add H_X's 50·256·4 = 51200
+// (68608 and 84992 bytes: opted in above 48 KB). Registers (ptxas, sm_90): forward 80 and full
 // backward 72 at R = 16 (3 blocks of 256 per SM: 37.5 %), 128 at R = 32 (2 blocks: 25 %); the
 // Q-constant backward 48 (5 blocks: 62.5 %) and 56 (4 blocks: 50 %). Above the 64-register budget
 // by design (tests/nvrtc.rs lists them): a row of M (or Q̄ and M̄) lives in R registers, and the
 // block reduction of a QR step holds R partial products beside it. Scalar (32-bit) coalesced
 // global access, no vector_io, no mma.
-//   asif-gate: hie_forward_v2_r16 block=256 dynamic_shared=17408 occupancy>=37%
-//   asif-gate: hie_forward_v2_r32 block=256 dynamic_shared=33792 occupancy>=25%
+//   asif-gate: hie_forward_v2_r16 block=256 dynamic_shared=68608 occupancy>=37%
+//   asif-gate: hie_forward_v2_r32 block=256 dynamic_shared=84992 occupancy>=25%
 //   asif-gate: hie_backward_q_constant_v2_r16 block=256 dynamic_shared=17408 occupancy>=62%
 //   asif-gate: hie_backward_q_constant_v2_r32 block=256 dynamic_shared=33792 occupancy>=50%
 //   asif-gate: hie_backward_full_v2_r16 block=256 dynamic_shared=17408 occupancy>=37%
@@ -600,8 +615,11 @@ __device__ __forceinline__ void hie_forward_v2(const float* __restrict__ h_x,
                                                float* __restrict__ r_out,
                                                float* __restrict__ mask_out, int batch, int n,
                                                int d, int r, int keep_padding,
-                                               float rank_tolerance) {
-    ASIF_DYNAMIC_SHARED(float, q_s);  // Q, row-major, stride R + 1 (for the projection)
+                                               float rank_tolerance, int stage_x) {
+    // Q, row-major, stride R + 1 (for the projection); then, with `stage_x`, the valid rows of
+    // H_X (row-major, stride d: thread i reading column i and lane l reading i ≡ l (mod 32) are
+    // conflict-free), read once from device memory for both M and C_X.
+    ASIF_DYNAMIC_SHARED(float, q_s);
     __shared__ float s_part[2][HIE_V2_WARPS * R];  // per-warp partial sums, by step parity
     __shared__ float s_row[2][R];                  // the pivot row of M, by step parity
     __shared__ float s_w[HIE_V2_W_ROWS * R];       // rows of W_r
@@ -617,8 +635,13 @@ __device__ __forceinline__ void hie_forward_v2(const float* __restrict__ h_x,
     const int warp = threadIdx.x / ASIF_WARP_SIZE;
     const int warps = blockDim.x / ASIF_WARP_SIZE;
     const int rows = hie_valid_rows(lengths, b, n, keep_padding);
-    const float* x_b = h_x + (size_t)b * n * d;
     const float* a_b = h_a + (size_t)b * n * d;
+    const float* x_b = h_x + (size_t)b * n * d;
+    if (stage_x) {
+        float* x_s = q_s + d * (R + 1);
+        for (int e = threadIdx.x; e < rows * d; e += blockDim.x) x_s[e] = x_b[e];
+        x_b = x_s;  // the first barrier below publishes it
+    }
 
     // 1. Row i of M = H_Xᵀ W_r in registers; W_r staged in shared memory (broadcast reads).
     float m[R];
@@ -969,9 +992,9 @@ extern "C" __global__ void hie_forward_v2_r16(const float* __restrict__ h_x,
                                               float* __restrict__ r_out,
                                               float* __restrict__ mask_out, int batch, int n,
                                               int d, int r, int keep_padding,
-                                              float rank_tolerance) {
+                                              float rank_tolerance, int stage_x) {
     hie_forward_v2<16>(h_x, h_a, w_r, lengths, output, q_out, r_out, mask_out, batch, n, d, r,
-                       keep_padding, rank_tolerance);
+                       keep_padding, rank_tolerance, stage_x);
 }
 
 extern "C" __global__ void hie_forward_v2_r32(const float* __restrict__ h_x,
@@ -983,9 +1006,9 @@ extern "C" __global__ void hie_forward_v2_r32(const float* __restrict__ h_x,
                                               float* __restrict__ r_out,
                                               float* __restrict__ mask_out, int batch, int n,
                                               int d, int r, int keep_padding,
-                                              float rank_tolerance) {
+                                              float rank_tolerance, int stage_x) {
     hie_forward_v2<32>(h_x, h_a, w_r, lengths, output, q_out, r_out, mask_out, batch, n, d, r,
-                       keep_padding, rank_tolerance);
+                       keep_padding, rank_tolerance, stage_x);
 }
 
 extern "C" __global__ void hie_backward_q_constant_v2_r16(const float* __restrict__ q,

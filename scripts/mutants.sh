@@ -105,6 +105,10 @@ mutant hie_kernel_v2_backward_sign_mask_dropped full "kernel_finite_differences"
 edit kernels/hie.cu '        g *= k_lane < r ? mask_b[t * r + k_lane] : 0.0f;
 ' ''
 
+# H_X staged once (issue 19): only its first row reaches shared memory.
+mutant hie_v2_forward_stages_one_row full "hie"
+edit kernels/hie.cu 'for (int e = threadIdx.x; e < rows * d; e += blockDim.x) x_s[e] = x_b[e];' 'for (int e = threadIdx.x; e < d; e += blockDim.x) x_s[e] = x_b[e];'
+
 mutant contrastive_kernel_scale_gradient full "kernel_finite_differences"
 edit kernels/contrastive.cu 'const float g = grad_weight * (p + q - (t == u ? 2.0f : 0.0f));' 'const float g = grad_weight * (p + q - (t == u ? 1.0f : 0.0f));'
 
@@ -112,13 +116,18 @@ mutant contrastive_kernel_clamp_bound full "contrastive"
 edit kernels/contrastive.cu '#define CONTRASTIVE_LOGIT_SCALE_MAX 100.0f' '#define CONTRASTIVE_LOGIT_SCALE_MAX 1000.0f'
 
 mutant contrastive_v2_transposed_product full "contrastive"
-edit kernels/contrastive.cu '                                                 : scores[kk * CONTRASTIVE_V2_SCORE_STRIDE + m];' '                                                 : scores[m * CONTRASTIVE_V2_SCORE_STRIDE + kk];'
+edit kernels/contrastive.cu ': scores[kk * CONTRASTIVE_V2_SCORE_STRIDE + m];' ': scores[m * CONTRASTIVE_V2_SCORE_STRIDE + kk];'
 
 mutant contrastive_v2_tile_at_length_skipped full "contrastive"
 edit kernels/contrastive.cu 'const int len_tiles = (len + 7) / 8;' 'const int len_tiles = len / 8;'
 
 mutant contrastive_v2_k_pairing_mismatched full "contrastive"
-edit kernels/contrastive.cu 'k_rows[(8 * k + 2 * in_group + i) * CONTRASTIVE_V2_TILE_STRIDE' 'k_rows[(8 * k + in_group + 4 * i) * CONTRASTIVE_V2_TILE_STRIDE'
+edit kernels/contrastive.cu 'k_rows[(8 * k + 2 * in_group + i) * stride' 'k_rows[(8 * k + in_group + 4 * i) * stride'
+
+# x and a staged once (issue 19): phase C reads every 32-column output tile's B fragments from
+# the first 32 staged columns.
+mutant contrastive_v2_staged_column_offset_dropped full "contrastive"
+edit kernels/contrastive.cu '* stride + c1 + 8 * j + group_id];' '* stride + 8 * j + group_id];'
 
 mutant attention_reference_backward_diagonal full "attention"
 edit src/ops/attention/cpu.rs '                for j in 0..=i {

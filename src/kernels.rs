@@ -70,10 +70,26 @@ pub fn resources() -> impl Iterator<Item = &'static KernelResources> {
 pub struct KernelRef {
     pub family: &'static str,
     pub name: &'static str,
+    /// Whether the kernel opts in to dynamic shared memory above the 48 KB default (up to
+    /// `device::MAX_OPT_IN_SHARED_BYTES`): the CUDA device then raises the function's
+    /// `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES` before its first such launch.
+    pub large_shared: bool,
 }
 
 impl KernelRef {
     pub const fn new(family: &'static str, name: &'static str) -> Self {
-        KernelRef { family, name }
+        KernelRef {
+            family,
+            name,
+            large_shared: false,
+        }
+    }
+
+    /// The same kernel, declared to take more than 48 KB of dynamic shared memory.
+    pub const fn with_large_shared(self) -> Self {
+        KernelRef {
+            large_shared: true,
+            ..self
+        }
     }
 }

@@ -24,6 +24,12 @@ pub struct CudaBackend {
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     counters: Counters,
     poison_uninitialized: AtomicBool,
+    /// Shared memory one block may opt in to (`CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN`,
+    /// at most `MAX_OPT_IN_SHARED_BYTES`).
+    max_opt_in_shared: u32,
+    /// Per opted-in kernel, the dynamic shared bytes its function attribute allows so far: the
+    /// attribute is set once per function (again only for a larger launch).
+    shared_opt_ins: Mutex<HashMap<&'static str, u32>>,
 }
 
 /// The environment variable that turns the poison mode on for every CUDA device the process
@@ -70,6 +76,10 @@ impl CudaBackend {
         let ordinal = context.ordinal();
         let compute_capability = context.compute_capability()?;
         let name = context.name().unwrap_or_else(|_| "unknown GPU".into());
+        let max_opt_in_shared = context
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_or(super::MAX_DEFAULT_SHARED_BYTES, |bytes| bytes.max(0) as u32)
+            .min(super::MAX_OPT_IN_SHARED_BYTES);
         Ok(CudaBackend {
             ordinal,
             name,
@@ -82,7 +92,34 @@ impl CudaBackend {
             poison_uninitialized: AtomicBool::new(
                 std::env::var(POISON_UNINITIALIZED_ENV).is_ok_and(|v| !v.is_empty() && v != "0"),
             ),
+            max_opt_in_shared,
+            shared_opt_ins: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Shared memory (static plus dynamic) one block of an opted-in kernel may use here.
+    pub fn max_opt_in_shared_bytes(&self) -> u32 {
+        self.max_opt_in_shared
+    }
+
+    /// Raises `function`'s dynamic shared-memory limit to `bytes` unless an earlier launch of the
+    /// kernel raised it as far already.
+    fn opt_in_shared(&self, kernel: KernelRef, function: &CudaFunction, bytes: u32) -> Result<()> {
+        let mut allowed = self
+            .shared_opt_ins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let entry = allowed
+            .entry(kernel.name)
+            .or_insert(super::MAX_DEFAULT_SHARED_BYTES);
+        if bytes > *entry {
+            function.set_attribute(
+                cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes as i32,
+            )?;
+            *entry = bytes;
+        }
+        Ok(())
     }
 
     pub fn counters(&self) -> &Counters {
@@ -188,6 +225,9 @@ impl CudaBackend {
         args: &mut [KernelArg<'_>],
     ) -> Result<()> {
         let function = self.function(kernel)?;
+        if kernel.large_shared {
+            self.opt_in_shared(kernel, &function, config.shared_bytes)?;
+        }
         let mut builder = self.stream.launch_builder(&function);
         for arg in args.iter_mut() {
             match arg {

@@ -17,6 +17,43 @@ pub struct LaunchConfig {
 /// Largest dynamic shared memory a launch may ask for without an opt-in attribute.
 pub const MAX_DEFAULT_SHARED_BYTES: u32 = 48 * 1024;
 
+/// Largest shared memory (static plus dynamic) one block of a kernel that opts in
+/// ([`KernelRef::with_large_shared`]) may use: sm_90's 227 KB. A CUDA device with less
+/// (`CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN`) lowers it.
+pub const MAX_OPT_IN_SHARED_BYTES: u32 = 227 * 1024;
+
+/// Checks a launch's dynamic shared memory: at most [`MAX_DEFAULT_SHARED_BYTES`] unless the
+/// kernel opts in, then at most `opt_in_limit` together with the kernel's static shared memory
+/// (`static_bytes`, from ptxas' report when NVRTC built the kernels, else 0).
+pub(crate) fn check_shared_bytes(
+    kernel: KernelRef,
+    config: &LaunchConfig,
+    static_bytes: u32,
+    opt_in_limit: u32,
+) -> Result<()> {
+    let dynamic = config.shared_bytes;
+    if !kernel.large_shared && dynamic > MAX_DEFAULT_SHARED_BYTES {
+        return Err(crate::Error::argument(
+            "launch",
+            format!(
+                "{}: {dynamic} bytes of dynamic shared memory (at most {MAX_DEFAULT_SHARED_BYTES} for a kernel that does not opt in)",
+                kernel.name
+            ),
+        ));
+    }
+    if kernel.large_shared && u64::from(dynamic) + u64::from(static_bytes) > u64::from(opt_in_limit)
+    {
+        return Err(crate::Error::argument(
+            "launch",
+            format!(
+                "{}: {dynamic} bytes of dynamic and {static_bytes} of static shared memory (at most {opt_in_limit} in all on this device)",
+                kernel.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl LaunchConfig {
     /// A 1-D launch.
     pub fn linear(blocks: u32, threads: u32) -> Self {
@@ -147,4 +184,47 @@ pub(crate) fn elementwise_launch(
         KernelVersion::V1 => (v1, LaunchConfig::grid_stride(len)),
         KernelVersion::V2 => (v2, vector_launch(len, inputs)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAIN: KernelRef = KernelRef::new("contrastive", "contrastive_forward_backward");
+    const OPTED_IN: KernelRef = PLAIN.with_large_shared();
+
+    fn with_shared(bytes: u32) -> LaunchConfig {
+        LaunchConfig {
+            shared_bytes: bytes,
+            ..LaunchConfig::linear(1, 256)
+        }
+    }
+
+    #[test]
+    fn a_kernel_that_does_not_opt_in_stops_at_48_kb() {
+        let limit = MAX_OPT_IN_SHARED_BYTES;
+        assert!(
+            check_shared_bytes(PLAIN, &with_shared(MAX_DEFAULT_SHARED_BYTES), 0, limit).is_ok()
+        );
+        let error = check_shared_bytes(PLAIN, &with_shared(MAX_DEFAULT_SHARED_BYTES + 4), 0, limit)
+            .unwrap_err();
+        assert!(matches!(error, crate::Error::Argument { .. }), "{error}");
+        assert!(error.to_string().contains("does not opt in"), "{error}");
+    }
+
+    #[test]
+    fn an_opted_in_kernel_takes_up_to_the_limit_with_its_static_shared_memory() {
+        let limit = MAX_OPT_IN_SHARED_BYTES;
+        assert!(check_shared_bytes(OPTED_IN, &with_shared(100 * 1024), 0, limit).is_ok());
+        assert!(check_shared_bytes(OPTED_IN, &with_shared(limit), 0, limit).is_ok());
+        assert!(check_shared_bytes(OPTED_IN, &with_shared(limit - 4096), 4096, limit).is_ok());
+        for (dynamic, static_bytes) in [(limit + 4, 0), (limit - 4096, 4100), (u32::MAX, u32::MAX)]
+        {
+            let error = check_shared_bytes(OPTED_IN, &with_shared(dynamic), static_bytes, limit)
+                .unwrap_err();
+            assert!(matches!(error, crate::Error::Argument { .. }), "{error}");
+        }
+        // A device with less opt-in shared memory (sm_80: 163 KB) lowers the limit.
+        assert!(check_shared_bytes(OPTED_IN, &with_shared(200 * 1024), 0, 163 * 1024).is_err());
+    }
 }

@@ -19,7 +19,7 @@ pub use counters::{CounterSnapshot, Counters};
 pub use cuda::{CudaBackend, POISON_UNINITIALIZED_ENV};
 pub use emulated::{Emulator, EmulatorLaunchFn};
 pub(crate) use launch::elementwise_launch;
-pub use launch::{KernelArg, LaunchConfig, MAX_DEFAULT_SHARED_BYTES};
+pub use launch::{KernelArg, LaunchConfig, MAX_DEFAULT_SHARED_BYTES, MAX_OPT_IN_SHARED_BYTES};
 
 use crate::kernels::{self, KernelRef};
 use crate::{Error, Result};
@@ -262,6 +262,16 @@ impl Device {
         }
     }
 
+    /// Shared memory (static plus dynamic) one block of a kernel that opts in
+    /// ([`KernelRef::with_large_shared`]) may use on this device: the CUDA device's opt-in limit,
+    /// [`MAX_OPT_IN_SHARED_BYTES`] (sm_90's) on the emulated and CPU devices.
+    pub fn max_opt_in_shared_bytes(&self) -> u32 {
+        match self {
+            Device::Cuda(backend) => backend.max_opt_in_shared_bytes(),
+            _ => MAX_OPT_IN_SHARED_BYTES,
+        }
+    }
+
     /// Waits for queued work (no-op off CUDA).
     pub fn synchronize(&self) -> Result<()> {
         if let Device::Cuda(backend) = self {
@@ -299,15 +309,17 @@ impl Device {
                 ),
             ));
         }
-        if config.shared_bytes > MAX_DEFAULT_SHARED_BYTES {
-            return Err(Error::argument(
-                "launch",
-                format!(
-                    "{}: {} bytes of dynamic shared memory (at most {MAX_DEFAULT_SHARED_BYTES})",
-                    kernel.name, config.shared_bytes
-                ),
-            ));
-        }
+        let static_bytes = family
+            .resources
+            .iter()
+            .find(|r| r.kernel == kernel.name)
+            .map_or(0, |r| r.shared_bytes);
+        launch::check_shared_bytes(
+            kernel,
+            &config,
+            static_bytes,
+            self.max_opt_in_shared_bytes(),
+        )?;
         let expected = self.memory_location();
         if let Some(found) = args
             .iter()

@@ -12,10 +12,14 @@ const BACKWARD_Q_CONSTANT: KernelRef = KernelRef::new("hie", "hie_backward_q_con
 const BACKWARD_FULL: KernelRef = KernelRef::new("hie", "hie_backward_full");
 const SUM_BATCH: KernelRef = KernelRef::new("hie", "hie_sum_batch");
 /// v2 entry points by register width R = 16, 32 (the template parameter of `kernels/hie.cu`).
+/// The forwards stage H_X in dynamic shared memory beside Q (51.2 KB at n 50, d 256): opted in.
 const FORWARD_V2: [KernelRef; 2] = [
-    KernelRef::new("hie", "hie_forward_v2_r16"),
-    KernelRef::new("hie", "hie_forward_v2_r32"),
+    KernelRef::new("hie", "hie_forward_v2_r16").with_large_shared(),
+    KernelRef::new("hie", "hie_forward_v2_r32").with_large_shared(),
 ];
+/// Shared memory the v2 forward leaves for its static arrays (7.2 KB at R = 32) when it decides
+/// whether H_X fits beside Q.
+const V2_FORWARD_STATIC_RESERVE: usize = 8 * 1024;
 const BACKWARD_Q_CONSTANT_V2: [KernelRef; 2] = [
     KernelRef::new("hie", "hie_backward_q_constant_v2_r16"),
     KernelRef::new("hie", "hie_backward_q_constant_v2_r32"),
@@ -59,6 +63,18 @@ impl Version {
         }
         config
     }
+}
+
+/// The v2 forward's launch and whether it stages H_X (`stage_x`): Q (d × (R + 1) floats) and,
+/// when they fit in `opt_in_limit` bytes with the static arrays, the n × d rows of H_X.
+fn forward_v2_launch(dims: Dims, index: usize, opt_in_limit: usize) -> (LaunchConfig, bool) {
+    let mut config = Version::V2 { index }.launch(dims);
+    let staged = config.shared_bytes as usize + dims.n * dims.d * 4;
+    let stage_x = staged + V2_FORWARD_STATIC_RESERVE <= opt_in_limit;
+    if stage_x {
+        config.shared_bytes = staged as u32;
+    }
+    (config, stage_x)
 }
 
 /// Stride of one column of the shared d×r matrix (`hie_leading` in the kernel): d rounded up to odd.
@@ -128,30 +144,34 @@ pub(super) fn forward(
     if !empty {
         let (b, n, d, r) = ints(dims);
         let version = Version::selected(dims)?;
-        let kernel = match version {
-            Version::V1 => FORWARD,
-            Version::V2 { index } => FORWARD_V2[index],
+        let (kernel, config, stage_x) = match version {
+            Version::V1 => (FORWARD, version.launch(dims), None),
+            Version::V2 { index } => {
+                let limit = device.max_opt_in_shared_bytes() as usize;
+                let (config, stage_x) = forward_v2_launch(dims, index, limit);
+                (FORWARD_V2[index], config, Some(i32::from(stage_x)))
+            }
         };
-        device.launch(
-            kernel,
-            version.launch(dims),
-            &mut kernel_args![
-                h_x,
-                h_a,
-                w_r,
-                lengths,
-                &mut output,
-                &mut q,
-                &mut r_mat,
-                &mut mask,
-                b,
-                n,
-                d,
-                r,
-                keep_padding as i32,
-                rank_tolerance
-            ],
-        )?;
+        let mut args = kernel_args![
+            h_x,
+            h_a,
+            w_r,
+            lengths,
+            &mut output,
+            &mut q,
+            &mut r_mat,
+            &mut mask,
+            b,
+            n,
+            d,
+            r,
+            keep_padding as i32,
+            rank_tolerance,
+            stage_x.unwrap_or(0)
+        ];
+        // v1 takes no `stage_x`.
+        let arg_count = args.len() - usize::from(stage_x.is_none());
+        device.launch(kernel, config, &mut args[..arg_count])?;
     }
     Ok(Forward {
         output,
@@ -313,4 +333,30 @@ pub(super) fn backward_full(
         &mut kernel_args![&dw_partial, &mut dw_r, b_i, len as i32],
     )?;
     Ok(Full { dh_a, dh_x, dw_r })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{MAX_DEFAULT_SHARED_BYTES, MAX_OPT_IN_SHARED_BYTES};
+
+    #[test]
+    fn the_v2_forward_stages_h_x_beside_q_where_it_fits() {
+        let limit = MAX_OPT_IN_SHARED_BYTES as usize;
+        // The paper's sizes: Q 256 · 17 floats, H_X 50 · 256: over the 48 KB default (opted in).
+        let (config, stage_x) = forward_v2_launch(dims(2048, 50, 256, 16), 0, limit);
+        assert!(stage_x);
+        assert_eq!(config.shared_bytes, 17_408 + 51_200);
+        assert!(config.shared_bytes > MAX_DEFAULT_SHARED_BYTES);
+        // Too many rows to stage: H_X read from device memory, Q alone in shared memory.
+        let (config, stage_x) = forward_v2_launch(dims(1, 220, 256, 32), 1, limit);
+        assert!(!stage_x);
+        assert_eq!(config.shared_bytes, 33_792);
+        // A device with less opt-in shared memory stages less.
+        assert!(!forward_v2_launch(dims(1, 50, 256, 16), 0, 48 * 1024).1);
+    }
+
+    fn dims(batch: usize, n: usize, d: usize, r: usize) -> Dims {
+        Dims { batch, n, d, r }
+    }
 }
