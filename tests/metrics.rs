@@ -109,6 +109,7 @@ fn hr_and_ndcg_by_hand() {
     b.add_batch(&flat[6..], 6, &[1, 1, 1]).unwrap();
     a.merge(&b).unwrap();
     assert_eq!(a.metrics(), m);
+    assert_eq!((a.count(), b.count()), (4, 3));
     // No rows: zeros, not NaN.
     let empty = Evaluator::new(&[10]).unwrap().metrics();
     assert_eq!(
