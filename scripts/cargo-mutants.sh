@@ -70,10 +70,15 @@ rm -rf "$scratch"
 mkdir -p "$scratch"
 git ls-files -z | xargs -0 cp --parents -t "$scratch"
 for ignored in .nvrtc data/ml-100k; do
-    [ -e "$ignored" ] && ln -s "$root/$ignored" "$scratch/$ignored"
+    if [ -e "$ignored" ]; then
+        mkdir -p "$(dirname "$scratch/$ignored")"
+        ln -s "$root/$ignored" "$scratch/$ignored"
+    fi
 done
 # ../shared (the data sets of the paper) resolves beside the scratch copy as beside the checkout.
-[ -e "$root/../shared" ] && [ ! -e "$scratch/../shared" ] && ln -s "$root/../shared" "$scratch/../shared"
+if [ -e "$root/../shared" ] && [ ! -e "$scratch/../shared" ]; then
+    ln -s "$root/../shared" "$scratch/../shared"
+fi
 
 cd "$scratch"
 if [ "$list" = 1 ]; then
