@@ -54,7 +54,7 @@ fn apply(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
         Device::Cpu => {
             let x = x.host();
             Buffer::Host(crate::parallel::elementwise(x.len(), |r| {
-                cpu::apply_from(&x[r.clone()], p, scale, seed, r.start)
+                cpu::apply_from_f32(&x[r.clone()], p, scale, seed, r.start)
             }))
         }
         _ => cuda::apply(device, x.buffer(), p, scale, seed)?,
