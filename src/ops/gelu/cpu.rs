@@ -98,10 +98,33 @@ fn backward_f32_portable(x: &[f32], dy: &[f32]) -> Vec<f32> {
         .zip(dy)
         .map(|(&v, &g)| {
             let cdf = 0.5 * (1.0 + erf_f32(v * INV_SQRT_2 as f32));
-            let pdf = INV_SQRT_2PI as f32 * (-0.5 * v * v).exp();
+            let pdf = INV_SQRT_2PI as f32 * exp_nonpositive_f32(-0.5 * v * v);
             g * (cdf + v * pdf)
         })
         .collect()
+}
+
+/// `e^t` in f32 for `t ≤ 0` (GELU's density), branch-free so the backward loop vectorises
+/// (libm's `expf` is a call per element): Cody–Waite reduction `t = n ln 2 + r`, |r| ≤ ln 2 / 2,
+/// Cephes' degree-5 polynomial for `e^r` (about 1 ulp), and `2^n` built from its exponent bits.
+/// `t` is clamped to −87, where `e^t` ≈ 1.6e-38 is below anything GELU's derivative can show;
+/// NaN stays NaN. Covered by `gelu_f32_matches_the_f64_reference`.
+#[inline(always)]
+fn exp_nonpositive_f32(t: f32) -> f32 {
+    let t = t.clamp(-87.0, 0.0);
+    // Round t / ln 2 to the nearest integer with the 1.5 · 2^23 trick (exact for |x| < 2^22).
+    const ROUND: f32 = 12_582_912.0;
+    let n = (t * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = (t - n * 0.693_359_4) - n * -2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_6e-1;
+    p = p * r + 0.5;
+    let e_r = p * r * r + r + 1.0;
+    // n ∈ [−126, 0]: 2^n is the normal f32 with biased exponent n + 127.
+    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 #[cfg(target_arch = "x86_64")]
