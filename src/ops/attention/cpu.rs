@@ -130,18 +130,25 @@ impl<'a, F: Float> Problem<'a, F> {
         }
     }
     /// `out[j] = x · m_j` (one head's channels of slot j of sequence `b` in `m`) for j ≤ i:
-    /// each sum in channel order from zero, exactly as [`dot`], but the keys interleaved (channel
-    /// outer, key inner), so the i + 1 sums do not wait on each other's additions.
+    /// each sum in channel order from zero, exactly as [`dot`], but eight keys at a time with
+    /// the channel loop outside, so eight sums proceed side by side instead of one dependent
+    /// chain of additions per key.
     fn dots(&self, x: &[F], m: &Matrix<'a, F>, b: usize, head: usize, i: usize, out: &mut Vec<F>) {
-        let g = &self.geometry;
-        let first = g.at(m, b, 0, head * g.head_dim);
-        let rows = &m.values[first..first + i * g.width() + g.head_dim];
+        const KEYS: usize = 8;
         out.clear();
-        out.resize(i + 1, F::zero());
-        for (c, &xc) in x.iter().enumerate() {
-            for (sum, row) in out.iter_mut().zip(rows[c..].iter().step_by(g.width())) {
-                *sum = *sum + xc * *row;
+        let mut start = 0;
+        while start <= i {
+            let count = KEYS.min(i + 1 - start);
+            let keys: [&[F]; KEYS] =
+                std::array::from_fn(|k| &self.row(m, b, start + k.min(count - 1), head)[..x.len()]);
+            let mut sums = [F::zero(); KEYS];
+            for (c, &xc) in x.iter().enumerate() {
+                for (sum, key) in sums.iter_mut().zip(&keys) {
+                    *sum = *sum + xc * key[c];
+                }
             }
+            out.extend_from_slice(&sums[..count]);
+            start += count;
         }
     }
     /// Logits of softmax `s` (0 = X: sum of all pairs, 1 = A: pair 0, 2 = P: pair 1), scaled by
