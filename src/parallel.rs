@@ -83,7 +83,7 @@ pub(crate) fn rows_per_unit(cols: usize) -> usize {
 
 /// `f(range)` over consecutive ranges of `block` indices of `0..len`, in parallel, the results
 /// concatenated in range order: an elementwise or row-wise op whose units write disjoint outputs.
-pub(crate) fn concat_blocks<R: Send>(
+pub(crate) fn concat_blocks<R: Send + Sync + Copy>(
     len: usize,
     block: usize,
     f: impl Fn(std::ops::Range<usize>) -> Vec<R> + Sync + Send,
@@ -93,16 +93,68 @@ pub(crate) fn concat_blocks<R: Send>(
     if units <= 1 {
         return f(0..len);
     }
-    let parts = map_units(units, |u| f(u * block..((u + 1) * block).min(len)));
-    let mut out = Vec::with_capacity(len);
-    for part in parts {
-        out.extend(part);
+    concat_parallel(map_units(units, |u| {
+        f(u * block..((u + 1) * block).min(len))
+    }))
+}
+
+/// `parts` concatenated in order, copied into the new vector on the pool's threads (one part
+/// per unit): the copy and the first touch of the output's pages are not left to the calling
+/// thread, where they were the largest serial cost of a training step (issue 23's profile).
+pub(crate) fn concat_parallel<R: Send + Sync + Copy>(mut parts: Vec<Vec<R>>) -> Vec<R> {
+    if parts.len() <= 1 {
+        return parts.pop().unwrap_or_default();
     }
+    let len = parts.iter().map(Vec::len).sum();
+    let mut out: Vec<R> = Vec::with_capacity(len);
+    {
+        let mut spare = &mut out.spare_capacity_mut()[..len];
+        let mut targets = Vec::with_capacity(parts.len());
+        for part in &parts {
+            let (target, rest) = std::mem::take(&mut spare).split_at_mut(part.len());
+            targets.push(target);
+            spare = rest;
+        }
+        targets
+            .into_par_iter()
+            .zip(parts.par_iter())
+            .for_each(|(target, part)| {
+                // SAFETY: `target` and `part` have the same length (split above), and a fresh
+                // allocation's spare capacity cannot overlap a part.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        part.as_ptr(),
+                        target.as_mut_ptr().cast::<R>(),
+                        part.len(),
+                    )
+                };
+            });
+    }
+    // SAFETY: the targets tile `0..len` of the capacity and each was written in full above.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// A vector of `len` copies of `value`, written on the pool's threads in fixed blocks.
+pub(crate) fn filled<R: Send + Sync + Copy>(len: usize, value: R) -> Vec<R> {
+    if len <= ELEMENTS_PER_UNIT {
+        return vec![value; len];
+    }
+    let mut out: Vec<R> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(ELEMENTS_PER_UNIT)
+        .for_each(|block| {
+            for slot in block {
+                slot.write(value);
+            }
+        });
+    // SAFETY: the blocks tile `0..len` of the capacity and every slot was written above.
+    unsafe { out.set_len(len) };
     out
 }
 
 /// `out[i] = f(a[i], b[i])`-style ops in parallel over fixed blocks of `out`.
-pub(crate) fn elementwise<R: Send + Copy + Default>(
+pub(crate) fn elementwise<R: Send + Sync + Copy>(
     len: usize,
     f: impl Fn(std::ops::Range<usize>) -> Vec<R> + Sync + Send,
 ) -> Vec<R> {

@@ -164,7 +164,10 @@ impl Device {
                 }
                 Ok(Buffer::Cuda(buffer))
             }
-            Device::Cpu | Device::Emulated(_) => Ok(Buffer::Host(vec![T::POISON; len])),
+            // On the CPU the fill runs on the CPU path's threads: a serial fill of every GEMM
+            // output was one of the largest serial costs of a training step (issue 23).
+            Device::Cpu => Ok(Buffer::Host(crate::parallel::filled(len, T::POISON))),
+            Device::Emulated(_) => Ok(Buffer::Host(vec![T::POISON; len])),
         }
     }
 

@@ -84,23 +84,23 @@ impl<'a, F: Float> Problem<'a, F> {
     fn scale(&self) -> F {
         cast::<F>(1.0 / (self.geometry.head_dim as f64).sqrt())
     }
-    /// The dropout multipliers of query row `i` for the keys j ≤ i: 1/(1 − p) where entry (i, j)
-    /// is kept, 0 where dropped; all 1 without dropout. Shared by the three softmaxes.
-    fn dropout_row(&self, b: usize, head: usize, i: usize) -> Vec<F> {
+    /// The dropout multipliers of query row `i` for the keys j ≤ i, into `out`: 1/(1 − p) where
+    /// entry (i, j) is kept, 0 where dropped; all 1 without dropout. Shared by the three softmaxes.
+    fn dropout_row(&self, b: usize, head: usize, i: usize, out: &mut Vec<F>) {
+        out.clear();
         if self.dropout <= 0.0 {
-            return vec![F::one(); i + 1];
+            out.resize(i + 1, F::one());
+            return;
         }
         let kept = cast::<F>(1.0 / (1.0 - self.dropout as f64));
-        (0..=i)
-            .map(|j| {
-                let counter = self.geometry.dropout_counter(b, head, i, j);
-                if rng::dropout_keep(self.seed, counter, self.dropout) {
-                    kept
-                } else {
-                    F::zero()
-                }
-            })
-            .collect()
+        out.extend((0..=i).map(|j| {
+            let counter = self.geometry.dropout_counter(b, head, i, j);
+            if rng::dropout_keep(self.seed, counter, self.dropout) {
+                kept
+            } else {
+                F::zero()
+            }
+        }));
     }
     /// One head's channels of slot `t` of sequence `b` in `m`.
     fn row(&self, m: &Matrix<'a, F>, b: usize, t: usize, head: usize) -> &'a [F] {
@@ -108,26 +108,44 @@ impl<'a, F: Float> Problem<'a, F> {
         let start = g.at(m, b, t, head * g.head_dim);
         &m.values[start..start + g.head_dim]
     }
-    /// Raw scores S_k(i, j) = q_i · k_j of pair k over one head's channels, for the keys j ≤ i.
-    fn scores(&self, b: usize, head: usize, i: usize) -> Vec<Vec<F>> {
-        self.pairs
-            .iter()
-            .map(|(q, k)| {
-                let query = self.row(q, b, i, head);
-                (0..=i)
-                    .map(|j| dot(query, self.row(k, b, j, head)))
-                    .collect()
-            })
-            .collect()
+    /// Raw scores S_k(i, j) = q_i · k_j of pair k over one head's channels, for the keys j ≤ i,
+    /// into `out[k]` (one buffer per pair, reused across rows: no allocation per row).
+    fn scores(&self, b: usize, head: usize, i: usize, out: &mut [Vec<F>]) {
+        for ((q, k), scores) in self.pairs.iter().zip(out.iter_mut()) {
+            self.dots(self.row(q, b, i, head), k, b, head, i, scores);
+        }
     }
-    /// Scaled logits of softmax `s` (0 = X: sum of all pairs, 1 = A: pair 0, 2 = P: pair 1).
-    fn logits(&self, scores: &[Vec<F>], s: usize, j: usize) -> F {
+    /// `out[j] = x · m_j` (one head's channels of slot j of sequence `b` in `m`) for j ≤ i:
+    /// each sum in channel order from zero, exactly as [`dot`], but eight keys at a time with
+    /// the channel loop outside, so eight sums proceed side by side instead of one dependent
+    /// chain of additions per key.
+    fn dots(&self, x: &[F], m: &Matrix<'a, F>, b: usize, head: usize, i: usize, out: &mut Vec<F>) {
+        const KEYS: usize = 8;
+        out.clear();
+        let mut start = 0;
+        while start <= i {
+            let count = KEYS.min(i + 1 - start);
+            let keys: [&[F]; KEYS] =
+                std::array::from_fn(|k| &self.row(m, b, start + k.min(count - 1), head)[..x.len()]);
+            let mut sums = [F::zero(); KEYS];
+            for (c, &xc) in x.iter().enumerate() {
+                for (sum, key) in sums.iter_mut().zip(&keys) {
+                    *sum = *sum + xc * key[c];
+                }
+            }
+            out.extend_from_slice(&sums[..count]);
+            start += count;
+        }
+    }
+    /// Logits of softmax `s` (0 = X: sum of all pairs, 1 = A: pair 0, 2 = P: pair 1), scaled by
+    /// `scale` ([`Problem::scale`], computed once by the caller).
+    fn logits(&self, scores: &[Vec<F>], s: usize, j: usize, scale: F) -> F {
         let raw = match s {
             0 => scores.iter().fold(F::zero(), |acc, pair| acc + pair[j]),
             1 => scores[0][j],
             _ => scores[1][j],
         };
-        raw * self.scale()
+        raw * scale
     }
 }
 
@@ -156,24 +174,32 @@ fn forward_sequence<F: Float>(problem: &Problem<'_, F>, b: usize) -> SequenceFor
         std::array::from_fn(|s| problem.values[s].map(|_| vec![F::zero(); n * d]));
     let mut log_sum_exp = vec![F::zero(); 3 * g.heads * n];
     let length = length(problem.lengths, b, n);
+    let scale = problem.scale();
+    // Row buffers, reused for every (head, row): scores per pair, dropout multipliers, and
+    // exp(logit − max) per key (computed once, for the sum and for the weights alike).
+    let mut scores = vec![Vec::with_capacity(n); problem.pairs.len()];
+    let mut multipliers = Vec::with_capacity(n);
+    let mut exps = Vec::with_capacity(n);
     for head in 0..g.heads {
         let col = head * dh;
         for i in 0..length {
-            let scores = problem.scores(b, head, i);
-            let multipliers = problem.dropout_row(b, head, i);
+            problem.scores(b, head, i, &mut scores);
+            problem.dropout_row(b, head, i, &mut multipliers);
             for s in 0..3 {
                 let (Some(value), Some(out)) = (problem.values[s], outputs[s].as_mut()) else {
                     continue;
                 };
-                let logits: Vec<F> = (0..=i).map(|j| problem.logits(&scores, s, j)).collect();
-                let max = logits.iter().fold(F::neg_infinity(), |m, &x| m.max(x));
-                let sum = logits
-                    .iter()
-                    .fold(F::zero(), |acc, &x| acc + (x - max).exp());
+                exps.clear();
+                exps.extend((0..=i).map(|j| problem.logits(&scores, s, j, scale)));
+                let max = exps.iter().fold(F::neg_infinity(), |m, &x| m.max(x));
+                for x in exps.iter_mut() {
+                    *x = (*x - max).exp();
+                }
+                let sum = exps.iter().fold(F::zero(), |acc, &e| acc + e);
                 log_sum_exp[(s * g.heads + head) * n + i] = max + sum.ln();
                 let out_row = &mut out[i * d + col..][..dh];
-                for (j, &logit) in logits.iter().enumerate() {
-                    let weight = (logit - max).exp() / sum * multipliers[j];
+                for (j, &e) in exps.iter().enumerate() {
+                    let weight = e / sum * multipliers[j];
                     add_scaled(out_row, weight, problem.row(&value, b, j, head));
                 }
             }
@@ -186,19 +212,19 @@ fn forward_sequence<F: Float>(problem: &Problem<'_, F>, b: usize) -> SequenceFor
 }
 
 /// Assembles the per-sequence parts (in sequence order) into the op's outputs.
-fn assemble_forward<F: Float>(
+fn assemble_forward<F: Float + Send + Sync>(
     problem: &Problem<'_, F>,
     sequences: Vec<SequenceForward<F>>,
 ) -> Forward<F> {
     let g = problem.geometry;
-    let (n, d) = (g.seq_len, g.width());
-    let mut outputs: [Option<Vec<F>>; 3] =
-        std::array::from_fn(|s| problem.values[s].map(|_| Vec::with_capacity(g.batch * n * d)));
+    let n = g.seq_len;
+    let mut parts: [Option<Vec<Vec<F>>>; 3] =
+        std::array::from_fn(|s| problem.values[s].map(|_| Vec::with_capacity(g.batch)));
     let mut log_sum_exp = vec![F::zero(); 3 * g.stats_len()];
-    for (b, sequence) in sequences.into_iter().enumerate() {
-        for (out, part) in outputs.iter_mut().zip(&sequence.outputs) {
-            if let (Some(out), Some(part)) = (out.as_mut(), part) {
-                out.extend_from_slice(part);
+    for (b, mut sequence) in sequences.into_iter().enumerate() {
+        for (out, part) in parts.iter_mut().zip(&mut sequence.outputs) {
+            if let (Some(out), Some(part)) = (out.as_mut(), part.take()) {
+                out.push(part);
             }
         }
         for s in 0..3 {
@@ -209,6 +235,8 @@ fn assemble_forward<F: Float>(
             }
         }
     }
+    // The sequences' rows concatenated on the pool's threads (`crate::parallel`).
+    let outputs = parts.map(|p| p.map(crate::parallel::concat_parallel));
     Forward {
         outputs,
         log_sum_exp,
@@ -216,7 +244,7 @@ fn assemble_forward<F: Float>(
 }
 
 /// O_X, O_A, O_P and the log-sum-exp statistics.
-pub fn forward<F: Float>(problem: &Problem<'_, F>) -> Forward<F> {
+pub fn forward<F: Float + Send + Sync>(problem: &Problem<'_, F>) -> Forward<F> {
     let sequences = (0..problem.geometry.batch)
         .map(|b| forward_sequence(problem, b))
         .collect();
@@ -250,13 +278,21 @@ fn backward_sequence<F: Float>(
     let (n, d, dh) = (g.seq_len, g.width(), g.head_dim);
     let scale = problem.scale();
     let length = length(problem.lengths, b, n);
+    // Row buffers, reused for every (head, row) (see `forward_sequence`).
+    let mut scores = vec![Vec::with_capacity(n); problem.pairs.len()];
+    let mut multipliers = Vec::with_capacity(n);
+    let mut score_grads: Vec<Vec<F>> = vec![Vec::with_capacity(n); problem.pairs.len()];
+    let mut grad_probabilities = Vec::with_capacity(n);
     for head in 0..g.heads {
         let col = head * dh;
         for i in 0..length {
-            let scores = problem.scores(b, head, i);
-            let multipliers = problem.dropout_row(b, head, i);
+            problem.scores(b, head, i, &mut scores);
+            problem.dropout_row(b, head, i, &mut multipliers);
             // dZ_k(i, j): gradient of the raw score of pair k.
-            let mut score_grads = vec![vec![F::zero(); i + 1]; problem.pairs.len()];
+            for pair_grad in score_grads.iter_mut() {
+                pair_grad.clear();
+                pair_grad.resize(i + 1, F::zero());
+            }
             for s in 0..3 {
                 let (Some(value), Some(out), Some(grad)) = (
                     problem.values[s],
@@ -271,10 +307,12 @@ fn backward_sequence<F: Float>(
                 // D_i = dO_i · O_i.
                 let row_dot = dot(grad_row, &out[own_row..own_row + dh]);
                 let lse = forward.log_sum_exp[(s * g.batch * g.heads + b * g.heads + head) * n + i];
+                // dO_i · v_j for every key j ≤ i.
+                problem.dots(grad_row, &value, b, head, i, &mut grad_probabilities);
                 for j in 0..=i {
-                    let p = (problem.logits(&scores, s, j) - lse).exp();
+                    let p = (problem.logits(&scores, s, j, scale) - lse).exp();
                     let m = multipliers[j];
-                    let grad_p = dot(grad_row, problem.row(&value, b, j, head));
+                    let grad_p = grad_probabilities[j];
                     let start = j * d + col;
                     add_scaled(&mut grad_value[start..start + dh], m * p, grad_row);
                     let grad_logit = p * (m * grad_p - row_dot) * scale;

@@ -53,10 +53,10 @@ pub fn forward_threaded<F: Float + Send + Sync>(
         )
     });
     let mut loss = F::zero();
-    let mut grad = Vec::with_capacity(logits.len());
+    let mut grads = Vec::with_capacity(parts.len());
     for (part_loss, part_grad) in parts {
         loss = loss + part_loss;
-        grad.extend(part_grad);
+        grads.push(part_grad);
     }
-    (loss * inv_rows, grad)
+    (loss * inv_rows, crate::parallel::concat_parallel(grads))
 }

@@ -70,7 +70,7 @@ impl DeviceOp for Apply {
         let x = x[0];
         let DropoutProblem { p, scale, seed, .. } = *problem;
         Ok(vec![crate::parallel::elementwise(x.len(), |r| {
-            cpu::apply_from(&x[r.clone()], p, scale, seed, r.start)
+            cpu::apply_from_f32(&x[r.clone()], p, scale, seed, r.start)
         })])
     }
     fn launch(

@@ -21,8 +21,8 @@ static GELU: Activation = Activation {
     backward_kernel: KernelRef::new("gelu", "gelu_backward"),
     forward_kernel_v2: KernelRef::new("gelu", "gelu_forward_v2"),
     backward_kernel_v2: KernelRef::new("gelu", "gelu_backward_v2"),
-    forward_reference: cpu::forward::<f32>,
-    backward_reference: cpu::backward::<f32>,
+    forward_reference: cpu::forward_f32,
+    backward_reference: cpu::backward_f32,
 };
 
 /// `GELU(x)`, elementwise.

@@ -68,7 +68,7 @@ pub fn backward<F: Float>(
 
 /// [`forward`] on the CPU path's threads (`crate::parallel`) over fixed blocks of rows: every row
 /// is computed as in [`forward`], so the result is the same, bit for bit, for every thread count.
-pub fn forward_threaded<F: Float + Send + Sync>(
+pub fn forward_threaded<F: Float + Send + Sync + Copy>(
     x: &[F],
     gamma: &[F],
     beta: &[F],
@@ -81,17 +81,17 @@ pub fn forward_threaded<F: Float + Send + Sync>(
         let (r0, r1) = (u * block, ((u + 1) * block).min(rows));
         forward(&x[r0 * cols..r1 * cols], gamma, beta, cols, eps)
     });
-    let (mut y, mut means, mut rstds) = (
-        Vec::with_capacity(x.len()),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-    );
+    let (mut ys, mut means, mut rstds) = (Vec::new(), Vec::new(), Vec::new());
     for (part_y, part_mean, part_rstd) in parts {
-        y.extend(part_y);
-        means.extend(part_mean);
-        rstds.extend(part_rstd);
+        ys.push(part_y);
+        means.push(part_mean);
+        rstds.push(part_rstd);
     }
-    (y, means, rstds)
+    (
+        crate::parallel::concat_parallel(ys),
+        means.concat(),
+        rstds.concat(),
+    )
 }
 
 /// [`backward`] on the CPU path's threads over fixed blocks of rows: dx per row as in
@@ -119,15 +119,14 @@ pub fn backward_threaded<F: Float + Send + Sync>(
             cols,
         )
     });
-    let mut dx = Vec::with_capacity(x.len());
-    let (mut dgammas, mut dbetas) = (Vec::new(), Vec::new());
+    let (mut dxs, mut dgammas, mut dbetas) = (Vec::new(), Vec::new(), Vec::new());
     for (part_dx, part_dgamma, part_dbeta) in parts {
-        dx.extend(part_dx);
+        dxs.push(part_dx);
         dgammas.push(part_dgamma);
         dbetas.push(part_dbeta);
     }
     (
-        dx,
+        crate::parallel::concat_parallel(dxs),
         crate::parallel::sum_in_order(&dgammas, cols),
         crate::parallel::sum_in_order(&dbetas, cols),
     )
