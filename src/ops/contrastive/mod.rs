@@ -20,6 +20,7 @@ pub use cpu::{forward_backward as forward_backward_reference, ContrastiveReferen
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
+use crate::ops::{record_one, run, run_one, DeviceOp};
 use crate::{Error, IndexTensor, Precision, Result, Tensor};
 
 /// The kernel family of `kernels/contrastive.cu` in [`crate::kernel_version`]: v1 (CUDA-core
@@ -194,51 +195,126 @@ pub fn contrastive_loss_forward_backward(
             format!("the upstream gradient must be finite, got {upstream}"),
         ));
     }
-    let device = x.device();
-    let shape = x.shape();
-    match device {
-        Device::Cpu => {
-            let out = cpu::forward_backward_threaded(
-                x.host(),
-                a.host(),
-                lengths.host(),
-                groups.map(|g| g.host()),
-                logit_scale.host()[0],
-                n,
-                d,
-                reduction,
-                upstream,
-            );
-            Ok(ContrastiveOutput {
-                loss: Tensor::from_buffer(device, &[1], Buffer::Host(vec![out.loss])),
-                dx: Tensor::from_buffer(device, shape, Buffer::Host(out.dx)),
-                da: Tensor::from_buffer(device, shape, Buffer::Host(out.da)),
-                ds: Tensor::from_buffer(device, &[1], Buffer::Host(vec![out.ds])),
-            })
-        }
-        Device::Cuda(_) | Device::Emulated(_) => {
-            let out = cuda::forward_backward(
-                device,
-                cuda::Inputs {
-                    x: x.buffer(),
-                    a: a.buffer(),
-                    lengths: lengths.buffer(),
-                    groups: groups.map(|g| g.buffer()),
-                    logit_scale: logit_scale.buffer(),
-                },
-                batch,
-                n,
-                d,
-                reduction,
-                upstream,
-            )?;
-            Ok(ContrastiveOutput {
-                loss: Tensor::from_buffer(device, &[1], out.loss),
-                dx: Tensor::from_buffer(device, shape, out.dx),
-                da: Tensor::from_buffer(device, shape, out.da),
-                ds: Tensor::from_buffer(device, &[1], out.ds),
-            })
-        }
+    let problem = ContrastiveProblem {
+        batch,
+        n,
+        d,
+        reduction,
+        upstream,
+        grouped: groups.is_some(),
+    };
+    let mut indices = vec![lengths];
+    indices.extend(groups);
+    let mut outputs = run(&ForwardBackward, &problem, &[x, a, logit_scale], &indices)?.into_iter();
+    match (
+        outputs.next(),
+        outputs.next(),
+        outputs.next(),
+        outputs.next(),
+    ) {
+        (Some(loss), Some(dx), Some(da), Some(ds)) => Ok(ContrastiveOutput { loss, dx, da, ds }),
+        _ => Err(Error::shape(OP, "the fused pass must return four outputs")),
+    }
+}
+
+/// The problem descriptor of the fused pass: B sequences of n positions of d, the reduction, the
+/// upstream scalar gradient, and whether group ids (the dedup switch) come after the lengths.
+#[derive(Debug, Clone, Copy)]
+struct ContrastiveProblem {
+    batch: usize,
+    n: usize,
+    d: usize,
+    reduction: ContrastiveReduction,
+    upstream: f32,
+    grouped: bool,
+}
+
+/// The fused forward and backward under the op contract: inputs x, a, s; L_b and, when grouped,
+/// the group ids. Outputs L_co `[1]`, dx and da `[B, n, d]`, ds `[1]`.
+struct ForwardBackward;
+
+impl DeviceOp for ForwardBackward {
+    type Problem = ContrastiveProblem;
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn output_shapes(&self, p: &ContrastiveProblem) -> Vec<Vec<usize>> {
+        let shape = vec![p.batch, p.n, p.d];
+        vec![vec![1], shape.clone(), shape, vec![1]]
+    }
+    fn reference(
+        &self,
+        p: &ContrastiveProblem,
+        values: &[&[f32]],
+        indices: &[&[i32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        let out = cpu::forward_backward_threaded(
+            values[0],
+            values[1],
+            indices[0],
+            p.grouped.then(|| indices[1]),
+            values[2][0],
+            p.n,
+            p.d,
+            p.reduction,
+            p.upstream,
+        );
+        Ok(vec![vec![out.loss], out.dx, out.da, vec![out.ds]])
+    }
+    fn launch(
+        &self,
+        p: &ContrastiveProblem,
+        device: &Device,
+        values: &[&Buffer<f32>],
+        indices: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        let out = cuda::forward_backward(
+            device,
+            cuda::Inputs {
+                x: values[0],
+                a: values[1],
+                lengths: indices[0],
+                groups: p.grouped.then(|| indices[1]),
+                logit_scale: values[2],
+            },
+            p.batch,
+            p.n,
+            p.d,
+            p.reduction,
+            p.upstream,
+        )?;
+        Ok(vec![out.loss, out.dx, out.da, out.ds])
+    }
+}
+
+/// `value · scale[0]` under the op contract: inputs value, scale `[1]`; output of value's shape.
+struct Scale;
+
+impl DeviceOp for Scale {
+    type Problem = Vec<usize>;
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn output_shapes(&self, shape: &Vec<usize>) -> Vec<Vec<usize>> {
+        vec![shape.clone()]
+    }
+    fn reference(&self, _: &Vec<usize>, values: &[&[f32]], _: &[&[i32]]) -> Result<Vec<Vec<f32>>> {
+        let factor = values[1][0];
+        Ok(vec![values[0].iter().map(|v| v * factor).collect()])
+    }
+    fn launch(
+        &self,
+        _: &Vec<usize>,
+        device: &Device,
+        values: &[&Buffer<f32>],
+        _: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        Ok(vec![cuda::scale(
+            device,
+            values[0],
+            values[1],
+            values[0].len(),
+        )?])
     }
 }
 
@@ -254,17 +330,7 @@ fn scale_by(value: &Tensor, scale: &Tensor) -> Result<Tensor> {
             ),
         ));
     }
-    let device = value.device();
-    let buffer = match device {
-        Device::Cpu => {
-            let factor = scale.host()[0];
-            Buffer::Host(value.host().iter().map(|v| v * factor).collect())
-        }
-        Device::Cuda(_) | Device::Emulated(_) => {
-            cuda::scale(device, value.buffer(), scale.buffer(), value.len())?
-        }
-    };
-    Ok(Tensor::from_buffer(device, value.shape(), buffer))
+    run_one(&Scale, &value.shape().to_vec(), &[value, scale], &[])
 }
 
 /// Tape face: records L_co (shape [1]). The kernel runs once, here, with upstream 1; the backward
@@ -287,13 +353,12 @@ pub fn contrastive_loss(
         options,
         1.0,
     )?;
-    let (x_id, a_id, s_id) = (x.id(), a.id(), logit_scale.id());
     let ContrastiveOutput { loss, dx, da, ds } = out;
-    Ok(tape.record(loss, move |dloss| {
+    Ok(record_one(tape, &[x, a, logit_scale], loss, move |dloss| {
         Ok(vec![
-            (x_id, scale_by(&dx, dloss)?),
-            (a_id, scale_by(&da, dloss)?),
-            (s_id, scale_by(&ds, dloss)?),
+            Some(scale_by(&dx, dloss)?),
+            Some(scale_by(&da, dloss)?),
+            Some(scale_by(&ds, dloss)?),
         ])
     }))
 }

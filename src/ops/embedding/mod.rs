@@ -27,7 +27,7 @@ pub use cpu::{
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
-use crate::ops::check_indices;
+use crate::ops::{check_indices, check_kernel_len, record_one, run_one, DeviceOp};
 use crate::{Error, IndexTensor, Result, Tensor};
 
 const OP: &str = "embedding";
@@ -40,6 +40,97 @@ pub enum Pooling {
     Sum,
     /// The mean over the non-pad tokens (0 for a row without any).
     Mean,
+}
+
+/// The problem descriptor of a lookup: the table `[vocab, dim]`, the shape of the forward's
+/// output (`[.., d]`) and, for the pooled lookup, the token table's row width and the pooling.
+#[derive(Debug, Clone)]
+struct LookupProblem {
+    vocab: usize,
+    dim: usize,
+    out_shape: Vec<usize>,
+    /// `Some((max_tokens, mean))` for the pooled lookup.
+    pooled: Option<(usize, bool)>,
+}
+
+/// The forward under the op contract (named `embedding` or `pooled_embedding` in errors): inputs
+/// table; ids (or tokens). Output `[.., d]`.
+struct Forward(&'static str);
+/// The backward under the op contract: inputs dout; ids (or tokens). Output dE `[vocab, d]`.
+struct Backward(&'static str);
+
+impl DeviceOp for Forward {
+    type Problem = LookupProblem;
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    fn output_shapes(&self, p: &LookupProblem) -> Vec<Vec<usize>> {
+        vec![p.out_shape.clone()]
+    }
+    fn reference(
+        &self,
+        p: &LookupProblem,
+        table: &[&[f32]],
+        ids: &[&[i32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![match p.pooled {
+            None => cpu::forward(table[0], ids[0], p.dim),
+            Some((max_tokens, mean)) => {
+                cpu::pooled_forward(table[0], ids[0], max_tokens, p.dim, mean)
+            }
+        }])
+    }
+    fn launch(
+        &self,
+        p: &LookupProblem,
+        device: &Device,
+        table: &[&Buffer<f32>],
+        ids: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        Ok(vec![match p.pooled {
+            None => cuda::forward(device, table[0], ids[0], p.vocab, p.dim)?,
+            Some((max_tokens, mean)) => {
+                cuda::pooled_forward(device, table[0], ids[0], max_tokens, p.vocab, p.dim, mean)?
+            }
+        }])
+    }
+}
+
+impl DeviceOp for Backward {
+    type Problem = LookupProblem;
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    fn output_shapes(&self, p: &LookupProblem) -> Vec<Vec<usize>> {
+        vec![vec![p.vocab, p.dim]]
+    }
+    fn reference(
+        &self,
+        p: &LookupProblem,
+        dout: &[&[f32]],
+        ids: &[&[i32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![match p.pooled {
+            None => cpu::backward(ids[0], dout[0], p.vocab, p.dim),
+            Some((max_tokens, mean)) => {
+                cpu::pooled_backward(ids[0], dout[0], max_tokens, p.vocab, p.dim, mean)
+            }
+        }])
+    }
+    fn launch(
+        &self,
+        p: &LookupProblem,
+        device: &Device,
+        dout: &[&Buffer<f32>],
+        ids: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        Ok(vec![match p.pooled {
+            None => cuda::backward(device, ids[0], dout[0], p.vocab, p.dim)?,
+            Some((max_tokens, mean)) => {
+                cuda::pooled_backward(device, ids[0], dout[0], max_tokens, p.vocab, p.dim, mean)?
+            }
+        }])
+    }
 }
 
 fn table_dims(op: &'static str, table: &Tensor) -> Result<(usize, usize)> {
@@ -60,36 +151,22 @@ fn with_last(shape: &[usize], last: usize) -> Vec<usize> {
     out
 }
 
-fn check_len(op: &'static str, len: usize) -> Result<()> {
-    if len > i32::MAX as usize {
-        return Err(Error::shape(
-            op,
-            format!("{len} elements exceed the kernel's 32-bit indexing"),
-        ));
-    }
-    Ok(())
-}
-
 /// `out[..] = table[ids[..]]`.
 pub fn embedding_forward(table: &Tensor, ids: &IndexTensor) -> Result<Tensor> {
     let (vocab, dim) = table_dims(OP, table)?;
-    let device = table.device();
-    check_indices(OP, device, ids, 0, vocab as i64)?;
-    check_len(OP, ids.len() * dim)?;
-    let out = match device {
-        Device::Cpu => Buffer::Host(cpu::forward(table.host(), ids.host(), dim)),
-        _ => cuda::forward(device, table.buffer(), ids.buffer(), vocab, dim)?,
+    check_indices(OP, table.device(), ids, 0, vocab as i64)?;
+    check_kernel_len(OP, ids.len() * dim)?;
+    let problem = LookupProblem {
+        vocab,
+        dim,
+        out_shape: with_last(ids.shape(), dim),
+        pooled: None,
     };
-    Ok(Tensor::from_buffer(
-        device,
-        &with_last(ids.shape(), dim),
-        out,
-    ))
+    run_one(&Forward(OP), &problem, &[table], &[ids])
 }
 
 /// `dE` `[vocab, d]` for the upstream `dout` `[.., d]` (shape of the forward's output).
 pub fn embedding_backward(ids: &IndexTensor, dout: &Tensor, vocab: usize) -> Result<Tensor> {
-    let device = dout.device();
     let dim = *dout.shape().last().unwrap_or(&0);
     if dout.shape() != with_last(ids.shape(), dim).as_slice() || dim == 0 || vocab == 0 {
         return Err(Error::shape(
@@ -101,21 +178,23 @@ pub fn embedding_backward(ids: &IndexTensor, dout: &Tensor, vocab: usize) -> Res
             ),
         ));
     }
-    check_indices(OP, device, ids, 0, vocab as i64)?;
-    check_len(OP, (vocab * dim).max(ids.len() * dim))?;
-    let dtable = match device {
-        Device::Cpu => Buffer::Host(cpu::backward(ids.host(), dout.host(), vocab, dim)),
-        _ => cuda::backward(device, ids.buffer(), dout.buffer(), vocab, dim)?,
+    check_indices(OP, dout.device(), ids, 0, vocab as i64)?;
+    check_kernel_len(OP, (vocab * dim).max(ids.len() * dim))?;
+    let problem = LookupProblem {
+        vocab,
+        dim,
+        out_shape: dout.shape().to_vec(),
+        pooled: None,
     };
-    Ok(Tensor::from_buffer(device, &[vocab, dim], dtable))
+    run_one(&Backward(OP), &problem, &[dout], &[ids])
 }
 
 /// Tape face of the lookup: the gradient goes to `table` (ids are data).
 pub fn embedding(tape: &Tape, table: &Var, ids: &IndexTensor) -> Result<Var> {
     let out = embedding_forward(table.value(), ids)?;
-    let (ids, vocab, table_id) = (ids.clone(), table.value().shape()[0], table.id());
-    Ok(tape.record(out, move |dout| {
-        Ok(vec![(table_id, embedding_backward(&ids, dout, vocab)?)])
+    let (ids, vocab) = (ids.clone(), table.value().shape()[0]);
+    Ok(record_one(tape, &[table], out, move |dout| {
+        Ok(vec![Some(embedding_backward(&ids, dout, vocab)?)])
     }))
 }
 
@@ -146,29 +225,15 @@ pub fn pooled_embedding_forward(
 ) -> Result<Tensor> {
     let (vocab, dim) = table_dims(POOLED, table)?;
     let max_tokens = max_tokens_of(tokens)?;
-    let device = table.device();
-    check_indices(POOLED, device, tokens, 0, vocab as i64)?;
-    check_len(POOLED, (tokens.len() / max_tokens) * dim)?;
-    let mean = pooling == Pooling::Mean;
-    let out = match device {
-        Device::Cpu => Buffer::Host(cpu::pooled_forward(
-            table.host(),
-            tokens.host(),
-            max_tokens,
-            dim,
-            mean,
-        )),
-        _ => cuda::pooled_forward(
-            device,
-            table.buffer(),
-            tokens.buffer(),
-            max_tokens,
-            vocab,
-            dim,
-            mean,
-        )?,
+    check_indices(POOLED, table.device(), tokens, 0, vocab as i64)?;
+    check_kernel_len(POOLED, (tokens.len() / max_tokens) * dim)?;
+    let problem = LookupProblem {
+        vocab,
+        dim,
+        out_shape: pooled_shape(tokens, dim),
+        pooled: Some((max_tokens, pooling == Pooling::Mean)),
     };
-    Ok(Tensor::from_buffer(device, &pooled_shape(tokens, dim), out))
+    run_one(&Forward(POOLED), &problem, &[table], &[tokens])
 }
 
 /// `dE` `[vocab, d]` of [`pooled_embedding_forward`] for the upstream `dout` `[.., d]`.
@@ -179,7 +244,6 @@ pub fn pooled_embedding_backward(
     pooling: Pooling,
 ) -> Result<Tensor> {
     let max_tokens = max_tokens_of(tokens)?;
-    let device = dout.device();
     let dim = *dout.shape().last().unwrap_or(&0);
     if dim == 0 || vocab == 0 || dout.shape() != pooled_shape(tokens, dim).as_slice() {
         return Err(Error::shape(
@@ -191,29 +255,15 @@ pub fn pooled_embedding_backward(
             ),
         ));
     }
-    check_indices(POOLED, device, tokens, 0, vocab as i64)?;
-    check_len(POOLED, vocab * dim)?;
-    let mean = pooling == Pooling::Mean;
-    let dtable = match device {
-        Device::Cpu => Buffer::Host(cpu::pooled_backward(
-            tokens.host(),
-            dout.host(),
-            max_tokens,
-            vocab,
-            dim,
-            mean,
-        )),
-        _ => cuda::pooled_backward(
-            device,
-            tokens.buffer(),
-            dout.buffer(),
-            max_tokens,
-            vocab,
-            dim,
-            mean,
-        )?,
+    check_indices(POOLED, dout.device(), tokens, 0, vocab as i64)?;
+    check_kernel_len(POOLED, vocab * dim)?;
+    let problem = LookupProblem {
+        vocab,
+        dim,
+        out_shape: dout.shape().to_vec(),
+        pooled: Some((max_tokens, pooling == Pooling::Mean)),
     };
-    Ok(Tensor::from_buffer(device, &[vocab, dim], dtable))
+    run_one(&Backward(POOLED), &problem, &[dout], &[tokens])
 }
 
 /// Tape face of the pooled lookup: the gradient goes to `table`.
@@ -224,11 +274,10 @@ pub fn pooled_embedding(
     pooling: Pooling,
 ) -> Result<Var> {
     let out = pooled_embedding_forward(table.value(), tokens, pooling)?;
-    let (tokens, vocab, table_id) = (tokens.clone(), table.value().shape()[0], table.id());
-    Ok(tape.record(out, move |dout| {
-        Ok(vec![(
-            table_id,
-            pooled_embedding_backward(&tokens, dout, vocab, pooling)?,
-        )])
+    let (tokens, vocab) = (tokens.clone(), table.value().shape()[0]);
+    Ok(record_one(tape, &[table], out, move |dout| {
+        Ok(vec![Some(pooled_embedding_backward(
+            &tokens, dout, vocab, pooling,
+        )?)])
     }))
 }

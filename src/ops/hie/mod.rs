@@ -31,6 +31,7 @@ pub struct Dims {
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
+use crate::ops::{record_one, run, DeviceOp};
 use crate::{Error, IndexTensor, Precision, Result, Tensor};
 
 const OP: &str = "hie";
@@ -197,48 +198,170 @@ pub fn hie_forward(
 ) -> Result<(Tensor, HieSaved)> {
     let dims = dims(h_x, h_a, w_r, lengths)?;
     check_options(&options)?;
-    let Dims { batch, n, d, r } = dims;
-    let device = h_x.device();
-    let (output, q, r_mat, mask) = match device {
-        Device::Cpu => {
-            let out = cpu::forward_threaded(
-                h_x.host(),
-                h_a.host(),
-                w_r.host(),
-                lengths.host(),
-                dims,
-                options.keep_padding,
-                options.rank_tolerance,
-            );
-            (
-                Buffer::Host(out.output),
-                Buffer::Host(out.q),
-                Buffer::Host(out.r),
-                Buffer::Host(out.mask),
-            )
-        }
-        Device::Cuda(_) | Device::Emulated(_) => {
-            let out = cuda::forward(
-                device,
-                h_x.buffer(),
-                h_a.buffer(),
-                w_r.buffer(),
-                lengths.buffer(),
-                dims,
-                options.keep_padding,
-                options.rank_tolerance,
-            )?;
-            (out.output, out.q, out.r, out.mask)
-        }
+    let problem = HieProblem {
+        dims,
+        options,
+        full: false,
     };
-    Ok((
-        Tensor::from_buffer(device, &[batch, n, d], output),
-        HieSaved {
-            q: Tensor::from_buffer(device, &[batch, d, r], q),
-            r: Tensor::from_buffer(device, &[batch, r, r], r_mat),
-            mask: Tensor::from_buffer(device, &[batch, n, r], mask),
-        },
-    ))
+    let mut outputs = run(&Forward, &problem, &[h_x, h_a, w_r], &[lengths])?.into_iter();
+    match (
+        outputs.next(),
+        outputs.next(),
+        outputs.next(),
+        outputs.next(),
+    ) {
+        (Some(output), Some(q), Some(r), Some(mask)) => Ok((output, HieSaved { q, r, mask })),
+        _ => Err(Error::shape(OP, "the forward must return four outputs")),
+    }
+}
+
+/// The problem descriptor of both passes: the sizes, the options and, for the backward, whether
+/// it runs the full QR backward ([`HieBackward::FullQr`]).
+#[derive(Debug, Clone, Copy)]
+struct HieProblem {
+    dims: Dims,
+    options: HieOptions,
+    full: bool,
+}
+
+/// The forward under the op contract: inputs H_X, H_A, W_r; L_b. Outputs h_A* `[B, n, d]`, Q
+/// `[B, d, r]`, R `[B, r, r]`, φ `[B, n, r]`.
+struct Forward;
+/// The backward under the op contract: inputs H_X, H_A, W_r, Q, R, φ, dy; L_b. Outputs dH_A
+/// `[B, n, d]` and, for the full QR backward, dH_X `[B, n, d]` and dW_r `[n, r]`.
+struct Backward;
+
+impl DeviceOp for Forward {
+    type Problem = HieProblem;
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn output_shapes(&self, p: &HieProblem) -> Vec<Vec<usize>> {
+        let Dims { batch, n, d, r } = p.dims;
+        vec![
+            vec![batch, n, d],
+            vec![batch, d, r],
+            vec![batch, r, r],
+            vec![batch, n, r],
+        ]
+    }
+    fn reference(
+        &self,
+        p: &HieProblem,
+        values: &[&[f32]],
+        lengths: &[&[i32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        let out = cpu::forward_threaded(
+            values[0],
+            values[1],
+            values[2],
+            lengths[0],
+            p.dims,
+            p.options.keep_padding,
+            p.options.rank_tolerance,
+        );
+        Ok(vec![out.output, out.q, out.r, out.mask])
+    }
+    fn launch(
+        &self,
+        p: &HieProblem,
+        device: &Device,
+        values: &[&Buffer<f32>],
+        lengths: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        let out = cuda::forward(
+            device,
+            values[0],
+            values[1],
+            values[2],
+            lengths[0],
+            p.dims,
+            p.options.keep_padding,
+            p.options.rank_tolerance,
+        )?;
+        Ok(vec![out.output, out.q, out.r, out.mask])
+    }
+}
+
+impl DeviceOp for Backward {
+    type Problem = HieProblem;
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn output_shapes(&self, p: &HieProblem) -> Vec<Vec<usize>> {
+        let Dims { batch, n, d, r } = p.dims;
+        let mut shapes = vec![vec![batch, n, d]];
+        if p.full {
+            shapes.extend([vec![batch, n, d], vec![n, r]]);
+        }
+        shapes
+    }
+    fn reference(
+        &self,
+        p: &HieProblem,
+        values: &[&[f32]],
+        lengths: &[&[i32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        let forward = cpu::Forward {
+            output: Vec::new(),
+            q: values[3].to_vec(),
+            r: values[4].to_vec(),
+            mask: values[5].to_vec(),
+        };
+        let out = cpu::backward_threaded(
+            values[0],
+            values[1],
+            values[2],
+            lengths[0],
+            &forward,
+            values[6],
+            p.dims,
+            p.options.keep_padding,
+            p.full,
+        );
+        Ok(if p.full {
+            vec![out.dh_a, out.dh_x, out.dw_r]
+        } else {
+            vec![out.dh_a]
+        })
+    }
+    fn launch(
+        &self,
+        p: &HieProblem,
+        device: &Device,
+        values: &[&Buffer<f32>],
+        lengths: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        if p.full {
+            let out = cuda::backward_full(
+                device,
+                cuda::FullInputs {
+                    h_x: values[0],
+                    h_a: values[1],
+                    w_r: values[2],
+                    q: values[3],
+                    r: values[4],
+                    mask: values[5],
+                    dy: values[6],
+                    lengths: lengths[0],
+                },
+                p.dims,
+                p.options.keep_padding,
+            )?;
+            Ok(vec![out.dh_a, out.dh_x, out.dw_r])
+        } else {
+            let dh_a = cuda::backward_q_constant(
+                device,
+                values[3],
+                values[5],
+                values[6],
+                lengths[0],
+                p.dims,
+                p.options.keep_padding,
+            )?;
+            Ok(vec![dh_a])
+        }
+    }
 }
 
 /// Gradients of HIE given the upstream gradient `dy` of h_A* (`[B, n, d]`). Gradient in padding
@@ -279,71 +402,25 @@ pub fn hie_backward(
             ),
         ));
     }
-    let full = mode == HieBackward::FullQr;
-    let device = h_x.device();
-    let sequence_shape = [batch, n, d];
-    let (dh_a, dh_x, dw_r) = match device {
-        Device::Cpu => {
-            let forward = cpu::Forward {
-                output: Vec::new(),
-                q: saved.q.host().to_vec(),
-                r: saved.r.host().to_vec(),
-                mask: saved.mask.host().to_vec(),
-            };
-            let out = cpu::backward_threaded(
-                h_x.host(),
-                h_a.host(),
-                w_r.host(),
-                lengths.host(),
-                &forward,
-                dy.host(),
-                dims,
-                options.keep_padding,
-                full,
-            );
-            let (dh_x, dw_r) = if full {
-                (Some(Buffer::Host(out.dh_x)), Some(Buffer::Host(out.dw_r)))
-            } else {
-                (None, None)
-            };
-            (Buffer::Host(out.dh_a), dh_x, dw_r)
-        }
-        Device::Cuda(_) | Device::Emulated(_) => {
-            if full {
-                let out = cuda::backward_full(
-                    device,
-                    cuda::FullInputs {
-                        h_x: h_x.buffer(),
-                        h_a: h_a.buffer(),
-                        w_r: w_r.buffer(),
-                        q: saved.q.buffer(),
-                        r: saved.r.buffer(),
-                        mask: saved.mask.buffer(),
-                        dy: dy.buffer(),
-                        lengths: lengths.buffer(),
-                    },
-                    dims,
-                    options.keep_padding,
-                )?;
-                (out.dh_a, Some(out.dh_x), Some(out.dw_r))
-            } else {
-                let dh_a = cuda::backward_q_constant(
-                    device,
-                    saved.q.buffer(),
-                    saved.mask.buffer(),
-                    dy.buffer(),
-                    lengths.buffer(),
-                    dims,
-                    options.keep_padding,
-                )?;
-                (dh_a, None, None)
-            }
-        }
+    let problem = HieProblem {
+        dims,
+        options,
+        full: mode == HieBackward::FullQr,
     };
+    let mut outputs = run(
+        &Backward,
+        &problem,
+        &[h_x, h_a, w_r, &saved.q, &saved.r, &saved.mask, dy],
+        &[lengths],
+    )?
+    .into_iter();
+    let dh_a = outputs
+        .next()
+        .ok_or_else(|| Error::shape(OP, "the backward must return dH_A"))?;
     Ok(HieGradients {
-        dh_a: Tensor::from_buffer(device, &sequence_shape, dh_a),
-        dh_x: dh_x.map(|buffer| Tensor::from_buffer(device, &sequence_shape, buffer)),
-        dw_r: dw_r.map(|buffer| Tensor::from_buffer(device, &[n, r], buffer)),
+        dh_a,
+        dh_x: outputs.next(),
+        dw_r: outputs.next(),
     })
 }
 
@@ -365,18 +442,12 @@ pub fn hie(
         w_r.value().clone(),
     );
     let lengths = lengths.clone();
-    let (x_id, a_id, w_id) = (h_x.id(), h_a.id(), w_r.id());
-    Ok(tape.record(output, move |dy| {
+    // h_A first: its gradient is the one every mode returns (the order the adds happen in when
+    // one variable is passed twice).
+    Ok(record_one(tape, &[h_a, h_x, w_r], output, move |dy| {
         let grads = hie_backward(
             &x_value, &a_value, &w_value, &lengths, &saved, dy, options, mode,
         )?;
-        let mut out = vec![(a_id, grads.dh_a)];
-        if let Some(dh_x) = grads.dh_x {
-            out.push((x_id, dh_x));
-        }
-        if let Some(dw_r) = grads.dw_r {
-            out.push((w_id, dw_r));
-        }
-        Ok(out)
+        Ok(vec![Some(grads.dh_a), grads.dh_x, grads.dw_r])
     }))
 }
