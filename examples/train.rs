@@ -329,6 +329,9 @@ fn run(args: &Args) -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
+    // Keep freed host buffers for reuse (glibc): the CPU path frees and reallocates megabytes per
+    // op, and returning them to the kernel cost page faults on every step (docs/results.md).
+    asif_kernels::parallel::keep_freed_host_memory();
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
