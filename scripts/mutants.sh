@@ -35,9 +35,9 @@ edit src/model/layer.rs 'let vx = self.value_id.forward(pass, x)?;' 'let vx = se
 mutant lambda_ignored ci "model_oracle model"
 edit src/model/mod.rs '            contrastive,
             lambda,
-        })' '            contrastive,
+            attribute_prediction,' '            contrastive,
             lambda: 1.0,
-        })'
+            attribute_prediction,'
 
 mutant hash_constant_both_sides ci "known_answers dropout"
 edit src/rng.rs 'counter.wrapping_mul(0x9E37_79B9_7F4A_7C15)' 'counter.wrapping_mul(0x9E37_79B9_7F4A_7C17)'
