@@ -131,8 +131,8 @@ edit kernels/contrastive.cu '* stride + c1 + 8 * j + group_id];' '* stride + 8 *
 
 mutant attention_reference_backward_diagonal full "attention"
 edit src/ops/attention/cpu.rs '                for j in 0..=i {
-                    let p = (problem.logits(&scores, s, j) - lse).exp();' '                for j in 0..i {
-                    let p = (problem.logits(&scores, s, j) - lse).exp();'
+                    let p = (problem.logits(&scores, s, j, scale) - lse).exp();' '                for j in 0..i {
+                    let p = (problem.logits(&scores, s, j, scale) - lse).exp();'
 
 mutant kcore_one_pass full "data_reader data_synthetic data_ml100k"
 edit src/data/load.rs '        if !banned {
