@@ -125,6 +125,13 @@ __device__ __forceinline__ int embedding_lowest_lane(unsigned mask) {
 #endif
 }
 
+// The v2 backwards' first step: the block zeroes the table rows it owns, [first, first + owned),
+// before it adds its hits into them (thread t: columns t, t + blockDim, ...).
+__device__ __forceinline__ void embedding_zero_owned_rows(float* dtable, int first, int owned, int dim) {
+    for (int r = 0; r < owned; ++r)
+        for (int c = threadIdx.x; c < dim; c += blockDim.x) dtable[(size_t)(first + r) * dim + c] = 0.0f;
+}
+
 // v2 of embedding_backward (deterministic). Block b owns table rows [b·rows_per_block,
 // (b+1)·rows_per_block) ∩ [0, vocab) and every column of them; thread t owns columns t, t + blockDim,
 // ... of those rows, so each gradient element is written by one thread, in ascending position
@@ -135,8 +142,7 @@ extern "C" __global__ void embedding_backward_v2(const int* __restrict__ ids, co
     const int first = blockIdx.x * rows_per_block;
     const int owned = min(rows_per_block, vocab - first);
     if (owned <= 0) return;
-    for (int r = 0; r < owned; ++r)
-        for (int c = threadIdx.x; c < dim; c += blockDim.x) dtable[(size_t)(first + r) * dim + c] = 0.0f;
+    embedding_zero_owned_rows(dtable, first, owned, dim);
     const int lane = threadIdx.x & 31;
     for (int base = 0; base < positions; base += 32) {
         const int p = base + lane;
@@ -162,8 +168,7 @@ extern "C" __global__ void pooled_embedding_backward_v2(const int* __restrict__ 
     const int first = blockIdx.x * rows_per_block;
     const int owned = min(rows_per_block, vocab - first);
     if (owned <= 0) return;
-    for (int r = 0; r < owned; ++r)
-        for (int c = threadIdx.x; c < dim; c += blockDim.x) dtable[(size_t)(first + r) * dim + c] = 0.0f;
+    embedding_zero_owned_rows(dtable, first, owned, dim);
     const int lane = threadIdx.x & 31;
     const int entries = rows * max_tokens;
     for (int base = 0; base < entries; base += 32) {
