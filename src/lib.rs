@@ -42,6 +42,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod files;
+pub(crate) mod gemm;
 pub mod kernel_version;
 pub mod kernels;
 pub mod metrics;

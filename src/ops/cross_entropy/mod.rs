@@ -21,7 +21,7 @@ pub use cpu::forward as forward_reference;
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
-use crate::ops::linear::{gemm, gemm_output, Gemm};
+use crate::gemm::{gemm, gemm_output, Gemm};
 use crate::ops::{check_indices, record_one};
 use crate::{Error, IndexTensor, Result, Tensor};
 

@@ -17,16 +17,15 @@ pub mod reference {
     pub use super::cpu::*;
 }
 mod cuda;
-mod gemm;
 
+pub use crate::gemm::{allow_tf32, set_allow_tf32};
+use crate::gemm::{gemm, gemm_output, Gemm};
 pub use cpu::{
     column_sum as column_sum_reference, linear_backward as backward_reference,
     linear_forward as forward_reference, matmul as matmul_reference,
     matmul_transposed_backward as matmul_transposed_backward_reference,
     matmul_transposed_forward as matmul_transposed_forward_reference,
 };
-pub use gemm::{allow_tf32, set_allow_tf32};
-pub(crate) use gemm::{gemm, gemm_output, Gemm};
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};

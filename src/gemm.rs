@@ -1,4 +1,6 @@
 //! Row-major single-precision GEMM on every device: `C = alpha · op(A) · op(B) + beta · C`.
+//! A crate-level primitive below the ops: `ops::linear` and `ops::cross_entropy` both call it, so
+//! neither op imports the other (issue 17).
 //!
 //! - `Cuda`: cuBLAS `sgemm` through the usual operand swap (a row-major matrix is the transpose
 //!   of a column-major one, so row-major `C = op(A) op(B)` is column-major `Cᵀ = op(B)ᵀ op(A)ᵀ`).
