@@ -8,6 +8,13 @@ NDCG@10/20 (mean ± sample standard deviation over seeds; a single seed without 
 validation NDCG@20 of the best epoch, the best and the last epoch run, and seconds per epoch.
 With --valid-only the test columns are left out: for choosing a hyper-parameter (λ), which must
 not look at the test split.
+
+    python3 scripts/results-table.py DIR --paired CANDIDATE BASELINE [BASELINE ...]
+
+adds the paired difference of CANDIDATE against the best baseline: the baseline with the highest
+mean validation NDCG@20 (chosen on validation, never on test), and for each test metric the mean
+over the seeds both have of (candidate − baseline) with its standard error (sample standard
+deviation of the per-seed differences / √seeds; none with one seed).
 """
 import glob
 import json
@@ -21,6 +28,13 @@ def main():
     args = sys.argv[1:]
     valid_only = "--valid-only" in args
     args = [a for a in args if a != "--valid-only"]
+    paired = None
+    if "--paired" in args:
+        at = args.index("--paired")
+        paired = args[at + 1 :]
+        args = args[:at]
+        if len(paired) < 2:
+            sys.exit("--paired needs a candidate and at least one baseline")
     folder = args[0] if args else "target/asif-results"
     runs = {}
     for path in sorted(glob.glob(os.path.join(folder, "*-seed*.json"))):
@@ -48,6 +62,33 @@ def main():
         tests = [] if valid_only else [cell("hr10"), cell("ndcg10"), cell("hr20"), cell("ndcg20")]
         cells = [model, str(len(results))] + tests + [cell("hr20", "best_valid"), cell("ndcg20", "best_valid"), epochs, f"{seconds:.1f}"]
         print("| " + " | ".join(cells) + " |")
+    if paired:
+        print_paired(runs, paired[0], paired[1:])
+
+
+def by_seed(results):
+    return {r["train"]["seed"]: r for r in results}
+
+
+def print_paired(runs, candidate, baselines):
+    for name in [candidate] + baselines:
+        if name not in runs:
+            sys.exit(f"--paired: no runs of {name}")
+    best = max(baselines, key=lambda b: statistics.mean(r["best_valid"]["ndcg20"] for r in runs[b]))
+    mine, theirs = by_seed(runs[candidate]), by_seed(runs[best])
+    seeds = sorted(set(mine) & set(theirs))
+    print()
+    print(f"Paired difference {candidate} − {best} (the best baseline by mean validation NDCG@20), "
+          f"seeds {', '.join(str(s) for s in seeds)}:")
+    print()
+    print("| metric | mean difference | standard error | relative to the baseline's mean |")
+    print("|---|---|---|---|")
+    for key, label in [("hr10", "test HR@10"), ("hr20", "test HR@20"), ("ndcg10", "test NDCG@10"), ("ndcg20", "test NDCG@20")]:
+        differences = [mine[s]["test"][key] - theirs[s]["test"][key] for s in seeds]
+        mean = statistics.mean(differences)
+        error = statistics.stdev(differences) / len(differences) ** 0.5 if len(differences) > 1 else float("nan")
+        base = statistics.mean(theirs[s]["test"][key] for s in seeds)
+        print(f"| {label} | {mean:+.4f} | {error:.4f} | {100 * mean / base:+.1f} % |")
 
 
 if __name__ == "__main__":
