@@ -14,14 +14,16 @@
 #   ml-100k-lambda    ASIF at λ ∈ {0.1, 1}, seed 1, at the ml-100k setting, judged on validation
 #   beauty            the paper's Beauty (S³-Rec files, converted into data/Beauty if missing) at a
 #                     reduced CPU setting and a fixed epoch budget (docs/results.md): SASRec and
-#                     SASRec_F × seeds 1-2, ASIF at λ ∈ {0.1, 1, 10} × seed 1; then λ is chosen on
-#                     validation NDCG@20 of seed 1 alone and ASIF runs seed 2 at that λ (2 threads)
+#                     SASRec_F × seeds 1-3, ASIF at λ ∈ {0.1, 1, 10} × seed 1; λ is chosen on
+#                     validation NDCG@20 of seed 1 alone, and ASIF runs seeds 2-3 at that λ;
+#                     one thread a run (the lanes fill the cores; results do not depend on it)
 #
 # OUT_DIR (default target/asif-results/EXPERIMENT) gets `<name>-seed<S>.json` per finished run and
 # `checkpoints/<name>-seed<S>/` per run. A run whose JSON exists is skipped; an interrupted run
 # resumes from its last checkpoint (the trainer's `--resume`: on the CPU the resumed run ends
 # bit-identical to an uninterrupted one), so a grid can be stopped and restarted at any time,
-# across sessions. LANES (default 2) runs that many at once. Order: seed 1 of every run first,
+# across sessions. LANES (default 2) runs that many at once; a second invocation on the same
+# OUT_DIR adds lanes (runs are claimed, never run twice). Order: seed 1 of every run first,
 # then seed 2, then seed 3, so a partial grid still compares every model.
 # The table: python3 scripts/results-table.py OUT_DIR
 set -euo pipefail
@@ -55,7 +57,7 @@ synthetic=(--epochs 200 --patience 5 --device cpu)
 # The Beauty setting (docs/results.md, "Beauty on the CPU"): d 32, 2 layers, 2 heads, n 20 (the
 # median sequence is 6 long, the mean 8.9), inner 64, lr 1e-3, batch 256, a fixed budget of 5
 # epochs (no early stopping inside it), one thread a run (the runs fill the cores instead).
-beauty=(--data-dir data/Beauty --dataset Beauty --attributes categories --kcore 0 --hidden-size 32
+beauty=(--threads 1 --data-dir data/Beauty --dataset Beauty --attributes categories --kcore 0 --hidden-size 32
   --heads 2 --layers 2 --max-len 20 --inner-size 64 --lr 1e-3 --batch-size 256 --epochs 5
   --patience 5 --device cpu)
 case "$experiment" in
@@ -67,6 +69,9 @@ beauty)
   setting=("${beauty[@]}")
   add_lambdas 1 -- 0.1 1 10
   add_models 1 2 -- sasrec sasrec_f
+  runs+=("asif-lambda@|2|--model asif --rsa-lambda @")
+  add_models 3 -- sasrec sasrec_f
+  runs+=("asif-lambda@|3|--model asif --rsa-lambda @")
   ;;
 *) echo "unknown experiment '$experiment'" >&2; exit 2 ;;
 esac
@@ -82,39 +87,65 @@ mkdir -p "$out/checkpoints" "$out/logs"
 bin="$out/train-$(git rev-parse --short HEAD)"
 cp target/release/examples/train "$bin"
 
-run_lane() {
-  local lane=$1 i=0 run name seed flags
-  for run in "${runs[@]}"; do
-    i=$((i + 1))
-    [ $(((i - 1) % lanes)) -eq "$lane" ] || continue
-    IFS='|' read -r name seed flags <<<"$run"
-    [ -f "$out/$name-seed$seed.json" ] && continue
-    echo "$(date -u +%H:%M:%S) lane $lane: $name seed $seed"
-    # shellcheck disable=SC2086 # flags are words
-    "$bin" "${setting[@]}" $flags --seed "$seed" ${threads_flag:+$threads_flag} \
-      --checkpoint-dir "$out/checkpoints/$name-seed$seed" --resume \
-      --results "$out/$name-seed$seed.json" >>"$out/logs/$name-seed$seed.log" 2>&1 ||
-      echo "$(date -u +%H:%M:%S) lane $lane: $name seed $seed FAILED (see $out/logs/$name-seed$seed.log)"
-  done
+# Lanes take runs from the one list in order; a lane claims a run by creating
+# `claims/<name>-seed<S>/` (atomic), holding its process id, so lanes, and a second invocation of
+# the same grid, never run one twice; a claim whose process is gone is taken over (resume).
+claim() { # name-seed
+  local dir="$out/claims/$1"
+  if ! mkdir "$dir" 2>/dev/null; then
+    local holder
+    holder=$(cat "$dir/pid" 2>/dev/null || true)
+    if [ -n "$holder" ] && kill -0 "$holder" 2>/dev/null; then return 1; fi
+    rm -rf "$dir"
+    mkdir "$dir" 2>/dev/null || return 1
+  fi
+  echo "$BASHPID" >"$dir/pid"
 }
-[ "$experiment" = beauty ] && threads_flag="--threads 1"
-for lane in $(seq 0 $((lanes - 1))); do run_lane "$lane" & done
-wait
-if [ "$experiment" = beauty ]; then
-  # λ from seed 1's validation NDCG@20 (best epoch) alone; the test split is not read.
-  best=$(python3 - "$out" <<'PY'
-import json, sys
+# Beauty's "asif-lambda@" runs take the λ chosen on seed 1's validation NDCG@20 (best epoch)
+# alone, once the three λ runs of seed 1 have finished; the test split is not read.
+chosen_lambda() {
+  python3 - "$out" <<'PY'
+import json, os, sys
 scores = {}
 for l in ("0.1", "1", "10"):
-    with open(f"{sys.argv[1]}/asif-lambda{l}-seed1.json") as f:
-        r = json.load(f)
-    scores[l] = r["best_valid"]["ndcg20"]
+    path = f"{sys.argv[1]}/asif-lambda{l}-seed1.json"
+    if not os.path.exists(path):
+        sys.exit(0)
+    with open(path) as f:
+        scores[l] = json.load(f)["best_valid"]["ndcg20"]
 print(max(scores, key=scores.get))
 PY
-  )
-  echo "$(date -u +%H:%M:%S) λ chosen on validation (seed 1): $best"
-  runs=("asif-lambda$best|2|--model asif --rsa-lambda $best")
-  lanes=1 threads_flag="--threads 2"
-  run_lane 0
-fi
+}
+run_lane() {
+  local lane=$1 run name seed flags lambda waiting
+  while true; do
+    waiting=0
+    for run in "${runs[@]}"; do
+      IFS='|' read -r name seed flags <<<"$run"
+      if [[ $name == *@* ]]; then
+        lambda=$(chosen_lambda)
+        if [ -z "$lambda" ]; then waiting=1; continue; fi
+        name=${name//@/$lambda} flags=${flags//@/$lambda}
+      fi
+      [ -f "$out/$name-seed$seed.json" ] && continue
+      claim "$name-seed$seed" || continue
+      echo "$(date -u +%H:%M:%S) lane $lane: $name seed $seed"
+      # shellcheck disable=SC2086 # flags are words
+      "$bin" "${setting[@]}" $flags --seed "$seed" \
+        --checkpoint-dir "$out/checkpoints/$name-seed$seed" --resume \
+        --results "$out/$name-seed$seed.json" >>"$out/logs/$name-seed$seed.log" 2>&1 ||
+        echo "$(date -u +%H:%M:%S) lane $lane: $name seed $seed FAILED (see $out/logs/$name-seed$seed.log)"
+      waiting=-1
+      break
+    done
+    case $waiting in
+    -1) ;;              # ran one: look again from the top of the list
+    1) sleep 30 ;;      # only runs waiting for λ are left
+    *) return 0 ;;      # every run is done or claimed
+    esac
+  done
+}
+mkdir -p "$out/claims"
+for lane in $(seq 0 $((lanes - 1))); do run_lane "$lane" & done
+wait
 python3 scripts/results-table.py "$out"
