@@ -85,7 +85,7 @@ cargo build --release --example train
 mkdir -p "$out/checkpoints" "$out/logs"
 # A private copy of the binary, so a rebuild while the grid runs does not swap it mid-run.
 bin="$out/train-$(git rev-parse --short HEAD)"
-cp target/release/examples/train "$bin"
+[ -x "$bin" ] || cp target/release/examples/train "$bin"   # a second invocation shares it
 
 # Lanes take runs from the one list in order; a lane claims a run by creating
 # `claims/<name>-seed<S>/` (atomic), holding its process id, so lanes, and a second invocation of
