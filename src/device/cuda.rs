@@ -10,7 +10,7 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 
-use super::{Buffer, Counters, KernelArg, LaunchConfig};
+use super::{Buffer, Counters, KernelArg, LaunchConfig, MemoryCache, Scalar};
 use crate::kernels::{self, KernelRef};
 use crate::{Error, Result};
 
@@ -30,6 +30,8 @@ pub struct CudaBackend {
     /// Per opted-in kernel, the dynamic shared bytes its function attribute allows so far: the
     /// attribute is set once per function (again only for a larger launch).
     shared_opt_ins: Mutex<HashMap<&'static str, u32>>,
+    /// Free device memory kept for reuse (`cache.rs`).
+    cache: Arc<MemoryCache>,
 }
 
 /// The environment variable that turns the poison mode on for every CUDA device the process
@@ -85,7 +87,6 @@ impl CudaBackend {
             name,
             compute_capability,
             context,
-            stream,
             blas: Mutex::new(None),
             modules: Mutex::new(HashMap::new()),
             counters: Counters::default(),
@@ -94,6 +95,8 @@ impl CudaBackend {
             ),
             max_opt_in_shared,
             shared_opt_ins: Mutex::new(HashMap::new()),
+            cache: MemoryCache::cuda(stream.clone()),
+            stream,
         })
     }
 
@@ -124,6 +127,36 @@ impl CudaBackend {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// This device's memory cache (`cache.rs`).
+    pub fn memory_cache(&self) -> &Arc<MemoryCache> {
+        &self.cache
+    }
+
+    /// Fills `slice` with `T::POISON` on the stream: a 32-bit memset for the 4-byte scalars (no
+    /// host memory involved, so it can be captured in a CUDA graph), else a copy from the host.
+    pub(crate) fn fill_poison<T: Scalar>(
+        &self,
+        slice: &mut cudarc::driver::CudaSlice<T>,
+    ) -> Result<()> {
+        use cudarc::driver::DevicePtrMut;
+        let len = slice.len();
+        let poison = [T::POISON];
+        match bytemuck::try_cast_slice::<T, u32>(&poison) {
+            Ok(&[bits]) => {
+                self.context.bind_to_thread()?;
+                let (ptr, _record) = slice.device_ptr_mut(&self.stream);
+                // SAFETY: `ptr` holds `len` 4-byte elements; the memset is queued on the stream
+                // the slice is used on.
+                unsafe {
+                    cudarc::driver::sys::cuMemsetD32Async(ptr, bits, len, self.stream.cu_stream())
+                }
+                .result()?;
+            }
+            _ => self.stream.memcpy_htod(&vec![T::POISON; len], slice)?,
+        }
+        Ok(())
     }
 
     /// Whether `Device::uninitialized` fills its buffers with `Scalar::POISON` first.
