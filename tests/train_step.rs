@@ -13,6 +13,7 @@ use asif_kernels::device::CounterSnapshot;
 use asif_kernels::kernel_version::{with_version, KernelVersion};
 use asif_kernels::model::{Mode, Model, ModelConfig, ModelKind};
 use asif_kernels::ops::adam::{Adam, AdamConfig};
+use asif_kernels::train::{StepCounts, TrainStep};
 use asif_kernels::Device;
 use common::tiny_model;
 
@@ -205,6 +206,58 @@ fn from_the_second_step_on_a_step_allocates_nothing_fresh() {
                 parameters, parameters_again,
                 "{kind}: parameters differ on reused memory"
             );
+        }
+    });
+}
+
+/// `TrainStep` over `batches` (the number of sequences of each step's batch: 3 is the full tiny
+/// batch, fewer a shorter one), returning the losses, the final parameters and the step counts.
+fn train_steps(
+    device: &Device,
+    kind: ModelKind,
+    cuda_graph: bool,
+    batches: &[usize],
+) -> (Vec<u32>, Vec<Vec<u32>>, StepCounts) {
+    let mut model = Model::new(&tiny(kind), &tiny_model::shape(), device).expect("model");
+    let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
+    let mut steps = TrainStep::new(cuda_graph);
+    let mut losses = Vec::new();
+    for (step, &rows) in batches.iter().enumerate() {
+        let inputs = tiny_model::first_rows(device, &tiny_model::inputs(device, 8), rows);
+        let loss = steps
+            .run(&mut model, &mut adam, &inputs, step as u64)
+            .expect("step");
+        losses.push(loss.to_bits());
+    }
+    let parameters = model.tensors().iter().map(bits).collect();
+    (losses, parameters, steps.counts())
+}
+
+#[test]
+fn the_graph_option_runs_eagerly_here_under_the_capture_checks_with_the_same_bits() {
+    // Issue 20: the emulator has no CUDA graphs; with the option on, a step at repeated shapes
+    // runs eagerly with everything a capture refuses (fresh allocations, downloads, host
+    // synchronisation, uploads of varying values) refused, so a step that could not be captured
+    // fails here. A step at new shapes (the first, the shorter batch of 2 sequences) runs eagerly and
+    // fills the cache for them. Same bits as the plain eager steps.
+    let device = common::emulated();
+    let batches = [3, 3, 3, 2, 3];
+    with_version(EMBEDDING, KernelVersion::V2, || {
+        for kind in [ModelKind::SasRec, ModelKind::Asif] {
+            let eager = train_steps(&device, kind, false, &batches);
+            let checked = train_steps(&device, kind, true, &batches);
+            assert_eq!(eager.2.eager, 5, "{kind}");
+            assert_eq!(
+                checked.2,
+                StepCounts {
+                    eager: 3,
+                    graph_checked_eagerly: 2,
+                    ..StepCounts::default()
+                },
+                "{kind}: steps 0, 3 (B 2) and 4 (back to B 3) at new shapes"
+            );
+            assert_eq!(eager.0, checked.0, "{kind}: losses");
+            assert_eq!(eager.1, checked.1, "{kind}: parameters");
         }
     });
 }

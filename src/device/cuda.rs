@@ -32,7 +32,16 @@ pub struct CudaBackend {
     shared_opt_ins: Mutex<HashMap<&'static str, u32>>,
     /// Free device memory kept for reuse (`cache.rs`).
     cache: Arc<MemoryCache>,
+    /// Set while `Device::run_step_graph` captures the stream (`graph.rs`): fresh allocations,
+    /// downloads, synchronisation and general uploads are refused.
+    pub(crate) capturing: AtomicBool,
+    /// cuBLAS's fixed workspace (`blas`), kept as long as the handle.
+    blas_workspace: Mutex<Option<cudarc::driver::CudaSlice<u8>>>,
 }
+
+/// cuBLAS's workspace: 32 MiB, what NVIDIA recommends on Hopper; a fixed workspace keeps cuBLAS
+/// from allocating during a graph capture.
+const BLAS_WORKSPACE_BYTES: usize = 32 << 20;
 
 /// The environment variable that turns the poison mode on for every CUDA device the process
 /// opens (`Device::uninitialized`); the GPU script sets it.
@@ -96,6 +105,8 @@ impl CudaBackend {
             max_opt_in_shared,
             shared_opt_ins: Mutex::new(HashMap::new()),
             cache: MemoryCache::cuda(stream.clone()),
+            capturing: AtomicBool::new(false),
+            blas_workspace: Mutex::new(None),
             stream,
         })
     }
@@ -140,9 +151,19 @@ impl CudaBackend {
         &self,
         slice: &mut cudarc::driver::CudaSlice<T>,
     ) -> Result<()> {
+        self.fill_word(slice, T::POISON)
+    }
+
+    /// Fills `slice` with `value`: a 32-bit memset for a 4-byte `T` (capturable), else a copy
+    /// from the host.
+    pub(crate) fn fill_word<T: Scalar>(
+        &self,
+        slice: &mut cudarc::driver::CudaSlice<T>,
+        value: T,
+    ) -> Result<()> {
         use cudarc::driver::DevicePtrMut;
         let len = slice.len();
-        let poison = [T::POISON];
+        let poison = [value];
         match bytemuck::try_cast_slice::<T, u32>(&poison) {
             Ok(&[bits]) => {
                 self.context.bind_to_thread()?;
@@ -154,7 +175,7 @@ impl CudaBackend {
                 }
                 .result()?;
             }
-            _ => self.stream.memcpy_htod(&vec![T::POISON; len], slice)?,
+            _ => self.stream.memcpy_htod(&vec![value; len], slice)?,
         }
         Ok(())
     }
@@ -195,6 +216,27 @@ impl CudaBackend {
             ));
         }
         let blas = Arc::new(CudaBlas::new(self.stream.clone())?);
+        // A fixed workspace, eager or captured (`graph.rs`).
+        // SAFETY: cuBLAS's scratch memory; nothing reads it before cuBLAS writes it.
+        let workspace = unsafe { self.stream.alloc::<u8>(BLAS_WORKSPACE_BYTES) }?;
+        {
+            use cudarc::driver::DevicePtr;
+            let (ptr, _record) = workspace.device_ptr(&self.stream);
+            // SAFETY: a live allocation of `BLAS_WORKSPACE_BYTES` on the handle's stream, kept
+            // in `blas_workspace` as long as the handle.
+            unsafe {
+                cudarc::cublas::sys::cublasSetWorkspace_v2(
+                    *blas.handle(),
+                    ptr as *mut std::ffi::c_void,
+                    BLAS_WORKSPACE_BYTES,
+                )
+            }
+            .result()?;
+        }
+        *self
+            .blas_workspace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(workspace);
         *slot = Some(blas.clone());
         Ok(blas)
     }

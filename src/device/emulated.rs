@@ -18,6 +18,10 @@ pub struct Emulator {
     launch: EmulatorLaunchFn,
     counters: Arc<Counters>,
     cache: Arc<MemoryCache>,
+    /// Set while `Device::run_step_graph` runs a step: the emulator has no graphs and runs it
+    /// eagerly, but refuses what a CUDA capture would (`graph.rs`), so the emulated tests check
+    /// that a step can be captured.
+    pub(crate) capturing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Emulator {
@@ -26,6 +30,7 @@ impl Emulator {
             launch,
             counters: Arc::new(Counters::default()),
             cache: MemoryCache::host(),
+            capturing: Arc::default(),
         }
     }
 

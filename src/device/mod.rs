@@ -11,6 +11,7 @@ mod cache;
 mod counters;
 mod cuda;
 mod emulated;
+mod graph;
 mod launch;
 
 use std::sync::Arc;
@@ -20,11 +21,23 @@ pub use cache::MemoryCache;
 pub use counters::{CounterSnapshot, Counters};
 pub use cuda::{CudaBackend, POISON_UNINITIALIZED_ENV};
 pub use emulated::{Emulator, EmulatorLaunchFn};
+pub use graph::{GraphRun, StepGraph};
 pub(crate) use launch::elementwise_launch;
 pub use launch::{KernelArg, LaunchConfig, MAX_DEFAULT_SHARED_BYTES, MAX_OPT_IN_SHARED_BYTES};
 
 use crate::kernels::{self, KernelRef};
 use crate::{Error, Result};
+
+/// Whether `values` is non-empty, 4-byte and one repeated bit pattern (an upload that a graph
+/// capture takes as a memset).
+fn one_repeated_word<T: Scalar>(values: &[T]) -> bool {
+    size_of::<T>() == 4
+        && values.first().is_some_and(|first| {
+            values
+                .iter()
+                .all(|v| bytemuck::bytes_of(v) == bytemuck::bytes_of(first))
+        })
+}
 
 /// `Send + Sync`. Clones share one backend (stream, module cache, counters): clones used from
 /// several threads queue on the one stream, in the order the threads call.
@@ -161,8 +174,11 @@ impl Device {
     /// A freshly allocated buffer, counted as an allocation and a fresh one (an empty buffer
     /// holds no memory and is not fresh), entered in the cache's lent table so that it comes back
     /// to the cache when it drops.
-    fn fresh<T: Scalar>(&self, buffer: Buffer<T>) -> Buffer<T> {
+    fn fresh<T: Scalar>(&self, buffer: Buffer<T>) -> Result<Buffer<T>> {
         let bytes = buffer.len() * size_of::<T>();
+        if bytes > 0 {
+            self.refuse_in_capture("a fresh allocation")?;
+        }
         if let Some(counters) = self.counting() {
             counters.allocation(bytes);
             if bytes > 0 {
@@ -172,7 +188,28 @@ impl Device {
         if let Some(cache) = self.memory_cache() {
             cache.lend(&buffer);
         }
-        buffer
+        Ok(buffer)
+    }
+
+    /// Whether `Device::run_step_graph` is capturing a step on this device (`graph.rs`).
+    pub(crate) fn capturing(&self) -> bool {
+        let flag = match self {
+            Device::Cpu => return false,
+            Device::Cuda(backend) => &backend.capturing,
+            Device::Emulated(emulator) => &*emulator.capturing,
+        };
+        flag.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// An error when a step is being captured (`graph.rs`): `what` cannot be captured.
+    pub(crate) fn refuse_in_capture(&self, what: &str) -> Result<()> {
+        if self.capturing() {
+            return Err(Error::argument(
+                "CUDA graph step",
+                format!("{what} inside a captured step (docs/gpu.md, CUDA graphs)"),
+            ));
+        }
+        Ok(())
     }
 
     /// A buffer of `len` zeros: one allocation (from the memory cache when it can) and one
@@ -188,8 +225,11 @@ impl Device {
                 let stream = backend.stream();
                 let mut buffer = match self.cached::<T>(len) {
                     Some(buffer) => buffer,
-                    // SAFETY: `T` is plain old data; the memset below writes every byte.
-                    None => self.fresh(Buffer::Cuda(unsafe { stream.alloc::<T>(len) }?)),
+                    None => {
+                        self.refuse_in_capture("a fresh allocation")?;
+                        // SAFETY: `T` is plain old data; the memset below writes every byte.
+                        self.fresh(Buffer::Cuda(unsafe { stream.alloc::<T>(len) }?))?
+                    }
                 };
                 if let Buffer::Cuda(slice) = &mut buffer {
                     stream.memset_zeros(slice)?;
@@ -201,7 +241,7 @@ impl Device {
                     buffer.host_slice_mut().fill(T::default());
                     buffer
                 }
-                None => self.fresh(Buffer::Host(vec![T::default(); len])),
+                None => self.fresh(Buffer::Host(vec![T::default(); len]))?,
             }),
             Device::Cpu => Ok(Buffer::Host(vec![T::default(); len])),
         }
@@ -224,10 +264,13 @@ impl Device {
                 let stream = backend.stream();
                 let mut buffer = match self.cached::<T>(len) {
                     Some(buffer) => buffer,
-                    // SAFETY: `T` is plain old data (`Scalar: Pod`), so any bytes are a valid
-                    // `T`; the invariant above says a kernel writes every element before it is
-                    // read.
-                    None => self.fresh(Buffer::Cuda(unsafe { stream.alloc::<T>(len) }?)),
+                    None => {
+                        self.refuse_in_capture("a fresh allocation")?;
+                        // SAFETY: `T` is plain old data (`Scalar: Pod`), so any bytes are a
+                        // valid `T`; the invariant above says a kernel writes every element
+                        // before it is read.
+                        self.fresh(Buffer::Cuda(unsafe { stream.alloc::<T>(len) }?))?
+                    }
                 };
                 if backend.poison_uninitialized() && len > 0 {
                     if let Buffer::Cuda(slice) = &mut buffer {
@@ -244,7 +287,7 @@ impl Device {
                     buffer.host_slice_mut().fill(T::POISON);
                     buffer
                 }
-                None => self.fresh(Buffer::Host(vec![T::POISON; len])),
+                None => self.fresh(Buffer::Host(vec![T::POISON; len]))?,
             }),
         }
     }
@@ -271,23 +314,41 @@ impl Device {
         match self {
             Device::Cuda(backend) => {
                 let stream = backend.stream();
+                let capturing = self.capturing();
+                if capturing && !one_repeated_word(host) {
+                    self.refuse_in_capture("an upload of varying values")?;
+                }
                 match self.cached::<T>(host.len()) {
                     Some(mut buffer) => {
                         if let Buffer::Cuda(slice) = &mut buffer {
-                            stream.memcpy_htod(host, slice)?;
+                            if capturing {
+                                // One repeated 32-bit value: a memset, which captures without
+                                // host memory (the backward's loss seeds).
+                                backend.fill_word(slice, host[0])?;
+                            } else {
+                                stream.memcpy_htod(host, slice)?;
+                            }
                         }
                         Ok(buffer)
                     }
-                    None => Ok(self.fresh(Buffer::Cuda(stream.clone_htod(host)?))),
+                    None => {
+                        self.refuse_in_capture("a fresh allocation")?;
+                        Ok(self.fresh(Buffer::Cuda(stream.clone_htod(host)?))?)
+                    }
                 }
             }
-            Device::Emulated(_) => Ok(match self.cached::<T>(host.len()) {
-                Some(mut buffer) => {
-                    buffer.host_slice_mut().copy_from_slice(host);
-                    buffer
+            Device::Emulated(_) => {
+                if !one_repeated_word(host) {
+                    self.refuse_in_capture("an upload of varying values")?;
                 }
-                None => self.fresh(Buffer::Host(host.to_vec())),
-            }),
+                Ok(match self.cached::<T>(host.len()) {
+                    Some(mut buffer) => {
+                        buffer.host_slice_mut().copy_from_slice(host);
+                        buffer
+                    }
+                    None => self.fresh(Buffer::Host(host.to_vec()))?,
+                })
+            }
             Device::Cpu => Ok(Buffer::Host(host.to_vec())),
         }
     }
@@ -299,13 +360,16 @@ impl Device {
         match self {
             Device::Cuda(_) => self.upload(&host),
             Device::Emulated(_) => {
+                if !one_repeated_word(&host) {
+                    self.refuse_in_capture("an upload of varying values")?;
+                }
                 self.count_upload::<T>(host.len());
                 Ok(match self.cached::<T>(host.len()) {
                     Some(mut buffer) => {
                         buffer.host_slice_mut().copy_from_slice(&host);
                         buffer
                     }
-                    None => self.fresh(Buffer::Host(host)),
+                    None => self.fresh(Buffer::Host(host))?,
                 })
             }
             Device::Cpu => Ok(Buffer::Host(host)),
@@ -324,6 +388,7 @@ impl Device {
         if let Some(counters) = self.counting() {
             counters.device_to_host(buffer.len() * size_of::<T>());
         }
+        self.refuse_in_capture("a download")?;
         match (self, buffer) {
             (_, Buffer::Host(v)) => Ok(v.clone()),
             (Device::Cuda(backend), Buffer::Cuda(s)) => Ok(backend.stream().clone_dtoh(s)?),
@@ -351,7 +416,10 @@ impl Device {
                         }
                         copy
                     }
-                    None => self.fresh(Buffer::Cuda(stream.clone_dtod(s)?)),
+                    None => {
+                        self.refuse_in_capture("a fresh allocation")?;
+                        self.fresh(Buffer::Cuda(stream.clone_dtod(s)?))?
+                    }
                 })
             }
             (Device::Emulated(_), Buffer::Host(v)) => Ok(match self.cached::<T>(v.len()) {
@@ -359,7 +427,7 @@ impl Device {
                     copy.host_slice_mut().copy_from_slice(v);
                     copy
                 }
-                None => self.fresh(Buffer::Host(v.clone())),
+                None => self.fresh(Buffer::Host(v.clone()))?,
             }),
             (Device::Cpu, Buffer::Host(v)) => Ok(Buffer::Host(v.clone())),
             (other, buffer) => Err(Error::DeviceMismatch {
@@ -396,6 +464,7 @@ impl Device {
 
     /// Waits for queued work (no-op off CUDA).
     pub fn synchronize(&self) -> Result<()> {
+        self.refuse_in_capture("a host synchronisation")?;
         if let Device::Cuda(backend) = self {
             backend.stream().synchronize()?;
         }
