@@ -108,7 +108,8 @@ pub struct StepCounts {
     pub graph_instantiated: u64,
     /// Steps captured and launched as one graph: the executable graph updated in place.
     pub graph_updated: u64,
-    /// Steps run under the capture's checks without a graph (the emulated and CPU devices).
+    /// Steps of repeated shapes with graphs on, run eagerly because the device has no graphs:
+    /// under a capture's refusals on the emulated device, plainly on the CPU.
     pub graph_checked_eagerly: u64,
 }
 

@@ -170,18 +170,22 @@ impl CudaBackend {
             // SAFETY: restores the caller's setting.
             unsafe { context.enable_event_tracking() };
         }
-        let cu_graph = captured?;
         let destroy = |g: sys::CUgraph| {
             // SAFETY: a graph this function captured and no longer uses.
             let _ = unsafe { result::graph::destroy(g) };
         };
-        let value = match outcome {
-            Ok(value) => value,
-            Err(e) => {
-                destroy(cu_graph);
+        // The step's own error first (a refused operation may also have invalidated the capture).
+        let value = match (outcome, captured) {
+            (Ok(value), Ok(cu_graph)) => (value, cu_graph),
+            (Err(e), captured) => {
+                if let Ok(cu_graph) = captured {
+                    destroy(cu_graph);
+                }
                 return Err(e);
             }
+            (Ok(_), Err(e)) => return Err(e.into()),
         };
+        let (value, cu_graph) = value;
         if let Err(e) = check_no_fresh_allocations(self.counters().snapshot().since(&before)) {
             destroy(cu_graph);
             return Err(e);
