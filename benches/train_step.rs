@@ -9,13 +9,18 @@
 //! ids and Beauty's 12,101) when there is one; otherwise one line says it was skipped. On the GPU
 //! ASIF at 1,350 items also runs with the deterministic embedding backward (`embedding` v2,
 //! `kernels/embedding.cu`), id `Asif-embedding_v2`.
+//! At 1,350 items the GPU also runs SASRec and ASIF with the step as one CUDA graph launch
+//! (`TrainStep` with graphs on, `src/device/graph.rs`), ids `<model>-graph`, beside the eager
+//! rows; their device-work line counts the second step (the first graph step; the first step of
+//! a shape runs eagerly) and adds its fresh allocations (0 when the memory cache serves it).
+//! Every row runs the trainer's step (`TrainStep`), which reads the loss back each step.
 //! `cargo bench --bench train_step`. Ids: `train_step/<model>/<device> B.. d.. L.. n.. V..`.
 mod common;
 
-use asif_kernels::autograd::Tape;
 use asif_kernels::kernel_version::{with_version, KernelVersion};
-use asif_kernels::model::{DataShape, Mode, Model, ModelConfig, ModelInputs, ModelKind};
+use asif_kernels::model::{DataShape, Model, ModelConfig, ModelInputs, ModelKind};
 use asif_kernels::ops::adam::{Adam, AdamConfig};
+use asif_kernels::train::TrainStep;
 use asif_kernels::{Device, IndexTensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -62,26 +67,28 @@ fn inputs(device: &Device, s: &Size) -> ModelInputs {
     }
 }
 
-/// One forward, backward and Adam update (synchronised at the end).
-fn step(model: &mut Model, adam: &mut Adam, batch: &ModelInputs, device: &Device, step: u64) {
-    let tape = Tape::new();
-    let pass = model
-        .forward(&tape, batch, Mode::Train { step })
-        .expect("forward");
-    let grads = pass.backward(&tape).expect("backward");
-    let mut params = model.tensors();
-    adam.step(&mut params, &grads).expect("adam");
-    model.set_tensors(params).expect("set");
-    device.synchronize().expect("sync");
+/// One forward, backward and Adam update as the trainer runs it (the loss read back at the end,
+/// which waits for the device).
+fn step(
+    runner: &mut TrainStep,
+    model: &mut Model,
+    adam: &mut Adam,
+    batch: &ModelInputs,
+    step: u64,
+) {
+    runner.run(model, adam, batch, step).expect("step");
 }
 
-/// `rows`: (model, embedding kernel version) pairs to time.
-fn bench_device(c: &mut Criterion, device: &Device, s: &Size, rows: &[(ModelKind, KernelVersion)]) {
+/// A row: the model, the embedding kernel version, and whether the step is a CUDA graph.
+type Row = (ModelKind, KernelVersion, bool);
+
+/// `rows`: the rows to time.
+fn bench_device(c: &mut Criterion, device: &Device, s: &Size, rows: &[Row]) {
     let mut group = c.benchmark_group("train_step");
     group.sample_size(10);
     group.throughput(Throughput::Elements(s.batch as u64));
     let batch = inputs(device, s);
-    for &(kind, embedding_version) in rows {
+    for &(kind, embedding_version, cuda_graph) in rows {
         with_version("embedding", embedding_version, || {
             let config = ModelConfig {
                 kind,
@@ -99,10 +106,14 @@ fn bench_device(c: &mut Criterion, device: &Device, s: &Size, rows: &[(ModelKind
             };
             let mut model = Model::new(&config, &shape, device).expect("model");
             let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
-            let name = match embedding_version {
+            let mut name = match embedding_version {
                 KernelVersion::V1 => kind.name().to_string(),
                 KernelVersion::V2 => format!("{}-embedding_v2", kind.name()),
             };
+            if cuda_graph {
+                name.push_str("-graph");
+            }
+            let mut runner = TrainStep::new(cuda_graph);
             let label = format!(
                 "{} B{} d{} L{} n{} V{}",
                 device.name(),
@@ -112,19 +123,29 @@ fn bench_device(c: &mut Criterion, device: &Device, s: &Size, rows: &[(ModelKind
                 s.n,
                 s.items
             );
-            // The device work of one step (the first, so it includes no warm cache of any kind).
+            // The device work of one step: the first for an eager row (no warm cache of any
+            // kind), the second (the first graph step) for a graph row.
+            let mut t = 0u64;
+            if cuda_graph {
+                step(&mut runner, &mut model, &mut adam, &batch, t);
+                t += 1;
+            }
             let before = device.counters().snapshot();
-            step(&mut model, &mut adam, &batch, device, 0);
+            step(&mut runner, &mut model, &mut adam, &batch, t);
+            t += 1;
             let counts = device.counters().snapshot().since(&before);
             println!(
                 "train_step launches/step {name} {label}: {} launches, {} cuBLAS calls, {} memsets, \
-                 {} allocations",
-                counts.launches, counts.blas_calls, counts.memsets, counts.allocations
+                 {} allocations ({} fresh)",
+                counts.launches,
+                counts.blas_calls,
+                counts.memsets,
+                counts.allocations,
+                counts.fresh_allocations
             );
-            let mut t = 1u64;
             group.bench_function(BenchmarkId::new(&name, &label), |b| {
                 b.iter(|| {
-                    step(&mut model, &mut adam, &batch, device, t);
+                    step(&mut runner, &mut model, &mut adam, &batch, t);
                     t += 1;
                 })
             });
@@ -144,8 +165,8 @@ fn benches(c: &mut Criterion) {
         genres: 21,
     };
     let both = [
-        (ModelKind::SasRec, KernelVersion::V1),
-        (ModelKind::Asif, KernelVersion::V1),
+        (ModelKind::SasRec, KernelVersion::V1, false),
+        (ModelKind::Asif, KernelVersion::V1, false),
     ];
     bench_device(c, &Device::cpu(), &small, &both);
     if let Some(gpu) = common::gpu() {
@@ -161,7 +182,9 @@ fn benches(c: &mut Criterion) {
             };
             let mut rows = both.to_vec();
             if items == 1350 {
-                rows.push((ModelKind::Asif, KernelVersion::V2));
+                rows.push((ModelKind::Asif, KernelVersion::V2, false));
+                rows.push((ModelKind::SasRec, KernelVersion::V1, true));
+                rows.push((ModelKind::Asif, KernelVersion::V1, true));
             }
             bench_device(c, &gpu, &paper, &rows);
         }

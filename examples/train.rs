@@ -142,6 +142,11 @@ struct Args {
     /// Train on at most N batches per epoch (timing runs; changes the results).
     #[arg(long, value_name = "N")]
     max_batches: Option<usize>,
+    /// On a GPU, run each training step of repeated shapes as one CUDA graph launch (captured,
+    /// the executable graph updated in place; docs/gpu.md). Same results; off by default until
+    /// a GPU run measures it. Eager on the CPU.
+    #[arg(long)]
+    cuda_graph: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -315,6 +320,7 @@ fn run(args: &Args) -> Result<(), Error> {
         stop_after_epochs: None,
         results_path: Some(results_path.clone()),
         max_batches_per_epoch: args.max_batches,
+        cuda_graph: args.cuda_graph,
     };
     match train(&dataset, &model_config, &train_config, &device, &options)? {
         Outcome::Finished(results) => {

@@ -105,7 +105,10 @@ gpu_libraries() {
 # The training step (issue 20): our step (bench-train_step: ms/step, samples/s, launches/step for
 # SASRec and ASIF at the paper's size with 1,350 and 12,101 items; the CPU-sized rows in a dry
 # run) and the PyTorch peer's rows (bench/peers/train_step.py; its tiny CPU rows in a dry run, none
-# without PyTorch), then one table of both: $out/train-step.md (also in the summary).
+# without PyTorch), then one table of both: $out/train-step.md (also in the summary). Ours has
+# eager and CUDA-graph rows side by side at 1,350 items (`<model>-graph`: the step as one graph
+# launch, src/device/graph.rs). Graph replay against eager, bit for bit, is the test binary
+# `cuda_graph` (tests/cuda_graph.rs), run with the other test binaries above this section.
 train_step_rows() { # dry_run bench_filter
   local dry_run=$1 filter=$2 bench="$bundle/bin/bench-train_step"
   if [ -x "$bench" ]; then

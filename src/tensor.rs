@@ -153,14 +153,13 @@ impl<T: Scalar> Tensor<T> {
                 found: self.device.name(),
             });
         }
-        match self.into_buffer()? {
-            Buffer::Cuda(slice) => Ok(slice),
-            Buffer::Host(_) => Err(Error::DeviceMismatch {
+        self.into_buffer()?
+            .into_cuda_slice()
+            .map_err(|_| Error::DeviceMismatch {
                 op: "Tensor::into_cuda_slice",
                 expected: "cuda".into(),
                 found: "host".into(),
-            }),
-        }
+            })
     }
 
     pub fn shape(&self) -> &[usize] {

@@ -90,6 +90,113 @@ pub struct RunOptions {
     /// Train on at most this many batches per epoch (a timing run: `scripts/cpu-compare.sh`);
     /// none: the whole epoch. A cap changes the numbers, as an interruption does.
     pub max_batches_per_epoch: Option<usize>,
+    /// On a CUDA device, run every step whose input shapes repeat the previous step's as one
+    /// CUDA graph launch ([`TrainStep`], `Device::run_step_graph`); a step at new shapes (the
+    /// first, the last shorter batch of an epoch) runs eagerly. Same bits as eager (the GPU
+    /// tier's `tests/cuda_graph.rs`). Off by default until a GPU run measures it; the emulated
+    /// and CPU devices run eagerly.
+    pub cuda_graph: bool,
+}
+
+/// How [`TrainStep`] ran its steps so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepCounts {
+    /// Steps run eagerly: graphs off, or new input shapes.
+    pub eager: u64,
+    /// Steps captured (or, on the emulated device, run under the capture's checks) and launched
+    /// as one graph: a graph instantiated.
+    pub graph_instantiated: u64,
+    /// Steps captured and launched as one graph: the executable graph updated in place.
+    pub graph_updated: u64,
+    /// Steps of repeated shapes with graphs on, run eagerly because the device has no graphs:
+    /// under a capture's refusals on the emulated device, plainly on the CPU.
+    pub graph_checked_eagerly: u64,
+}
+
+/// One training step as the trainer runs it: forward, backward and Adam's update, then the loss
+/// L read back. With graphs on, a step whose input shapes equal the previous step's runs through
+/// `Device::run_step_graph` (one CUDA graph launch on a GPU), and a step at new shapes runs
+/// eagerly, which also fills the memory cache for those shapes so that the next capture
+/// allocates nothing fresh.
+#[derive(Debug, Default)]
+pub struct TrainStep {
+    cuda_graph: bool,
+    graph: Option<crate::device::StepGraph>,
+    last_shapes: Option<Vec<Vec<usize>>>,
+    counts: StepCounts,
+}
+
+impl TrainStep {
+    pub fn new(cuda_graph: bool) -> Self {
+        TrainStep {
+            cuda_graph,
+            ..TrainStep::default()
+        }
+    }
+
+    pub fn counts(&self) -> StepCounts {
+        self.counts
+    }
+
+    /// Runs one step at Adam step `step` (the dropout masks' counter) and returns L.
+    pub fn run(
+        &mut self,
+        model: &mut Model,
+        adam: &mut Adam,
+        inputs: &ModelInputs,
+        step: u64,
+    ) -> Result<f32> {
+        let shapes = input_shapes(inputs);
+        let repeated = self.last_shapes.as_ref() == Some(&shapes);
+        self.last_shapes = Some(shapes);
+        if !(self.cuda_graph && repeated) {
+            self.counts.eager += 1;
+            return step_device_work(model, adam, inputs, step)?.loss();
+        }
+        let device = model.device().clone();
+        let (pass, run) = device.run_step_graph(&mut self.graph, || {
+            step_device_work(model, adam, inputs, step)
+        })?;
+        match run {
+            crate::device::GraphRun::Eager => self.counts.graph_checked_eagerly += 1,
+            crate::device::GraphRun::Instantiated => self.counts.graph_instantiated += 1,
+            crate::device::GraphRun::Updated => self.counts.graph_updated += 1,
+        }
+        // After the launch: the download waits for the graph.
+        pass.loss()
+    }
+}
+
+fn input_shapes(inputs: &ModelInputs) -> Vec<Vec<usize>> {
+    let mut shapes = vec![
+        inputs.items.shape().to_vec(),
+        inputs.lengths.shape().to_vec(),
+        inputs.targets.shape().to_vec(),
+    ];
+    for t in inputs.attributes.iter().chain(&inputs.target_attributes) {
+        shapes.push(t.shape().to_vec());
+    }
+    if let Some(groups) = &inputs.attribute_groups {
+        shapes.push(groups.shape().to_vec());
+    }
+    shapes
+}
+
+/// A step's device work, with no host synchronisation: forward, backward, Adam. The pass it
+/// returns holds the losses, still on the device.
+fn step_device_work(
+    model: &mut Model,
+    adam: &mut Adam,
+    inputs: &ModelInputs,
+    step: u64,
+) -> Result<crate::model::ForwardPass> {
+    let tape = Tape::new();
+    let pass = model.forward(&tape, inputs, Mode::Train { step })?;
+    let grads = pass.backward(&tape)?;
+    let mut params = model.tensors();
+    adam.step(&mut params, &grads)?;
+    model.set_tensors(params)?;
+    Ok(pass)
 }
 
 /// HR and NDCG at 10 and 20.
@@ -248,6 +355,7 @@ pub fn train(
         train_config.batch_size,
         model_config.max_len,
     )?;
+    let mut steps = TrainStep::new(options.cuda_graph);
     let terminal = std::io::stderr().is_terminal();
     let mut epochs_this_call = 0;
     let finished_by_patience =
@@ -270,15 +378,7 @@ pub fn train(
             .take(options.max_batches_per_epoch.unwrap_or(usize::MAX))
         {
             let inputs = ModelInputs::from_batch(device, &batch, &tables, width)?;
-            let tape = Tape::new();
-            let pass = model.forward(
-                &tape,
-                &inputs,
-                Mode::Train {
-                    step: state.adam_steps,
-                },
-            )?;
-            let loss = pass.loss()?;
+            let loss = steps.run(&mut model, &mut adam, &inputs, state.adam_steps)?;
             if !loss.is_finite() {
                 return Err(Error::Config(format!(
                     "the training loss became {loss} at epoch {epoch}, step {} (lower the \
@@ -286,11 +386,6 @@ pub fn train(
                     state.adam_steps
                 )));
             }
-            let grads = pass.backward(&tape)?;
-            drop(pass);
-            let mut params = model.tensors();
-            adam.step(&mut params, &grads)?;
-            model.set_tensors(params)?;
             state.adam_steps += 1;
             loss_sum += loss as f64;
             batches += 1;

@@ -71,6 +71,7 @@ fn options(dir: &Path) -> RunOptions {
         stop_after_epochs: None,
         results_path: Some(dir.join("results.json")),
         max_batches_per_epoch: None,
+        ..RunOptions::default()
     }
 }
 

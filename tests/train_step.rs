@@ -2,8 +2,10 @@
 //! two eager steps from the same state give the same bits when the embedding family's
 //! deterministic scatter (v2) is selected, and the device work of one SASRec and one ASIF step
 //! (kernel launches, cuBLAS calls, memsets) is pinned, so a change that adds launches to a step
-//! is seen. Tiny sizes (d 8, one layer, B 3, n 8): the emulator runs one OS thread per CUDA
-//! thread.
+//! is seen. From the second step of one model on, a step allocates nothing fresh: every buffer
+//! (the uploaded batch included) comes from the device's memory cache (`src/device/cache.rs`),
+//! and the steps give the same bits as steps on fresh memory. Tiny sizes (d 8, one layer, B 3,
+//! n 8): the emulator runs one OS thread per CUDA thread.
 mod common;
 
 use asif_kernels::autograd::Tape;
@@ -11,6 +13,7 @@ use asif_kernels::device::CounterSnapshot;
 use asif_kernels::kernel_version::{with_version, KernelVersion};
 use asif_kernels::model::{Mode, Model, ModelConfig, ModelKind};
 use asif_kernels::ops::adam::{Adam, AdamConfig};
+use asif_kernels::train::{StepCounts, TrainStep};
 use asif_kernels::Device;
 use common::tiny_model;
 
@@ -126,6 +129,135 @@ fn launches_per_training_step_are_pinned() {
                 counts.bytes_device_to_host, 0,
                 "{kind}: a download in the step"
             );
+        }
+    });
+}
+
+/// The trainer's loop on one model, `steps` times: upload the batch, forward, backward, Adam,
+/// read the loss. Returns what the device did in each step and the parameters' bits at the end.
+fn steps_on_one_model(
+    device: &Device,
+    kind: ModelKind,
+    steps: u64,
+) -> (Vec<CounterSnapshot>, Vec<u32>, Vec<Vec<u32>>) {
+    let mut model = Model::new(&tiny(kind), &tiny_model::shape(), device).expect("model");
+    let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
+    let (mut counts, mut losses) = (Vec::new(), Vec::new());
+    for step in 0..steps {
+        let before = device.counters().snapshot();
+        let inputs = tiny_model::inputs(device, 8);
+        let tape = Tape::new();
+        let pass = model
+            .forward(&tape, &inputs, Mode::Train { step })
+            .expect("forward");
+        let loss = pass.loss().expect("loss");
+        let grads = pass.backward(&tape).expect("backward");
+        drop(pass);
+        let mut params = model.tensors();
+        adam.step(&mut params, &grads).expect("adam");
+        model.set_tensors(params).expect("set");
+        drop((grads, tape, inputs));
+        counts.push(device.counters().snapshot().since(&before));
+        losses.push(loss.to_bits());
+    }
+    (counts, losses, model.tensors().iter().map(bits).collect())
+}
+
+#[test]
+fn from_the_second_step_on_a_step_allocates_nothing_fresh() {
+    // Issue 20: buffers are reused across steps. The first step of a model fills the device's
+    // memory cache; every later step of the same shapes is served from it alone. A second run
+    // of the same steps on the same device, served from the cache from its first step, gives
+    // the same bits as the first run, which started on fresh memory (reuse, with the poison fill
+    // of reused buffers, changes no result).
+    let device = common::emulated();
+    with_version(EMBEDDING, KernelVersion::V2, || {
+        for kind in [ModelKind::SasRec, ModelKind::Asif] {
+            let (counts, losses, parameters) = steps_on_one_model(&device, kind, 3);
+            eprintln!(
+                "{kind}: allocations per step {:?}, fresh {:?}",
+                counts.iter().map(|c| c.allocations).collect::<Vec<_>>(),
+                counts
+                    .iter()
+                    .map(|c| c.fresh_allocations)
+                    .collect::<Vec<_>>()
+            );
+            assert!(counts[0].allocations > 0, "{kind}: a step allocates");
+            for (step, c) in counts.iter().enumerate().skip(1) {
+                assert_eq!(
+                    (c.fresh_allocations, c.bytes_freshly_allocated),
+                    (0, 0),
+                    "{kind}: step {step} made fresh allocations (of {} in all): the memory cache \
+                     did not serve them",
+                    c.allocations
+                );
+                assert_eq!(c.allocations, counts[0].allocations, "{kind}: step {step}");
+            }
+            let (again, losses_again, parameters_again) = steps_on_one_model(&device, kind, 3);
+            assert!(
+                again.iter().all(|c| c.fresh_allocations == 0),
+                "{kind}: the second run's first step should find everything cached: {again:?}"
+            );
+            assert_eq!(
+                losses, losses_again,
+                "{kind}: losses differ on reused memory"
+            );
+            assert_eq!(
+                parameters, parameters_again,
+                "{kind}: parameters differ on reused memory"
+            );
+        }
+    });
+}
+
+/// `TrainStep` over `batches` (the number of sequences of each step's batch: 3 is the full tiny
+/// batch, fewer a shorter one), returning the losses, the final parameters and the step counts.
+fn train_steps(
+    device: &Device,
+    kind: ModelKind,
+    cuda_graph: bool,
+    batches: &[usize],
+) -> (Vec<u32>, Vec<Vec<u32>>, StepCounts) {
+    let mut model = Model::new(&tiny(kind), &tiny_model::shape(), device).expect("model");
+    let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
+    let mut steps = TrainStep::new(cuda_graph);
+    let mut losses = Vec::new();
+    for (step, &rows) in batches.iter().enumerate() {
+        let inputs = tiny_model::first_rows(device, &tiny_model::inputs(device, 8), rows);
+        let loss = steps
+            .run(&mut model, &mut adam, &inputs, step as u64)
+            .expect("step");
+        losses.push(loss.to_bits());
+    }
+    let parameters = model.tensors().iter().map(bits).collect();
+    (losses, parameters, steps.counts())
+}
+
+#[test]
+fn the_graph_option_runs_eagerly_here_under_the_capture_checks_with_the_same_bits() {
+    // Issue 20: the emulator has no CUDA graphs; with the option on, a step at repeated shapes
+    // runs eagerly with everything a capture refuses (fresh allocations, downloads, host
+    // synchronisation, uploads of varying values) refused, so a step that could not be captured
+    // fails here. A step at new shapes (the first, the shorter batch of 2 sequences) runs eagerly and
+    // fills the cache for them. Same bits as the plain eager steps.
+    let device = common::emulated();
+    let batches = [3, 3, 3, 2, 3];
+    with_version(EMBEDDING, KernelVersion::V2, || {
+        for kind in [ModelKind::SasRec, ModelKind::Asif] {
+            let eager = train_steps(&device, kind, false, &batches);
+            let checked = train_steps(&device, kind, true, &batches);
+            assert_eq!(eager.2.eager, 5, "{kind}");
+            assert_eq!(
+                checked.2,
+                StepCounts {
+                    eager: 3,
+                    graph_checked_eagerly: 2,
+                    ..StepCounts::default()
+                },
+                "{kind}: steps 0, 3 (B 2) and 4 (back to B 3) at new shapes"
+            );
+            assert_eq!(eager.0, checked.0, "{kind}: losses");
+            assert_eq!(eager.1, checked.1, "{kind}: parameters");
         }
     });
 }

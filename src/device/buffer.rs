@@ -27,6 +27,11 @@ impl Scalar for u32 {
 
 /// A buffer of `T` on some device. Not `Clone`: a copy goes through `Device::duplicate`, which
 /// counts it (`Device::counters`). `Send + Sync`.
+///
+/// A buffer that the CUDA or emulated device handed out goes back to that device's memory cache
+/// when it drops (`cache.rs`), instead of being freed; its memory leaves the crate through
+/// [`Buffer::into_cuda_slice`] or [`Buffer::into_host_vec`] (a `Drop` type cannot be taken apart
+/// by a pattern).
 #[derive(Debug)]
 pub enum Buffer<T: Scalar> {
     /// Host memory: the CPU reference device, and the emulated device's "device memory".
@@ -64,5 +69,54 @@ impl<T: Scalar> Buffer<T> {
             Buffer::Host(v) => v,
             Buffer::Cuda(_) => &mut [],
         }
+    }
+
+    /// The buffer's memory, moved out without running `Drop` (so without returning to a
+    /// cache): the caller owns it from now on.
+    pub(crate) fn into_memory(self) -> Memory<T> {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so the field read here is owned exactly once.
+        match &*this {
+            Buffer::Host(v) => Memory::Host(unsafe { std::ptr::read(v) }),
+            Buffer::Cuda(s) => Memory::Cuda(unsafe { std::ptr::read(s) }),
+        }
+    }
+
+    /// The CUDA slice of a CUDA buffer (it leaves the memory cache: the caller frees it); a host
+    /// buffer comes back as `Err(self)`.
+    pub fn into_cuda_slice(self) -> std::result::Result<CudaSlice<T>, Buffer<T>> {
+        if !matches!(self, Buffer::Cuda(_)) {
+            return Err(self);
+        }
+        super::cache::forget(&self);
+        match self.into_memory() {
+            Memory::Cuda(s) => Ok(s),
+            Memory::Host(v) => Err(Buffer::Host(v)),
+        }
+    }
+
+    /// The vector of a host buffer (it leaves the memory cache); a CUDA buffer comes back as
+    /// `Err(self)`.
+    pub fn into_host_vec(self) -> std::result::Result<Vec<T>, Buffer<T>> {
+        if !matches!(self, Buffer::Host(_)) {
+            return Err(self);
+        }
+        super::cache::forget(&self);
+        match self.into_memory() {
+            Memory::Host(v) => Ok(v),
+            Memory::Cuda(s) => Err(Buffer::Cuda(s)),
+        }
+    }
+}
+
+/// A buffer's memory outside its `Drop` wrapper (`Buffer::into_memory`).
+pub(crate) enum Memory<T: Scalar> {
+    Host(Vec<T>),
+    Cuda(CudaSlice<T>),
+}
+
+impl<T: Scalar> Drop for Buffer<T> {
+    fn drop(&mut self) {
+        super::cache::on_drop(self);
     }
 }

@@ -20,6 +20,8 @@ pub struct Counters {
     memsets: AtomicU64,
     allocations: AtomicU64,
     bytes_allocated: AtomicU64,
+    fresh_allocations: AtomicU64,
+    bytes_freshly_allocated: AtomicU64,
     bytes_host_to_device: AtomicU64,
     bytes_device_to_host: AtomicU64,
     bytes_device_to_device: AtomicU64,
@@ -37,10 +39,17 @@ pub struct CounterSnapshot {
     /// Memsets: every zeroed allocation (`Device::zeros`) is one. The NaN fill of the poison mode
     /// is a test aid and is not counted.
     pub memsets: u64,
-    /// Device allocations: zeroed, uninitialised, uploads and copies.
+    /// Device allocations: zeroed, uninitialised, uploads and copies, whether the memory cache
+    /// served them or not.
     pub allocations: u64,
     /// Bytes of those allocations.
     pub bytes_allocated: u64,
+    /// The allocations of `allocations` that the memory cache could not serve (`cache.rs`): new
+    /// memory from the driver (CUDA) or the host allocator (emulated). A step of fixed shapes
+    /// makes none from its second run on.
+    pub fresh_allocations: u64,
+    /// Bytes of those fresh allocations.
+    pub bytes_freshly_allocated: u64,
     /// Bytes copied from the host to the device (uploads).
     pub bytes_host_to_device: u64,
     /// Bytes copied from the device to the host (downloads).
@@ -57,6 +66,8 @@ impl Counters {
             memsets: AtomicU64::new(0),
             allocations: AtomicU64::new(0),
             bytes_allocated: AtomicU64::new(0),
+            fresh_allocations: AtomicU64::new(0),
+            bytes_freshly_allocated: AtomicU64::new(0),
             bytes_host_to_device: AtomicU64::new(0),
             bytes_device_to_host: AtomicU64::new(0),
             bytes_device_to_device: AtomicU64::new(0),
@@ -71,6 +82,8 @@ impl Counters {
             memsets: read(&self.memsets),
             allocations: read(&self.allocations),
             bytes_allocated: read(&self.bytes_allocated),
+            fresh_allocations: read(&self.fresh_allocations),
+            bytes_freshly_allocated: read(&self.bytes_freshly_allocated),
             bytes_host_to_device: read(&self.bytes_host_to_device),
             bytes_device_to_host: read(&self.bytes_device_to_host),
             bytes_device_to_device: read(&self.bytes_device_to_device),
@@ -92,6 +105,11 @@ impl Counters {
     pub(crate) fn allocation(&self, bytes: usize) {
         Self::add(&self.allocations, 1);
         Self::add(&self.bytes_allocated, bytes);
+    }
+    /// One allocation of `allocation` that the memory cache could not serve.
+    pub(crate) fn fresh_allocation(&self, bytes: usize) {
+        Self::add(&self.fresh_allocations, 1);
+        Self::add(&self.bytes_freshly_allocated, bytes);
     }
     pub(crate) fn host_to_device(&self, bytes: usize) {
         Self::add(&self.bytes_host_to_device, bytes);
@@ -126,6 +144,12 @@ impl Sub for CounterSnapshot {
             memsets: self.memsets.saturating_sub(earlier.memsets),
             allocations: self.allocations.saturating_sub(earlier.allocations),
             bytes_allocated: self.bytes_allocated.saturating_sub(earlier.bytes_allocated),
+            fresh_allocations: self
+                .fresh_allocations
+                .saturating_sub(earlier.fresh_allocations),
+            bytes_freshly_allocated: self
+                .bytes_freshly_allocated
+                .saturating_sub(earlier.bytes_freshly_allocated),
             bytes_host_to_device: self
                 .bytes_host_to_device
                 .saturating_sub(earlier.bytes_host_to_device),

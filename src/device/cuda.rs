@@ -10,7 +10,7 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 
-use super::{Buffer, Counters, KernelArg, LaunchConfig};
+use super::{Buffer, Counters, KernelArg, LaunchConfig, MemoryCache, Scalar};
 use crate::kernels::{self, KernelRef};
 use crate::{Error, Result};
 
@@ -30,7 +30,18 @@ pub struct CudaBackend {
     /// Per opted-in kernel, the dynamic shared bytes its function attribute allows so far: the
     /// attribute is set once per function (again only for a larger launch).
     shared_opt_ins: Mutex<HashMap<&'static str, u32>>,
+    /// Free device memory kept for reuse (`cache.rs`).
+    cache: Arc<MemoryCache>,
+    /// Set while `Device::run_step_graph` captures the stream (`graph.rs`): fresh allocations,
+    /// downloads, synchronisation and general uploads are refused.
+    pub(crate) capturing: AtomicBool,
+    /// cuBLAS's fixed workspace (`blas`), kept as long as the handle.
+    blas_workspace: Mutex<Option<cudarc::driver::CudaSlice<u8>>>,
 }
+
+/// cuBLAS's workspace: 32 MiB, what NVIDIA recommends on Hopper; a fixed workspace keeps cuBLAS
+/// from allocating during a graph capture.
+const BLAS_WORKSPACE_BYTES: usize = 32 << 20;
 
 /// The environment variable that turns the poison mode on for every CUDA device the process
 /// opens (`Device::uninitialized`); the GPU script sets it.
@@ -85,7 +96,6 @@ impl CudaBackend {
             name,
             compute_capability,
             context,
-            stream,
             blas: Mutex::new(None),
             modules: Mutex::new(HashMap::new()),
             counters: Counters::default(),
@@ -94,6 +104,10 @@ impl CudaBackend {
             ),
             max_opt_in_shared,
             shared_opt_ins: Mutex::new(HashMap::new()),
+            cache: MemoryCache::cuda(stream.clone()),
+            capturing: AtomicBool::new(false),
+            blas_workspace: Mutex::new(None),
+            stream,
         })
     }
 
@@ -124,6 +138,46 @@ impl CudaBackend {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// This device's memory cache (`cache.rs`).
+    pub fn memory_cache(&self) -> &Arc<MemoryCache> {
+        &self.cache
+    }
+
+    /// Fills `slice` with `T::POISON` on the stream: a 32-bit memset for the 4-byte scalars (no
+    /// host memory involved, so it can be captured in a CUDA graph), else a copy from the host.
+    pub(crate) fn fill_poison<T: Scalar>(
+        &self,
+        slice: &mut cudarc::driver::CudaSlice<T>,
+    ) -> Result<()> {
+        self.fill_word(slice, T::POISON)
+    }
+
+    /// Fills `slice` with `value`: a 32-bit memset for a 4-byte `T` (capturable), else a copy
+    /// from the host.
+    pub(crate) fn fill_word<T: Scalar>(
+        &self,
+        slice: &mut cudarc::driver::CudaSlice<T>,
+        value: T,
+    ) -> Result<()> {
+        use cudarc::driver::DevicePtrMut;
+        let len = slice.len();
+        let poison = [value];
+        match bytemuck::try_cast_slice::<T, u32>(&poison) {
+            Ok(&[bits]) => {
+                self.context.bind_to_thread()?;
+                let (ptr, _record) = slice.device_ptr_mut(&self.stream);
+                // SAFETY: `ptr` holds `len` 4-byte elements; the memset is queued on the stream
+                // the slice is used on.
+                unsafe {
+                    cudarc::driver::sys::cuMemsetD32Async(ptr, bits, len, self.stream.cu_stream())
+                }
+                .result()?;
+            }
+            _ => self.stream.memcpy_htod(&vec![value; len], slice)?,
+        }
+        Ok(())
     }
 
     /// Whether `Device::uninitialized` fills its buffers with `Scalar::POISON` first.
@@ -162,6 +216,27 @@ impl CudaBackend {
             ));
         }
         let blas = Arc::new(CudaBlas::new(self.stream.clone())?);
+        // A fixed workspace, eager or captured (`graph.rs`).
+        // SAFETY: cuBLAS's scratch memory; nothing reads it before cuBLAS writes it.
+        let workspace = unsafe { self.stream.alloc::<u8>(BLAS_WORKSPACE_BYTES) }?;
+        {
+            use cudarc::driver::DevicePtr;
+            let (ptr, _record) = workspace.device_ptr(&self.stream);
+            // SAFETY: a live allocation of `BLAS_WORKSPACE_BYTES` on the handle's stream, kept
+            // in `blas_workspace` as long as the handle.
+            unsafe {
+                cudarc::cublas::sys::cublasSetWorkspace_v2(
+                    *blas.handle(),
+                    ptr as *mut std::ffi::c_void,
+                    BLAS_WORKSPACE_BYTES,
+                )
+            }
+            .result()?;
+        }
+        *self
+            .blas_workspace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(workspace);
         *slot = Some(blas.clone());
         Ok(blas)
     }

@@ -2,7 +2,7 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use super::{Counters, KernelArg, LaunchConfig};
+use super::{Counters, KernelArg, LaunchConfig, MemoryCache};
 use crate::kernels::KernelRef;
 use crate::{Error, Result};
 
@@ -11,11 +11,17 @@ use crate::{Error, Result};
 pub type EmulatorLaunchFn =
     unsafe fn(&str, [u32; 3], [u32; 3], u32, &[*mut c_void]) -> std::result::Result<(), String>;
 
-/// The emulator's launch function and this device's counters (shared by its clones).
+/// The emulator's launch function, this device's counters and its memory cache (host vectors,
+/// `cache.rs`), shared by its clones.
 #[derive(Clone)]
 pub struct Emulator {
     launch: EmulatorLaunchFn,
     counters: Arc<Counters>,
+    cache: Arc<MemoryCache>,
+    /// Set while `Device::run_step_graph` runs a step: the emulator has no graphs and runs it
+    /// eagerly, but refuses what a CUDA capture would (`graph.rs`), so the emulated tests check
+    /// that a step can be captured.
+    pub(crate) capturing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Emulator {
@@ -23,7 +29,14 @@ impl Emulator {
         Emulator {
             launch,
             counters: Arc::new(Counters::default()),
+            cache: MemoryCache::host(),
+            capturing: Arc::default(),
         }
+    }
+
+    /// This device's memory cache.
+    pub fn memory_cache(&self) -> &Arc<MemoryCache> {
+        &self.cache
     }
 
     pub fn counters(&self) -> &Counters {

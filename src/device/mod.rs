@@ -7,22 +7,37 @@
 //! CUDA and emulated devices share [`Device::launch`]; only its last step differs. Both count
 //! what they do in the same way ([`Device::counters`], `counters.rs`).
 mod buffer;
+mod cache;
 mod counters;
 mod cuda;
 mod emulated;
+mod graph;
 mod launch;
 
 use std::sync::Arc;
 
 pub use buffer::{Buffer, Scalar};
+pub use cache::MemoryCache;
 pub use counters::{CounterSnapshot, Counters};
 pub use cuda::{CudaBackend, POISON_UNINITIALIZED_ENV};
 pub use emulated::{Emulator, EmulatorLaunchFn};
+pub use graph::{GraphRun, StepGraph};
 pub(crate) use launch::elementwise_launch;
 pub use launch::{KernelArg, LaunchConfig, MAX_DEFAULT_SHARED_BYTES, MAX_OPT_IN_SHARED_BYTES};
 
 use crate::kernels::{self, KernelRef};
 use crate::{Error, Result};
+
+/// Whether `values` is non-empty, 4-byte and one repeated bit pattern (an upload that a graph
+/// capture takes as a memset).
+fn one_repeated_word<T: Scalar>(values: &[T]) -> bool {
+    size_of::<T>() == 4
+        && values.first().is_some_and(|first| {
+            values
+                .iter()
+                .all(|v| bytemuck::bytes_of(v) == bytemuck::bytes_of(first))
+        })
+}
 
 /// `Send + Sync`. Clones share one backend (stream, module cache, counters): clones used from
 /// several threads queue on the one stream, in the order the threads call.
@@ -126,48 +141,154 @@ impl Device {
         }
     }
 
-    /// A buffer of `len` zeros: one allocation and one memset. Ops use it only where a kernel
-    /// accumulates into its output (or leaves some of it untouched on purpose); a buffer that a
-    /// kernel overwrites entirely comes from [`Device::uninitialized`].
-    pub fn zeros<T: Scalar>(&self, len: usize) -> Result<Buffer<T>> {
-        if let Some(counters) = self.counting() {
-            counters.allocation(len * size_of::<T>());
-            counters.memset();
-        }
+    /// The memory cache of the CUDA and emulated devices (`cache.rs`); `None` on the CPU.
+    pub fn memory_cache(&self) -> Option<&Arc<MemoryCache>> {
         match self {
-            Device::Cuda(backend) => Ok(Buffer::Cuda(backend.stream().alloc_zeros::<T>(len)?)),
-            Device::Cpu | Device::Emulated(_) => Ok(Buffer::Host(vec![T::default(); len])),
+            Device::Cpu => None,
+            Device::Cuda(backend) => Some(backend.memory_cache()),
+            Device::Emulated(emulator) => Some(emulator.memory_cache()),
         }
     }
 
-    /// A buffer of `len` elements whose values are unspecified: one allocation, no memset.
-    ///
-    /// Invariant: only for a buffer that the next kernel writes in full (every element, whatever
-    /// the input) before anything reads it; a buffer that a kernel accumulates into, or leaves
-    /// partly untouched, comes from [`Device::zeros`]. To make a break of that invariant visible,
-    /// the poison mode fills the buffer with [`Scalar::POISON`] (NaN for f32) first: always on the
-    /// emulated and CPU devices, and on CUDA when [`POISON_UNINITIALIZED_ENV`] is set or
-    /// [`Device::set_poison_uninitialized`] turned it on (the GPU parity tests do). A slot the
-    /// kernel skips then reads back NaN and fails its parity test. The fill is not counted.
-    pub fn uninitialized<T: Scalar>(&self, len: usize) -> Result<Buffer<T>> {
+    /// Frees every block the memory cache holds (buffers in use stay; they come back to the
+    /// cache when they drop). No-op on the CPU.
+    pub fn empty_cache(&self) {
+        if let Some(cache) = self.memory_cache() {
+            cache.release_all();
+        }
+    }
+
+    /// A buffer of `len` elements from the memory cache, counted as an allocation (not a fresh
+    /// one), with whatever its last user left in it; `None` when the cache holds no block of that
+    /// size (and on the CPU).
+    fn cached<T: Scalar>(&self, len: usize) -> Option<Buffer<T>> {
+        let cache = self.memory_cache()?;
+        let buffer = cache.take::<T>(len)?;
         if let Some(counters) = self.counting() {
             counters.allocation(len * size_of::<T>());
+        }
+        cache.lend(&buffer);
+        Some(buffer)
+    }
+
+    /// A freshly allocated buffer, counted as an allocation and a fresh one (an empty buffer
+    /// holds no memory and is not fresh), entered in the cache's lent table so that it comes back
+    /// to the cache when it drops.
+    fn fresh<T: Scalar>(&self, buffer: Buffer<T>) -> Result<Buffer<T>> {
+        let bytes = buffer.len() * size_of::<T>();
+        if bytes > 0 {
+            self.refuse_in_capture("a fresh allocation")?;
+        }
+        if let Some(counters) = self.counting() {
+            counters.allocation(bytes);
+            if bytes > 0 {
+                counters.fresh_allocation(bytes);
+            }
+        }
+        if let Some(cache) = self.memory_cache() {
+            cache.lend(&buffer);
+        }
+        Ok(buffer)
+    }
+
+    /// Whether `Device::run_step_graph` is capturing a step on this device (`graph.rs`).
+    pub(crate) fn capturing(&self) -> bool {
+        let flag = match self {
+            Device::Cpu => return false,
+            Device::Cuda(backend) => &backend.capturing,
+            Device::Emulated(emulator) => &*emulator.capturing,
+        };
+        flag.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// An error when a step is being captured (`graph.rs`): `what` cannot be captured.
+    pub(crate) fn refuse_in_capture(&self, what: &str) -> Result<()> {
+        if self.capturing() {
+            return Err(Error::argument(
+                "CUDA graph step",
+                format!("{what} inside a captured step (docs/gpu.md, CUDA graphs)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A buffer of `len` zeros: one allocation (from the memory cache when it can) and one
+    /// memset. Ops use it only where a kernel accumulates into its output (or leaves some of it
+    /// untouched on purpose); a buffer that a kernel overwrites entirely comes from
+    /// [`Device::uninitialized`].
+    pub fn zeros<T: Scalar>(&self, len: usize) -> Result<Buffer<T>> {
+        if let Some(counters) = self.counting() {
+            counters.memset();
         }
         match self {
             Device::Cuda(backend) => {
                 let stream = backend.stream();
-                // SAFETY: `T` is plain old data (`Scalar: Pod`), so any bytes are a valid `T`;
-                // the invariant above says a kernel writes every element before it is read.
-                let mut buffer = unsafe { stream.alloc::<T>(len) }?;
-                if backend.poison_uninitialized() && len > 0 {
-                    stream.memcpy_htod(&vec![T::POISON; len], &mut buffer)?;
+                let mut buffer = match self.cached::<T>(len) {
+                    Some(buffer) => buffer,
+                    None => {
+                        self.refuse_in_capture("a fresh allocation")?;
+                        // SAFETY: `T` is plain old data; the memset below writes every byte.
+                        self.fresh(Buffer::Cuda(unsafe { stream.alloc::<T>(len) }?))?
+                    }
+                };
+                if let Buffer::Cuda(slice) = &mut buffer {
+                    stream.memset_zeros(slice)?;
                 }
-                Ok(Buffer::Cuda(buffer))
+                Ok(buffer)
+            }
+            Device::Emulated(_) => Ok(match self.cached::<T>(len) {
+                Some(mut buffer) => {
+                    buffer.host_slice_mut().fill(T::default());
+                    buffer
+                }
+                None => self.fresh(Buffer::Host(vec![T::default(); len]))?,
+            }),
+            Device::Cpu => Ok(Buffer::Host(vec![T::default(); len])),
+        }
+    }
+
+    /// A buffer of `len` elements whose values are unspecified: one allocation (from the memory
+    /// cache when it holds a block of this size, `cache.rs`), no memset.
+    ///
+    /// Invariant: only for a buffer that the next kernel writes in full (every element, whatever
+    /// the input) before anything reads it; a buffer that a kernel accumulates into, or leaves
+    /// partly untouched, comes from [`Device::zeros`]. To make a break of that invariant visible,
+    /// the poison mode fills the buffer with [`Scalar::POISON`] (NaN for f32) first, a reused one
+    /// as well as a fresh one: always on the emulated and CPU devices, and on CUDA when
+    /// [`POISON_UNINITIALIZED_ENV`] is set or [`Device::set_poison_uninitialized`] turned it on
+    /// (the GPU parity tests do). A slot the kernel skips then reads back NaN and fails its
+    /// parity test. The fill is not counted.
+    pub fn uninitialized<T: Scalar>(&self, len: usize) -> Result<Buffer<T>> {
+        match self {
+            Device::Cuda(backend) => {
+                let stream = backend.stream();
+                let mut buffer = match self.cached::<T>(len) {
+                    Some(buffer) => buffer,
+                    None => {
+                        self.refuse_in_capture("a fresh allocation")?;
+                        // SAFETY: `T` is plain old data (`Scalar: Pod`), so any bytes are a
+                        // valid `T`; the invariant above says a kernel writes every element
+                        // before it is read.
+                        self.fresh(Buffer::Cuda(unsafe { stream.alloc::<T>(len) }?))?
+                    }
+                };
+                if backend.poison_uninitialized() && len > 0 {
+                    if let Buffer::Cuda(slice) = &mut buffer {
+                        backend.fill_poison(slice)?;
+                    }
+                }
+                Ok(buffer)
             }
             // On the CPU the fill runs on the CPU path's threads: a serial fill of every GEMM
             // output was one of the largest serial costs of a training step (issue 23).
             Device::Cpu => Ok(Buffer::Host(crate::parallel::filled(len, T::POISON))),
-            Device::Emulated(_) => Ok(Buffer::Host(vec![T::POISON; len])),
+            Device::Emulated(_) => Ok(match self.cached::<T>(len) {
+                Some(mut buffer) => {
+                    buffer.host_slice_mut().fill(T::POISON);
+                    buffer
+                }
+                None => self.fresh(Buffer::Host(vec![T::POISON; len]))?,
+            }),
         }
     }
 
@@ -187,30 +308,77 @@ impl Device {
         }
     }
 
-    /// Copies host data to this device.
+    /// Copies host data to this device (into a buffer from the memory cache when it can).
     pub fn upload<T: Scalar>(&self, host: &[T]) -> Result<Buffer<T>> {
         self.count_upload::<T>(host.len());
         match self {
-            Device::Cuda(backend) => Ok(Buffer::Cuda(backend.stream().clone_htod(host)?)),
-            Device::Cpu | Device::Emulated(_) => Ok(Buffer::Host(host.to_vec())),
+            Device::Cuda(backend) => {
+                let stream = backend.stream();
+                let capturing = self.capturing();
+                if capturing && !one_repeated_word(host) {
+                    self.refuse_in_capture("an upload of varying values")?;
+                }
+                match self.cached::<T>(host.len()) {
+                    Some(mut buffer) => {
+                        if let Buffer::Cuda(slice) = &mut buffer {
+                            if capturing {
+                                // One repeated 32-bit value: a memset, which captures without
+                                // host memory (the backward's loss seeds).
+                                backend.fill_word(slice, host[0])?;
+                            } else {
+                                stream.memcpy_htod(host, slice)?;
+                            }
+                        }
+                        Ok(buffer)
+                    }
+                    None => {
+                        self.refuse_in_capture("a fresh allocation")?;
+                        Ok(self.fresh(Buffer::Cuda(stream.clone_htod(host)?))?)
+                    }
+                }
+            }
+            Device::Emulated(_) => {
+                if !one_repeated_word(host) {
+                    self.refuse_in_capture("an upload of varying values")?;
+                }
+                Ok(match self.cached::<T>(host.len()) {
+                    Some(mut buffer) => {
+                        buffer.host_slice_mut().copy_from_slice(host);
+                        buffer
+                    }
+                    None => self.fresh(Buffer::Host(host.to_vec()))?,
+                })
+            }
+            Device::Cpu => Ok(Buffer::Host(host.to_vec())),
         }
     }
 
-    /// Moves host data to this device: an upload on CUDA, the vector itself on host devices
-    /// (counted as an upload on the emulated device, so it counts what CUDA does).
+    /// Moves host data to this device: an upload on CUDA; on the emulated device the vector
+    /// itself, or its values copied into a cached buffer of the same size, as CUDA does (counted
+    /// as an upload, so it counts what CUDA does); the vector itself on the CPU.
     pub fn upload_vec<T: Scalar>(&self, host: Vec<T>) -> Result<Buffer<T>> {
         match self {
             Device::Cuda(_) => self.upload(&host),
-            Device::Cpu | Device::Emulated(_) => {
+            Device::Emulated(_) => {
+                if !one_repeated_word(&host) {
+                    self.refuse_in_capture("an upload of varying values")?;
+                }
                 self.count_upload::<T>(host.len());
-                Ok(Buffer::Host(host))
+                Ok(match self.cached::<T>(host.len()) {
+                    Some(mut buffer) => {
+                        buffer.host_slice_mut().copy_from_slice(&host);
+                        buffer
+                    }
+                    None => self.fresh(Buffer::Host(host))?,
+                })
             }
+            Device::Cpu => Ok(Buffer::Host(host)),
         }
     }
 
+    /// Counts the copy of an upload (its allocation is counted where it is made).
     fn count_upload<T: Scalar>(&self, len: usize) {
         if let Some(counters) = self.counting() {
-            counters.allocation(len * size_of::<T>());
             counters.host_to_device(len * size_of::<T>());
         }
     }
@@ -220,6 +388,7 @@ impl Device {
         if let Some(counters) = self.counting() {
             counters.device_to_host(buffer.len() * size_of::<T>());
         }
+        self.refuse_in_capture("a download")?;
         match (self, buffer) {
             (_, Buffer::Host(v)) => Ok(v.clone()),
             (Device::Cuda(backend), Buffer::Cuda(s)) => Ok(backend.stream().clone_dtoh(s)?),
@@ -235,14 +404,32 @@ impl Device {
     /// copy).
     pub fn duplicate<T: Scalar>(&self, buffer: &Buffer<T>) -> Result<Buffer<T>> {
         if let Some(counters) = self.counting() {
-            counters.allocation(buffer.len() * size_of::<T>());
             counters.device_to_device(buffer.len() * size_of::<T>());
         }
         match (self, buffer) {
             (Device::Cuda(backend), Buffer::Cuda(s)) => {
-                Ok(Buffer::Cuda(backend.stream().clone_dtod(s)?))
+                let stream = backend.stream();
+                Ok(match self.cached::<T>(s.len()) {
+                    Some(mut copy) => {
+                        if let Buffer::Cuda(d) = &mut copy {
+                            stream.memcpy_dtod(s, d)?;
+                        }
+                        copy
+                    }
+                    None => {
+                        self.refuse_in_capture("a fresh allocation")?;
+                        self.fresh(Buffer::Cuda(stream.clone_dtod(s)?))?
+                    }
+                })
             }
-            (Device::Cpu | Device::Emulated(_), Buffer::Host(v)) => Ok(Buffer::Host(v.clone())),
+            (Device::Emulated(_), Buffer::Host(v)) => Ok(match self.cached::<T>(v.len()) {
+                Some(mut copy) => {
+                    copy.host_slice_mut().copy_from_slice(v);
+                    copy
+                }
+                None => self.fresh(Buffer::Host(v.clone()))?,
+            }),
+            (Device::Cpu, Buffer::Host(v)) => Ok(Buffer::Host(v.clone())),
             (other, buffer) => Err(Error::DeviceMismatch {
                 op: "duplicate",
                 expected: other.memory_location().into(),
@@ -277,6 +464,7 @@ impl Device {
 
     /// Waits for queued work (no-op off CUDA).
     pub fn synchronize(&self) -> Result<()> {
+        self.refuse_in_capture("a host synchronisation")?;
         if let Device::Cuda(backend) = self {
             backend.stream().synchronize()?;
         }

@@ -67,3 +67,23 @@ pub fn inputs(device: &Device, n: usize) -> ModelInputs {
         attribute_groups: None,
     }
 }
+
+/// The first `rows` sequences of `inputs` (a shorter batch, as an epoch's last one), uploaded
+/// anew; `attribute_groups` left to the model.
+pub fn first_rows(device: &Device, inputs: &ModelInputs, rows: usize) -> ModelInputs {
+    let cut = |t: &IndexTensor| {
+        let mut shape = t.shape().to_vec();
+        let per_row: usize = shape[1..].iter().product();
+        shape[0] = rows;
+        let values = t.to_vec().unwrap()[..rows * per_row].to_vec();
+        IndexTensor::from_vec(device, &shape, values).unwrap()
+    };
+    ModelInputs {
+        items: cut(&inputs.items),
+        lengths: cut(&inputs.lengths),
+        targets: cut(&inputs.targets),
+        attributes: inputs.attributes.iter().map(cut).collect(),
+        target_attributes: inputs.target_attributes.iter().map(cut).collect(),
+        attribute_groups: None,
+    }
+}

@@ -1,0 +1,243 @@
+//! A training step as one CUDA graph (issue 20): [`Device::run_step_graph`] captures the step's
+//! device work (kernels, cuBLAS calls, memsets, device copies) from the device's stream into a
+//! graph, brings an executable graph up to date with it, and launches that with one call.
+//!
+//! **What is captured once and what every step.** The executable graph ([`StepGraph`]) is
+//! instantiated once and then updated in place (`cuGraphExecUpdate`) from each step's capture:
+//! a step's kernels take per-step scalars as arguments (Adam's bias corrections, the dropout
+//! seeds derived from the step counter) and the batch and parameter buffers are not at fixed
+//! addresses, so a capture replayed unchanged would repeat the captured step's scalars. The
+//! update keeps the instantiation (the expensive part) and takes the new arguments; when the
+//! step's topology changes (other shapes: other launches), the update fails and the graph is
+//! instantiated again. A replay without any capture needs the per-step scalars in device memory
+//! (kernel changes in `adam.cu`, `dropout.cu`, `attention.cu`, `residual_norm.cu`): not done.
+//!
+//! **What capture requires**, checked here and in the device's allocation and copy paths while
+//! `Device::capturing` is set:
+//! - no fresh allocation (a cache miss would put a stream-ordered allocation into the graph):
+//!   the step must have run once eagerly at its shapes, so the memory cache serves it
+//!   (`cache.rs`; `tests/train_step.rs` pins zero fresh allocations from the second step on);
+//! - no host synchronisation and no copy between host and device: a download or
+//!   `Device::synchronize` is an error, and an upload is allowed only when every element has the
+//!   same 32-bit pattern (the loss seeds of the backward), which is captured as a memset;
+//! - cudarc's per-slice event tracking off (its event records and waits cannot cross a capture
+//!   boundary), restored afterwards;
+//! - cuBLAS on a fixed workspace (`CudaBackend::blas` gives the handle one at creation, eager or
+//!   not, so eager and captured GEMMs pick the same algorithms).
+//!
+//! The emulated and CPU devices have no graphs: there `run_step_graph` runs the step eagerly
+//! (the same code, the same bits) and reports [`GraphRun::Eager`]. The emulated device still
+//! refuses, during that step, everything a CUDA capture refuses, so an emulated test shows that
+//! a step can be captured (not that the capture replays correctly: that needs a GPU,
+//! `tests/cuda_graph.rs`).
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use cudarc::driver::{result, sys, CudaStream};
+
+use super::{CudaBackend, Device};
+use crate::{Error, Result};
+
+const OP: &str = "CUDA graph step";
+
+/// An executable CUDA graph of a training step, kept between steps (see the module text).
+pub struct StepGraph {
+    exec: sys::CUgraphExec,
+    stream: Arc<CudaStream>,
+    /// Instantiations so far (1 + the topology changes).
+    instantiations: u64,
+    /// In-place updates from a new capture.
+    updates: u64,
+}
+
+// SAFETY: the executable graph is only used through `&mut StepGraph` (one thread at a time), as
+// the CUDA driver requires of graph objects.
+unsafe impl Send for StepGraph {}
+
+impl std::fmt::Debug for StepGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "StepGraph({} instantiations, {} updates)",
+            self.instantiations, self.updates
+        )
+    }
+}
+
+impl StepGraph {
+    /// Times the graph was instantiated (1 + topology changes).
+    pub fn instantiations(&self) -> u64 {
+        self.instantiations
+    }
+    /// Times a new capture updated the executable graph in place.
+    pub fn updates(&self) -> u64 {
+        self.updates
+    }
+}
+
+impl Drop for StepGraph {
+    fn drop(&mut self) {
+        if !self.exec.is_null() {
+            // SAFETY: this graph owns `exec`; nothing uses it after the drop.
+            let _ = self.stream.context().bind_to_thread();
+            let _ = unsafe { result::graph::exec_destroy(self.exec) };
+        }
+    }
+}
+
+/// How [`Device::run_step_graph`] ran a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphRun {
+    /// Eagerly: the device has no graphs (emulated, CPU).
+    Eager,
+    /// Captured, a new executable graph instantiated, launched.
+    Instantiated,
+    /// Captured, the existing executable graph updated in place, launched.
+    Updated,
+}
+
+impl Device {
+    /// Runs `step` (host code that queues device work on this device) as one CUDA graph launch:
+    /// captures it, updates `graph` from the capture (or instantiates it when there is none or
+    /// the topology changed), and launches it. What `step` returns holds device buffers that the
+    /// launch fills: read them after this returns (a download synchronises). On the emulated and
+    /// CPU devices `step` just runs. See the module text for what a captured step may not do.
+    pub fn run_step_graph<R>(
+        &self,
+        graph: &mut Option<StepGraph>,
+        step: impl FnOnce() -> Result<R>,
+    ) -> Result<(R, GraphRun)> {
+        match self {
+            Device::Cuda(backend) => backend.run_step_graph(graph, step),
+            Device::Emulated(emulator) => {
+                // No graphs here: the step runs eagerly, refusing what a capture would.
+                let before = self.counters().snapshot();
+                emulator.capturing.store(true, Ordering::Relaxed);
+                let outcome = step();
+                emulator.capturing.store(false, Ordering::Relaxed);
+                let value = outcome?;
+                check_no_fresh_allocations(self.counters().snapshot().since(&before))?;
+                Ok((value, GraphRun::Eager))
+            }
+            Device::Cpu => Ok((step()?, GraphRun::Eager)),
+        }
+    }
+}
+
+/// A capture may not allocate fresh memory (`Device::refuse_in_capture` refuses it where it
+/// happens; this catches what went around it).
+fn check_no_fresh_allocations(during: super::CounterSnapshot) -> Result<()> {
+    if during.fresh_allocations > 0 {
+        return Err(Error::argument(
+            OP,
+            format!(
+                "{} fresh allocations during the capture (run the step once eagerly at these \
+                 shapes first)",
+                during.fresh_allocations
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl CudaBackend {
+    fn run_step_graph<R>(
+        &self,
+        graph: &mut Option<StepGraph>,
+        step: impl FnOnce() -> Result<R>,
+    ) -> Result<(R, GraphRun)> {
+        // The cuBLAS handle (and its workspace) before the capture: creating it allocates.
+        self.blas()?;
+        let stream = self.stream().clone();
+        let context = self.context().clone();
+        let tracking = context.is_event_tracking();
+        // SAFETY: one stream; the capture's work is ordered on it (module text).
+        unsafe { context.disable_event_tracking() };
+        let before = self.counters().snapshot();
+        let begun = stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED);
+        if let Err(e) = begun {
+            if tracking {
+                unsafe { context.enable_event_tracking() };
+            }
+            return Err(e.into());
+        }
+        self.capturing.store(true, Ordering::Relaxed);
+        let outcome = step();
+        self.capturing.store(false, Ordering::Relaxed);
+        // SAFETY: the stream is capturing (begun above).
+        let captured = unsafe { result::stream::end_capture(stream.cu_stream()) };
+        if tracking {
+            // SAFETY: restores the caller's setting.
+            unsafe { context.enable_event_tracking() };
+        }
+        let destroy = |g: sys::CUgraph| {
+            // SAFETY: a graph this function captured and no longer uses.
+            let _ = unsafe { result::graph::destroy(g) };
+        };
+        // The step's own error first (a refused operation may also have invalidated the capture).
+        let value = match (outcome, captured) {
+            (Ok(value), Ok(cu_graph)) => (value, cu_graph),
+            (Err(e), captured) => {
+                if let Ok(cu_graph) = captured {
+                    destroy(cu_graph);
+                }
+                return Err(e);
+            }
+            (Ok(_), Err(e)) => return Err(e.into()),
+        };
+        let (value, cu_graph) = value;
+        if let Err(e) = check_no_fresh_allocations(self.counters().snapshot().since(&before)) {
+            destroy(cu_graph);
+            return Err(e);
+        }
+        let run = match graph {
+            Some(existing) => {
+                // SAFETY: both handles are valid; the info struct is plain data the call fills.
+                let mut info: sys::CUgraphExecUpdateResultInfo = unsafe { std::mem::zeroed() };
+                let updated =
+                    unsafe { sys::cuGraphExecUpdate_v2(existing.exec, cu_graph, &mut info) };
+                if updated == sys::CUresult::CUDA_SUCCESS {
+                    existing.updates += 1;
+                    GraphRun::Updated
+                } else {
+                    let instantiated = self.instantiate(cu_graph, &stream, existing.instantiations);
+                    destroy(cu_graph);
+                    *graph = Some(instantiated?);
+                    GraphRun::Instantiated
+                }
+            }
+            None => {
+                let instantiated = self.instantiate(cu_graph, &stream, 0);
+                destroy(cu_graph);
+                *graph = Some(instantiated?);
+                GraphRun::Instantiated
+            }
+        };
+        if run == GraphRun::Updated {
+            destroy(cu_graph);
+        }
+        let exec = graph.as_ref().map(|g| g.exec).ok_or_else(|| {
+            Error::argument(OP, "no executable graph after the capture".to_string())
+        })?;
+        // SAFETY: a valid executable graph, launched on the stream it was captured from.
+        unsafe { result::graph::launch(exec, stream.cu_stream()) }?;
+        Ok((value, run))
+    }
+
+    fn instantiate(
+        &self,
+        cu_graph: sys::CUgraph,
+        stream: &Arc<CudaStream>,
+        instantiations: u64,
+    ) -> Result<StepGraph> {
+        // SAFETY: a valid captured graph.
+        let exec =
+            unsafe { result::graph::instantiate(cu_graph, sys::CUgraphInstantiate_flags(0)) }?;
+        Ok(StepGraph {
+            exec,
+            stream: stream.clone(),
+            instantiations: instantiations + 1,
+            updates: 0,
+        })
+    }
+}

@@ -1,0 +1,107 @@
+//! GPU tier (issue 20): a training step run as one CUDA graph launch (`Device::run_step_graph`,
+//! `src/device/graph.rs`, through the trainer's `TrainStep` with graphs on) gives the same bits
+//! as the eager step: the loss of every step and every parameter after N steps, for SASRec and
+//! ASIF with dropout on, and a batch of another shape in between falls back to an eager step
+//! (then the graph is updated again at the first shape). Without a GPU this binary prints one
+//! `SKIPPED` line and passes; the GPU script runs it with `ASIF_REQUIRE_GPU=1`. The emulated
+//! counterpart (the same steps under the capture's checks, without graphs) is in
+//! `tests/train_step.rs`.
+mod common;
+
+use asif_kernels::kernel_version::{with_version, KernelVersion};
+use asif_kernels::model::{Model, ModelConfig, ModelKind};
+use asif_kernels::ops::adam::{Adam, AdamConfig};
+use asif_kernels::train::{StepCounts, TrainStep};
+use asif_kernels::Device;
+use common::tiny_model;
+
+fn config(kind: ModelKind) -> ModelConfig {
+    ModelConfig {
+        kind,
+        hidden_size: 16,
+        heads: 2,
+        layers: 2,
+        max_len: 8,
+        inner_size: 24,
+        hidden_dropout: 0.2,
+        attention_dropout: 0.1,
+        rsa_lambda: 2.0,
+        hie_rank: 4,
+        attribute_width: 2,
+        seed: 11,
+        ..ModelConfig::default()
+    }
+}
+
+fn bits(t: &asif_kernels::Tensor) -> Vec<u32> {
+    t.to_vec()
+        .expect("download")
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
+/// Steps over batches of `rows` sequences each; losses, parameters, counts.
+fn run(
+    device: &Device,
+    kind: ModelKind,
+    cuda_graph: bool,
+    batches: &[usize],
+) -> (Vec<u32>, Vec<Vec<u32>>, StepCounts) {
+    let mut model = Model::new(&config(kind), &tiny_model::shape(), device).expect("model");
+    let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
+    let mut steps = TrainStep::new(cuda_graph);
+    let mut losses = Vec::new();
+    for (step, &rows) in batches.iter().enumerate() {
+        let inputs = tiny_model::first_rows(device, &tiny_model::inputs(device, 8), rows);
+        let loss = steps
+            .run(&mut model, &mut adam, &inputs, step as u64)
+            .expect("step");
+        losses.push(loss.to_bits());
+    }
+    let parameters = model.tensors().iter().map(bits).collect();
+    (losses, parameters, steps.counts())
+}
+
+#[test]
+fn graph_replay_is_bit_identical_to_eager_and_falls_back_when_the_shape_changes() {
+    let Some(gpu) = common::cuda() else {
+        return; // `common::cuda` printed the SKIPPED line
+    };
+    // Steps 1, 2: graph (instantiated, then updated); 3: B 2, eager; 4: B 3 again, eager (a new
+    // shape for the step before it); 5, 6: graph (updated, or instantiated anew if the topology
+    // changed).
+    let batches = [3, 3, 3, 2, 3, 3, 3];
+    with_version("embedding", KernelVersion::V2, || {
+        for kind in [ModelKind::SasRec, ModelKind::Asif] {
+            let eager = run(&gpu, kind, false, &batches);
+            let graph = run(&gpu, kind, true, &batches);
+            eprintln!("{kind}: graph run {:?}", graph.2);
+            assert_eq!(eager.2.eager, batches.len() as u64);
+            assert_eq!(
+                graph.2.eager, 3,
+                "{kind}: steps 0, 3 and 4 are at new shapes"
+            );
+            assert_eq!(
+                graph.2.graph_instantiated + graph.2.graph_updated,
+                4,
+                "{kind}: {:?}",
+                graph.2
+            );
+            assert!(graph.2.graph_updated >= 1, "{kind}: {:?}", graph.2);
+            assert_eq!(graph.2.graph_checked_eagerly, 0, "{kind}: a GPU captures");
+            for (step, (a, b)) in eager.0.iter().zip(&graph.0).enumerate() {
+                assert_eq!(
+                    a,
+                    b,
+                    "{kind}: step {step}: loss {} eager, {} graph",
+                    f32::from_bits(*a),
+                    f32::from_bits(*b)
+                );
+            }
+            for (i, (a, b)) in eager.1.iter().zip(&graph.1).enumerate() {
+                assert_eq!(a, b, "{kind}: parameter {i} after {} steps", batches.len());
+            }
+        }
+    });
+}

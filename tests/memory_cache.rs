@@ -1,0 +1,130 @@
+//! The caching allocator (`src/device/cache.rs`, issue 20) on the emulated device, which shares
+//! its code with the CUDA device: a dropped buffer is reused by the next allocation of its size
+//! (counted as an allocation, not a fresh one), a reused buffer is poisoned (or zeroed) as a fresh
+//! one is, a buffer still referenced is never handed out again, and memory that leaves the crate
+//! does not come back. The GPU tier runs the same bodies on CUDA (`common::kernel_devices`).
+mod common;
+
+use asif_kernels::device::{Buffer, CounterSnapshot};
+use asif_kernels::{Device, Tensor};
+
+fn counted<R>(device: &Device, f: impl FnOnce() -> R) -> (R, CounterSnapshot) {
+    let before = device.counters().snapshot();
+    let result = f();
+    (result, device.counters().snapshot().since(&before))
+}
+
+/// The kernel devices, each with a cache of its own (a CUDA device opened for the test, in the
+/// poison mode): the tests run in parallel and read the cache's totals.
+fn devices() -> Vec<Device> {
+    common::kernel_devices()
+        .into_iter()
+        .map(|device| match device {
+            Device::Cuda(_) => {
+                let own = Device::cuda(0).expect("GPU 0 opened once already");
+                own.set_poison_uninitialized(true);
+                own
+            }
+            other => other,
+        })
+        .collect()
+}
+
+#[test]
+fn a_dropped_buffer_is_reused_by_the_next_allocation_of_its_size() {
+    for device in devices() {
+        let (first, counts) = counted(&device, || device.uninitialized::<f32>(1001).unwrap());
+        assert_eq!((counts.allocations, counts.fresh_allocations), (1, 1));
+        drop(first);
+        let cache = device.memory_cache().expect("a kernel device caches");
+        assert_eq!(cache.cached_bytes(), 4004, "{}", device.name());
+        let (second, counts) = counted(&device, || device.uninitialized::<f32>(1001).unwrap());
+        assert_eq!(
+            (
+                counts.allocations,
+                counts.fresh_allocations,
+                counts.bytes_allocated
+            ),
+            (1, 0, 4004),
+            "{}: the second allocation should come from the cache",
+            device.name()
+        );
+        assert_eq!(cache.cached_bytes(), 0);
+        // Another size is fresh.
+        let (_other, counts) = counted(&device, || device.uninitialized::<f32>(1002).unwrap());
+        assert_eq!(counts.fresh_allocations, 1);
+        drop(second);
+        device.empty_cache();
+        assert_eq!(cache.cached_bytes(), 0);
+        let (_, counts) = counted(&device, || device.uninitialized::<f32>(1001).unwrap());
+        assert_eq!(counts.fresh_allocations, 1, "emptied: nothing to reuse");
+    }
+}
+
+#[test]
+fn a_reused_buffer_is_poisoned_or_zeroed_like_a_fresh_one() {
+    for device in devices() {
+        let written = Tensor::from_vec(&device, &[3, 337], vec![1.5f32; 1011]).unwrap();
+        drop(written);
+        let (buffer, counts) = counted(&device, || device.uninitialized::<f32>(1011).unwrap());
+        assert_eq!(counts.fresh_allocations, 0, "{}: reused", device.name());
+        let host = device.download(&buffer).unwrap();
+        assert!(
+            host.iter().all(|v| v.is_nan()),
+            "{}: a reused uninitialised buffer must hold the poison, not its last values",
+            device.name()
+        );
+        let mut ids = device.upload(&[7i32; 1013]).unwrap();
+        drop(std::mem::replace(&mut ids, device.upload(&[1i32]).unwrap()));
+        let ids: Buffer<i32> = device.uninitialized(1013).unwrap();
+        assert_eq!(device.download(&ids).unwrap(), vec![i32::MIN; 1013]);
+        drop(ids);
+        let (zeros, counts) = counted(&device, || device.zeros::<i32>(1013).unwrap());
+        assert_eq!((counts.fresh_allocations, counts.memsets), (0, 1));
+        assert_eq!(device.download(&zeros).unwrap(), vec![0; 1013]);
+    }
+}
+
+#[test]
+fn a_buffer_still_referenced_is_never_handed_out_again() {
+    for device in devices() {
+        let x = Tensor::from_vec(&device, &[1019], vec![2.0f32; 1019]).unwrap();
+        let kept = x.reshape(&[1, 1019]).unwrap();
+        drop(x);
+        // `kept` shares the buffer: it did not go back, so this allocation is fresh.
+        let (y, counts) = counted(&device, || device.uninitialized::<f32>(1019).unwrap());
+        assert_eq!(counts.fresh_allocations, 1, "{}", device.name());
+        assert_eq!(kept.to_vec().unwrap(), vec![2.0; 1019]);
+        drop(y);
+        drop(kept);
+        let (_, counts) = counted(&device, || device.uninitialized::<f32>(1019).unwrap());
+        assert_eq!(counts.fresh_allocations, 0, "both are back now");
+    }
+}
+
+#[test]
+fn memory_that_leaves_the_crate_does_not_come_back_and_types_do_not_mix() {
+    let device = common::emulated();
+    let cache = device.memory_cache().expect("emulated caches").clone();
+    let t = Tensor::from_vec(&device, &[1021], vec![3.0f32; 1021]).unwrap();
+    let vector = t.into_buffer().unwrap().into_host_vec().unwrap();
+    drop(vector);
+    assert_eq!(
+        cache.cached_bytes(),
+        0,
+        "the caller's vector is not the cache's"
+    );
+    // An f32 block is not handed out as i32 memory on the host (its allocation's layout).
+    drop(device.uninitialized::<f32>(1031).unwrap());
+    let (ids, counts) = counted(&device, || device.uninitialized::<i32>(1031).unwrap());
+    assert_eq!(counts.fresh_allocations, 1);
+    assert_eq!(
+        cache.cached_bytes(),
+        4 * 1031,
+        "the f32 block is still cached"
+    );
+    drop(ids);
+    assert_eq!(cache.cached_bytes(), 8 * 1031, "both blocks are cached");
+    // The CPU reference device does not cache.
+    assert!(Device::cpu().memory_cache().is_none());
+}
