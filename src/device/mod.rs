@@ -10,6 +10,7 @@ mod buffer;
 mod counters;
 mod cuda;
 mod emulated;
+mod in_place;
 mod launch;
 
 use std::sync::Arc;
@@ -18,6 +19,8 @@ pub use buffer::{Buffer, Scalar};
 pub use counters::{CounterSnapshot, Counters};
 pub use cuda::{CudaBackend, POISON_UNINITIALIZED_ENV};
 pub use emulated::{Emulator, EmulatorLaunchFn};
+pub(crate) use in_place::copy_range;
+pub use in_place::{run_in_place, DeviceInPlaceOp};
 pub(crate) use launch::elementwise_launch;
 pub use launch::{KernelArg, LaunchConfig, MAX_DEFAULT_SHARED_BYTES, MAX_OPT_IN_SHARED_BYTES};
 
