@@ -94,7 +94,10 @@ fn main() {
             "cargo:warning=asif-kernels: NVRTC not found ({reason}); kernels are embedded as source for run-time compilation. Install it with scripts/install-nvrtc.sh (docs/build.md)."
         );
     }
-    let generated = generate(&families, &nvrtc);
+    let mut generated = generate(&families, &nvrtc);
+    generated.push_str(&generate_headers(&kernel_sources::header_files(
+        &kernel_dir,
+    )));
     write(&out_dir.join("kernels.rs"), generated.as_bytes());
 }
 
@@ -185,6 +188,25 @@ fn generate(families: &[Family], nvrtc: &Result<Nvrtc, String>) -> String {
             );
         }
         let _ = writeln!(out, "        ],\n    }},");
+    }
+    out.push_str("];\n");
+    out
+}
+
+/// The `kernels/*.cuh` headers by file name, so that a kernel family another crate registers at
+/// run time can include them (`asif_kernels::kernels::register` flattens it against these).
+fn generate_headers(headers: &[PathBuf]) -> String {
+    let mut out = String::from("\npub(crate) static EMBEDDED_HEADERS: &[(&str, &str)] = &[\n");
+    for path in headers {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "    ({name:?}, include_str!({:?})),",
+            path.display().to_string()
+        );
     }
     out.push_str("];\n");
     out

@@ -27,24 +27,48 @@ pub fn family_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Every `kernels/*.cuh` (the headers a kernel may include), sorted by name.
+pub fn header_files(kernel_dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = match fs::read_dir(kernel_dir) {
+        Ok(entries) => entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "cuh"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    files.sort();
+    files
+}
+
 /// The source with every local `#include "x.cuh"` inlined once (`#pragma once` respected by
 /// including each header at most once), so the result compiles with no include path. System
 /// includes (`<cuda_fp16.h>`) are left for the compiler's include path.
 pub fn flatten(path: &Path, kernel_dir: &Path) -> Result<String, String> {
+    let read = |path: &Path| {
+        fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    flatten_text(&read(path)?, &mut |name: &str| read(&kernel_dir.join(name)))
+}
+
+/// [`flatten`] over text: `header(name)` gives the text of `#include "name"`. The crate flattens
+/// a kernel family that another crate registers at run time with its embedded headers
+/// (`asif_kernels::kernels::register`).
+pub fn flatten_text(
+    text: &str,
+    header: &mut dyn FnMut(&str) -> Result<String, String>,
+) -> Result<String, String> {
     let mut seen = HashSet::new();
     let mut out = String::new();
-    flatten_into(path, kernel_dir, &mut seen, &mut out)?;
+    flatten_into(text, header, &mut seen, &mut out)?;
     Ok(out)
 }
 
 fn flatten_into(
-    path: &Path,
-    kernel_dir: &Path,
-    seen: &mut HashSet<PathBuf>,
+    text: &str,
+    header: &mut dyn FnMut(&str) -> Result<String, String>,
+    seen: &mut HashSet<String>,
     out: &mut String,
 ) -> Result<(), String> {
-    let text =
-        fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     for line in text.lines() {
         let trimmed = line.trim_start();
         if trimmed.starts_with("#pragma once") {
@@ -52,10 +76,9 @@ fn flatten_into(
         }
         if let Some(rest) = trimmed.strip_prefix("#include \"") {
             let name = rest.split('"').next().unwrap_or_default();
-            let header = kernel_dir.join(name);
-            if seen.insert(header.clone()) {
+            if seen.insert(name.to_string()) {
                 out.push_str(&format!("// ---- begin {name} ----\n"));
-                flatten_into(&header, kernel_dir, seen, out)?;
+                flatten_into(&header(name)?, header, seen, out)?;
                 out.push_str(&format!("// ---- end {name} ----\n"));
             }
             continue;

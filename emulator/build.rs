@@ -108,6 +108,13 @@ extern "C" void asif_emu_kernel_names(void (*visit)(const char*, void*), void* c
 }
 "#,
     );
+    // A kernel family of another crate's (tests/custom_op.rs registers it at run time): compiled
+    // as that crate's build script would (docs/interop.md, "Adding your own kernel"), exporting
+    // `custom_scaled_add_emulated`; the emulator's own table above does not list it.
+    let custom_kernel = manifest_dir.join("../tests/custom_kernel");
+    println!("cargo:rerun-if-changed={}", custom_kernel.display());
+    build.file(custom_kernel.join("emulated.cpp"));
+
     let registry_path = out_dir.join("emu_registry.cpp");
     std::fs::write(&registry_path, registry).expect("write generated emulator registry");
     build.file(&registry_path);

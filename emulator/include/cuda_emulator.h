@@ -464,3 +464,34 @@ inline int launch(Thunk kernel, dim3 grid, dim3 block, unsigned shared_bytes, vo
 }
 
 }  // namespace emu
+
+// ---- Kernel families of other crates (docs/interop.md, "Adding your own kernel") ------------
+// A crate that registers its own .cu at run time (asif_kernels::kernels::register) builds its
+// emulated half with this header, like emulator/build.rs builds the crate's kernels, and exports
+// one entry point of the emulator's launch ABI (asif_emu_launch's shape) with
+//   ASIF_EMU_EXPORT_FAMILY(my_family_emulated, ASIF_EMU_ENTRY(kernel_a), ASIF_EMU_ENTRY(kernel_b))
+// after including its .cu. The Rust side passes that symbol as CustomFamily::emulated.
+namespace emu {
+
+// Runs the kernel `name` of `table` (ended by a null entry); 0, or a reason in `error` and 1.
+inline int launch_from_table(const KernelEntry* table, const char* name, const unsigned* grid, const unsigned* block,
+                             unsigned shared_bytes, void** args, char* error, std::size_t error_len) {
+    for (const KernelEntry* entry = table; entry->name; ++entry) {
+        if (std::strcmp(entry->name, name) == 0) {
+            return launch(entry->thunk, dim3(grid[0], grid[1], grid[2]), dim3(block[0], block[1], block[2]),
+                          shared_bytes, args, error, error_len);
+        }
+    }
+    std::snprintf(error, error_len, "no emulated kernel named '%s' in this family", name);
+    return 1;
+}
+
+}  // namespace emu
+
+#define ASIF_EMU_ENTRY(kernel) ::emu::KernelEntry{#kernel, &::emu::thunk<&kernel>}
+#define ASIF_EMU_EXPORT_FAMILY(symbol, ...)                                                               \
+    extern "C" int symbol(const char* name, const unsigned* grid, const unsigned* block,                  \
+                          unsigned shared_bytes, void** args, char* error, std::size_t error_len) {      \
+        static const ::emu::KernelEntry entries[] = {__VA_ARGS__, ::emu::KernelEntry{nullptr, nullptr}}; \
+        return ::emu::launch_from_table(entries, name, grid, block, shared_bytes, args, error, error_len); \
+    }

@@ -68,6 +68,16 @@ impl Emulator {
             .iter_mut()
             .map(|slot| slot as *mut u64 as *mut c_void)
             .collect();
+        // A family another crate registered runs through its own host build (`kernels::register`).
+        if let Some(result) = crate::kernels::launch_registered_emulated(
+            kernel,
+            config.grid,
+            config.block,
+            config.shared_bytes,
+            &pointers,
+        ) {
+            return result.map_err(Error::Emulator);
+        }
         // SAFETY: the op's launcher passes arguments in the kernel's parameter order and type, and
         // checked every buffer's length against what the kernel touches; `Device::launch` checked
         // that every buffer is host memory. The buffers outlive the (synchronous) call.

@@ -12,6 +12,7 @@ mod counters;
 mod cuda;
 mod emulated;
 mod graph;
+mod in_place;
 mod launch;
 
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub use counters::{CounterSnapshot, Counters};
 pub use cuda::{CudaBackend, POISON_UNINITIALIZED_ENV};
 pub use emulated::{Emulator, EmulatorLaunchFn};
 pub use graph::{GraphRun, StepGraph};
+pub(crate) use in_place::copy_range;
+pub use in_place::{run_in_place, DeviceInPlaceOp};
 pub(crate) use launch::elementwise_launch;
 pub use launch::{KernelArg, LaunchConfig, MAX_DEFAULT_SHARED_BYTES, MAX_OPT_IN_SHARED_BYTES};
 

@@ -27,6 +27,9 @@ pub mod source_attention;
 
 use crate::autograd::{Tape, Var, VarId};
 pub(crate) use crate::device::elementwise_launch;
+/// The in-place face of the contract (defined with the devices, so that gradient accumulation,
+/// below the tape, can use it too).
+pub use crate::device::{run_in_place, DeviceInPlaceOp};
 use crate::device::{Buffer, Device};
 use crate::kernels::KernelRef;
 use crate::{kernel_args, Error, IndexTensor, Result, Tensor};

@@ -1,7 +1,7 @@
-//! Launch of `kernels/adam.cu` and the packing copies, shared by the CUDA and emulated devices.
+//! Launch of `kernels/adam.cu`, shared by the CUDA and emulated devices.
 use crate::device::{Buffer, Device, LaunchConfig};
 use crate::kernels::KernelRef;
-use crate::{kernel_args, Error, Result};
+use crate::{kernel_args, Result};
 
 use super::AdamConfig;
 
@@ -39,60 +39,4 @@ pub(super) fn update(
             bias_correction2_sqrt as f32
         ],
     )
-}
-
-/// Copies all of `src` into `dst[offset..]` (device to device on CUDA).
-pub(super) fn copy_into(
-    device: &Device,
-    src: &Buffer<f32>,
-    dst: &mut Buffer<f32>,
-    offset: usize,
-) -> Result<()> {
-    let len = src.len();
-    device.count_device_to_device(len * size_of::<f32>());
-    match (device, src, dst) {
-        (Device::Cuda(backend), Buffer::Cuda(s), Buffer::Cuda(d)) => {
-            backend
-                .stream()
-                .memcpy_dtod(s, &mut d.slice_mut(offset..offset + len))?;
-            Ok(())
-        }
-        (_, Buffer::Host(s), Buffer::Host(d)) => {
-            d[offset..offset + len].copy_from_slice(s);
-            Ok(())
-        }
-        _ => Err(Error::DeviceMismatch {
-            op: "adam",
-            expected: device.name(),
-            found: src.location().into(),
-        }),
-    }
-}
-
-/// Copies `src[offset..offset + dst.len()]` into all of `dst`.
-pub(super) fn copy_out(
-    device: &Device,
-    src: &Buffer<f32>,
-    offset: usize,
-    dst: &mut Buffer<f32>,
-) -> Result<()> {
-    let len = dst.len();
-    device.count_device_to_device(len * size_of::<f32>());
-    match (device, src, dst) {
-        (Device::Cuda(backend), Buffer::Cuda(s), Buffer::Cuda(d)) => {
-            backend
-                .stream()
-                .memcpy_dtod(&s.slice(offset..offset + len), d)?;
-            Ok(())
-        }
-        (_, Buffer::Host(s), Buffer::Host(d)) => {
-            d.copy_from_slice(&s[offset..offset + len]);
-            Ok(())
-        }
-        _ => Err(Error::DeviceMismatch {
-            op: "adam",
-            expected: device.name(),
-            found: src.location().into(),
-        }),
-    }
 }

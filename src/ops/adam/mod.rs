@@ -17,7 +17,8 @@ mod cuda;
 
 pub use cpu::step as step_reference;
 
-use crate::device::{Buffer, Device};
+use crate::device::{copy_range, Buffer, Device};
+use crate::ops::{run_in_place, DeviceInPlaceOp};
 use crate::{Error, Result, Tensor};
 
 const OP: &str = "adam";
@@ -68,6 +69,50 @@ impl AdamConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// The problem of one update: step `t` (1-based) with `config`.
+struct AdamStep {
+    config: AdamConfig,
+    t: u64,
+}
+
+/// The update under the op contract's in-place face: it overwrites the flat parameters and the
+/// first and second moments (the targets, in that order) from the flat gradients.
+struct AdamUpdate;
+
+impl DeviceInPlaceOp for AdamUpdate {
+    type Problem = AdamStep;
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn reference(
+        &self,
+        step: &AdamStep,
+        targets: &mut [&mut [f32]],
+        grads: &[&[f32]],
+        _: &[&[i32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        let [params, m, v] = targets else {
+            return Err(Error::argument(OP, "Adam's step overwrites three buffers"));
+        };
+        cpu::step_threaded(&step.config, step.t, params, grads[0], m, v);
+        Ok(Vec::new())
+    }
+    fn launch(
+        &self,
+        step: &AdamStep,
+        device: &Device,
+        targets: &mut [&mut Buffer<f32>],
+        grads: &[&Buffer<f32>],
+        _: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        let [params, m, v] = targets else {
+            return Err(Error::argument(OP, "Adam's step overwrites three buffers"));
+        };
+        cuda::update(device, &step.config, step.t, params, grads[0], m, v)?;
+        Ok(Vec::new())
     }
 }
 
@@ -198,36 +243,58 @@ impl Adam {
                 }
             }
         }
+        let device = &self.device;
         let mut offset = 0;
         for (p, g) in params.iter().zip(grads) {
-            cuda::copy_into(&self.device, p.buffer(), &mut self.flat_params, offset)?;
-            cuda::copy_into(&self.device, g.buffer(), &mut self.flat_grads, offset)?;
+            copy_range(
+                OP,
+                device,
+                p.buffer(),
+                0,
+                &mut self.flat_params,
+                offset,
+                p.len(),
+            )?;
+            copy_range(
+                OP,
+                device,
+                g.buffer(),
+                0,
+                &mut self.flat_grads,
+                offset,
+                g.len(),
+            )?;
             offset += p.len();
         }
         self.step += 1;
-        match &self.device {
-            Device::Cpu => cpu::step_threaded(
-                &self.config,
-                self.step,
-                self.flat_params.host_slice_mut(),
-                self.flat_grads.host_slice(),
-                self.first_moment.host_slice_mut(),
-                self.second_moment.host_slice_mut(),
-            ),
-            device => cuda::update(
-                device,
-                &self.config,
-                self.step,
+        let problem = AdamStep {
+            config: self.config,
+            t: self.step,
+        };
+        run_in_place(
+            &AdamUpdate,
+            &problem,
+            device,
+            &mut [
                 &mut self.flat_params,
-                &self.flat_grads,
                 &mut self.first_moment,
                 &mut self.second_moment,
-            )?,
-        }
+            ],
+            &[&self.flat_grads],
+            &[],
+        )?;
         let mut offset = 0;
         for p in params.iter_mut() {
             let len = p.len();
-            cuda::copy_out(&self.device, &self.flat_params, offset, p.buffer_mut()?)?;
+            copy_range(
+                OP,
+                device,
+                &self.flat_params,
+                offset,
+                p.buffer_mut()?,
+                0,
+                len,
+            )?;
             offset += len;
         }
         Ok(())

@@ -22,7 +22,7 @@ pub use cpu::forward as forward_reference;
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
 use crate::gemm::{gemm, gemm_output, Gemm};
-use crate::ops::{check_indices, record_one};
+use crate::ops::{check_indices, record_one, run_in_place, DeviceInPlaceOp};
 use crate::{Error, IndexTensor, Result, Tensor};
 
 const OP: &str = "cross_entropy";
@@ -54,6 +54,53 @@ fn check_targets(device: &Device, targets: &IndexTensor, rows: usize, items: usi
     check_indices(OP, device, targets, 0, items as i64)
 }
 
+/// The problem of the fused pass: the logits as `rows × items`.
+#[derive(Debug, Clone, Copy)]
+struct Logits {
+    rows: usize,
+    items: usize,
+}
+
+/// The fused loss-and-gradient pass under the op contract's in-place face: it overwrites the
+/// logits (its one target) with G and returns the loss (one new output of one value); the
+/// targets t_b are its index input.
+struct LossAndGradient;
+
+impl DeviceInPlaceOp for LossAndGradient {
+    type Problem = Logits;
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn output_lens(&self, _: &Logits) -> Vec<usize> {
+        vec![1]
+    }
+    fn reference(
+        &self,
+        &Logits { items, .. }: &Logits,
+        logits: &mut [&mut [f32]],
+        _: &[&[f32]],
+        targets: &[&[i32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        let (loss, grad) = cpu::forward_threaded(logits[0], targets[0], items);
+        let block = crate::parallel::ELEMENTS_PER_UNIT;
+        crate::parallel::for_each_block(logits[0], block, |u, out| {
+            out.copy_from_slice(&grad[u * block..u * block + out.len()]);
+        });
+        Ok(vec![vec![loss]])
+    }
+    fn launch(
+        &self,
+        &Logits { rows, items }: &Logits,
+        device: &Device,
+        logits: &mut [&mut Buffer<f32>],
+        _: &[&Buffer<f32>],
+        targets: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        let loss = cuda::loss_and_gradient_in_place(device, logits[0], targets[0], rows, items)?;
+        Ok(vec![loss])
+    }
+}
+
 /// Loss and G from a logits buffer that the call may overwrite.
 fn loss_from_logits(
     device: &Device,
@@ -62,26 +109,19 @@ fn loss_from_logits(
     rows: usize,
     items: usize,
 ) -> Result<(Tensor, CrossEntropySaved)> {
-    let (loss, gradient) = match device {
-        Device::Cpu => {
-            let (loss, grad) = cpu::forward_threaded(logits.host_slice(), targets.host(), items);
-            (Buffer::Host(vec![loss]), Buffer::Host(grad))
-        }
-        _ => {
-            let loss = cuda::loss_and_gradient_in_place(
-                device,
-                &mut logits,
-                targets.buffer(),
-                rows,
-                items,
-            )?;
-            (loss, logits)
-        }
-    };
+    let loss = run_in_place(
+        &LossAndGradient,
+        &Logits { rows, items },
+        device,
+        &mut [&mut logits],
+        &[],
+        &[targets.buffer()],
+    )?
+    .remove(0);
     Ok((
         Tensor::from_buffer(device, &[], loss),
         CrossEntropySaved {
-            gradient: Tensor::from_buffer(device, &[rows, items], gradient),
+            gradient: Tensor::from_buffer(device, &[rows, items], logits),
         },
     ))
 }
@@ -127,20 +167,52 @@ fn check_scalar(device: &Device, dloss: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Multiplies `buffer` by the scalar `dloss` in place (on the device for kernel devices).
-fn scale(device: &Device, buffer: &mut Buffer<f32>, dloss: &Tensor) -> Result<()> {
-    match device {
-        Device::Cpu => {
-            let g = dloss.host()[0];
-            crate::parallel::for_each_block(
-                buffer.host_slice_mut(),
-                crate::parallel::ELEMENTS_PER_UNIT,
-                |_, block| block.iter_mut().for_each(|v| *v *= g),
-            );
-            Ok(())
-        }
-        _ => cuda::scale_in_place(device, buffer, dloss.buffer()),
+/// `x *= g` in place for the upstream scalar g (one value, read on the device by the kernel
+/// devices), under the op contract's in-place face: target x, value g.
+struct ScaleByScalar;
+
+impl DeviceInPlaceOp for ScaleByScalar {
+    type Problem = ();
+    fn name(&self) -> &'static str {
+        OP
     }
+    fn reference(
+        &self,
+        _: &(),
+        x: &mut [&mut [f32]],
+        scalar: &[&[f32]],
+        _: &[&[i32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        let g = scalar[0][0];
+        crate::parallel::for_each_block(x[0], crate::parallel::ELEMENTS_PER_UNIT, |_, block| {
+            block.iter_mut().for_each(|v| *v *= g)
+        });
+        Ok(Vec::new())
+    }
+    fn launch(
+        &self,
+        _: &(),
+        device: &Device,
+        x: &mut [&mut Buffer<f32>],
+        scalar: &[&Buffer<f32>],
+        _: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        cuda::scale_in_place(device, x[0], scalar[0])?;
+        Ok(Vec::new())
+    }
+}
+
+/// Multiplies `buffer` by the scalar `dloss` in place (checked: one value on `device`).
+fn scale(device: &Device, buffer: &mut Buffer<f32>, dloss: &Tensor) -> Result<()> {
+    run_in_place(
+        &ScaleByScalar,
+        &(),
+        device,
+        &mut [buffer],
+        &[dloss.buffer()],
+        &[],
+    )?;
+    Ok(())
 }
 
 /// `dlogits = dloss · G`.

@@ -29,7 +29,7 @@ pub use cpu::{
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
-use crate::ops::{record_one, run_one, DeviceOp};
+use crate::ops::{record_one, run_in_place, run_one, DeviceInPlaceOp, DeviceOp};
 use crate::{Error, Result, Tensor};
 
 const OP: &str = "linear";
@@ -139,6 +139,51 @@ impl DeviceOp for BiasGradient {
     }
 }
 
+/// The problem of the bias add: `y` as rows of `cols`, the bias `[cols]`.
+#[derive(Debug, Clone, Copy)]
+struct BiasRows {
+    cols: usize,
+}
+
+/// The bias add after the GEMM under the op contract's in-place face: `y[r, c] += b[c]`.
+struct BiasAdd;
+
+impl DeviceInPlaceOp for BiasAdd {
+    type Problem = BiasRows;
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn reference(
+        &self,
+        &BiasRows { cols }: &BiasRows,
+        y: &mut [&mut [f32]],
+        bias: &[&[f32]],
+        _: &[&[i32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        let bias = bias[0];
+        let block = crate::parallel::rows_per_unit(cols) * cols;
+        crate::parallel::for_each_block(y[0], block, |_, rows| {
+            for row in rows.chunks_mut(cols) {
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                }
+            }
+        });
+        Ok(Vec::new())
+    }
+    fn launch(
+        &self,
+        &BiasRows { cols }: &BiasRows,
+        device: &Device,
+        y: &mut [&mut Buffer<f32>],
+        bias: &[&Buffer<f32>],
+        _: &[&Buffer<i32>],
+    ) -> Result<Vec<Buffer<f32>>> {
+        cuda::bias_add(device, y[0], bias[0], cols)?;
+        Ok(Vec::new())
+    }
+}
+
 /// Column sums of a `rows × cols` tensor (the bias gradient), on the tensor's device.
 fn bias_gradient(dy: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
     run_one(&BiasGradient, &ColumnSums { rows, cols }, &[dy], &[])
@@ -150,19 +195,14 @@ pub fn linear_forward(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Res
     let device = x.device();
     let mut y = matmul_into(device, product(false, false, rows, d_out, d_in), x, weight)?;
     if let Some(bias) = bias {
-        match device {
-            Device::Cpu => {
-                let block = crate::parallel::rows_per_unit(d_out) * d_out;
-                crate::parallel::for_each_block(y.host_slice_mut(), block, |_, rows| {
-                    for row in rows.chunks_mut(d_out) {
-                        for (v, &b) in row.iter_mut().zip(bias.host()) {
-                            *v += b;
-                        }
-                    }
-                });
-            }
-            _ => cuda::bias_add(device, &mut y, bias.buffer(), d_out)?,
-        }
+        run_in_place(
+            &BiasAdd,
+            &BiasRows { cols: d_out },
+            device,
+            &mut [&mut y],
+            &[bias.buffer()],
+            &[],
+        )?;
     }
     Ok(Tensor::from_buffer(device, &out_shape(x, d_out), y))
 }
