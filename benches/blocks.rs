@@ -42,6 +42,7 @@ fn versioned(what: &str, version: KernelVersion) -> String {
     match version {
         KernelVersion::V1 => what.to_string(),
         KernelVersion::V2 => format!("{what}_v2"),
+        KernelVersion::V3 => format!("{what}_v3"),
     }
 }
 

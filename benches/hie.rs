@@ -8,14 +8,15 @@
 //!
 //! Ids are `hie/<pass>/<device> <lengths> B.. n.. d.. r..`; `bench/summarize.py` matches
 //! `hie/forward/cuda` and `hie/forward_backward/cuda` (forward + full QR backward, as the PyTorch
-//! peers, whose H_X and H_A both require grad) with `full`. The GPU rows end in ` kernel v1` and
-//! ` kernel v2`: both kernel versions (`kernel_version` family "hie") side by side, so one run of
-//! `scripts/gpu-check.sh run` times both.
+//! peers, whose H_X and H_A both require grad) with `full`. The GPU rows end in ` kernel v1`,
+//! ` kernel v2` and ` kernel v3`: every kernel version (`kernel_version` family "hie") side by
+//! side, so one run of `scripts/gpu-check.sh run` times all three (48 rows; the script gives
+//! this binary 180 s).
 mod common;
 
 use common::{lengths, random_tensor};
 
-use asif_kernels::kernel_version::{with_version, KernelVersion};
+use asif_kernels::kernel_version::{self, with_version, KernelVersion};
 use asif_kernels::ops::hie::{self, HieBackward, HieOptions};
 use asif_kernels::{Device, IndexTensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -127,7 +128,7 @@ fn bench_device(
 fn benches(c: &mut Criterion) {
     bench_device(c, &Device::cpu(), "full", 8, 50, 256, 16, None);
     if let Some(gpu) = common::gpu() {
-        for version in [KernelVersion::V1, KernelVersion::V2] {
+        for &version in kernel_version::versions(hie::KERNEL_FAMILY) {
             // The op reads the version on this thread at each call, inside criterion's loop.
             with_version(hie::KERNEL_FAMILY, version, || {
                 for r in [16, 24] {

@@ -109,6 +109,7 @@ fn bench_device(c: &mut Criterion, device: &Device, s: &Size, rows: &[Row]) {
             let mut name = match embedding_version {
                 KernelVersion::V1 => kind.name().to_string(),
                 KernelVersion::V2 => format!("{}-embedding_v2", kind.name()),
+                KernelVersion::V3 => format!("{}-embedding_v3", kind.name()),
             };
             if cuda_graph {
                 name.push_str("-graph");

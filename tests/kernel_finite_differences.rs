@@ -175,7 +175,7 @@ fn attention_backward_matches_its_forward() {
     for version in [KernelVersion::V1, KernelVersion::V2] {
         let devices = match version {
             KernelVersion::V1 => devices(),
-            KernelVersion::V2 => common::kernel_devices(),
+            KernelVersion::V2 | KernelVersion::V3 => common::kernel_devices(),
         };
         kernel_version::with_version(attention::KERNEL_FAMILY, version, || {
             for device in &devices {

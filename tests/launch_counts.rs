@@ -267,7 +267,7 @@ fn layer_norm_and_the_fused_residual_sublayer() {
             // fused pass, then the sum (2). The same buffers.
             let launches = match version {
                 KernelVersion::V1 => 3,
-                KernelVersion::V2 => 2,
+                KernelVersion::V2 | KernelVersion::V3 => 2,
             };
             let backward = cost(
                 launches,
@@ -604,7 +604,7 @@ fn contrastive_launches(batch: usize, n: usize, d: usize) {
 
 #[test]
 fn hie_is_one_launch_forward_and_one_or_two_backward() {
-    // Both kernel versions (family "hie"): the same launches, no memset.
+    // Every kernel version (family "hie": v1, v2, v3): the same launches, no memset.
     for_each_version(&[hie::KERNEL_FAMILY], |version| {
         let (batch, n, d, r) = (2, 5, 6, 3);
         for device in kernel_devices() {
@@ -641,7 +641,7 @@ fn hie_is_one_launch_forward_and_one_or_two_backward() {
             );
             let (grads, counts) = counted(&device, || backward(HieBackward::FullQr));
             // dH_A, dH_X, dW_r, the per-sequence dW_r shares; v1 also its global scratch φ⊙C_A, c̄
-            // and M̄ (v2 keeps them in shared memory and registers).
+            // and M̄ (v2 and v3 keep them in shared memory and registers).
             let mut allocations = vec![batch * n * d, batch * n * d, n * r, batch * n * r];
             if version == KernelVersion::V1 {
                 allocations.extend([batch * n * r, batch * n * r, batch * d * r]);
@@ -725,7 +725,7 @@ fn attention_is_one_launch_forward_and_no_memset() {
                 // inputs (Q2, K2, V3) a batch sum each.
                 let (passes, statistics_buffers) = match version {
                     KernelVersion::V1 => (2, vec![statistics]),
-                    KernelVersion::V2 => (1, vec![]),
+                    KernelVersion::V2 | KernelVersion::V3 => (1, vec![]),
                 };
                 let mut allocations = vec![per_sequence; 7];
                 allocations.extend([1, 1]);

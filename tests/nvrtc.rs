@@ -61,6 +61,29 @@ const REGISTER_EXCEPTIONS: &[(&str, u32, &str)] = &[
         "as hie_backward_full_v2_r16 with R = 32 (r from 17 to 32); occupancy gate 25 %",
     ),
     (
+        "hie_forward_v3_r16",
+        96,
+        "v2's QR (row i of M and a step's 16 partial products) plus the mma tiles' 3xTF32 \
+         splits (kernels/hie.cu, version 3); its 79 KB of shared memory (H_X staged) allow 2 \
+         blocks per SM anyway; occupancy gate 25 %",
+    ),
+    (
+        "hie_forward_v3_r32",
+        128,
+        "as hie_forward_v3_r16 with R = 32 (r from 17 to 32); occupancy gate 25 %",
+    ),
+    (
+        "hie_backward_full_v3_r16",
+        80,
+        "v2's rows of Q, Q̄ and M̄ plus a warp's Q̄ accumulator tiles (2 × 2 mma fragments; \
+         kernels/hie.cu, version 3); occupancy gate 37 %",
+    ),
+    (
+        "hie_backward_full_v3_r32",
+        96,
+        "as hie_backward_full_v3_r16 with R = 32 (2 × 4 Q̄ fragments); occupancy gate 25 %",
+    ),
+    (
         "attention_backward_v2",
         168,
         "each warp holds two 16×64 mma fragments (P or dS and dP, or dZ and an accumulator) \

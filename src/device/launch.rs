@@ -182,7 +182,8 @@ pub(crate) fn elementwise_launch(
 ) -> Result<(KernelRef, LaunchConfig)> {
     Ok(match kernel_version::selected(family)? {
         KernelVersion::V1 => (v1, LaunchConfig::grid_stride(len)),
-        KernelVersion::V2 => (v2, vector_launch(len, inputs)),
+        // v3: HIE only (`kernel_version::selected` refuses it here).
+        KernelVersion::V2 | KernelVersion::V3 => (v2, vector_launch(len, inputs)),
     })
 }
 

@@ -150,11 +150,25 @@ pub fn gradcheck_options() -> GradCheckOptions {
     }
 }
 
-/// Both versions of a kernel family (`asif_kernels::kernel_version`), v1 first.
+/// The versions every kernel family has (`asif_kernels::kernel_version`), v1 first.
 pub const VERSIONS: [KernelVersion; 2] = [KernelVersion::V1, KernelVersion::V2];
 
+/// The versions every family in `families` has, oldest first: v1 and v2, and v3 when each of
+/// them has one (`kernel_version::versions`; today HIE alone).
+pub fn versions_of(families: &[&'static str]) -> Vec<KernelVersion> {
+    let mut common: Vec<KernelVersion> =
+        kernel_version::versions(families.first().copied().unwrap_or("")).to_vec();
+    common.retain(|version| {
+        families
+            .iter()
+            .all(|family| kernel_version::versions(family).contains(version))
+    });
+    common
+}
+
 /// Runs `body` once per kernel version with every family in `families` selecting that version on
-/// this thread, so one test body checks v1 and v2 (the emulated device always runs both).
+/// this thread, so one test body checks v1, v2 and, for HIE, v3 (`versions_of`; the emulated
+/// device always runs them all).
 pub fn for_each_version(families: &[&'static str], mut body: impl FnMut(KernelVersion)) {
     fn nested(
         families: &[&'static str],
@@ -168,7 +182,7 @@ pub fn for_each_version(families: &[&'static str], mut body: impl FnMut(KernelVe
             }
         }
     }
-    for version in VERSIONS {
+    for version in versions_of(families) {
         nested(families, version, &mut body);
     }
 }

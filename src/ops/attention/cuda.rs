@@ -102,7 +102,8 @@ pub(super) fn forward(
     );
     match kernel_version::selected(super::KERNEL_FAMILY)? {
         KernelVersion::V1 => device.launch(FORWARD, block_per_head(g), &mut args)?,
-        KernelVersion::V2 => {
+        // v3: HIE only (`kernel_version::selected` refuses it here).
+        KernelVersion::V2 | KernelVersion::V3 => {
             args.push(KernelArg::from(p.products));
             device.launch(FORWARD_V2, block_per_head(g), &mut args)?
         }

@@ -87,7 +87,8 @@ pub(super) fn forward_backward(
     let mut config = LaunchConfig::linear(batch as u32, THREADS);
     let (kernel, width) = match kernel_version::selected(super::KERNEL_FAMILY)? {
         KernelVersion::V1 => (FORWARD_BACKWARD, None),
-        KernelVersion::V2 => {
+        // v3: HIE only (`kernel_version::selected` refuses it here).
+        KernelVersion::V2 | KernelVersion::V3 => {
             let (width, bytes) = v2_staging(n, d, device.max_opt_in_shared_bytes() as usize);
             config.shared_bytes = bytes as u32;
             (FORWARD_BACKWARD_V2, Some(width as i32))

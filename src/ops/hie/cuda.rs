@@ -1,6 +1,6 @@
 //! Launches of `kernels/hie.cu`, shared by the CUDA and emulated devices (kernel_version family
-//! "hie": v1 keeps M in shared memory, v2 a row of M per thread in registers; the file's header
-//! says why).
+//! "hie": v1 keeps M in shared memory, v2 a row of M per thread in registers, v3 v2's QR with
+//! the products on 3xTF32 tensor-core tiles; the file's header says why).
 use super::{Dims, KERNEL_FAMILY};
 use crate::device::{Buffer, Device, LaunchConfig};
 use crate::kernel_version::{self, KernelVersion};
@@ -28,9 +28,27 @@ const BACKWARD_FULL_V2: [KernelRef; 2] = [
     KernelRef::new("hie", "hie_backward_full_v2_r16"),
     KernelRef::new("hie", "hie_backward_full_v2_r32"),
 ];
+/// v3 entry points by register width R = 16, 32; the forwards stage H_X as v2's do (opted in).
+const FORWARD_V3: [KernelRef; 2] = [
+    KernelRef::new("hie", "hie_forward_v3_r16").with_large_shared(),
+    KernelRef::new("hie", "hie_forward_v3_r32").with_large_shared(),
+];
+/// Shared memory the v3 forward leaves for its static arrays (7.3 KB at R = 32, ptxas: the QR's
+/// reductions and 32 rows of φ⊙C_A) when it decides whether H_X fits beside Q.
+const V3_FORWARD_STATIC_RESERVE: usize = 12 * 1024;
+const BACKWARD_Q_CONSTANT_V3: [KernelRef; 2] = [
+    KernelRef::new("hie", "hie_backward_q_constant_v3_r16"),
+    KernelRef::new("hie", "hie_backward_q_constant_v3_r32"),
+];
+const BACKWARD_FULL_V3: [KernelRef; 2] = [
+    KernelRef::new("hie", "hie_backward_full_v3_r16"),
+    KernelRef::new("hie", "hie_backward_full_v3_r32"),
+];
+/// v3's row stride of Q (and M, Q̄, M̄) in shared memory: R + 4 floats (`HIE_V3_PAD`).
+const V3_PAD: usize = 4;
 
-/// Largest d the v2 kernels take (thread i owns row i of M: one block of at most 256 threads).
-/// Larger d launches v1 whatever the selection.
+/// Largest d the v2 and v3 kernels take (thread i owns row i of M: one block of at most 256
+/// threads). Larger d launches v1 whatever the selection.
 pub const V2_MAX_HIDDEN: usize = 256;
 
 /// The kernels a launch uses.
@@ -41,6 +59,10 @@ enum Version {
     V2 {
         index: usize,
     },
+    /// v3, the same register widths as v2.
+    V3 {
+        index: usize,
+    },
 }
 
 impl Version {
@@ -49,17 +71,27 @@ impl Version {
             KernelVersion::V2 if dims.d <= V2_MAX_HIDDEN => Version::V2 {
                 index: usize::from(dims.r > 16),
             },
+            KernelVersion::V3 if dims.d <= V2_MAX_HIDDEN => Version::V3 {
+                index: usize::from(dims.r > 16),
+            },
             _ => Version::V1,
         })
     }
 
     /// Blocks of the per-sequence kernels: v1's matrix column-major with stride leading(d); v2's
-    /// Q (or M̄) row-major with stride R + 1.
+    /// Q (or M̄) row-major with stride R + 1, v3's with stride R + 4.
     fn launch(self, dims: Dims) -> LaunchConfig {
         let mut config = sequence_blocks(dims);
-        if let Version::V2 { index } = self {
-            let width = 16 << index;
-            config.shared_bytes = (dims.d * (width + 1) * 4) as u32;
+        match self {
+            Version::V1 => {}
+            Version::V2 { index } => {
+                let width = 16 << index;
+                config.shared_bytes = (dims.d * (width + 1) * 4) as u32;
+            }
+            Version::V3 { index } => {
+                let width = 16 << index;
+                config.shared_bytes = (dims.d * (width + V3_PAD) * 4) as u32;
+            }
         }
         config
     }
@@ -71,6 +103,20 @@ fn forward_v2_launch(dims: Dims, index: usize, opt_in_limit: usize) -> (LaunchCo
     let mut config = Version::V2 { index }.launch(dims);
     let staged = config.shared_bytes as usize + dims.n * dims.d * 4;
     let stage_x = staged + V2_FORWARD_STATIC_RESERVE <= opt_in_limit;
+    if stage_x {
+        config.shared_bytes = staged as u32;
+    }
+    (config, stage_x)
+}
+
+/// The v3 forward's launch and `stage_x`: Q (d × (R + 4) floats) and, when they fit in
+/// `opt_in_limit` bytes with the static arrays, the n rows of H_X with the row stride
+/// `hie_v3_x_stride(d)` = d rounded up to 32, plus 4.
+fn forward_v3_launch(dims: Dims, index: usize, opt_in_limit: usize) -> (LaunchConfig, bool) {
+    let mut config = Version::V3 { index }.launch(dims);
+    let x_stride = dims.d.div_ceil(32) * 32 + 4;
+    let staged = config.shared_bytes as usize + dims.n * x_stride * 4;
+    let stage_x = staged + V3_FORWARD_STATIC_RESERVE <= opt_in_limit;
     if stage_x {
         config.shared_bytes = staged as u32;
     }
@@ -151,6 +197,11 @@ pub(super) fn forward(
                 let (config, stage_x) = forward_v2_launch(dims, index, limit);
                 (FORWARD_V2[index], config, Some(i32::from(stage_x)))
             }
+            Version::V3 { index } => {
+                let limit = device.max_opt_in_shared_bytes() as usize;
+                let (config, stage_x) = forward_v3_launch(dims, index, limit);
+                (FORWARD_V3[index], config, Some(i32::from(stage_x)))
+            }
         };
         let mut args = kernel_args![
             h_x,
@@ -198,6 +249,7 @@ pub(super) fn backward_q_constant(
         let kernel = match version {
             Version::V1 => BACKWARD_Q_CONSTANT,
             Version::V2 { index } => BACKWARD_Q_CONSTANT_V2[index],
+            Version::V3 { index } => BACKWARD_Q_CONSTANT_V3[index],
         };
         device.launch(
             kernel,
@@ -251,9 +303,9 @@ pub(super) fn backward_full(
             dw_r: device.zeros::<f32>(n * r)?,
         });
     }
-    // `hie_backward_full` (either version) writes all of dH_A, dH_X and the dW_r partials (every
+    // `hie_backward_full` (every version) writes all of dH_A, dH_X and the dW_r partials (every
     // row, zeros past L_b); `hie_sum_batch` all of dW_r. v1's scratch M̄ it writes whole, c̄ and
-    // φ⊙C_A for t < L_b and reads only there; v2 has no global scratch.
+    // φ⊙C_A for t < L_b and reads only there; v2 and v3 have no global scratch.
     let mut dh_a = device.uninitialized::<f32>(batch * n * d)?;
     let mut dh_x = device.uninitialized::<f32>(batch * n * d)?;
     let mut dw_r = device.uninitialized::<f32>(n * r)?;
@@ -301,9 +353,13 @@ pub(super) fn backward_full(
                 ],
             )?;
         }
-        Version::V2 { index } => {
+        Version::V2 { index } | Version::V3 { index } => {
+            let kernel = match version {
+                Version::V3 { .. } => BACKWARD_FULL_V3[index],
+                _ => BACKWARD_FULL_V2[index],
+            };
             device.launch(
-                BACKWARD_FULL_V2[index],
+                kernel,
                 version.launch(dims),
                 &mut kernel_args![
                     h_x,
@@ -354,6 +410,23 @@ mod tests {
         assert_eq!(config.shared_bytes, 33_792);
         // A device with less opt-in shared memory stages less.
         assert!(!forward_v2_launch(dims(1, 50, 256, 16), 0, 48 * 1024).1);
+    }
+
+    #[test]
+    fn the_v3_forward_stages_h_x_with_its_padded_stride() {
+        let limit = MAX_OPT_IN_SHARED_BYTES as usize;
+        // Q 256 · 20 floats, H_X 50 rows of 260: 20,480 + 52,000 bytes, opted in.
+        let (config, stage_x) = forward_v3_launch(dims(2048, 50, 256, 16), 0, limit);
+        assert!(stage_x);
+        assert_eq!(config.shared_bytes, 20_480 + 52_000);
+        // R = 32 and an odd d: Q 45 · 36 floats, H_X 7 rows of 68.
+        let (config, stage_x) = forward_v3_launch(dims(3, 7, 45, 24), 1, limit);
+        assert!(stage_x);
+        assert_eq!(config.shared_bytes, (45 * 36 + 7 * 68) * 4);
+        // Too many rows: Q alone, H_X from device memory.
+        let (config, stage_x) = forward_v3_launch(dims(1, 220, 256, 32), 1, limit);
+        assert!(!stage_x);
+        assert_eq!(config.shared_bytes, 36_864);
     }
 
     fn dims(batch: usize, n: usize, d: usize, r: usize) -> Dims {

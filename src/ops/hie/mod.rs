@@ -36,9 +36,10 @@ use crate::{Error, IndexTensor, Precision, Result, Tensor};
 
 const OP: &str = "hie";
 
-/// The kernel family of HIE's kernels (`kernel_version`): `ASIF_KERNEL_HIE=v1|v2`, or
-/// `kernel_version::with_version(KERNEL_FAMILY, ..)`. v2 takes d ≤ [`V2_MAX_HIDDEN`]; larger d
-/// launches v1 whichever is selected.
+/// The kernel family of HIE's kernels (`kernel_version`): `ASIF_KERNEL_HIE=v1|v2|v3`, or
+/// `kernel_version::with_version(KERNEL_FAMILY, ..)`. v2 (fp32 FMA) and v3 (v2's QR with the
+/// products on 3xTF32 tensor-core tiles) take d ≤ [`V2_MAX_HIDDEN`]; larger d launches v1
+/// whichever is selected.
 pub const KERNEL_FAMILY: &str = "hie";
 pub use cuda::V2_MAX_HIDDEN;
 

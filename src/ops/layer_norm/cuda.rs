@@ -47,7 +47,8 @@ pub(super) fn forward(
     if rows > 0 {
         let (kernel, launch) = match kernel_version::selected(FAMILY)? {
             KernelVersion::V1 => (FORWARD, row_block(rows, cols)),
-            KernelVersion::V2 => (FORWARD_V2, warp_per_row_launch(rows)),
+            // v3: HIE only (`kernel_version::selected` refuses it here).
+            KernelVersion::V2 | KernelVersion::V3 => (FORWARD_V2, warp_per_row_launch(rows)),
         };
         device.launch(
             kernel,

@@ -44,7 +44,8 @@ pub(super) fn forward(
                 let threads = cols.div_ceil(32).clamp(1, 8) as u32 * 32;
                 (FORWARD, LaunchConfig::linear(rows as u32, threads))
             }
-            KernelVersion::V2 => (FORWARD_V2, warp_per_row_launch(rows)),
+            // v3: HIE only (`kernel_version::selected` refuses it here).
+            KernelVersion::V2 | KernelVersion::V3 => (FORWARD_V2, warp_per_row_launch(rows)),
         };
         device.launch(
             kernel,
