@@ -72,7 +72,8 @@ EOF
             echo "ours $model, $t threads, repeat $repeat: $(tail -1 "$runs")" >&2
         done
         /usr/bin/time -v -o "$out/time.txt" "$python" bench/peers/cpu_epoch.py --data-dir "$data" \
-            --model "$model" $(setting "$model") --max-batches "$max_batches" > "$out/peer.json"
+            --model "$model" $(setting "$model") --hidden-dropout 0.5 --attention-dropout 0.5 \
+            --max-batches "$max_batches" > "$out/peer.json"
         python3 - "$out/peer.json" "$(peak_kib "$out/time.txt")" >> "$runs" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -121,7 +122,7 @@ lines = ["<!-- cpu-compare:begin (written by scripts/cpu-compare.sh) -->",
          f"{repeats} runs of the first {max_batches} batches of epoch 1 on ml-100k (no k-core); "
          "s/epoch is **extrapolated** from samples/s (full epoch = the training samples of the split / rate); "
          "peak RSS is the whole process's (ours includes loading the data and the evaluation). "
-         "PyTorch: `bench/peers/cpu_epoch.py`, the oracle model of `scripts/oracle/` without dropout. "
+         "PyTorch: `bench/peers/cpu_epoch.py`, the oracle model of `scripts/oracle/` with the same dropout (0.5/0.5 at the crate's sites). "
          "Raw runs: `results/cpu-compare.json`.",
          "",
          "| model | run | samples/s | s/epoch (extrapolated) | peak RSS (MiB) |",

@@ -7,8 +7,13 @@ training loop written here, at the same setting and on the same leave-one-out tr
     /work/venvs/e/bin/python bench/peers/cpu_epoch.py --model sasrec --max-batches 20
 
 Prints one JSON object: samples, seconds, samples/s, s/epoch extrapolated from samples/s (labelled
-so), peak RSS, threads. What differs from the crate's run, so read the numbers with it:
-  - the oracle models no dropout (the crate's run uses hidden 0.5 / attention 0.5 dropout);
+so), peak RSS, threads. Dropout as the crate's run (`--hidden-dropout`, `--attention-dropout`,
+0.5/0.5 by default, the issue's setting): the oracle model has none, so `DropoutModel` below adds
+it at the crate's sites (after the input LN of X and of F, on the attention probabilities, on each
+sublayer's output projection and on each FFN's second linear, before the residual and LN). What
+still differs from the crate's run, so read the numbers with it:
+  - the attention-dropout mask is drawn per softmax here; the crate's ASIF shares one mask among
+    Π_X, Π_A and Π_P;
   - the oracle is written in float64 with explicit float64 constants; `--dtype float32` (the
     default) runs it in float32 by giving its module a `torch` whose `float64` is float32, so the
     arithmetic is the crate's precision;
@@ -48,6 +53,43 @@ def use_dtype(dtype: torch.dtype) -> None:
     shim = Torch("torch")
     shim.float64 = dtype
     asif_oracle.torch = shim
+
+
+# The linear layers whose outputs the crate drops before the residual and LN (spec §2, §3.2).
+HIDDEN_DROPOUT_AFTER = (".output", ".output_id", ".output_fused", ".output_position", ".dense2")
+# The layer norms whose outputs the crate drops: X⁰ = Drop(LN(..)) and F⁰ = Drop(LN(..)).
+HIDDEN_DROPOUT_AFTER_NORM = ("input_norm", "fused_input_norm")
+
+
+class DropoutModel(Model):
+    """The oracle model with the crate's training dropout (inverted dropout, PyTorch's RNG)."""
+
+    def __init__(self, c: Config, params, hidden: float, attention: float):
+        super().__init__(c, params)
+        self.hidden = hidden
+        self.attention = attention
+
+    def lin(self, x, name):
+        y = super().lin(x, name)
+        if name.endswith(HIDDEN_DROPOUT_AFTER):
+            y = torch.nn.functional.dropout(y, self.hidden, training=True)
+        return y
+
+    def ln(self, x, name):
+        y = super().ln(x, name)
+        if name in HIDDEN_DROPOUT_AFTER_NORM:
+            y = torch.nn.functional.dropout(y, self.hidden, training=True)
+        return y
+
+    def attend(self, score_sum, mask, v):
+        # The oracle's attend with dropout on the probabilities Π.
+        dh = self.c.d // self.c.heads
+        pi = torch.softmax(score_sum / math.sqrt(dh) + mask, dim=-1)
+        pi = torch.nn.functional.dropout(pi, self.attention, training=True)
+        out = self.merge(pi @ self.heads(v))
+        if self.c.padding_rows == "zero":
+            out = out * self.valid
+        return out
 
 
 def read_atomic(path: pathlib.Path):
@@ -136,6 +178,8 @@ def main() -> int:
     ap.add_argument("--hie-rank", type=int, default=16)
     ap.add_argument("--rsa-lambda", type=float, default=10.0)
     ap.add_argument("--attribute-width", type=int, default=8)
+    ap.add_argument("--hidden-dropout", type=float, default=0.5)
+    ap.add_argument("--attention-dropout", type=float, default=0.5)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-batches", type=int, default=None, help="train on at most N batches")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
@@ -160,7 +204,8 @@ def main() -> int:
         n_items=n_items,
     )
     params = init_parameters(config, dtype, args.seed)
-    model = Model(config, params)
+    torch.manual_seed(args.seed)
+    model = DropoutModel(config, params, args.hidden_dropout, args.attention_dropout)
     optimiser = torch.optim.Adam(list(params.values()), lr=args.lr)
     order = np.random.default_rng(args.seed).permutation(len(samples))
     n_batches = math.ceil(len(samples) / args.batch_size)
@@ -188,6 +233,8 @@ def main() -> int:
                 "model": args.model,
                 "dtype": args.dtype,
                 "threads": torch.get_num_threads(),
+                "hidden_dropout": args.hidden_dropout,
+                "attention_dropout": args.attention_dropout,
                 "batches": run_batches,
                 "samples": done,
                 "seconds": seconds,

@@ -417,7 +417,8 @@ impl ModelConfig {
     /// Checks that the model can be built and run on the kernels; a typed error otherwise.
     pub fn validate(&self, data: &DataShape) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if self.hidden_size == 0 || self.heads == 0 || self.hidden_size % self.heads != 0 {
+        if self.hidden_size == 0 || self.heads == 0 || !self.hidden_size.is_multiple_of(self.heads)
+        {
             return bad(format!(
                 "hidden size d = {} must be a positive multiple of heads = {}",
                 self.hidden_size, self.heads
@@ -456,7 +457,7 @@ impl ModelConfig {
         }
         if self.kind.switches().layer == LayerKind::DifSr {
             let d_a = self.attribute_hidden_size;
-            if d_a == 0 || d_a % self.heads != 0 {
+            if d_a == 0 || !d_a.is_multiple_of(self.heads) {
                 return bad(format!(
                     "DIF-SR's attribute width d_a = {d_a} must be a positive multiple of heads = {}",
                     self.heads

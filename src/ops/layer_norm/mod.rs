@@ -57,7 +57,7 @@ impl DeviceOp for Forward {
         vec![p.shape.clone(), vec![p.rows], vec![p.rows]]
     }
     fn reference(&self, p: &LayerNormProblem, v: &[&[f32]], _: &[&[i32]]) -> Result<Vec<Vec<f32>>> {
-        let (y, mean, rstd) = cpu::forward_threaded(v[0], v[1], v[2], p.cols, p.eps);
+        let (y, mean, rstd) = cpu::forward_f32(v[0], v[1], v[2], p.cols, p.eps);
         Ok(vec![y, mean, rstd])
     }
     fn launch(
@@ -81,7 +81,7 @@ impl DeviceOp for Backward {
         vec![p.shape.clone(), vec![p.cols], vec![p.cols]]
     }
     fn reference(&self, p: &LayerNormProblem, v: &[&[f32]], _: &[&[i32]]) -> Result<Vec<Vec<f32>>> {
-        let (dx, dgamma, dbeta) = cpu::backward_threaded(v[0], v[1], v[2], v[3], v[4], p.cols);
+        let (dx, dgamma, dbeta) = cpu::backward_f32(v[0], v[1], v[2], v[3], v[4], p.cols);
         Ok(vec![dx, dgamma, dbeta])
     }
     fn launch(

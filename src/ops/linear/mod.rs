@@ -8,9 +8,10 @@
 //! Backward: `dx = dy Wᵀ`, `dW = xᵀ dy`, `db = Σ_rows dy`; for the prediction layer
 //! `du = dlogits E_X`, `dE_X = dlogitsᵀ u`.
 //!
-//! The products run on cuBLAS on the GPU (TF32 off unless [`set_allow_tf32`]) and on the
-//! `matrixmultiply` crate on the CPU and emulated devices; the bias kernels are
-//! `kernels/linear.cu`. The f64 triple loop in [`matmul_reference`] is the reference.
+//! The products run on cuBLAS on the GPU (TF32 off unless [`set_allow_tf32`]) and on the host
+//! GEMM of `src/gemm.rs` (an AVX-512 kernel, else `matrixmultiply`) on the CPU and emulated
+//! devices; the bias kernels are `kernels/linear.cu` (the CPU device adds the bias in the host
+//! GEMM's epilogue). The f64 triple loop in [`matmul_reference`] is the reference.
 mod cpu;
 /// The CPU reference of this op, under the one name every op uses (docs/interop.md).
 pub mod reference {
@@ -19,7 +20,7 @@ pub mod reference {
 mod cuda;
 
 pub use crate::gemm::{allow_tf32, set_allow_tf32};
-use crate::gemm::{gemm, gemm_output, Gemm};
+use crate::gemm::{gemm, gemm_output, host_gemm_with_bias, Gemm};
 pub use cpu::{
     column_sum as column_sum_reference, linear_backward as backward_reference,
     linear_forward as forward_reference, matmul as matmul_reference,
@@ -193,17 +194,37 @@ fn bias_gradient(dy: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
 pub fn linear_forward(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let (rows, d_in, d_out) = dims(x, weight, bias)?;
     let device = x.device();
-    let mut y = matmul_into(device, product(false, false, rows, d_out, d_in), x, weight)?;
-    if let Some(bias) = bias {
-        run_in_place(
-            &BiasAdd,
-            &BiasRows { cols: d_out },
-            device,
-            &mut [&mut y],
-            &[bias.buffer()],
-            &[],
-        )?;
-    }
+    let g = product(false, false, rows, d_out, d_in);
+    let y = match bias {
+        // The CPU adds the bias to each block of y as the GEMM writes it (no second pass); the
+        // kernel devices run the in-place bias add after the GEMM.
+        Some(bias) if matches!(device, Device::Cpu) => {
+            let mut y = gemm_output(device, g)?;
+            host_gemm_with_bias(
+                device,
+                g,
+                x.host(),
+                weight.host(),
+                bias.host(),
+                y.host_slice_mut(),
+            )?;
+            y
+        }
+        _ => {
+            let mut y = matmul_into(device, g, x, weight)?;
+            if let Some(bias) = bias {
+                run_in_place(
+                    &BiasAdd,
+                    &BiasRows { cols: d_out },
+                    device,
+                    &mut [&mut y],
+                    &[bias.buffer()],
+                    &[],
+                )?;
+            }
+            y
+        }
+    };
     Ok(Tensor::from_buffer(device, &out_shape(x, d_out), y))
 }
 
