@@ -109,6 +109,10 @@ edit kernels/hie.cu '        g *= k_lane < r ? mask_b[t * r + k_lane] : 0.0f;
 mutant hie_v2_forward_stages_one_row full "hie"
 edit kernels/hie.cu 'for (int e = threadIdx.x; e < rows * d; e += blockDim.x) x_s[e] = x_b[e];' 'for (int e = threadIdx.x; e < d; e += blockDim.x) x_s[e] = x_b[e];'
 
+# HIE v3 (issue 19): M_b = H_Xᵀ W_r on 3xTF32 tiles misses its last k step over the rows.
+mutant hie_v3_mb_last_k_step_skipped full "hie"
+edit kernels/hie.cu 'for (int t0 = 0; t0 < rows; t0 += 8) {' 'for (int t0 = 0; t0 + 8 < rows; t0 += 8) {'
+
 mutant contrastive_kernel_scale_gradient full "kernel_finite_differences"
 edit kernels/contrastive.cu 'const float g = grad_weight * (p + q - (t == u ? 2.0f : 0.0f));' 'const float g = grad_weight * (p + q - (t == u ? 1.0f : 0.0f));'
 
