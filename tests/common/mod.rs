@@ -57,6 +57,16 @@ pub fn cuda() -> Option<Device> {
 /// serves both tiers 2 (emulated) and 4 (GPU parity). ASIF_SKIP_EMULATED=1 (the GPU script sets
 /// it: CI has run tier 2 already, and the GPU machine's minutes are few) leaves the emulator out.
 pub fn kernel_devices() -> Vec<Device> {
+    let mut devices = Vec::new();
+    devices.extend(emulated_unless_skipped());
+    devices.extend(cuda());
+    devices
+}
+
+/// The emulated device, or None (with the one skip line per binary) under ASIF_SKIP_EMULATED=1:
+/// for tests that run on the emulator alone (the training-step pins), which CI has run already
+/// when the GPU script runs the binary.
+pub fn emulated_unless_skipped() -> Option<Device> {
     static SKIP_EMULATED: OnceLock<bool> = OnceLock::new();
     let skip_emulated = *SKIP_EMULATED.get_or_init(|| {
         let set = env_flag("ASIF_SKIP_EMULATED");
@@ -68,12 +78,7 @@ pub fn kernel_devices() -> Vec<Device> {
         }
         set
     });
-    let mut devices = Vec::new();
-    if !skip_emulated {
-        devices.push(emulated());
-    }
-    devices.extend(cuda());
-    devices
+    (!skip_emulated).then(emulated)
 }
 
 /// Every device: the CPU reference (its f32 dispatch) plus the kernel devices.
