@@ -9,10 +9,7 @@
 mod common;
 
 use asif_kernels::kernel_version::{with_version, KernelVersion};
-use asif_kernels::model::{Model, ModelConfig, ModelKind};
-use asif_kernels::ops::adam::{Adam, AdamConfig};
-use asif_kernels::train::{StepCounts, TrainStep};
-use asif_kernels::Device;
+use asif_kernels::model::{ModelConfig, ModelKind};
 use common::tiny_model;
 
 fn config(kind: ModelKind) -> ModelConfig {
@@ -33,36 +30,6 @@ fn config(kind: ModelKind) -> ModelConfig {
     }
 }
 
-fn bits(t: &asif_kernels::Tensor) -> Vec<u32> {
-    t.to_vec()
-        .expect("download")
-        .iter()
-        .map(|v| v.to_bits())
-        .collect()
-}
-
-/// Steps over batches of `rows` sequences each; losses, parameters, counts.
-fn run(
-    device: &Device,
-    kind: ModelKind,
-    cuda_graph: bool,
-    batches: &[usize],
-) -> (Vec<u32>, Vec<Vec<u32>>, StepCounts) {
-    let mut model = Model::new(&config(kind), &tiny_model::shape(), device).expect("model");
-    let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
-    let mut steps = TrainStep::new(cuda_graph);
-    let mut losses = Vec::new();
-    for (step, &rows) in batches.iter().enumerate() {
-        let inputs = tiny_model::first_rows(device, &tiny_model::inputs(device, 8), rows);
-        let loss = steps
-            .run(&mut model, &mut adam, &inputs, step as u64)
-            .expect("step");
-        losses.push(loss.to_bits());
-    }
-    let parameters = model.tensors().iter().map(bits).collect();
-    (losses, parameters, steps.counts())
-}
-
 #[test]
 fn graph_replay_is_bit_identical_to_eager_and_falls_back_when_the_shape_changes() {
     let Some(gpu) = common::cuda() else {
@@ -74,8 +41,8 @@ fn graph_replay_is_bit_identical_to_eager_and_falls_back_when_the_shape_changes(
     let batches = [3, 3, 3, 2, 3, 3, 3];
     with_version("embedding", KernelVersion::V2, || {
         for kind in [ModelKind::SasRec, ModelKind::Asif] {
-            let eager = run(&gpu, kind, false, &batches);
-            let graph = run(&gpu, kind, true, &batches);
+            let eager = tiny_model::train_steps(&gpu, &config(kind), false, &batches);
+            let graph = tiny_model::train_steps(&gpu, &config(kind), true, &batches);
             eprintln!("{kind}: graph run {:?}", graph.2);
             assert_eq!(eager.2.eager, batches.len() as u64);
             assert_eq!(

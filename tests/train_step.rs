@@ -13,9 +13,9 @@ use asif_kernels::device::CounterSnapshot;
 use asif_kernels::kernel_version::{with_version, KernelVersion};
 use asif_kernels::model::{Mode, Model, ModelConfig, ModelKind};
 use asif_kernels::ops::adam::{Adam, AdamConfig};
-use asif_kernels::train::{StepCounts, TrainStep};
+use asif_kernels::train::StepCounts;
 use asif_kernels::Device;
-use common::tiny_model;
+use common::tiny_model::{self, bits};
 
 /// The embedding kernel family (`kernels/embedding.cu`): v2 is its deterministic backward.
 const EMBEDDING: &str = "embedding";
@@ -46,14 +46,6 @@ struct StepBits {
     loss: u32,
     gradients: Vec<Vec<u32>>,
     parameters: Vec<Vec<u32>>,
-}
-
-fn bits(t: &asif_kernels::Tensor) -> Vec<u32> {
-    t.to_vec()
-        .expect("download")
-        .iter()
-        .map(|v| v.to_bits())
-        .collect()
 }
 
 /// Builds the model from its seed (the same state every call), runs one eager step (forward,
@@ -216,29 +208,6 @@ fn from_the_second_step_on_a_step_allocates_nothing_fresh() {
     });
 }
 
-/// `TrainStep` over `batches` (the number of sequences of each step's batch: 3 is the full tiny
-/// batch, fewer a shorter one), returning the losses, the final parameters and the step counts.
-fn train_steps(
-    device: &Device,
-    kind: ModelKind,
-    cuda_graph: bool,
-    batches: &[usize],
-) -> (Vec<u32>, Vec<Vec<u32>>, StepCounts) {
-    let mut model = Model::new(&tiny(kind), &tiny_model::shape(), device).expect("model");
-    let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
-    let mut steps = TrainStep::new(cuda_graph);
-    let mut losses = Vec::new();
-    for (step, &rows) in batches.iter().enumerate() {
-        let inputs = tiny_model::first_rows(device, &tiny_model::inputs(device, 8), rows);
-        let loss = steps
-            .run(&mut model, &mut adam, &inputs, step as u64)
-            .expect("step");
-        losses.push(loss.to_bits());
-    }
-    let parameters = model.tensors().iter().map(bits).collect();
-    (losses, parameters, steps.counts())
-}
-
 #[test]
 fn the_graph_option_runs_eagerly_here_under_the_capture_checks_with_the_same_bits() {
     // Issue 20: the emulator has no CUDA graphs; with the option on, a step at repeated shapes
@@ -252,8 +221,8 @@ fn the_graph_option_runs_eagerly_here_under_the_capture_checks_with_the_same_bit
     let batches = [3, 3, 3, 2, 3];
     with_version(EMBEDDING, KernelVersion::V2, || {
         for kind in [ModelKind::SasRec, ModelKind::Asif] {
-            let eager = train_steps(&device, kind, false, &batches);
-            let checked = train_steps(&device, kind, true, &batches);
+            let eager = tiny_model::train_steps(&device, &tiny(kind), false, &batches);
+            let checked = tiny_model::train_steps(&device, &tiny(kind), true, &batches);
             assert_eq!(eager.2.eager, 5, "{kind}");
             assert_eq!(
                 checked.2,

@@ -1,7 +1,9 @@
 //! The tiny model problem that the model tests and the committed checkpoint fixtures share:
 //! |V| = 20 item ids, two attribute types (vocabularies 6 and 4), B = 3 sequences.
-use asif_kernels::model::{DataShape, ModelInputs};
-use asif_kernels::{Device, IndexTensor};
+use asif_kernels::model::{DataShape, Model, ModelConfig, ModelInputs};
+use asif_kernels::ops::adam::{Adam, AdamConfig};
+use asif_kernels::train::{StepCounts, TrainStep};
+use asif_kernels::{Device, IndexTensor, Tensor};
 
 pub const ITEMS: usize = 20;
 pub const ATTRIBUTES: [usize; 2] = [6, 4];
@@ -86,4 +88,38 @@ pub fn first_rows(device: &Device, inputs: &ModelInputs, rows: usize) -> ModelIn
         target_attributes: inputs.target_attributes.iter().map(cut).collect(),
         attribute_groups: None,
     }
+}
+
+/// A tensor's values as bits, for bit-identity checks.
+pub fn bits(t: &Tensor) -> Vec<u32> {
+    t.to_vec()
+        .expect("download")
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
+/// `TrainStep` (graphs on or off) over `batches` (the number of sequences of each step's batch:
+/// 3 is the full tiny batch, fewer a shorter one), from a fresh model of `config`; returns the
+/// losses, the final parameters (as bits) and the step counts. `tests/train_step.rs` (emulated)
+/// and `tests/cuda_graph.rs` (GPU) share it.
+pub fn train_steps(
+    device: &Device,
+    config: &ModelConfig,
+    cuda_graph: bool,
+    batches: &[usize],
+) -> (Vec<u32>, Vec<Vec<u32>>, StepCounts) {
+    let mut model = Model::new(config, &shape(), device).expect("model");
+    let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
+    let mut steps = TrainStep::new(cuda_graph);
+    let mut losses = Vec::new();
+    for (step, &rows) in batches.iter().enumerate() {
+        let batch = first_rows(device, &inputs(device, 8), rows);
+        let loss = steps
+            .run(&mut model, &mut adam, &batch, step as u64)
+            .expect("step");
+        losses.push(loss.to_bits());
+    }
+    let parameters = model.tensors().iter().map(bits).collect();
+    (losses, parameters, steps.counts())
 }
