@@ -2,6 +2,10 @@
 # The GPU check (docs/gpu.md): build here, run there in one call.
 #
 #   scripts/gpu-check.sh prepare          # here: release test and bench binaries into .gpu-bundle/
+#   scripts/gpu-check.sh prepare --profile test
+#                                         # here (CI): the same bundle from the test profile, whose
+#                                         # test binaries `cargo test` has just built: no release
+#                                         # build; for a dry run only, never for the GPU machine
 #   scripts/gpu-check.sh run              # on the GPU machine: device info, GPU parity tests,
 #                                         # benchmarks, a summary in $OUT (or .gpu-bundle/out)
 #   scripts/gpu-check.sh run --dry-run    # here: the same steps on the CPU (GPU tier skipped)
@@ -19,13 +23,27 @@ mode="${1:-}"
 
 prepare() {
   set -e
-  local with_beauty=0
-  [ "${1:-}" = "--beauty" ] && with_beauty=1
+  local with_beauty=0 profile=release
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --beauty) with_beauty=1; shift ;;
+      --profile) profile=$2; shift 2 ;;
+      *) echo "unknown prepare argument $1" >&2; exit 2 ;;
+    esac
+  done
   rm -rf "$bundle" && mkdir -p "$bundle/bin"
   # The sm_90 cubin must be embedded (no NVRTC is needed on the GPU machine then).
   scripts/install-nvrtc.sh
   export ASIF_REQUIRE_NVRTC=1
-  for step in "test --release --no-run" "bench --no-run"; do
+  # The GPU machine gets release binaries. CI's dry run takes the test profile (opt-level 1):
+  # its test binaries are the ones CI's `cargo test` has just built, so only the benchmarks link
+  # anew, where a release build of the 47 binaries cost CI several minutes of its 30.
+  local steps=("test --release --no-run" "bench --no-run")
+  if [ "$profile" != release ]; then
+    steps=("test --profile $profile --no-run" "bench --profile $profile --no-run")
+    echo "$profile" >"$bundle/profile"
+  fi
+  for step in "${steps[@]}"; do
     # shellcheck disable=SC2086
     cargo $step --message-format=json 2>/dev/null | python3 -c '
 import json, sys, shutil, os, re
@@ -65,7 +83,7 @@ for line in sys.stdin:
   # Unpacking needs 256 MiB of memory.
   du -sh "$bundle" | awk '{print "unpacked: " $1}'
   # shellcheck disable=SC2086
-  tar -C "$bundle" -cf - bin peers summarize.py commit $extra |
+  tar -C "$bundle" -cf - bin peers summarize.py commit $( [ -f "$bundle/profile" ] && echo profile) $extra |
     xz -T1 --lzma2=preset=1,dict=256MiB > "$bundle.tar.xz"
   rm -rf "$bundle" && mkdir -p "$bundle" && mv "$bundle.tar.xz" "$bundle/bundle.tar.xz"
   size=$(stat -c %s "$bundle/bundle.tar.xz")
@@ -118,7 +136,8 @@ train_step_rows() { # dry_run bench_filter
   local dry_run=$1 filter=$2 bench="$bundle/bin/bench-train_step"
   if [ -x "$bench" ]; then
     # shellcheck disable=SC2086
-    CRITERION_HOME="$out/criterion" "$bench" --bench $filter --warm-up-time 0.5 --measurement-time 2 \
+    # shellcheck disable=SC2086
+    CRITERION_HOME="$out/criterion" "$bench" --bench $filter $bench_times \
       | tee "$out/train-step-ours.log"
   else
     echo "no $bench" | tee "$out/train-step-ours.log"
@@ -184,7 +203,20 @@ run() {
   # run their CUDA rows only (their CPU rows cost ~100 s of the budget). A dry run (CI) skips
   # the emulated tier too: CI's `cargo test` has just run it, and here it cost about 4 of CI's
   # 30 minutes; the benchmarks keep their CPU rows.
+  if [ -f "$bundle/profile" ] && [ $dry_run -eq 0 ]; then
+    echo "this bundle was built from the $(cat "$bundle/profile") profile for a dry run: run '$0 prepare' (release) for the GPU machine" >&2
+    exit 2
+  fi
   local bench_filter=""
+  # Criterion's time per row: a dry run only checks that every row runs and that its output
+  # parses (criterion still takes at least its 10 samples), so its rows get a fraction of the
+  # GPU run's time; the CPU rows at 0.5 s + 2 s cost CI about 2 1/2 minutes.
+  bench_times="--warm-up-time 0.5 --measurement-time 2"
+  # A test binary's limit: 60 s on the GPU; a dry run's binaries may be CI's test profile
+  # (opt-level 1), where model_oracle's CPU model alone took 58 s on a loaded 2-core machine.
+  test_limit=60
+  [ $dry_run -eq 1 ] && test_limit=180
+  [ $dry_run -eq 1 ] && bench_times="--warm-up-time 0.05 --measurement-time 0.2"
   if [ $dry_run -eq 0 ]; then
     export ASIF_REQUIRE_GPU=1 ASIF_SKIP_EMULATED=1
     bench_filter="/cuda"
@@ -215,7 +247,7 @@ print(f"copy bandwidth: {2 * x.numel() * 4 / (ms * 1e-3) / 1e9:.0f} GB/s (read +
   for test in "$bundle"/bin/*; do
     case "$(basename "$test")" in bench-*) continue ;; esac
     # Poison mode (docs/testing.md): uninitialised buffers start as NaN in every test binary.
-    ASIF_POISON_UNINIT=1 section "test-$(basename "$test")" 60 "$test" --test-threads=1
+    ASIF_POISON_UNINIT=1 section "test-$(basename "$test")" "$test_limit" "$test" --test-threads=1
   done
   for bench in "$bundle"/bin/bench-*; do
     [ -x "$bench" ] || continue
@@ -223,11 +255,12 @@ print(f"copy bandwidth: {2 * x.numel() * 4 / (ms * 1e-3) / 1e9:.0f} GB/s (read +
     # bench-hie times three kernel versions (48 rows of about 2.5 s): 180 s; the others 120 s.
     limit=120
     [ "$(basename "$bench")" = bench-hie ] && limit=180
-    CRITERION_HOME="$out/criterion" section "$(basename "$bench")" "$limit" "$bench" --bench $bench_filter --warm-up-time 0.5 --measurement-time 2
+    # shellcheck disable=SC2086
+    CRITERION_HOME="$out/criterion" section "$(basename "$bench")" "$limit" "$bench" --bench $bench_filter $bench_times
   done
   # `section` runs a command under `timeout`: the function goes through bash.
   export -f train_step_rows
-  export out bundle
+  export out bundle bench_times
   section train-step 240 bash -c 'train_step_rows "$@"' train_step_rows "$dry_run" "$bench_filter"
   local dry=""
   [ $dry_run -eq 1 ] && dry="--dry-run"
