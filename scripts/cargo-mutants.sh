@@ -3,7 +3,7 @@
 #
 #   scripts/cargo-mutants.sh AREA [--shard K/N] [--list]
 #
-# AREA and the test binaries that run against each mutant:
+# AREA and the test binaries that run against each mutant (with the library's unit tests):
 #   metrics  src/metrics.rs                      metrics, known_answers
 #   data     src/data/**                         data_reader, data_fuzz, data_s3rec,
 #                                                data_synthetic, data_ml100k
@@ -62,6 +62,9 @@ command -v cargo-mutants >/dev/null || {
 
 args=()
 for f in "${files[@]}"; do args+=(-f "$f"); done
+# The library's own unit tests (21, about 3 s) run against every mutant too: some checks live
+# beside the code they check (src/model/mod.rs's parameter order check).
+args+=("-C=--lib")
 for t in "${tests[@]}"; do args+=("-C=--test=$t"); done
 [ -n "$shard" ] && args+=(--shard "$shard")
 

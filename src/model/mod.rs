@@ -261,14 +261,19 @@ impl Blocks {
     /// Whether visiting the blocks yields the handles of all `count` parameters, once each, in
     /// list order (what checkpoints and the optimiser's order rely on).
     fn visits_in_order(&self, count: usize) -> bool {
-        let mut next = 0;
-        let mut in_order = true;
-        self.visit(&mut |id| {
-            in_order &= id.index() == next;
-            next += 1;
-        });
-        in_order && next == count
+        indices_in_order(|index| self.visit(&mut |id| index(id.index())), count)
     }
+}
+
+/// Whether `visit` hands out exactly the indices 0, 1, …, count − 1, in that order.
+fn indices_in_order(visit: impl FnOnce(&mut dyn FnMut(usize)), count: usize) -> bool {
+    let mut next = 0;
+    let mut in_order = true;
+    visit(&mut |index| {
+        in_order &= index == next;
+        next += 1;
+    });
+    in_order && next == count
 }
 
 impl Block for Blocks {
@@ -699,6 +704,21 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The order check itself refuses a wrong order, a missing index and an extra one (the
+    /// test below only ever sees it say yes; cargo-mutants found a `true` body unnoticed).
+    #[test]
+    fn the_order_check_refuses_wrong_orders() {
+        let check = |indices: &[usize], count| {
+            indices_in_order(|index| indices.iter().for_each(|&i| index(i)), count)
+        };
+        assert!(check(&[0, 1, 2], 3));
+        assert!(check(&[], 0));
+        assert!(!check(&[0, 2, 1], 3), "out of order");
+        assert!(!check(&[1, 2, 3], 3), "shifted");
+        assert!(!check(&[0, 1], 3), "one missing");
+        assert!(!check(&[0, 1, 2], 2), "one extra");
+    }
 
     /// The blocks hold every parameter exactly once, visited in creation (list) order, for
     /// every kind and fusion: no parameter is created outside a block or held twice.
