@@ -684,6 +684,18 @@ fn bad_configurations_are_typed_errors() {
     let model = Model::new(&base, &shape, &device).unwrap();
     let err = model.scores(&tiny_model::inputs(&device, 7)).unwrap_err();
     assert!(matches!(err, Error::Shape { .. }), "{err}");
+    // set_tensors refuses a tensor of another shape on the right device (cargo-mutants: the
+    // shape-or-device check weakened to shape-and-device went unnoticed), and too few tensors.
+    let mut model = model;
+    let mut tensors = model.tensors();
+    let wrong = Tensor::zeros(&device, &[tensors[0].len() + 1]).unwrap();
+    tensors[0] = wrong;
+    let err = model.set_tensors(tensors).unwrap_err();
+    assert!(err.to_string().contains("given for"), "{err}");
+    let mut tensors = model.tensors();
+    tensors.pop();
+    assert!(matches!(model.set_tensors(tensors), Err(Error::Config(_))));
+    model.set_tensors(model.tensors()).unwrap();
 }
 
 #[test]
