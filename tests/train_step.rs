@@ -214,7 +214,9 @@ fn the_graph_option_runs_eagerly_here_under_the_capture_checks_with_the_same_bit
     // runs eagerly with everything a capture refuses (fresh allocations, downloads, host
     // synchronisation, uploads of varying values) refused, so a step that could not be captured
     // fails here. A step at new shapes (the first, the shorter batch of 2 sequences) runs eagerly and
-    // fills the cache for them. Same bits as the plain eager steps.
+    // fills the cache for them. With the option on, every step reads Adam's corrections and the
+    // dropout seeds from Adam's device step counter (the step-counter kernels, as a replayed
+    // graph would), the plain steps take them as arguments: the same bits.
     let Some(device) = common::emulated_unless_skipped() else {
         return;
     };
