@@ -167,7 +167,7 @@ fn bench_device(c: &mut Criterion, device: &Device, s: &Sizes) {
     let beta = random_tensor(device, &[s.d], 10);
     let settings = DropoutSettings {
         p: 0.5,
-        seed: 11,
+        seed: 11u64.into(),
         mode: DropoutMode::Train,
     };
     group.throughput(Throughput::Bytes(f * (4 * rows * s.d) as u64));
@@ -181,7 +181,12 @@ fn bench_device(c: &mut Criterion, device: &Device, s: &Sizes) {
                 with_version("residual_norm", version, || {
                     bench.iter(|| {
                         let y = residual_layer_norm_forward(
-                            &h, &residual, &gamma, &beta, 1e-12, settings,
+                            &h,
+                            &residual,
+                            &gamma,
+                            &beta,
+                            1e-12,
+                            settings.clone(),
                         )
                         .expect("fused");
                         sync();
@@ -198,7 +203,7 @@ fn bench_device(c: &mut Criterion, device: &Device, s: &Sizes) {
         ),
         |bench| {
             bench.iter(|| {
-                let y = unfused_forward(&h, &residual, &gamma, &beta, 1e-12, settings)
+                let y = unfused_forward(&h, &residual, &gamma, &beta, 1e-12, settings.clone())
                     .expect("unfused");
                 sync();
                 y

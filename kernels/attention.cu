@@ -114,6 +114,12 @@
 //   asif-gate: attention_sum_over_batch block=256 occupancy>=100%
 //   asif-gate: attention_forward_v2 block=128 occupancy>=25% tensor_core vector_io
 //   asif-gate: attention_backward_v2 block=128 occupancy>=18% tensor_core vector_io
+//   asif-gate: attention_forward_stepped block=128 occupancy>=50% stack=24 why="as
+//     attention_forward (the same body, the seed derived from the step counter)"
+//   asif-gate: attention_backward_queries_stepped block=128 occupancy>=50%
+//   asif-gate: attention_backward_keys_stepped block=128 occupancy>=50%
+//   asif-gate: attention_forward_v2_stepped block=128 occupancy>=25% tensor_core vector_io
+//   asif-gate: attention_backward_v2_stepped block=128 occupancy>=18% tensor_core vector_io
 #include "common.cuh"
 
 #define ATTENTION_MAX_LEN 64
@@ -237,7 +243,7 @@ __device__ __forceinline__ int attention_length(const int* lengths, int b, int n
     return min(max(lengths[b], 0), n);
 }
 
-extern "C" __global__ void attention_forward(const float* __restrict__ q1, const float* __restrict__ k1,
+__device__ __forceinline__ void attention_forward_body(const float* __restrict__ q1, const float* __restrict__ k1,
                                              const float* __restrict__ q2, const float* __restrict__ k2,
                                              const float* __restrict__ q3, const float* __restrict__ k3,
                                              const float* __restrict__ v1, const float* __restrict__ v2,
@@ -354,6 +360,13 @@ __global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_MIN_BLOCKS) at
     const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
     const float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__,
     int, int, int, int, int, int, int, float, unsigned long long);
+__global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_MIN_BLOCKS) attention_backward_queries_stepped(
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const int* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__,
+    int, int, int, int, int, int, int, float, const unsigned long long* __restrict__, unsigned long long, unsigned long long);
 __global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_MIN_BLOCKS) attention_backward_keys(
     const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
     const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
@@ -361,11 +374,18 @@ __global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_MIN_BLOCKS) at
     const float* __restrict__, const float* __restrict__, const float* __restrict__, float* __restrict__,
     float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__,
     int, int, int, int, int, int, int, float, unsigned long long);
+__global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_MIN_BLOCKS) attention_backward_keys_stepped(
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const int* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, float* __restrict__,
+    float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__,
+    int, int, int, int, int, int, int, float, const unsigned long long* __restrict__, unsigned long long, unsigned long long);
 }
 
 // Row pass of the backward: warp per valid query row i; D_s,i = dO_s,i · O_s,i (saved to
 // row_dot[s][b][head][i] for the column pass) and dQ_k,i. Padded rows get zero dQ.
-extern "C" __global__ void attention_backward_queries(const float* __restrict__ q1, const float* __restrict__ k1,
+__device__ __forceinline__ void attention_backward_queries_body(const float* __restrict__ q1, const float* __restrict__ k1,
                                                       const float* __restrict__ q2, const float* __restrict__ k2,
                                                       const float* __restrict__ q3, const float* __restrict__ k3,
                                                       const float* __restrict__ v1, const float* __restrict__ v2,
@@ -483,7 +503,7 @@ extern "C" __global__ void attention_backward_queries(const float* __restrict__ 
 
 // Column pass of the backward: warp per valid key row j, lanes over the queries j..L_b−1;
 // dK_k,j and dV_s,j. Padded rows get zero gradients.
-extern "C" __global__ void attention_backward_keys(const float* __restrict__ q1, const float* __restrict__ k1,
+__device__ __forceinline__ void attention_backward_keys_body(const float* __restrict__ q1, const float* __restrict__ k1,
                                                    const float* __restrict__ q2, const float* __restrict__ k2,
                                                    const float* __restrict__ q3, const float* __restrict__ k3,
                                                    const float* __restrict__ v1, const float* __restrict__ v2,
@@ -918,12 +938,17 @@ __global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_V2_MIN_BLOCKS)
     const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
     const float* __restrict__, const int* __restrict__, float* __restrict__, float* __restrict__,
     float* __restrict__, float* __restrict__, int, int, int, int, int, int, int, float, unsigned long long, int);
+__global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_V2_MIN_BLOCKS) attention_forward_v2_stepped(
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const int* __restrict__, float* __restrict__, float* __restrict__,
+    float* __restrict__, float* __restrict__, int, int, int, int, int, int, int, float, const unsigned long long* __restrict__, unsigned long long, unsigned long long, int);
 }
 
 // Same arguments, outputs and saved state as attention_forward (v1), plus `products`:
 // ATTENTION_V2_3XTF32 (Precision::Fp32), ATTENTION_V2_TF32 (Precision::Tf32) or
 // ATTENTION_V2_BF16 (Precision::Bf16).
-extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, const float* __restrict__ k1, const float* __restrict__ q2,
+__device__ __forceinline__ void attention_forward_v2_body(const float* __restrict__ q1, const float* __restrict__ k1, const float* __restrict__ q2,
                          const float* __restrict__ k2, const float* __restrict__ q3, const float* __restrict__ k3,
                          const float* __restrict__ v1, const float* __restrict__ v2, const float* __restrict__ v3,
                          const int* __restrict__ lengths, float* __restrict__ out_x, float* __restrict__ out_a,
@@ -1236,13 +1261,20 @@ __global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_V2_BACKWARD_MI
     const float* __restrict__, const float* __restrict__, float* __restrict__, float* __restrict__,
     float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__,
     float* __restrict__, float* __restrict__, int, int, int, int, int, int, int, float, unsigned long long);
+__global__ void __launch_bounds__(ATTENTION_WARPS * 32, ATTENTION_V2_BACKWARD_MIN_BLOCKS) attention_backward_v2_stepped(
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const float* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const int* __restrict__, const float* __restrict__, const float* __restrict__,
+    const float* __restrict__, const float* __restrict__, float* __restrict__, float* __restrict__,
+    float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__, float* __restrict__,
+    float* __restrict__, float* __restrict__, int, int, int, int, int, int, int, float, const unsigned long long* __restrict__, unsigned long long, unsigned long long);
 }
 
 // The whole backward in one launch: the inputs and lengths as the forward takes them, the
 // upstream gradients dO_X, dO_A, dO_P (zeros where an output has none; O itself is not read), the
 // forward's log-sum-exp; writes dQ_k, dK_k (k ≤ pairs) and dV_s (present values) in full, per
 // sequence ([B·n, d]) also for inputs shared by the batch.
-extern "C" __global__ void attention_backward_v2(const float* __restrict__ q1, const float* __restrict__ k1,
+__device__ __forceinline__ void attention_backward_v2_body(const float* __restrict__ q1, const float* __restrict__ k1,
                          const float* __restrict__ q2, const float* __restrict__ k2, const float* __restrict__ q3,
                          const float* __restrict__ k3, const float* __restrict__ v1, const float* __restrict__ v2,
                          const float* __restrict__ v3, const int* __restrict__ lengths,
@@ -1329,4 +1361,151 @@ extern "C" __global__ void attention_backward_v2(const float* __restrict__ q1, c
                                    shared_mask & ATTENTION_SHARED_K3, grad_p, v3, 0, lse_row, dv3, dq3, dk3, g, length,
                                    staged_rows, columns, vector, active, key_tiles, scale, dropout, seed);
     }
+}
+
+// Entry points (after the bodies above, which they inline): by value, the seed an argument (the
+// public kernel API); step counter (issue 20), the seed derived on the device from the step
+// counter, the model's dropout stream and the site (asif_step_seed, hash_rng.cuh), so a replayed
+// CUDA graph draws each step's masks. Same arguments otherwise, the same masks for the same seed.
+extern "C" __global__ void attention_forward(const float* __restrict__ q1, const float* __restrict__ k1,
+                                             const float* __restrict__ q2, const float* __restrict__ k2,
+                                             const float* __restrict__ q3, const float* __restrict__ k3,
+                                             const float* __restrict__ v1, const float* __restrict__ v2,
+                                             const float* __restrict__ v3, const int* __restrict__ lengths,
+                                             float* __restrict__ out_x, float* __restrict__ out_a,
+                                             float* __restrict__ out_p, float* __restrict__ lse,
+                                             int batch, int n, int heads, int head_dim, int pairs,
+                                             int outputs_mask, int shared_mask, float dropout,
+                                             unsigned long long seed) {
+    attention_forward_body(q1, k1, q2, k2, q3, k3, v1, v2, v3, lengths, out_x, out_a, out_p, lse, batch, n, heads, head_dim, pairs, outputs_mask, shared_mask, dropout, seed);
+}
+
+extern "C" __global__ void attention_forward_stepped(const float* __restrict__ q1, const float* __restrict__ k1,
+                                             const float* __restrict__ q2, const float* __restrict__ k2,
+                                             const float* __restrict__ q3, const float* __restrict__ k3,
+                                             const float* __restrict__ v1, const float* __restrict__ v2,
+                                             const float* __restrict__ v3, const int* __restrict__ lengths,
+                                             float* __restrict__ out_x, float* __restrict__ out_a,
+                                             float* __restrict__ out_p, float* __restrict__ lse,
+                                             int batch, int n, int heads, int head_dim, int pairs,
+                                             int outputs_mask, int shared_mask, float dropout,
+                                             const unsigned long long* __restrict__ step, unsigned long long stream,
+    unsigned long long site) {
+    attention_forward_body(q1, k1, q2, k2, q3, k3, v1, v2, v3, lengths, out_x, out_a, out_p, lse, batch, n, heads, head_dim, pairs, outputs_mask, shared_mask, dropout, asif_step_seed(step, stream, site));
+}
+
+extern "C" __global__ void attention_backward_queries(const float* __restrict__ q1, const float* __restrict__ k1,
+                                                      const float* __restrict__ q2, const float* __restrict__ k2,
+                                                      const float* __restrict__ q3, const float* __restrict__ k3,
+                                                      const float* __restrict__ v1, const float* __restrict__ v2,
+                                                      const float* __restrict__ v3, const int* __restrict__ lengths,
+                                                      const float* __restrict__ out_x, const float* __restrict__ out_a,
+                                                      const float* __restrict__ out_p, const float* __restrict__ grad_x,
+                                                      const float* __restrict__ grad_a, const float* __restrict__ grad_p,
+                                                      const float* __restrict__ lse, float* __restrict__ row_dot,
+                                                      float* __restrict__ dq1, float* __restrict__ dq2,
+                                                      float* __restrict__ dq3, int batch, int n, int heads,
+                                                      int head_dim, int pairs, int outputs_mask, int shared_mask,
+                                                      float dropout, unsigned long long seed) {
+    attention_backward_queries_body(q1, k1, q2, k2, q3, k3, v1, v2, v3, lengths, out_x, out_a, out_p, grad_x, grad_a, grad_p, lse, row_dot, dq1, dq2, dq3, batch, n, heads, head_dim, pairs, outputs_mask, shared_mask, dropout, seed);
+}
+
+extern "C" __global__ void attention_backward_queries_stepped(const float* __restrict__ q1, const float* __restrict__ k1,
+                                                      const float* __restrict__ q2, const float* __restrict__ k2,
+                                                      const float* __restrict__ q3, const float* __restrict__ k3,
+                                                      const float* __restrict__ v1, const float* __restrict__ v2,
+                                                      const float* __restrict__ v3, const int* __restrict__ lengths,
+                                                      const float* __restrict__ out_x, const float* __restrict__ out_a,
+                                                      const float* __restrict__ out_p, const float* __restrict__ grad_x,
+                                                      const float* __restrict__ grad_a, const float* __restrict__ grad_p,
+                                                      const float* __restrict__ lse, float* __restrict__ row_dot,
+                                                      float* __restrict__ dq1, float* __restrict__ dq2,
+                                                      float* __restrict__ dq3, int batch, int n, int heads,
+                                                      int head_dim, int pairs, int outputs_mask, int shared_mask,
+                                                      float dropout, const unsigned long long* __restrict__ step, unsigned long long stream,
+    unsigned long long site) {
+    attention_backward_queries_body(q1, k1, q2, k2, q3, k3, v1, v2, v3, lengths, out_x, out_a, out_p, grad_x, grad_a, grad_p, lse, row_dot, dq1, dq2, dq3, batch, n, heads, head_dim, pairs, outputs_mask, shared_mask, dropout, asif_step_seed(step, stream, site));
+}
+
+extern "C" __global__ void attention_backward_keys(const float* __restrict__ q1, const float* __restrict__ k1,
+                                                   const float* __restrict__ q2, const float* __restrict__ k2,
+                                                   const float* __restrict__ q3, const float* __restrict__ k3,
+                                                   const float* __restrict__ v1, const float* __restrict__ v2,
+                                                   const float* __restrict__ v3, const int* __restrict__ lengths,
+                                                   const float* __restrict__ grad_x, const float* __restrict__ grad_a,
+                                                   const float* __restrict__ grad_p, const float* __restrict__ lse,
+                                                   const float* __restrict__ row_dot, float* __restrict__ dk1,
+                                                   float* __restrict__ dk2, float* __restrict__ dk3,
+                                                   float* __restrict__ dv1, float* __restrict__ dv2,
+                                                   float* __restrict__ dv3, int batch, int n, int heads,
+                                                   int head_dim, int pairs, int outputs_mask, int shared_mask,
+                                                   float dropout, unsigned long long seed) {
+    attention_backward_keys_body(q1, k1, q2, k2, q3, k3, v1, v2, v3, lengths, grad_x, grad_a, grad_p, lse, row_dot, dk1, dk2, dk3, dv1, dv2, dv3, batch, n, heads, head_dim, pairs, outputs_mask, shared_mask, dropout, seed);
+}
+
+extern "C" __global__ void attention_backward_keys_stepped(const float* __restrict__ q1, const float* __restrict__ k1,
+                                                   const float* __restrict__ q2, const float* __restrict__ k2,
+                                                   const float* __restrict__ q3, const float* __restrict__ k3,
+                                                   const float* __restrict__ v1, const float* __restrict__ v2,
+                                                   const float* __restrict__ v3, const int* __restrict__ lengths,
+                                                   const float* __restrict__ grad_x, const float* __restrict__ grad_a,
+                                                   const float* __restrict__ grad_p, const float* __restrict__ lse,
+                                                   const float* __restrict__ row_dot, float* __restrict__ dk1,
+                                                   float* __restrict__ dk2, float* __restrict__ dk3,
+                                                   float* __restrict__ dv1, float* __restrict__ dv2,
+                                                   float* __restrict__ dv3, int batch, int n, int heads,
+                                                   int head_dim, int pairs, int outputs_mask, int shared_mask,
+                                                   float dropout, const unsigned long long* __restrict__ step, unsigned long long stream,
+    unsigned long long site) {
+    attention_backward_keys_body(q1, k1, q2, k2, q3, k3, v1, v2, v3, lengths, grad_x, grad_a, grad_p, lse, row_dot, dk1, dk2, dk3, dv1, dv2, dv3, batch, n, heads, head_dim, pairs, outputs_mask, shared_mask, dropout, asif_step_seed(step, stream, site));
+}
+
+extern "C" __global__ void attention_forward_v2(const float* __restrict__ q1, const float* __restrict__ k1, const float* __restrict__ q2,
+                         const float* __restrict__ k2, const float* __restrict__ q3, const float* __restrict__ k3,
+                         const float* __restrict__ v1, const float* __restrict__ v2, const float* __restrict__ v3,
+                         const int* __restrict__ lengths, float* __restrict__ out_x, float* __restrict__ out_a,
+                         float* __restrict__ out_p, float* __restrict__ lse, int batch, int n, int heads,
+                         int head_dim, int pairs, int outputs_mask, int shared_mask, float dropout,
+                         unsigned long long seed, int products) {
+    attention_forward_v2_body(q1, k1, q2, k2, q3, k3, v1, v2, v3, lengths, out_x, out_a, out_p, lse, batch, n, heads, head_dim, pairs, outputs_mask, shared_mask, dropout, seed, products);
+}
+
+extern "C" __global__ void attention_forward_v2_stepped(const float* __restrict__ q1, const float* __restrict__ k1, const float* __restrict__ q2,
+                         const float* __restrict__ k2, const float* __restrict__ q3, const float* __restrict__ k3,
+                         const float* __restrict__ v1, const float* __restrict__ v2, const float* __restrict__ v3,
+                         const int* __restrict__ lengths, float* __restrict__ out_x, float* __restrict__ out_a,
+                         float* __restrict__ out_p, float* __restrict__ lse, int batch, int n, int heads,
+                         int head_dim, int pairs, int outputs_mask, int shared_mask, float dropout,
+                         const unsigned long long* __restrict__ step, unsigned long long stream,
+    unsigned long long site, int products) {
+    attention_forward_v2_body(q1, k1, q2, k2, q3, k3, v1, v2, v3, lengths, out_x, out_a, out_p, lse, batch, n, heads, head_dim, pairs, outputs_mask, shared_mask, dropout, asif_step_seed(step, stream, site), products);
+}
+
+extern "C" __global__ void attention_backward_v2(const float* __restrict__ q1, const float* __restrict__ k1,
+                         const float* __restrict__ q2, const float* __restrict__ k2, const float* __restrict__ q3,
+                         const float* __restrict__ k3, const float* __restrict__ v1, const float* __restrict__ v2,
+                         const float* __restrict__ v3, const int* __restrict__ lengths,
+                         const float* __restrict__ grad_x, const float* __restrict__ grad_a,
+                         const float* __restrict__ grad_p, const float* __restrict__ lse, float* __restrict__ dq1,
+                         float* __restrict__ dk1, float* __restrict__ dq2, float* __restrict__ dk2,
+                         float* __restrict__ dq3, float* __restrict__ dk3, float* __restrict__ dv1,
+                         float* __restrict__ dv2, float* __restrict__ dv3, int batch, int n, int heads,
+                         int head_dim, int pairs, int outputs_mask, int shared_mask, float dropout,
+                         unsigned long long seed) {
+    attention_backward_v2_body(q1, k1, q2, k2, q3, k3, v1, v2, v3, lengths, grad_x, grad_a, grad_p, lse, dq1, dk1, dq2, dk2, dq3, dk3, dv1, dv2, dv3, batch, n, heads, head_dim, pairs, outputs_mask, shared_mask, dropout, seed);
+}
+
+extern "C" __global__ void attention_backward_v2_stepped(const float* __restrict__ q1, const float* __restrict__ k1,
+                         const float* __restrict__ q2, const float* __restrict__ k2, const float* __restrict__ q3,
+                         const float* __restrict__ k3, const float* __restrict__ v1, const float* __restrict__ v2,
+                         const float* __restrict__ v3, const int* __restrict__ lengths,
+                         const float* __restrict__ grad_x, const float* __restrict__ grad_a,
+                         const float* __restrict__ grad_p, const float* __restrict__ lse, float* __restrict__ dq1,
+                         float* __restrict__ dk1, float* __restrict__ dq2, float* __restrict__ dk2,
+                         float* __restrict__ dq3, float* __restrict__ dk3, float* __restrict__ dv1,
+                         float* __restrict__ dv2, float* __restrict__ dv3, int batch, int n, int heads,
+                         int head_dim, int pairs, int outputs_mask, int shared_mask, float dropout,
+                         const unsigned long long* __restrict__ step, unsigned long long stream,
+    unsigned long long site) {
+    attention_backward_v2_body(q1, k1, q2, k2, q3, k3, v1, v2, v3, lengths, grad_x, grad_a, grad_p, lse, dq1, dk1, dq2, dk2, dq3, dk3, dv1, dv2, dv3, batch, n, heads, head_dim, pairs, outputs_mask, shared_mask, dropout, asif_step_seed(step, stream, site));
 }

@@ -24,3 +24,12 @@ __device__ __forceinline__ float asif_uniform(unsigned long long seed, unsigned 
 __device__ __forceinline__ bool asif_dropout_keep(unsigned long long seed, unsigned long long counter, float p) {
     return asif_uniform(seed, counter) >= p;
 }
+
+// The seed of dropout site `site` at the training step a device step counter holds (Adam steps
+// taken before this step), in the model's dropout stream `stream`: hash64(hash64(stream, step),
+// site), as src/rng.rs's step_seed and the model's DropoutSeeds draw it by value. The step-counter
+// kernels take (counter, stream, site) in place of a seed, so a CUDA graph replays with new masks.
+__device__ __forceinline__ unsigned long long asif_step_seed(const unsigned long long* step, unsigned long long stream,
+                                                             unsigned long long site) {
+    return asif_hash64(asif_hash64(stream, *step), site);
+}

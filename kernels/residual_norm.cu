@@ -28,15 +28,22 @@
 //      at 3.0 TB/s); expected ≥ 80 % of copy bandwidth (the hash is ~10 integer operations per
 //      element, under the memory time). v1 stays the default until a GPU run shows v2 faster.
 //
+// Step counter (issue 20): the _stepped entry points of both versions take (step counter, stream,
+// site) in place of the seed and derive it on the device, so a replayed CUDA graph draws each
+// step's mask; the by-value kernels stay the API.
+//
 // Gates (docs/kernels-sass.md): block and dynamic shared bytes are the launch shape at the
 // paper's sizes (d = 256, h = 4, n = 50, r = 16) as the launcher in src/ops/ computes it;
 // d = 256: 8 warps per row, as layer_norm.
 //   asif-gate: residual_dropout_layer_norm_forward block=256 occupancy>=100%
 //   asif-gate: residual_dropout_layer_norm_forward_v2 block=256 occupancy>=75% vector_io
+//   asif-gate: residual_dropout_layer_norm_forward_stepped block=256 occupancy>=100%
+//   asif-gate: residual_dropout_layer_norm_forward_stepped_v2 block=256 occupancy>=75% vector_io
 #include "common.cuh"
 #include "layer_norm_row.cuh"
 
-extern "C" __global__ void residual_dropout_layer_norm_forward(
+// The row loops of both versions, shared by the by-value and step-counter entry points (below).
+__device__ __forceinline__ void residual_dropout_layer_norm_rows(
     const float* __restrict__ x, const float* __restrict__ residual, const float* __restrict__ gamma,
     const float* __restrict__ beta, float* __restrict__ z, float* __restrict__ y, float* __restrict__ mean_out,
     float* __restrict__ rstd_out, int rows, int cols, float eps, float p, float scale,
@@ -73,7 +80,7 @@ extern "C" __global__ void residual_dropout_layer_norm_forward(
     }
 }
 
-extern "C" __global__ void residual_dropout_layer_norm_forward_v2(
+__device__ __forceinline__ void residual_dropout_layer_norm_rows_v2(
     const float* __restrict__ x, const float* __restrict__ residual, const float* __restrict__ gamma,
     const float* __restrict__ beta, float* __restrict__ z, float* __restrict__ y, float* __restrict__ mean_out,
     float* __restrict__ rstd_out, int rows, int cols, float eps, float p, float scale,
@@ -116,4 +123,38 @@ extern "C" __global__ void residual_dropout_layer_norm_forward_v2(
         mean_out[row] = mean;
         rstd_out[row] = rstd;
     }
+}
+
+extern "C" __global__ void residual_dropout_layer_norm_forward(
+    const float* __restrict__ x, const float* __restrict__ residual, const float* __restrict__ gamma,
+    const float* __restrict__ beta, float* __restrict__ z, float* __restrict__ y, float* __restrict__ mean_out,
+    float* __restrict__ rstd_out, int rows, int cols, float eps, float p, float scale,
+    unsigned long long seed) {
+    residual_dropout_layer_norm_rows(x, residual, gamma, beta, z, y, mean_out, rstd_out, rows, cols, eps, p, scale, seed);
+}
+
+extern "C" __global__ void residual_dropout_layer_norm_forward_v2(
+    const float* __restrict__ x, const float* __restrict__ residual, const float* __restrict__ gamma,
+    const float* __restrict__ beta, float* __restrict__ z, float* __restrict__ y, float* __restrict__ mean_out,
+    float* __restrict__ rstd_out, int rows, int cols, float eps, float p, float scale,
+    unsigned long long seed) {
+    residual_dropout_layer_norm_rows_v2(x, residual, gamma, beta, z, y, mean_out, rstd_out, rows, cols, eps, p, scale, seed);
+}
+
+// Step counter (issue 20): the seed derived on the device (asif_step_seed, hash_rng.cuh) from the
+// step counter, the model's dropout stream and the site; the same mask as the by-value kernels.
+extern "C" __global__ void residual_dropout_layer_norm_forward_stepped(
+    const float* __restrict__ x, const float* __restrict__ residual, const float* __restrict__ gamma,
+    const float* __restrict__ beta, float* __restrict__ z, float* __restrict__ y, float* __restrict__ mean_out,
+    float* __restrict__ rstd_out, int rows, int cols, float eps, float p, float scale,
+    const unsigned long long* __restrict__ step, unsigned long long stream, unsigned long long site) {
+    residual_dropout_layer_norm_rows(x, residual, gamma, beta, z, y, mean_out, rstd_out, rows, cols, eps, p, scale, asif_step_seed(step, stream, site));
+}
+
+extern "C" __global__ void residual_dropout_layer_norm_forward_stepped_v2(
+    const float* __restrict__ x, const float* __restrict__ residual, const float* __restrict__ gamma,
+    const float* __restrict__ beta, float* __restrict__ z, float* __restrict__ y, float* __restrict__ mean_out,
+    float* __restrict__ rstd_out, int rows, int cols, float eps, float p, float scale,
+    const unsigned long long* __restrict__ step, unsigned long long stream, unsigned long long site) {
+    residual_dropout_layer_norm_rows_v2(x, residual, gamma, beta, z, y, mean_out, rstd_out, rows, cols, eps, p, scale, asif_step_seed(step, stream, site));
 }

@@ -29,6 +29,19 @@ pub fn keep_threshold(p: f32) -> u64 {
     (p as f64 * 16_777_216.0).ceil().max(0.0) as u64
 }
 
+/// The dropout stream of a model seeded `model_seed`: the first key of every training step's
+/// dropout seeds ([`step_seed`]; `model::DropoutSeeds::for_model`).
+pub fn dropout_stream(model_seed: u64) -> u64 {
+    model_seed ^ 0xD50_0000
+}
+
+/// The seed of dropout site `site` (the model's draw order) at training step `step` (Adam steps
+/// taken before it) in `stream`: `hash64(hash64(stream, step), site)`. `asif_step_seed` in
+/// `kernels/hash_rng.cuh` derives the same seed on the device from a device step counter.
+pub fn step_seed(stream: u64, step: u64, site: u64) -> u64 {
+    hash64(hash64(stream, step), site)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,9 @@ use crate::autograd::Tape;
 use crate::checkpoint::{write_atomically, write_safetensors, SafetensorsFile};
 use crate::data::{Batcher, Dataset, Order, Sample, TokenTable};
 use crate::metrics::Evaluator;
-use crate::model::{data_shape, token_attributes, Mode, Model, ModelConfig, ModelInputs};
+use crate::model::{
+    data_shape, token_attributes, DropoutSeeds, Mode, Model, ModelConfig, ModelInputs,
+};
 use crate::ops::adam::{Adam, AdamConfig};
 use crate::{Device, Error, Result, Tensor};
 
@@ -139,6 +141,12 @@ impl TrainStep {
     }
 
     /// Runs one step at Adam step `step` (the dropout masks' counter) and returns L.
+    ///
+    /// With graphs on, every step (eager or captured) reads its per-step scalars from Adam's
+    /// device step counter (`Adam::use_step_counter`: the bias corrections and the dropout seeds,
+    /// `DropoutSeeds::stepped`), which the step itself advances, so consecutive captures at the
+    /// same shapes differ in buffer addresses only; the bits are those of the by-value step.
+    /// `step` must then equal `adam.steps()` (the counter follows Adam).
     pub fn run(
         &mut self,
         model: &mut Model,
@@ -148,14 +156,33 @@ impl TrainStep {
     ) -> Result<f32> {
         let shapes = input_shapes(inputs);
         let repeated = self.last_shapes.as_ref() == Some(&shapes);
-        self.last_shapes = Some(shapes);
-        if !(self.cuda_graph && repeated) {
+        if !self.cuda_graph {
+            self.last_shapes = Some(shapes);
             self.counts.eager += 1;
-            return step_device_work(model, adam, inputs, step)?.loss();
+            let seeds = DropoutSeeds::for_model(model.config().seed, Mode::Train { step });
+            return step_device_work(model, adam, inputs, &seeds)?.loss();
+        }
+        if adam.steps() != step {
+            return Err(Error::argument(
+                "train step",
+                format!(
+                    "step {step} with graphs on, but Adam has taken {} steps: the dropout seeds \
+                     follow Adam's device step counter",
+                    adam.steps()
+                ),
+            ));
+        }
+        // Made (an upload) at the first step, which is eager: a capture may not upload.
+        let counter = adam.use_step_counter()?;
+        self.last_shapes = Some(shapes);
+        let seeds = DropoutSeeds::stepped(model.config().seed, counter);
+        if !repeated {
+            self.counts.eager += 1;
+            return step_device_work(model, adam, inputs, &seeds)?.loss();
         }
         let device = model.device().clone();
         let (pass, run) = device.run_step_graph(&mut self.graph, || {
-            step_device_work(model, adam, inputs, step)
+            step_device_work(model, adam, inputs, &seeds)
         })?;
         match run {
             crate::device::GraphRun::Eager => self.counts.graph_checked_eagerly += 1,
@@ -188,10 +215,10 @@ fn step_device_work(
     model: &mut Model,
     adam: &mut Adam,
     inputs: &ModelInputs,
-    step: u64,
+    seeds: &DropoutSeeds,
 ) -> Result<crate::model::ForwardPass> {
     let tape = Tape::new();
-    let pass = model.forward(&tape, inputs, Mode::Train { step })?;
+    let pass = model.forward_with_seeds(&tape, inputs, seeds)?;
     let grads = pass.backward(&tape)?;
     let mut params = model.tensors();
     adam.step(&mut params, &grads)?;

@@ -5,7 +5,10 @@
 //! (then the graph is updated again at the first shape). Without a GPU this binary prints one
 //! `SKIPPED` line and passes; the GPU script runs it with `ASIF_REQUIRE_GPU=1`. The emulated
 //! counterpart (the same steps under the capture's checks, without graphs) is in
-//! `tests/train_step.rs`.
+//! `tests/train_step.rs`. With graphs on, every step reads its per-step scalars (Adam's
+//! corrections, the dropout seeds) from Adam's device step counter (`tests/step_counter.rs`), so
+//! this also checks the step-counter kernels on the GPU against the by-value eager steps. Each
+//! graph step is still captured and updated, not replayed without capture (`src/device/graph.rs`).
 mod common;
 
 use asif_kernels::kernel_version::{with_version, KernelVersion};

@@ -283,11 +283,12 @@ fn layer_norm_and_the_fused_residual_sublayer() {
 
             let dropout = DropoutSettings {
                 p: 0.2,
-                seed: 11,
+                seed: 11u64.into(),
                 mode: DropoutMode::Train,
             };
             let ((y, saved), counts) = counted(&device, || {
-                residual_layer_norm_forward(&x, &residual, &gamma, &beta, 1e-5, dropout).unwrap()
+                residual_layer_norm_forward(&x, &residual, &gamma, &beta, 1e-5, dropout.clone())
+                    .unwrap()
             });
             assert_cost(
                 "residual_layer_norm_forward",
@@ -297,7 +298,7 @@ fn layer_norm_and_the_fused_residual_sublayer() {
             );
             assert!(finite(&y));
             let (grads, counts) = counted(&device, || {
-                residual_layer_norm_backward(&gamma, &saved, &dy, dropout).unwrap()
+                residual_layer_norm_backward(&gamma, &saved, &dy, dropout.clone()).unwrap()
             });
             // The layer norm backward, then the dropout mask on dx.
             let mut want = backward;

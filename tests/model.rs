@@ -854,7 +854,16 @@ fn loss_through_public_layers(
         &vars[i]
     };
     let seeds = DropoutSeeds::for_model(config.seed, Mode::Train { step });
-    let drop = |x| dropout(&tape, &x, config.hidden_dropout, seeds.next(), seeds.mode).unwrap();
+    let drop = |x| {
+        dropout(
+            &tape,
+            &x,
+            config.hidden_dropout,
+            seeds.next().unwrap(),
+            seeds.mode,
+        )
+        .unwrap()
+    };
     let norm = |x, prefix: &str| {
         let (w, b) = (
             var(&format!("{prefix}.weight")),

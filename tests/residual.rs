@@ -23,10 +23,12 @@ fn reference(
     beta: &[f64],
     cols: usize,
     eps: f64,
-    d: DropoutSettings,
+    d: &DropoutSettings,
 ) -> Vec<f64> {
     let dropped = match d.mode {
-        DropoutMode::Train => dropout::apply_reference(x, d.p, 1.0 / (1.0 - d.p as f64), d.seed),
+        DropoutMode::Train => {
+            dropout::apply_reference(x, d.p, 1.0 / (1.0 - d.p as f64), d.seed.value().unwrap())
+        }
         DropoutMode::Eval => x.to_vec(),
     };
     let z = add::add_reference(&dropped, r);
@@ -39,7 +41,7 @@ fn fused_backward_matches_finite_differences() {
     let (rows, cols, eps) = (3usize, 7usize, 1e-5);
     let d = DropoutSettings {
         p: 0.3,
-        seed: 17,
+        seed: 17u64.into(),
         mode: DropoutMode::Train,
     };
     let x = random(&mut rng, rows * cols, 0.0, 1.0);
@@ -49,31 +51,34 @@ fn fused_backward_matches_finite_differences() {
     let w = random(&mut rng, rows * cols, 0.0, 1.0);
     // Analytic, composed from the references exactly as the op's backward composes the ops.
     let scale = 1.0 / (1.0 - d.p as f64);
-    let z = add::add_reference(&dropout::apply_reference(&x, d.p, scale, d.seed), &r);
+    let z = add::add_reference(
+        &dropout::apply_reference(&x, d.p, scale, d.seed.value().unwrap()),
+        &r,
+    );
     let (_, mean, rstd) = layer_norm::forward_reference(&z, &gamma, &beta, cols, eps);
     let (dz, dgamma, _) = layer_norm::backward_reference(&z, &gamma, &mean, &rstd, &w, cols);
-    let dx = dropout::apply_reference(&dz, d.p, scale, d.seed);
+    let dx = dropout::apply_reference(&dz, d.p, scale, d.seed.value().unwrap());
     let options = GradCheckOptions {
         step: 1e-5,
         relative_tolerance: 1e-6,
         absolute_tolerance: 1e-8,
     };
     check_gradient(
-        |p: &[f64]| weighted(&reference(p, &r, &gamma, &beta, cols, eps, d), &w),
+        |p: &[f64]| weighted(&reference(p, &r, &gamma, &beta, cols, eps, &d), &w),
         &x,
         &dx,
         options,
     )
     .expect("dx");
     check_gradient(
-        |p: &[f64]| weighted(&reference(&x, p, &gamma, &beta, cols, eps, d), &w),
+        |p: &[f64]| weighted(&reference(&x, p, &gamma, &beta, cols, eps, &d), &w),
         &r,
         &dz,
         options,
     )
     .expect("dresidual");
     check_gradient(
-        |p: &[f64]| weighted(&reference(&x, &r, p, &beta, cols, eps, d), &w),
+        |p: &[f64]| weighted(&reference(&x, &r, p, &beta, cols, eps, &d), &w),
         &gamma,
         &dgamma,
         options,
@@ -90,7 +95,7 @@ fn fused_equals_unfused_on_every_device() {
                 for mode in [DropoutMode::Train, DropoutMode::Eval] {
                     let d = DropoutSettings {
                         p: 0.2,
-                        seed: 1234,
+                        seed: 1234u64.into(),
                         mode,
                     };
                     let x = random(&mut rng, rows * cols, 0.0, 1.0);
@@ -105,11 +110,17 @@ fn fused_equals_unfused_on_every_device() {
                         tensor(&device, &[cols], &beta),
                     );
                     let (y, saved) = residual_norm::residual_layer_norm_forward(
-                        &x_t, &r_t, &g_t, &b_t, 1e-12, d,
+                        &x_t,
+                        &r_t,
+                        &g_t,
+                        &b_t,
+                        1e-12,
+                        d.clone(),
                     )
                     .unwrap();
                     let (y_unfused, saved_unfused) =
-                        residual_norm::unfused_forward(&x_t, &r_t, &g_t, &b_t, 1e-12, d).unwrap();
+                        residual_norm::unfused_forward(&x_t, &r_t, &g_t, &b_t, 1e-12, d.clone())
+                            .unwrap();
                     let what = |s: &str| {
                         format!(
                             "residual LN {} {s} [{rows}, {cols}] {mode:?} on {}",
@@ -132,7 +143,7 @@ fn fused_equals_unfused_on_every_device() {
                         &what("y"),
                         &device,
                         &y,
-                        &reference(&x, &r, &gamma, &beta, cols, 1e-12, d),
+                        &reference(&x, &r, &gamma, &beta, cols, 1e-12, &d),
                         TOLERANCE,
                     );
 
@@ -140,12 +151,12 @@ fn fused_equals_unfused_on_every_device() {
                         &g_t,
                         &saved,
                         &tensor(&device, &shape, &dy),
-                        d,
+                        d.clone(),
                     )
                     .unwrap();
                     let scale = 1.0 / (1.0 - d.p as f64);
                     let dropped = if mode == DropoutMode::Train {
-                        dropout::apply_reference(&x, d.p, scale, d.seed)
+                        dropout::apply_reference(&x, d.p, scale, d.seed.value().unwrap())
                     } else {
                         x.clone()
                     };
@@ -155,7 +166,7 @@ fn fused_equals_unfused_on_every_device() {
                     let (dz, dgamma, dbeta) =
                         layer_norm::backward_reference(&z, &gamma, &mean, &rstd, &dy, cols);
                     let dx = if mode == DropoutMode::Train {
-                        dropout::apply_reference(&dz, d.p, scale, d.seed)
+                        dropout::apply_reference(&dz, d.p, scale, d.seed.value().unwrap())
                     } else {
                         dz.clone()
                     };
@@ -222,7 +233,7 @@ fn tape_face_of_the_fused_sublayer() {
         let (rows, cols) = (4usize, 9usize);
         let d = DropoutSettings {
             p: 0.5,
-            seed: 3,
+            seed: 3u64.into(),
             mode: DropoutMode::Train,
         };
         let x = random(&mut rng, rows * cols, 0.0, 1.0);
@@ -242,7 +253,13 @@ fn tape_face_of_the_fused_sublayer() {
             .map(|(v, s)| tape.leaf(tensor(&device, &s, v)))
             .collect();
             let y = residual_norm::residual_layer_norm(
-                &tape, &vars[0], &vars[1], &vars[2], &vars[3], 1e-12, d,
+                &tape,
+                &vars[0],
+                &vars[1],
+                &vars[2],
+                &vars[3],
+                1e-12,
+                d.clone(),
             )
             .unwrap();
             let grads = tape
@@ -254,14 +271,14 @@ fn tape_face_of_the_fused_sublayer() {
                 vars[2].value(),
                 vars[3].value(),
                 1e-12,
-                d,
+                d.clone(),
             )
             .unwrap();
             let want = residual_norm::residual_layer_norm_backward(
                 vars[2].value(),
                 &saved,
                 &tensor(&device, &[rows, cols], &seed),
-                d,
+                d.clone(),
             )
             .unwrap();
             for (i, w) in [&want.dx, &want.dresidual, &want.dgamma, &want.dbeta]
@@ -288,7 +305,7 @@ fn mismatched_shapes_are_typed_errors() {
         let g = tensor(&device, &[3], &[1.0; 3]);
         let d = DropoutSettings {
             p: 0.1,
-            seed: 0,
+            seed: 0u64.into(),
             mode: DropoutMode::Train,
         };
         assert!(matches!(

@@ -11,7 +11,7 @@ mod common;
 use asif_kernels::autograd::Tape;
 use asif_kernels::device::CounterSnapshot;
 use asif_kernels::kernel_version::{with_version, KernelVersion};
-use asif_kernels::model::{Mode, Model, ModelConfig, ModelKind};
+use asif_kernels::model::{DropoutSeeds, Mode, Model, ModelConfig, ModelKind};
 use asif_kernels::ops::adam::{Adam, AdamConfig};
 use asif_kernels::train::StepCounts;
 use asif_kernels::Device;
@@ -71,6 +71,79 @@ fn one_step(device: &Device, kind: ModelKind) -> (StepBits, CounterSnapshot) {
         parameters: model.tensors().iter().map(bits).collect(),
     };
     (step, counts)
+}
+
+/// The first step of a model from its seed, with its per-step scalars by value (`stepped`
+/// false: Adam's corrections and the dropout seeds as kernel arguments) or read from Adam's
+/// device step counter (the step-counter kernels, as a replayed CUDA graph runs them). Returns
+/// the step's bits, what the device did and the counter's value after the step (0 by value).
+fn first_step(device: &Device, kind: ModelKind, stepped: bool) -> (StepBits, CounterSnapshot, u64) {
+    let config = tiny(kind);
+    let mut model = Model::new(&config, &tiny_model::shape(), device).expect("model");
+    let inputs = tiny_model::inputs(device, 8);
+    let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
+    let counter = stepped.then(|| adam.use_step_counter().expect("counter"));
+    let seeds = match &counter {
+        Some(counter) => DropoutSeeds::stepped(config.seed, counter.clone()),
+        None => DropoutSeeds::for_model(config.seed, Mode::Train { step: 0 }),
+    };
+    let before = device.counters().snapshot();
+    let tape = Tape::new();
+    let pass = model
+        .forward_with_seeds(&tape, &inputs, &seeds)
+        .expect("forward");
+    let grads = pass.backward(&tape).expect("backward");
+    let mut params = model.tensors();
+    adam.step(&mut params, &grads).expect("adam");
+    model.set_tensors(params).expect("set");
+    let counts = device.counters().snapshot().since(&before);
+    let step = StepBits {
+        loss: pass.loss().expect("loss").to_bits(),
+        gradients: grads.iter().map(bits).collect(),
+        parameters: model.tensors().iter().map(bits).collect(),
+    };
+    let taken = counter.map_or(0, |c| c.get().expect("counter"));
+    (step, counts, taken)
+}
+
+#[test]
+fn a_step_on_the_device_step_counter_gives_the_by_value_bits_with_one_launch_more() {
+    // Issue 20: the per-step scalars in device memory. The same step with them as kernel
+    // arguments and read from the counter: the same loss, gradients and parameters; one launch
+    // more (adam_advance_step), nothing else more, no download; the counter advanced to 1.
+    let Some(device) = common::emulated_unless_skipped() else {
+        return;
+    };
+    with_version(EMBEDDING, KernelVersion::V2, || {
+        for kind in [ModelKind::SasRec, ModelKind::Asif] {
+            let (by_value, by_value_counts, _) = first_step(&device, kind, false);
+            let (stepped, counts, taken) = first_step(&device, kind, true);
+            assert_eq!(stepped.loss, by_value.loss, "{kind}: loss");
+            for (i, (a, b)) in stepped
+                .gradients
+                .iter()
+                .zip(&by_value.gradients)
+                .enumerate()
+            {
+                assert_eq!(a, b, "{kind}: gradient {i}");
+            }
+            assert_eq!(stepped, by_value, "{kind}: the steps differ");
+            assert_eq!(
+                (counts.launches, counts.blas_calls, counts.memsets),
+                (
+                    by_value_counts.launches + 1,
+                    by_value_counts.blas_calls,
+                    by_value_counts.memsets
+                ),
+                "{kind}: (launches, cuBLAS calls, memsets) of the stepped step"
+            );
+            assert_eq!(
+                counts.bytes_device_to_host, 0,
+                "{kind}: a download in the step"
+            );
+            assert_eq!(taken, 1, "{kind}: the counter after one step");
+        }
+    });
 }
 
 #[test]
@@ -214,7 +287,9 @@ fn the_graph_option_runs_eagerly_here_under_the_capture_checks_with_the_same_bit
     // runs eagerly with everything a capture refuses (fresh allocations, downloads, host
     // synchronisation, uploads of varying values) refused, so a step that could not be captured
     // fails here. A step at new shapes (the first, the shorter batch of 2 sequences) runs eagerly and
-    // fills the cache for them. Same bits as the plain eager steps.
+    // fills the cache for them. With the option on, every step reads Adam's corrections and the
+    // dropout seeds from Adam's device step counter (the step-counter kernels, as a replayed
+    // graph would), the plain steps take them as arguments: the same bits.
     let Some(device) = common::emulated_unless_skipped() else {
         return;
     };

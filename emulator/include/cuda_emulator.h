@@ -203,6 +203,8 @@ inline float __fdividef(float a, float b) { return a / b; }
 // Round-to-nearest product that the GPU compiler may not fuse into an FMA. The emulator (g++,
 // x86-64 baseline, no FMA) never fuses, so every product is already rounded here.
 inline float __fmul_rn(float a, float b) { return a * b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
 inline float __saturatef(float x) { return std::min(1.0f, std::max(0.0f, x)); }
 inline float __int_as_float(int bits) { float f; std::memcpy(&f, &bits, 4); return f; }
 inline int __float_as_int(float f) { int bits; std::memcpy(&bits, &f, 4); return bits; }

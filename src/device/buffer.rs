@@ -24,6 +24,11 @@ impl Scalar for u32 {
     const NAME: &'static str = "u32";
     const POISON: Self = u32::MAX;
 }
+/// Device step counters (`StepCounter`: the per-step scalars a replayed CUDA graph reads).
+impl Scalar for u64 {
+    const NAME: &'static str = "u64";
+    const POISON: Self = u64::MAX;
+}
 
 /// A buffer of `T` on some device. Not `Clone`: a copy goes through `Device::duplicate`, which
 /// counts it (`Device::counters`). `Send + Sync`.

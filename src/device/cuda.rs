@@ -310,6 +310,8 @@ impl CudaBackend {
                 KernelArg::F32Out(b) => builder.arg(cuda_slice_mut(b)?),
                 KernelArg::I32In(b) => builder.arg(cuda_slice(b)?),
                 KernelArg::I32Out(b) => builder.arg(cuda_slice_mut(b)?),
+                KernelArg::U64In(b) => builder.arg(cuda_slice(b)?),
+                KernelArg::U64Out(b) => builder.arg(cuda_slice_mut(b)?),
                 KernelArg::I32(v) => builder.arg(&*v),
                 KernelArg::U32(v) => builder.arg(&*v),
                 KernelArg::U64(v) => builder.arg(&*v),

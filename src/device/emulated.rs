@@ -58,6 +58,8 @@ impl Emulator {
                 KernelArg::F32Out(b) => b.host_slice_mut().as_mut_ptr() as u64,
                 KernelArg::I32In(b) => b.host_slice().as_ptr() as u64,
                 KernelArg::I32Out(b) => b.host_slice_mut().as_mut_ptr() as u64,
+                KernelArg::U64In(b) => b.host_slice().as_ptr() as u64,
+                KernelArg::U64Out(b) => b.host_slice_mut().as_mut_ptr() as u64,
                 KernelArg::I32(v) => *v as u32 as u64,
                 KernelArg::U32(v) => *v as u64,
                 KernelArg::U64(v) => *v,

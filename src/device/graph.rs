@@ -3,14 +3,19 @@
 //! graph, brings an executable graph up to date with it, and launches that with one call.
 //!
 //! **What is captured once and what every step.** The executable graph ([`StepGraph`]) is
-//! instantiated once and then updated in place (`cuGraphExecUpdate`) from each step's capture:
-//! a step's kernels take per-step scalars as arguments (Adam's bias corrections, the dropout
-//! seeds derived from the step counter) and the batch and parameter buffers are not at fixed
-//! addresses, so a capture replayed unchanged would repeat the captured step's scalars. The
-//! update keeps the instantiation (the expensive part) and takes the new arguments; when the
-//! step's topology changes (other shapes: other launches), the update fails and the graph is
-//! instantiated again. A replay without any capture needs the per-step scalars in device memory
-//! (kernel changes in `adam.cu`, `dropout.cu`, `attention.cu`, `residual_norm.cu`): not done.
+//! instantiated once and then updated in place (`cuGraphExecUpdate`) from each step's capture;
+//! when the step's topology changes (other shapes: other launches), the update fails and the
+//! graph is instantiated again. With graphs on, `TrainStep` runs every step with its per-step
+//! scalars in device memory (`step_counter.rs`): Adam's bias corrections (`adam_update_stepped`)
+//! and every dropout seed (the `_stepped` entry points of `dropout.cu`, `residual_norm.cu` and
+//! `attention.cu`) come from Adam's device step counter, which `adam_advance_step` advances at
+//! the end of the step; so two captures at the same shapes differ only in buffer addresses, and
+//! the bits are the by-value step's (`tests/train_step.rs`, emulated). What still stands between
+//! this and a replay without capture is the addresses: the batch is uploaded into new buffers
+//! each step, and the parameters move every step (`Adam::step` writes them through
+//! `Tensor::buffer_mut`, which copies a storage that the model and the tape still share), and
+//! the cache blocks of the step's intermediates are not pinned to the graph. Not done: a pure
+//! replay (no capture, no update), its `graph_replayed` count, and the staging copies.
 //!
 //! **What capture requires**, checked here and in the device's allocation and copy paths while
 //! `Device::capturing` is set:

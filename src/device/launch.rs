@@ -84,6 +84,10 @@ pub enum KernelArg<'a> {
     I32In(&'a Buffer<i32>),
     /// `int*`
     I32Out(&'a mut Buffer<i32>),
+    /// `const unsigned long long*` (a device step counter the kernel reads: `StepCounter`)
+    U64In(&'a Buffer<u64>),
+    /// `unsigned long long*` (a device step counter the kernel advances)
+    U64Out(&'a mut Buffer<u64>),
     I32(i32),
     U32(u32),
     /// `unsigned long long` (seeds of counter-based RNGs).
@@ -109,6 +113,16 @@ impl<'a> From<&'a Buffer<i32>> for KernelArg<'a> {
 impl<'a> From<&'a mut Buffer<i32>> for KernelArg<'a> {
     fn from(b: &'a mut Buffer<i32>) -> Self {
         KernelArg::I32Out(b)
+    }
+}
+impl<'a> From<&'a Buffer<u64>> for KernelArg<'a> {
+    fn from(b: &'a Buffer<u64>) -> Self {
+        KernelArg::U64In(b)
+    }
+}
+impl<'a> From<&'a mut Buffer<u64>> for KernelArg<'a> {
+    fn from(b: &'a mut Buffer<u64>) -> Self {
+        KernelArg::U64Out(b)
     }
 }
 impl From<i32> for KernelArg<'_> {
@@ -140,6 +154,8 @@ impl KernelArg<'_> {
             KernelArg::F32Out(b) => Some(b.location()),
             KernelArg::I32In(b) => Some(b.location()),
             KernelArg::I32Out(b) => Some(b.location()),
+            KernelArg::U64In(b) => Some(b.location()),
+            KernelArg::U64Out(b) => Some(b.location()),
             _ => None,
         }
     }

@@ -14,6 +14,7 @@ mod emulated;
 mod graph;
 mod in_place;
 mod launch;
+mod step_counter;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ pub(crate) use in_place::copy_range;
 pub use in_place::{run_in_place, DeviceInPlaceOp};
 pub(crate) use launch::elementwise_launch;
 pub use launch::{KernelArg, LaunchConfig, MAX_DEFAULT_SHARED_BYTES, MAX_OPT_IN_SHARED_BYTES};
+pub use step_counter::{StepCounter, StepSeed};
 
 use crate::kernels::{self, KernelRef};
 use crate::{Error, Result};
@@ -383,6 +385,35 @@ impl Device {
     fn count_upload<T: Scalar>(&self, len: usize) {
         if let Some(counters) = self.counting() {
             counters.host_to_device(len * size_of::<T>());
+        }
+    }
+
+    /// Copies host data into an existing buffer of this device of the same length, in place: its
+    /// address stays (the staging copy before a replayed CUDA graph, `StepCounter::set`). Counted
+    /// as an upload; refused inside a captured step, as an upload of varying values is.
+    pub fn write<T: Scalar>(&self, host: &[T], into: &mut Buffer<T>) -> Result<()> {
+        if host.len() != into.len() {
+            return Err(Error::shape(
+                "write",
+                format!("{} host values into a buffer of {}", host.len(), into.len()),
+            ));
+        }
+        self.refuse_in_capture("a copy from the host")?;
+        self.count_upload::<T>(host.len());
+        match (self, into) {
+            (Device::Cuda(backend), Buffer::Cuda(slice)) => {
+                backend.stream().memcpy_htod(host, slice)?;
+                Ok(())
+            }
+            (Device::Cpu | Device::Emulated(_), Buffer::Host(v)) => {
+                v.copy_from_slice(host);
+                Ok(())
+            }
+            (other, buffer) => Err(Error::DeviceMismatch {
+                op: "write",
+                expected: other.memory_location().into(),
+                found: buffer.location().into(),
+            }),
         }
     }
 

@@ -93,7 +93,7 @@ impl LayerNorm {
             pass.config.layer_norm_eps,
             DropoutSettings {
                 p: pass.config.hidden_dropout,
-                seed: pass.seeds.next(),
+                seed: pass.seeds.next_seed(),
                 mode: pass.seeds.mode,
             },
         )

@@ -169,7 +169,8 @@ impl DifSrLayer {
             .fusion
             .forward(pass, &id_scores, &side_scores, Some(&side_sum))?;
         let v = self.value.forward(pass, x)?;
-        let attention = pass.attention_config();
+        // A host-computed op: a step-counter seed is read back here (never captured).
+        let (attention, seed) = pass.attention_config();
         let head_dim = pass.config.hidden_size / heads;
         let o = attend_scores(
             tape,
@@ -178,7 +179,7 @@ impl DifSrLayer {
             lengths,
             1.0 / (head_dim as f32).sqrt(),
             attention.dropout,
-            attention.seed,
+            seed.value()?,
         )?;
         let y = self.output.forward(pass, &o)?;
         let h = self.attention_norm.residual(pass, &y, x)?;

@@ -17,7 +17,7 @@
 //! The last layer builds only what is read afterwards (X'; H_A for HIE): see `docs/model.md`.
 use crate::autograd::{Tape, Var};
 use crate::ops::add::add;
-use crate::ops::attention::attention;
+use crate::ops::attention::attention_seeded;
 use crate::ops::hie::{hie, HieOptions};
 use crate::ops::linear::linear;
 use crate::{Error, IndexTensor, Result, Tensor};
@@ -126,14 +126,16 @@ impl SasRecLayer {
         let q = self.query.forward(pass, x)?;
         let k = self.key.forward(pass, x)?;
         let v = self.value.forward(pass, x)?;
-        let o = attention(
+        let (config, seed) = pass.attention_config();
+        let o = attention_seeded(
             pass.tape,
             &[(&q, &k)],
             &v,
             None,
             None,
             lengths,
-            &pass.attention_config(),
+            &config,
+            seed,
         )?;
         let y = self.output.forward(pass, &o.id)?;
         let h = self.attention_norm.residual(pass, &y, x)?;
@@ -343,14 +345,16 @@ impl AsifLayer {
             Some(output) => Some(output.value.forward(pass, f)?),
             None => None,
         };
-        let o = attention(
+        let (config, seed) = pass.attention_config();
+        let o = attention_seeded(
             tape,
             &pairs,
             &vx,
             va.as_ref(),
             position_values.as_ref(),
             lengths,
-            &pass.attention_config(),
+            &config,
+            seed,
         )?;
         let mut h_x = self
             .norm_id

@@ -393,8 +393,20 @@ impl Model {
 
     /// Records the forward pass of a batch on `tape`: L_ce (and L_co where the model has RSA).
     pub fn forward(&self, tape: &Tape, inputs: &ModelInputs, mode: Mode) -> Result<ForwardPass> {
+        let seeds = DropoutSeeds::for_model(self.config.seed, mode);
+        self.forward_with_seeds(tape, inputs, &seeds)
+    }
+
+    /// [`Model::forward`] with its dropout seeds given: `DropoutSeeds::for_model`, or
+    /// `DropoutSeeds::stepped` (seeds from a device step counter, issue 20).
+    pub fn forward_with_seeds(
+        &self,
+        tape: &Tape,
+        inputs: &ModelInputs,
+        seeds: &DropoutSeeds,
+    ) -> Result<ForwardPass> {
         let vars = self.leaves(tape);
-        let encoded = self.encode(tape, &vars, inputs, mode)?;
+        let encoded = self.encode(tape, &vars, inputs, seeds)?;
         let leaves = Leaves(&vars);
         let cross_entropy = cross_entropy_over_items(
             tape,
@@ -467,7 +479,8 @@ impl Model {
     pub fn scores(&self, inputs: &ModelInputs) -> Result<Tensor> {
         let tape = Tape::new();
         let vars = self.leaves(&tape);
-        let encoded = self.encode(&tape, &vars, inputs, Mode::Eval)?;
+        let seeds = DropoutSeeds::for_model(self.config.seed, Mode::Eval);
+        let encoded = self.encode(&tape, &vars, inputs, &seeds)?;
         matmul_transposed_forward(
             encoded.user.value(),
             Leaves(&vars).get(self.blocks.item_embedding).value(),
@@ -479,18 +492,17 @@ impl Model {
         tape: &Tape,
         vars: &[Var],
         inputs: &ModelInputs,
-        mode: Mode,
+        seeds: &DropoutSeeds,
     ) -> Result<Encoded> {
         inputs.check(&self.config, &self.data)?;
         let blocks = &self.blocks;
         let switches = self.config.kind.switches();
         let batch = inputs.batch_size();
-        let seeds = DropoutSeeds::for_model(self.config.seed, mode);
         let pass = Forward {
             tape,
             config: &self.config,
             leaves: Leaves(vars),
-            seeds: &seeds,
+            seeds,
         };
         // E_P broadcast to [B, n, d] on the tape (its gradient is the sum over the batch).
         let position_table = pass.parameter(blocks.position_embedding);

@@ -23,7 +23,7 @@
 //! a fusion.
 use crate::autograd::{Tape, Var};
 use crate::ops::add::add;
-use crate::ops::attention::attention;
+use crate::ops::attention::attention_seeded;
 use crate::{Error, IndexTensor, Result};
 
 use super::blocks::{FeedForward, LayerNorm, Linear};
@@ -109,14 +109,16 @@ impl NovaLayer {
         let q = self.query.forward(pass, &g)?;
         let k = self.key.forward(pass, &g)?;
         let v = self.value.forward(pass, x)?;
-        let o = attention(
+        let (config, seed) = pass.attention_config();
+        let o = attention_seeded(
             pass.tape,
             &[(&q, &k)],
             &v,
             None,
             None,
             lengths,
-            &pass.attention_config(),
+            &config,
+            seed,
         )?;
         let y = self.output.forward(pass, &o.id)?;
         let h = self.attention_norm.residual(pass, &y, x)?;

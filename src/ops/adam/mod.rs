@@ -7,6 +7,10 @@
 //! parameters back into each tensor. Per element, at step t:
 //! `g = ∇ + λθ; m = β1 m + (1−β1) g; v = β2 v + (1−β2) g²;
 //!  θ −= lr/(1−β1^t) · m / (√v / √(1−β2^t) + ε)`.
+//! With a device step counter ([`Adam::use_step_counter`], issue 20) the launch is
+//! `adam_update_stepped`, which reads t from the counter and computes the corrections on the
+//! device bit-identically, and a second launch (`adam_advance_step`) advances the counter at the
+//! end of the step; the by-value update stays the default.
 //! Adam has no backward.
 mod cpu;
 /// The CPU reference of this op, under the one name every op uses (docs/interop.md).
@@ -17,7 +21,7 @@ mod cuda;
 
 pub use cpu::step as step_reference;
 
-use crate::device::{copy_range, Buffer, Device};
+use crate::device::{copy_range, Buffer, Device, StepCounter};
 use crate::ops::{run_in_place, DeviceInPlaceOp};
 use crate::{Error, Result, Tensor};
 
@@ -72,10 +76,12 @@ impl AdamConfig {
     }
 }
 
-/// The problem of one update: step `t` (1-based) with `config`.
+/// The problem of one update: step `t` (1-based) with `config`, or the step read from a device
+/// step counter (t = its value + 1).
 struct AdamStep {
     config: AdamConfig,
     t: u64,
+    counter: Option<StepCounter>,
 }
 
 /// The update under the op contract's in-place face: it overwrites the flat parameters and the
@@ -97,7 +103,11 @@ impl DeviceInPlaceOp for AdamUpdate {
         let [params, m, v] = targets else {
             return Err(Error::argument(OP, "Adam's step overwrites three buffers"));
         };
-        cpu::step_threaded(&step.config, step.t, params, grads[0], m, v);
+        let t = match &step.counter {
+            Some(counter) => counter.get()? + 1,
+            None => step.t,
+        };
+        cpu::step_threaded(&step.config, t, params, grads[0], m, v);
         Ok(Vec::new())
     }
     fn launch(
@@ -111,7 +121,11 @@ impl DeviceInPlaceOp for AdamUpdate {
         let [params, m, v] = targets else {
             return Err(Error::argument(OP, "Adam's step overwrites three buffers"));
         };
-        cuda::update(device, &step.config, step.t, params, grads[0], m, v)?;
+        let source = match &step.counter {
+            Some(counter) => cuda::StepSource::Counter(counter),
+            None => cuda::StepSource::Value(step.t),
+        };
+        cuda::update(device, &step.config, source, params, grads[0], m, v)?;
         Ok(Vec::new())
     }
 }
@@ -126,6 +140,8 @@ pub struct Adam {
     second_moment: Buffer<f32>,
     flat_params: Buffer<f32>,
     flat_grads: Buffer<f32>,
+    /// The device step counter the update reads, once [`Adam::use_step_counter`] made one.
+    counter: Option<StepCounter>,
 }
 
 impl Adam {
@@ -164,6 +180,7 @@ impl Adam {
             flat_params: device.uninitialized(total)?,
             flat_grads: device.uninitialized(total)?,
             device,
+            counter: None,
         })
     }
 
@@ -174,6 +191,26 @@ impl Adam {
     /// Steps taken so far.
     pub fn steps(&self) -> u64 {
         self.step
+    }
+
+    /// From now on every [`Adam::step`] reads its step from a device step counter
+    /// (`adam_update_stepped`, the corrections computed on the device, bit-identical to the
+    /// host's) and advances it at its end (`adam_advance_step`: one more launch), so a CUDA graph
+    /// of the step replays without new arguments. Returns the counter (made once, holding
+    /// [`Adam::steps`]), which the step's dropout seeds read too (`StepSeed`). On the CPU device
+    /// the counter is a host value the reference reads.
+    pub fn use_step_counter(&mut self) -> Result<StepCounter> {
+        if let Some(counter) = &self.counter {
+            return Ok(counter.clone());
+        }
+        let counter = StepCounter::new(&self.device, self.step)?;
+        self.counter = Some(counter.clone());
+        Ok(counter)
+    }
+
+    /// The device step counter, when [`Adam::use_step_counter`] made one.
+    pub fn step_counter(&self) -> Option<&StepCounter> {
+        self.counter.as_ref()
     }
 
     /// The first and second moments of every parameter, flattened in parameter order (for a
@@ -205,6 +242,9 @@ impl Adam {
         self.first_moment = self.device.upload(first)?;
         self.second_moment = self.device.upload(second)?;
         self.step = steps;
+        if let Some(counter) = &self.counter {
+            counter.set(steps)?;
+        }
         Ok(())
     }
 
@@ -270,6 +310,7 @@ impl Adam {
         let problem = AdamStep {
             config: self.config,
             t: self.step,
+            counter: self.counter.clone(),
         };
         run_in_place(
             &AdamUpdate,
@@ -296,6 +337,13 @@ impl Adam {
                 len,
             )?;
             offset += len;
+        }
+        if let Some(counter) = &self.counter {
+            // After every kernel of the step that read the counter (the update, the dropouts).
+            match device {
+                Device::Cpu => counter.set(counter.get()? + 1)?,
+                Device::Cuda(_) | Device::Emulated(_) => cuda::advance(device, counter)?,
+            }
         }
         Ok(())
     }

@@ -18,6 +18,15 @@ const BACKWARD_KEYS: KernelRef = KernelRef::new("attention", "attention_backward
 /// head); forms D = rowsum(P ⊙ dP) itself, so it does not read the outputs.
 const BACKWARD_V2: KernelRef = KernelRef::new("attention", "attention_backward_v2");
 const SUM_OVER_BATCH: KernelRef = KernelRef::new("attention", "attention_sum_over_batch");
+/// The step-counter entry points (issue 20): the same bodies, the seed derived on the device
+/// from (counter, stream, site) in place of the seed argument.
+const FORWARD_STEPPED: KernelRef = KernelRef::new("attention", "attention_forward_stepped");
+const FORWARD_V2_STEPPED: KernelRef = KernelRef::new("attention", "attention_forward_v2_stepped");
+const BACKWARD_QUERIES_STEPPED: KernelRef =
+    KernelRef::new("attention", "attention_backward_queries_stepped");
+const BACKWARD_KEYS_STEPPED: KernelRef =
+    KernelRef::new("attention", "attention_backward_keys_stepped");
+const BACKWARD_V2_STEPPED: KernelRef = KernelRef::new("attention", "attention_backward_v2_stepped");
 /// Must match ATTENTION_WARPS in the kernel.
 const WARPS: u32 = 4;
 
@@ -38,10 +47,11 @@ fn leading<'a>(inputs: &InputBuffers<'a>, lengths: &'a Buffer<i32>) -> Vec<Kerne
 }
 
 /// The arguments every attention kernel closes with: B, n, h, d_h, the number of score pairs,
-/// the outputs and shared masks, the dropout p and its seed.
-fn trailing(p: &AttentionProblem) -> [KernelArg<'static>; 9] {
+/// the outputs and shared masks, the dropout p and its seed: by value, or (step counter, stream,
+/// site) for the step-counter entry points.
+fn trailing<'a>(p: &AttentionProblem, counter: Option<&'a Buffer<u64>>) -> Vec<KernelArg<'a>> {
     let g = &p.geometry;
-    kernel_args![
+    let mut args = kernel_args![
         g.batch as i32,
         g.seq_len as i32,
         g.heads as i32,
@@ -49,9 +59,26 @@ fn trailing(p: &AttentionProblem) -> [KernelArg<'static>; 9] {
         p.pairs() as i32,
         p.outputs_mask,
         p.shared_mask,
-        p.dropout,
-        p.seed
+        p.dropout
     ]
+    .into_iter()
+    .collect::<Vec<_>>();
+    match (p.step, counter) {
+        (Some(site), Some(counter)) => {
+            args.extend(kernel_args![counter, site.stream, site.site]);
+        }
+        _ => args.push(KernelArg::from(p.seed)),
+    }
+    args
+}
+
+/// The step-counter entry point when the problem's seed comes from the counter, else `by_value`.
+fn entry(p: &AttentionProblem, by_value: KernelRef, stepped: KernelRef) -> KernelRef {
+    if p.step.is_some() {
+        stepped
+    } else {
+        by_value
+    }
 }
 
 /// `leading`, then the kernel's own `middle` arguments, then `trailing`.
@@ -59,11 +86,12 @@ fn arguments<'a>(
     p: &AttentionProblem,
     inputs: &InputBuffers<'a>,
     lengths: &'a Buffer<i32>,
+    counter: Option<&'a Buffer<u64>>,
     middle: impl IntoIterator<Item = KernelArg<'a>>,
 ) -> Vec<KernelArg<'a>> {
     let mut args = leading(inputs, lengths);
     args.extend(middle);
-    args.extend(trailing(p));
+    args.extend(trailing(p, counter));
     args
 }
 
@@ -81,6 +109,7 @@ pub(super) fn forward(
     p: &AttentionProblem,
     inputs: &InputBuffers<'_>,
     lengths: &Buffer<i32>,
+    counter: Option<&Buffer<u64>>,
 ) -> Result<Forward> {
     let g = &p.geometry;
     let len = g.batch * g.seq_len * g.width();
@@ -98,14 +127,23 @@ pub(super) fn forward(
         p,
         inputs,
         lengths,
+        counter,
         kernel_args![&mut out_x, &mut out_a, &mut out_p, &mut lse],
     );
     match kernel_version::selected(super::KERNEL_FAMILY)? {
-        KernelVersion::V1 => device.launch(FORWARD, block_per_head(g), &mut args)?,
+        KernelVersion::V1 => device.launch(
+            entry(p, FORWARD, FORWARD_STEPPED),
+            block_per_head(g),
+            &mut args,
+        )?,
         // v3: HIE only (`kernel_version::selected` refuses it here).
         KernelVersion::V2 | KernelVersion::V3 => {
             args.push(KernelArg::from(p.products));
-            device.launch(FORWARD_V2, block_per_head(g), &mut args)?
+            device.launch(
+                entry(p, FORWARD_V2, FORWARD_V2_STEPPED),
+                block_per_head(g),
+                &mut args,
+            )?
         }
     }
     Ok(Forward {
@@ -135,6 +173,7 @@ pub(super) fn backward(
     inputs: &InputBuffers<'_>,
     lengths: &Buffer<i32>,
     upstream: &Upstream<'_>,
+    counter: Option<&Buffer<u64>>,
 ) -> Result<[Option<Buffer<f32>>; 9]> {
     let g = &p.geometry;
     let per_sequence = g.batch * g.seq_len * g.width();
@@ -179,8 +218,9 @@ pub(super) fn backward(
             dv2,
             dv3
         ];
-        let mut args = arguments(p, inputs, lengths, middle);
-        device.launch(BACKWARD_V2, block_per_head(g), &mut args)?;
+        let mut args = arguments(p, inputs, lengths, counter, middle);
+        let kernel = entry(p, BACKWARD_V2, BACKWARD_V2_STEPPED);
+        device.launch(kernel, block_per_head(g), &mut args)?;
         return sum_shared_over_batch(device, p, grads);
     }
     // D_s,i = dO_s,i · O_s,i from the row pass, read by the column pass; both touch the rows
@@ -202,8 +242,9 @@ pub(super) fn backward(
         dq2,
         dq3
     ];
-    let mut args = arguments(p, inputs, lengths, middle);
-    device.launch(BACKWARD_QUERIES, block_per_head(g), &mut args)?;
+    let mut args = arguments(p, inputs, lengths, counter, middle);
+    let kernel = entry(p, BACKWARD_QUERIES, BACKWARD_QUERIES_STEPPED);
+    device.launch(kernel, block_per_head(g), &mut args)?;
     let middle = kernel_args![
         grad_x,
         grad(1),
@@ -217,8 +258,9 @@ pub(super) fn backward(
         dv2,
         dv3
     ];
-    let mut args = arguments(p, inputs, lengths, middle);
-    device.launch(BACKWARD_KEYS, block_per_head(g), &mut args)?;
+    let mut args = arguments(p, inputs, lengths, counter, middle);
+    let kernel = entry(p, BACKWARD_KEYS, BACKWARD_KEYS_STEPPED);
+    device.launch(kernel, block_per_head(g), &mut args)?;
     sum_shared_over_batch(device, p, grads)
 }
 

@@ -31,8 +31,10 @@ pub use cpu::{
 };
 
 use crate::autograd::{Tape, Var};
-use crate::device::{Buffer, Device};
+use crate::device::{Buffer, Device, StepCounter};
+use crate::ops::dropout::MaskSeed;
 use crate::ops::{record, run, DeviceOp};
+use crate::rng;
 use crate::{Error, IndexTensor, Precision, Result, Tensor};
 
 const OP: &str = "attention";
@@ -161,10 +163,21 @@ struct AttentionProblem {
     /// The backward's upstream gradients given, same bits as `outputs_mask` (0 in the forward).
     grads_mask: i32,
     dropout: f32,
+    /// The seed by value (unused when `step` is set).
     seed: u64,
+    /// The seed from a device step counter: the site in the model's dropout stream (the counter
+    /// itself travels with the op value, [`Forward`] and [`Backward`]).
+    step: Option<StepSite>,
     /// How kernel v2's forward forms its products: 0 by 3xTF32 (`Precision::Fp32`), 1 in plain
     /// TF32 (`Precision::Tf32`), 2 in bf16 (`Precision::Bf16`); the kernel's `ATTENTION_V2_*`.
     products: i32,
+}
+
+/// Where a step-counter seed sits: `rng::step_seed(stream, counter, site)`.
+#[derive(Debug, Clone, Copy)]
+struct StepSite {
+    stream: u64,
+    site: u64,
 }
 
 impl AttentionProblem {
@@ -378,6 +391,7 @@ fn check<'a>(
         grads_mask: 0,
         dropout: config.dropout,
         seed: config.seed,
+        step: None,
         products: match config.precision {
             Precision::Fp32 => 0,
             Precision::Tf32 => 1,
@@ -415,12 +429,46 @@ fn reference_problem<'a>(
 
 /// The forward under the op contract. Inputs: the present ones of Q1..V3 in kernel order; L_b.
 /// Outputs: O_X, O_A and O_P where computed, then the log-sum-exp.
-struct Forward;
+struct Forward {
+    counter: Option<StepCounter>,
+}
 
 /// The backward under the op contract. Inputs: the present ones of Q1..V3 in kernel order, the
 /// computed outputs, the given upstream gradients (`grads_mask`), the log-sum-exp; L_b.
 /// Outputs: the gradient of every present input, in kernel order.
-struct Backward;
+struct Backward {
+    counter: Option<StepCounter>,
+}
+
+/// The problem with its seed from `seed`: by value, or a step counter's site (the counter goes
+/// to the op value).
+fn seeded(
+    mut problem: AttentionProblem,
+    seed: &MaskSeed,
+) -> (AttentionProblem, Option<StepCounter>) {
+    match seed {
+        MaskSeed::Value(value) => {
+            problem.seed = *value;
+            problem.step = None;
+            (problem, None)
+        }
+        MaskSeed::Stepped(step) => {
+            problem.step = Some(StepSite {
+                stream: step.stream,
+                site: step.site,
+            });
+            (problem, Some(step.counter.clone()))
+        }
+    }
+}
+
+/// The seed by value for the CPU reference: the step counter's seed read back.
+fn reference_seed(p: &AttentionProblem, counter: &Option<StepCounter>) -> Result<u64> {
+    match (p.step, counter) {
+        (Some(site), Some(counter)) => Ok(rng::step_seed(site.stream, counter.get()?, site.site)),
+        _ => Ok(p.seed),
+    }
+}
 
 impl DeviceOp for Forward {
     type Problem = AttentionProblem;
@@ -440,6 +488,10 @@ impl DeviceOp for Forward {
         indices: &[&[i32]],
     ) -> Result<Vec<Vec<f32>>> {
         let (inputs, _) = p.unpack(values)?;
+        let p = &AttentionProblem {
+            seed: reference_seed(p, &self.counter)?,
+            ..*p
+        };
         let out = cpu::forward_threaded(&reference_problem(p, &inputs, indices[0]));
         let mut result: Vec<Vec<f32>> = out.outputs.into_iter().flatten().collect();
         result.push(out.log_sum_exp);
@@ -453,7 +505,8 @@ impl DeviceOp for Forward {
         indices: &[&Buffer<i32>],
     ) -> Result<Vec<Buffer<f32>>> {
         let (inputs, _) = p.unpack(values)?;
-        let out = cuda::forward(device, p, &inputs, indices[0])?;
+        let counter = self.counter.as_ref().map(StepCounter::lock);
+        let out = cuda::forward(device, p, &inputs, indices[0], counter.as_deref())?;
         let mut result: Vec<Buffer<f32>> = out.outputs.into_iter().flatten().collect();
         result.push(out.log_sum_exp);
         Ok(result)
@@ -482,6 +535,10 @@ impl DeviceOp for Backward {
             outputs: outputs.map(|o| o.map(<[f32]>::to_vec)),
             log_sum_exp: log_sum_exp.to_vec(),
         };
+        let p = &AttentionProblem {
+            seed: reference_seed(p, &self.counter)?,
+            ..*p
+        };
         let problem = reference_problem(p, &inputs, indices[0]);
         let out = cpu::backward_threaded(&problem, &forward, grads);
         let mut result = Vec::new();
@@ -505,7 +562,15 @@ impl DeviceOp for Backward {
             grads,
             log_sum_exp,
         };
-        let out = cuda::backward(device, p, &inputs, indices[0], &upstream)?;
+        let counter = self.counter.as_ref().map(StepCounter::lock);
+        let out = cuda::backward(
+            device,
+            p,
+            &inputs,
+            indices[0],
+            &upstream,
+            counter.as_deref(),
+        )?;
         Ok(out.into_iter().flatten().collect())
     }
 }
@@ -516,9 +581,21 @@ pub fn attention_forward(
     lengths: &IndexTensor,
     config: &AttentionConfig,
 ) -> Result<(AttentionOutputs, AttentionSaved)> {
+    attention_forward_seeded(inputs, lengths, config, &MaskSeed::Value(config.seed))
+}
+
+/// [`attention_forward`] with the dropout seed from `seed` (by value, or from a device step
+/// counter: issue 20) in place of `config.seed`.
+pub fn attention_forward_seeded(
+    inputs: &AttentionInputs,
+    lengths: &IndexTensor,
+    config: &AttentionConfig,
+    seed: &MaskSeed,
+) -> Result<(AttentionOutputs, AttentionSaved)> {
     let (problem, all) = check(inputs, lengths, config)?;
+    let (problem, counter) = seeded(problem, seed);
     let values: Vec<&Tensor> = all.into_iter().flatten().collect();
-    let mut results = run(&Forward, &problem, &values, &[lengths])?.into_iter();
+    let mut results = run(&Forward { counter }, &problem, &values, &[lengths])?.into_iter();
     let mut next = || {
         results
             .next()
@@ -552,7 +629,21 @@ pub fn attention_backward(
     saved: &AttentionSaved,
     output_grads: &OutputGradients<'_>,
 ) -> Result<AttentionGradients> {
-    let (mut problem, all) = check(inputs, lengths, config)?;
+    let seed = MaskSeed::Value(config.seed);
+    attention_backward_seeded(inputs, lengths, config, &seed, saved, output_grads)
+}
+
+/// [`attention_backward`] with the dropout seed from `seed` in place of `config.seed`.
+pub fn attention_backward_seeded(
+    inputs: &AttentionInputs,
+    lengths: &IndexTensor,
+    config: &AttentionConfig,
+    seed: &MaskSeed,
+    saved: &AttentionSaved,
+    output_grads: &OutputGradients<'_>,
+) -> Result<AttentionGradients> {
+    let (problem, all) = check(inputs, lengths, config)?;
+    let (mut problem, counter) = seeded(problem, seed);
     let g = problem.geometry;
     let out_shape = problem.output_shape();
     let saved_outputs = [
@@ -604,7 +695,7 @@ pub fn attention_backward(
     values.extend(saved_outputs.into_iter().flatten());
     values.extend(grads.into_iter().flatten());
     values.push(&saved.log_sum_exp);
-    let results = run(&Backward, &problem, &values, &[lengths])?;
+    let results = run(&Backward { counter }, &problem, &values, &[lengths])?;
     let mut tensors: [Option<Tensor>; 9] = Default::default();
     let mut results = results.into_iter();
     for (t, slot) in tensors.iter_mut().enumerate() {
@@ -647,6 +738,32 @@ pub fn attention(
     lengths: &IndexTensor,
     config: &AttentionConfig,
 ) -> Result<AttentionVars> {
+    let seed = MaskSeed::Value(config.seed);
+    attention_seeded(
+        tape,
+        score_pairs,
+        id_values,
+        fused_values,
+        position_values,
+        lengths,
+        config,
+        seed,
+    )
+}
+
+/// [`attention`] with the dropout seed from `seed` (by value, or from a device step counter:
+/// issue 20) in place of `config.seed`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_seeded(
+    tape: &Tape,
+    score_pairs: &[(&Var, &Var)],
+    id_values: &Var,
+    fused_values: Option<&Var>,
+    position_values: Option<&Var>,
+    lengths: &IndexTensor,
+    config: &AttentionConfig,
+    seed: MaskSeed,
+) -> Result<AttentionVars> {
     let inputs = AttentionInputs {
         score_pairs: score_pairs
             .iter()
@@ -659,7 +776,7 @@ pub fn attention(
         fused_values: fused_values.map(|v| v.value().clone()),
         position_values: position_values.map(|v| v.value().clone()),
     };
-    let (outputs, saved) = attention_forward(&inputs, lengths, config)?;
+    let (outputs, saved) = attention_forward_seeded(&inputs, lengths, config, &seed)?;
     let mut input_vars: Vec<&Var> = score_pairs.iter().flat_map(|&(q, k)| [q, k]).collect();
     input_vars.push(id_values);
     input_vars.extend(fused_values);
@@ -691,7 +808,14 @@ pub fn attention(
                 fused,
                 position,
             };
-            let g = attention_backward(&inputs, &lengths, &config, &saved, &output_grads)?;
+            let g = attention_backward_seeded(
+                &inputs,
+                &lengths,
+                &config,
+                &seed,
+                &saved,
+                &output_grads,
+            )?;
             let mut result = Vec::new();
             for pair in g.score_pairs {
                 result.push(Some(pair.query));

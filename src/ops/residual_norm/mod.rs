@@ -15,18 +15,21 @@ mod cuda;
 
 use crate::autograd::{Tape, Var};
 use crate::ops::add::add_forward;
-use crate::ops::dropout::{dropout_backward, dropout_forward, keep_scale, DropoutMode};
+use crate::ops::dropout::{
+    dropout_backward_seeded, dropout_forward_seeded, keep_scale, DropoutMode, MaskSeed,
+};
 use crate::ops::layer_norm::{layer_norm_backward, layer_norm_forward, LayerNormSaved};
 use crate::ops::record_one;
 use crate::{Device, Error, Result, Tensor};
 
 const OP: &str = "residual_layer_norm";
 
-/// Dropout settings of the sublayer: drop probability, seed of the mask, training or evaluation.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Dropout settings of the sublayer: drop probability, seed of the mask (by value, `seed.into()`,
+/// or from a device step counter: `MaskSeed`), training or evaluation.
+#[derive(Debug, Clone, PartialEq)]
 pub struct DropoutSettings {
     pub p: f32,
-    pub seed: u64,
+    pub seed: MaskSeed,
     pub mode: DropoutMode,
 }
 
@@ -54,7 +57,7 @@ pub fn unfused_forward(
     eps: f32,
     dropout: DropoutSettings,
 ) -> Result<(Tensor, ResidualNormSaved)> {
-    let dropped = dropout_forward(x, dropout.p, dropout.seed, dropout.mode)?;
+    let dropped = dropout_forward_seeded(x, dropout.p, &dropout.seed, dropout.mode)?;
     let z = add_forward(&dropped, residual)?;
     let (y, layer_norm) = layer_norm_forward(&z, gamma, beta, eps)?;
     Ok((y, ResidualNormSaved { z, layer_norm }))
@@ -122,7 +125,7 @@ pub fn residual_layer_norm_forward(
         eps,
         p,
         scale,
-        dropout.seed,
+        &dropout.seed,
     )?;
     let saved = ResidualNormSaved {
         z: Tensor::from_buffer(device, x.shape(), out.z),
@@ -142,7 +145,7 @@ pub fn residual_layer_norm_backward(
     dropout: DropoutSettings,
 ) -> Result<ResidualNormGradients> {
     let ln = layer_norm_backward(&saved.z, gamma, &saved.layer_norm, dy)?;
-    let dx = dropout_backward(&ln.dx, dropout.p, dropout.seed, dropout.mode)?;
+    let dx = dropout_backward_seeded(&ln.dx, dropout.p, &dropout.seed, dropout.mode)?;
     Ok(ResidualNormGradients {
         dx,
         dresidual: ln.dx,
@@ -167,7 +170,7 @@ pub fn residual_layer_norm(
         gamma.value(),
         beta.value(),
         eps,
-        dropout,
+        dropout.clone(),
     )?;
     let gamma_value = gamma.value().clone();
     Ok(record_one(
