@@ -698,6 +698,33 @@ fn bad_configurations_are_typed_errors() {
     model.set_tensors(model.tensors()).unwrap();
 }
 
+/// Every kind's name reads back as that kind, and a kind without HIE ignores the HIE rank
+/// (cargo-mutants: `Display` writing nothing and `hie()` always true went unnoticed).
+#[test]
+fn kind_names_round_trip_and_hie_rank_binds_hie_only() {
+    for kind in ModelKind::ALL {
+        let name = kind.to_string();
+        assert!(!name.is_empty());
+        assert_eq!(name.parse::<ModelKind>().unwrap(), kind, "{name}");
+    }
+    let device = Device::cpu();
+    for kind in [ModelKind::SasRec, ModelKind::AsifWithoutHie] {
+        let config = ModelConfig {
+            hie_rank: 0,
+            ..tiny(kind)
+        };
+        Model::new(&config, &tiny_model::shape(), &device).unwrap();
+    }
+    let config = ModelConfig {
+        hie_rank: 0,
+        ..tiny(ModelKind::Asif)
+    };
+    assert!(matches!(
+        Model::new(&config, &tiny_model::shape(), &device),
+        Err(Error::Config(_))
+    ));
+}
+
 #[test]
 fn attribute_groups_match_identical_token_sets() {
     // Items 1 and 2 have the same tokens in another order; 3 differs in type 0; 4 repeats 3's

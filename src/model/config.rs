@@ -122,10 +122,6 @@ impl ModelKind {
     pub fn uses_attributes(self) -> bool {
         self.switches().fused_input != FusedInput::None
     }
-    /// The SASRec layer (one stream) rather than ASIF's three streams.
-    pub fn is_sasrec(self) -> bool {
-        self.switches().layer == LayerKind::SasRec
-    }
     /// Has the position stream h_P and the score pair C_P.
     pub fn position_stream(self) -> bool {
         self.switches().position_stream
