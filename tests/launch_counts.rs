@@ -17,6 +17,7 @@ use asif_kernels::ops::attention::{
     self, attention_backward, attention_forward, AttentionConfig, AttentionInputs, OutputGradients,
     ScorePair,
 };
+use asif_kernels::ops::bias_gelu::{bias_gelu_backward, bias_gelu_forward};
 use asif_kernels::ops::contrastive::{
     self, contrastive_loss_forward_backward, ContrastiveReduction,
 };
@@ -308,6 +309,34 @@ fn layer_norm_and_the_fused_residual_sublayer() {
             assert!(finite(&grads.dx));
         }
     });
+}
+
+#[test]
+fn fused_bias_gelu_costs_one_launch_forward_and_two_backward() {
+    // Issue 20: the FFN's bias add and GELU in one pass (the unfused path: linear's bias add and
+    // GELU's forward, 2 launches; GELU's backward and the bias gradient's two passes, 3).
+    let (rows, cols) = (70, 5);
+    for device in kernel_devices() {
+        let y = values(&device, &[rows, cols], 1);
+        let bias = values(&device, &[cols], 2);
+        let dh = values(&device, &[rows, cols], 3);
+        let (h, counts) = counted(&device, || bias_gelu_forward(&y, &bias).unwrap());
+        assert_cost(
+            "bias_gelu_forward",
+            &device,
+            counts,
+            cost(1, 0, 0, &[rows * cols]),
+        );
+        assert!(finite(&h));
+        let ((dy, db), counts) = counted(&device, || bias_gelu_backward(&y, &bias, &dh).unwrap());
+        assert_cost(
+            "bias_gelu_backward",
+            &device,
+            counts,
+            cost(2, 0, 0, &[rows * cols, 2 * cols, cols]),
+        );
+        assert!(finite(&dy) && finite(&db));
+    }
 }
 
 #[test]

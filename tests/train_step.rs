@@ -19,6 +19,8 @@ use common::tiny_model::{self, bits};
 
 /// The embedding kernel family (`kernels/embedding.cu`): v2 is its deterministic backward.
 const EMBEDDING: &str = "embedding";
+/// The FFN's bias add fused with GELU (`kernels/bias_gelu.cu`): v2 runs it, v1 the unfused ops.
+const BIAS_GELU: &str = "bias_gelu";
 
 /// A tiny model with dropout on (the dropout masks are counter-based, so they are part of the
 /// state a step starts from): d 8, 2 heads, 1 layer, n 8, r 4, RSA on for ASIF.
@@ -124,6 +126,43 @@ fn launches_per_training_step_are_pinned() {
             assert_eq!(
                 counts.bytes_device_to_host, 0,
                 "{kind}: a download in the step"
+            );
+        }
+    });
+}
+
+/// With the FFN's bias add fused into GELU, one step (tiny: one FFN, the X stream's) costs two
+/// launches fewer: the bias add in the forward, the bias gradient's first pass in the backward.
+fn pinned_fused(kind: ModelKind) -> (u64, u64, u64) {
+    let (launches, blas, memsets) = pinned(kind);
+    (launches - 2, blas, memsets)
+}
+
+#[test]
+fn a_step_with_the_fused_bias_gelu_gives_the_unfused_bits_in_two_launches_fewer() {
+    // Issue 20: the FFN's bias add and GELU in one pass (`ops::bias_gelu`) compute what the
+    // linear op's bias add and GELU compute; a whole step (forward, backward, Adam) gives the
+    // same loss, gradients and parameters, bit for bit.
+    let Some(device) = common::emulated_unless_skipped() else {
+        return;
+    };
+    with_version(EMBEDDING, KernelVersion::V2, || {
+        for kind in [ModelKind::Asif, ModelKind::SasRec] {
+            let (unfused, _) = one_step(&device, kind);
+            let (fused, counts) =
+                with_version(BIAS_GELU, KernelVersion::V2, || one_step(&device, kind));
+            eprintln!(
+                "{kind} step with bias_gelu v2: {} launches, {} cuBLAS calls, {} memsets",
+                counts.launches, counts.blas_calls, counts.memsets
+            );
+            for (i, (a, b)) in unfused.gradients.iter().zip(&fused.gradients).enumerate() {
+                assert_eq!(a, b, "{kind}: gradient {i} differs fused and unfused");
+            }
+            assert_eq!(unfused, fused, "{kind}: the steps differ");
+            assert_eq!(
+                (counts.launches, counts.blas_calls, counts.memsets),
+                pinned_fused(kind),
+                "{kind}: (launches, cuBLAS calls, memsets) per fused step (left) differ from pinned"
             );
         }
     });

@@ -12,6 +12,7 @@
 pub mod adam;
 pub mod add;
 pub mod attention;
+pub mod bias_gelu;
 pub mod contrastive;
 pub mod cross_entropy;
 pub mod dropout;
