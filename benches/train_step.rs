@@ -13,9 +13,11 @@
 //! (`TrainStep` with graphs on, `src/device/graph.rs`), ids `<model>-graph`, beside the eager
 //! rows; their device-work line counts the second step (the first graph step; the first step of
 //! a shape runs eagerly) and adds its fresh allocations (0 when the memory cache serves it).
-//! At 1,350 items the GPU also runs SASRec and ASIF with the FFN's bias add fused into GELU
-//! (`bias_gelu` v2, `kernels/bias_gelu.cu`; the same bits as the unfused step), ids
-//! `<model>-fused`, beside the unfused rows, so one call times both.
+//! At 1,350 items the GPU also runs SASRec and ASIF with the issue-20 fusions on: the FFN's bias
+//! add fused into GELU (`bias_gelu` v2, `kernels/bias_gelu.cu`) and the item and attribute
+//! lookups in one launch (`input_embedding` v2, `kernels/input_embedding.cu`; one attribute type
+//! here); the same bits as the unfused step; ids `<model>-fused`, beside the unfused rows, so one
+//! call times both.
 //! Every row runs the trainer's step (`TrainStep`), which reads the loss back each step.
 //! `cargo bench --bench train_step`. Ids: `train_step/<model>/<device> B.. d.. L.. n.. V..`.
 mod common;
@@ -83,7 +85,7 @@ fn step(
 }
 
 /// A row: the model, the embedding kernel version, whether the step is a CUDA graph, and whether
-/// the FFN's bias add is fused into GELU (the `bias_gelu` family at v2).
+/// the issue-20 fusions are on (the `bias_gelu` and `input_embedding` families at v2).
 #[derive(Clone, Copy)]
 struct Row {
     kind: ModelKind,
@@ -116,62 +118,64 @@ fn bench_device(c: &mut Criterion, device: &Device, s: &Size, rows: &[Row]) {
         fused,
     } in rows
     {
-        let bias_gelu = if fused {
+        let fusion = if fused {
             KernelVersion::V2
         } else {
             KernelVersion::V1
         };
         with_version("embedding", embedding_version, || {
-            with_version("bias_gelu", bias_gelu, || {
-                let config = ModelConfig {
-                    kind,
-                    hidden_size: s.d,
-                    heads: s.heads,
-                    layers: s.layers,
-                    max_len: s.n,
-                    inner_size: s.d,
-                    attribute_width: 2,
-                    ..ModelConfig::default()
-                };
-                let shape = DataShape {
-                    n_item_ids: s.items,
-                    attribute_vocab: vec![s.genres],
-                };
-                let mut model = Model::new(&config, &shape, device).expect("model");
-                let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
-                let mut name = match embedding_version {
-                    KernelVersion::V1 => kind.name().to_string(),
-                    KernelVersion::V2 => format!("{}-embedding_v2", kind.name()),
-                    KernelVersion::V3 => format!("{}-embedding_v3", kind.name()),
-                };
-                if cuda_graph {
-                    name.push_str("-graph");
-                }
-                if fused {
-                    name.push_str("-fused");
-                }
-                let mut runner = TrainStep::new(cuda_graph);
-                let label = format!(
-                    "{} B{} d{} L{} n{} V{}",
-                    device.name(),
-                    s.batch,
-                    s.d,
-                    s.layers,
-                    s.n,
-                    s.items
-                );
-                // The device work of one step: the first for an eager row (no warm cache of any
-                // kind), the second (the first graph step) for a graph row.
-                let mut t = 0u64;
-                if cuda_graph {
+            with_version("bias_gelu", fusion, || {
+                with_version("input_embedding", fusion, || {
+                    let config = ModelConfig {
+                        kind,
+                        hidden_size: s.d,
+                        heads: s.heads,
+                        layers: s.layers,
+                        max_len: s.n,
+                        inner_size: s.d,
+                        attribute_width: 2,
+                        ..ModelConfig::default()
+                    };
+                    let shape = DataShape {
+                        n_item_ids: s.items,
+                        attribute_vocab: vec![s.genres],
+                    };
+                    let mut model = Model::new(&config, &shape, device).expect("model");
+                    let mut adam =
+                        Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
+                    let mut name = match embedding_version {
+                        KernelVersion::V1 => kind.name().to_string(),
+                        KernelVersion::V2 => format!("{}-embedding_v2", kind.name()),
+                        KernelVersion::V3 => format!("{}-embedding_v3", kind.name()),
+                    };
+                    if cuda_graph {
+                        name.push_str("-graph");
+                    }
+                    if fused {
+                        name.push_str("-fused");
+                    }
+                    let mut runner = TrainStep::new(cuda_graph);
+                    let label = format!(
+                        "{} B{} d{} L{} n{} V{}",
+                        device.name(),
+                        s.batch,
+                        s.d,
+                        s.layers,
+                        s.n,
+                        s.items
+                    );
+                    // The device work of one step: the first for an eager row (no warm cache of any
+                    // kind), the second (the first graph step) for a graph row.
+                    let mut t = 0u64;
+                    if cuda_graph {
+                        step(&mut runner, &mut model, &mut adam, &batch, t);
+                        t += 1;
+                    }
+                    let before = device.counters().snapshot();
                     step(&mut runner, &mut model, &mut adam, &batch, t);
                     t += 1;
-                }
-                let before = device.counters().snapshot();
-                step(&mut runner, &mut model, &mut adam, &batch, t);
-                t += 1;
-                let counts = device.counters().snapshot().since(&before);
-                println!(
+                    let counts = device.counters().snapshot().since(&before);
+                    println!(
                 "train_step launches/step {name} {label}: {} launches, {} cuBLAS calls, {} memsets, \
                  {} allocations ({} fresh)",
                 counts.launches,
@@ -180,12 +184,13 @@ fn bench_device(c: &mut Criterion, device: &Device, s: &Size, rows: &[Row]) {
                 counts.allocations,
                 counts.fresh_allocations
             );
-                group.bench_function(BenchmarkId::new(&name, &label), |b| {
-                    b.iter(|| {
-                        step(&mut runner, &mut model, &mut adam, &batch, t);
-                        t += 1;
-                    })
-                });
+                    group.bench_function(BenchmarkId::new(&name, &label), |b| {
+                        b.iter(|| {
+                            step(&mut runner, &mut model, &mut adam, &batch, t);
+                            t += 1;
+                        })
+                    });
+                })
             })
         });
     }

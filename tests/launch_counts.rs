@@ -33,6 +33,7 @@ use asif_kernels::ops::embedding::{
 use asif_kernels::ops::gather::{gather_backward, gather_forward, GatherIndex};
 use asif_kernels::ops::gelu::{gelu_backward, gelu_forward};
 use asif_kernels::ops::hie::{self, hie_backward, hie_forward, HieBackward, HieOptions};
+use asif_kernels::ops::input_embedding::input_embedding_forward;
 use asif_kernels::ops::layer_norm::{layer_norm_backward, layer_norm_forward};
 use asif_kernels::ops::linear::{
     linear_backward, linear_forward, matmul_transposed_backward, matmul_transposed_forward,
@@ -336,6 +337,33 @@ fn fused_bias_gelu_costs_one_launch_forward_and_two_backward() {
             cost(2, 0, 0, &[rows * cols, 2 * cols, cols]),
         );
         assert!(finite(&dy) && finite(&db));
+    }
+}
+
+#[test]
+fn fused_input_lookups_cost_one_launch() {
+    // Issue 20: E_X[s] and one attribute type's pooling in one launch (unfused: one each).
+    let (positions, dim, max_tokens) = (7, 5, 2);
+    for device in kernel_devices() {
+        let item_table = values(&device, &[9, dim], 1);
+        let attribute_table = values(&device, &[4, dim], 2);
+        let ids = indices(&device, &[positions], vec![1, 0, 8, 3, 3, 2, 5]);
+        let tokens = indices(
+            &device,
+            &[positions, max_tokens],
+            vec![1, 2, 0, 0, 3, 0, 1, 1, 2, 3, 0, 1, 3, 2],
+        );
+        let ((x, a), counts) = counted(&device, || {
+            input_embedding_forward(&item_table, &attribute_table, &ids, &tokens, Pooling::Mean)
+                .unwrap()
+        });
+        assert_cost(
+            "input_embedding_forward",
+            &device,
+            counts,
+            cost(1, 0, 0, &[positions * dim, positions * dim]),
+        );
+        assert!(finite(&x) && finite(&a));
     }
 }
 

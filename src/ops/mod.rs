@@ -20,6 +20,7 @@ pub mod embedding;
 pub mod gather;
 pub mod gelu;
 pub mod hie;
+pub mod input_embedding;
 pub mod layer_norm;
 pub mod linear;
 pub mod relu;
