@@ -13,6 +13,11 @@
 //! (`TrainStep` with graphs on, `src/device/graph.rs`), ids `<model>-graph`, beside the eager
 //! rows; their device-work line counts the second step (the first graph step; the first step of
 //! a shape runs eagerly) and adds its fresh allocations (0 when the memory cache serves it).
+//! At 1,350 items the GPU also runs SASRec and ASIF with the issue-20 fusions on: the FFN's bias
+//! add fused into GELU (`bias_gelu` v2, `kernels/bias_gelu.cu`) and the item and attribute
+//! lookups in one launch (`input_embedding` v2, `kernels/input_embedding.cu`; one attribute type
+//! here); the same bits as the unfused step; ids `<model>-fused`, beside the unfused rows, so one
+//! call times both.
 //! Every row runs the trainer's step (`TrainStep`), which reads the loss back each step.
 //! `cargo bench --bench train_step`. Ids: `train_step/<model>/<device> B.. d.. L.. n.. V..`.
 mod common;
@@ -79,8 +84,26 @@ fn step(
     runner.run(model, adam, batch, step).expect("step");
 }
 
-/// A row: the model, the embedding kernel version, and whether the step is a CUDA graph.
-type Row = (ModelKind, KernelVersion, bool);
+/// A row: the model, the embedding kernel version, whether the step is a CUDA graph, and whether
+/// the issue-20 fusions are on (the `bias_gelu` and `input_embedding` families at v2).
+#[derive(Clone, Copy)]
+struct Row {
+    kind: ModelKind,
+    embedding: KernelVersion,
+    cuda_graph: bool,
+    fused: bool,
+}
+
+impl Row {
+    fn plain(kind: ModelKind) -> Row {
+        Row {
+            kind,
+            embedding: KernelVersion::V1,
+            cuda_graph: false,
+            fused: false,
+        }
+    }
+}
 
 /// `rows`: the rows to time.
 fn bench_device(c: &mut Criterion, device: &Device, s: &Size, rows: &[Row]) {
@@ -88,54 +111,71 @@ fn bench_device(c: &mut Criterion, device: &Device, s: &Size, rows: &[Row]) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(s.batch as u64));
     let batch = inputs(device, s);
-    for &(kind, embedding_version, cuda_graph) in rows {
+    for &Row {
+        kind,
+        embedding: embedding_version,
+        cuda_graph,
+        fused,
+    } in rows
+    {
+        let fusion = if fused {
+            KernelVersion::V2
+        } else {
+            KernelVersion::V1
+        };
         with_version("embedding", embedding_version, || {
-            let config = ModelConfig {
-                kind,
-                hidden_size: s.d,
-                heads: s.heads,
-                layers: s.layers,
-                max_len: s.n,
-                inner_size: s.d,
-                attribute_width: 2,
-                ..ModelConfig::default()
-            };
-            let shape = DataShape {
-                n_item_ids: s.items,
-                attribute_vocab: vec![s.genres],
-            };
-            let mut model = Model::new(&config, &shape, device).expect("model");
-            let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
-            let mut name = match embedding_version {
-                KernelVersion::V1 => kind.name().to_string(),
-                KernelVersion::V2 => format!("{}-embedding_v2", kind.name()),
-                KernelVersion::V3 => format!("{}-embedding_v3", kind.name()),
-            };
-            if cuda_graph {
-                name.push_str("-graph");
-            }
-            let mut runner = TrainStep::new(cuda_graph);
-            let label = format!(
-                "{} B{} d{} L{} n{} V{}",
-                device.name(),
-                s.batch,
-                s.d,
-                s.layers,
-                s.n,
-                s.items
-            );
-            // The device work of one step: the first for an eager row (no warm cache of any
-            // kind), the second (the first graph step) for a graph row.
-            let mut t = 0u64;
-            if cuda_graph {
-                step(&mut runner, &mut model, &mut adam, &batch, t);
-                t += 1;
-            }
-            let before = device.counters().snapshot();
-            step(&mut runner, &mut model, &mut adam, &batch, t);
-            t += 1;
-            let counts = device.counters().snapshot().since(&before);
-            println!(
+            with_version("bias_gelu", fusion, || {
+                with_version("input_embedding", fusion, || {
+                    let config = ModelConfig {
+                        kind,
+                        hidden_size: s.d,
+                        heads: s.heads,
+                        layers: s.layers,
+                        max_len: s.n,
+                        inner_size: s.d,
+                        attribute_width: 2,
+                        ..ModelConfig::default()
+                    };
+                    let shape = DataShape {
+                        n_item_ids: s.items,
+                        attribute_vocab: vec![s.genres],
+                    };
+                    let mut model = Model::new(&config, &shape, device).expect("model");
+                    let mut adam =
+                        Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
+                    let mut name = match embedding_version {
+                        KernelVersion::V1 => kind.name().to_string(),
+                        KernelVersion::V2 => format!("{}-embedding_v2", kind.name()),
+                        KernelVersion::V3 => format!("{}-embedding_v3", kind.name()),
+                    };
+                    if cuda_graph {
+                        name.push_str("-graph");
+                    }
+                    if fused {
+                        name.push_str("-fused");
+                    }
+                    let mut runner = TrainStep::new(cuda_graph);
+                    let label = format!(
+                        "{} B{} d{} L{} n{} V{}",
+                        device.name(),
+                        s.batch,
+                        s.d,
+                        s.layers,
+                        s.n,
+                        s.items
+                    );
+                    // The device work of one step: the first for an eager row (no warm cache of any
+                    // kind), the second (the first graph step) for a graph row.
+                    let mut t = 0u64;
+                    if cuda_graph {
+                        step(&mut runner, &mut model, &mut adam, &batch, t);
+                        t += 1;
+                    }
+                    let before = device.counters().snapshot();
+                    step(&mut runner, &mut model, &mut adam, &batch, t);
+                    t += 1;
+                    let counts = device.counters().snapshot().since(&before);
+                    println!(
                 "train_step launches/step {name} {label}: {} launches, {} cuBLAS calls, {} memsets, \
                  {} allocations ({} fresh)",
                 counts.launches,
@@ -144,12 +184,14 @@ fn bench_device(c: &mut Criterion, device: &Device, s: &Size, rows: &[Row]) {
                 counts.allocations,
                 counts.fresh_allocations
             );
-            group.bench_function(BenchmarkId::new(&name, &label), |b| {
-                b.iter(|| {
-                    step(&mut runner, &mut model, &mut adam, &batch, t);
-                    t += 1;
+                    group.bench_function(BenchmarkId::new(&name, &label), |b| {
+                        b.iter(|| {
+                            step(&mut runner, &mut model, &mut adam, &batch, t);
+                            t += 1;
+                        })
+                    });
                 })
-            });
+            })
         });
     }
     group.finish();
@@ -165,10 +207,7 @@ fn benches(c: &mut Criterion) {
         items: 2801,
         genres: 21,
     };
-    let both = [
-        (ModelKind::SasRec, KernelVersion::V1, false),
-        (ModelKind::Asif, KernelVersion::V1, false),
-    ];
+    let both = [Row::plain(ModelKind::SasRec), Row::plain(ModelKind::Asif)];
     bench_device(c, &Device::cpu(), &small, &both);
     if let Some(gpu) = common::gpu() {
         for items in [1350, 12_101] {
@@ -183,9 +222,22 @@ fn benches(c: &mut Criterion) {
             };
             let mut rows = both.to_vec();
             if items == 1350 {
-                rows.push((ModelKind::Asif, KernelVersion::V2, false));
-                rows.push((ModelKind::SasRec, KernelVersion::V1, true));
-                rows.push((ModelKind::Asif, KernelVersion::V1, true));
+                rows.push(Row {
+                    embedding: KernelVersion::V2,
+                    ..Row::plain(ModelKind::Asif)
+                });
+                for kind in [ModelKind::SasRec, ModelKind::Asif] {
+                    rows.push(Row {
+                        cuda_graph: true,
+                        ..Row::plain(kind)
+                    });
+                }
+                for kind in [ModelKind::SasRec, ModelKind::Asif] {
+                    rows.push(Row {
+                        fused: true,
+                        ..Row::plain(kind)
+                    });
+                }
             }
             bench_device(c, &gpu, &paper, &rows);
         }

@@ -38,6 +38,9 @@
 // for 0.87 GB), i.e. 20-35% of the DRAM floor. Not timed yet (no GPU here); the SASS report
 // (docs/kernels-sass.md) shows no local memory and no atomics in the _v2 entry points.
 //
+// The forwards' per-element bodies are embedding_lookup.cuh's, shared with input_embedding.cu
+// (the item lookup and one attribute type's pooling in one launch, issue 20).
+//
 // Versions:
 //   1. grid-stride gather; atomic scatter-add backward (nondeterministic last bits).
 //   2. the backwards only (`embedding_backward_v2`, `pooled_embedding_backward_v2`): row-owner
@@ -53,13 +56,13 @@
 //   asif-gate: embedding_backward_v2 block=256 occupancy>=100%
 //   asif-gate: pooled_embedding_backward_v2 block=256 occupancy>=100%
 #include "common.cuh"
+#include "embedding_lookup.cuh"
 
 extern "C" __global__ void embedding_forward(const float* __restrict__ table, const int* __restrict__ ids,
                                              float* __restrict__ out, int positions, int dim, int vocab) {
     const int len = positions * dim;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += blockDim.x * gridDim.x) {
-        const int id = ids[i / dim];
-        out[i] = (id >= 0 && id < vocab) ? table[(size_t)id * dim + i % dim] : 0.0f;
+        out[i] = embedding_lookup_at(table, ids[i / dim], i % dim, dim, vocab);
     }
 }
 
@@ -79,17 +82,7 @@ extern "C" __global__ void pooled_embedding_forward(const float* __restrict__ ta
     const int len = rows * dim;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += blockDim.x * gridDim.x) {
         const int row = i / dim, col = i % dim;
-        const int* row_tokens = tokens + (size_t)row * max_tokens;
-        float sum = 0.0f;
-        int count = 0;
-        for (int k = 0; k < max_tokens; ++k) {
-            const int t = row_tokens[k];
-            if (t > 0 && t < vocab) {
-                sum += table[(size_t)t * dim + col];
-                ++count;
-            }
-        }
-        out[i] = (mean && count > 0) ? sum / (float)count : sum;
+        out[i] = embedding_pool_at(table, tokens + (size_t)row * max_tokens, max_tokens, col, dim, vocab, mean);
     }
 }
 

@@ -10,7 +10,8 @@
 //
 // Traffic and floor at the paper's FFN size (B·n·inner = 102400 × 256 fp32): forward reads x and
 // writes y (210 MB, about 70 µs at 3.0 TB/s on an H100); backward reads x and dy, writes dx
-// (315 MB, about 105 µs). Fusing GELU into the FFN's GEMM epilogue is the later step.
+// (315 MB, about 105 µs). The FFN's bias add fused with GELU is bias_gelu.cu (the same
+// gelu_value/gelu_gradient, gelu.cuh); fusing GELU into the GEMM's epilogue is a later step.
 //
 // Versions (kernel_version family "gelu"):
 //   1. gelu_forward / gelu_backward: one scalar element per thread per step.
@@ -27,19 +28,8 @@
 //   asif-gate: gelu_backward_v2 block=256 occupancy>=62% vector_io
 #include "common.cuh"
 #include "vector_io.cuh"
+#include "gelu.cuh"
 
-#define GELU_INV_SQRT2 0.70710678118654752440f
-#define GELU_INV_SQRT_2PI 0.39894228040143267794f
-
-__device__ __forceinline__ float gelu_value(float v) {
-    return 0.5f * v * (1.0f + erff(v * GELU_INV_SQRT2));
-}
-
-__device__ __forceinline__ float gelu_gradient(float v, float dy) {
-    const float cdf = 0.5f * (1.0f + erff(v * GELU_INV_SQRT2));
-    const float pdf = GELU_INV_SQRT_2PI * expf(-0.5f * v * v);
-    return dy * (cdf + v * pdf);
-}
 
 extern "C" __global__ void gelu_forward(const float* __restrict__ x, float* __restrict__ y, int len) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += blockDim.x * gridDim.x) {

@@ -13,9 +13,14 @@
 //   linear_bias_grad_partial: block (32, 8), grid (ceil(d_out/32), chunks of 64 rows).
 //   linear_bias_grad_finish: one thread per column.
 //
+// The two bias-gradient passes are column_sum.cuh's, shared with bias_gelu.cu (the FFN's bias add
+// fused with GELU, whose backward sums db as it writes dz).
+//
 // Traffic and floor at the paper's sizes (B·n = 102400 rows, d_out = 256, fp32): the bias add reads
 // and writes y once (210 MB, about 70 µs at 3.0 TB/s on an H100); the bias gradient reads dy once
 // (105 MB, 35 µs). cuBLAS' epilogue could fold the bias add into the GEMM (cublasLt); not done yet.
+// Where GELU follows (the FFN's first linear layer), bias_gelu.cu folds the bias add into the
+// activation instead (family `bias_gelu`, v2).
 //
 // Versions:
 //   1. separate bias add after the GEMM; two-pass column sum for db.
@@ -26,8 +31,7 @@
 //   asif-gate: linear_bias_grad_partial block=256 occupancy>=100%
 //   asif-gate: linear_bias_grad_finish block=256 occupancy>=100%
 #include "common.cuh"
-
-#define LINEAR_ROWS_PER_CHUNK 64
+#include "column_sum.cuh"
 
 extern "C" __global__ void linear_bias_add(float* __restrict__ y, const float* __restrict__ bias,
                                            int len, int cols) {
@@ -38,32 +42,11 @@ extern "C" __global__ void linear_bias_add(float* __restrict__ y, const float* _
 
 extern "C" __global__ void linear_bias_grad_partial(const float* __restrict__ dy,
                                                     float* __restrict__ partial, int rows, int cols) {
-    // 8 row-lanes × 32 columns; +1 column of padding avoids bank conflicts on the transposed read.
     __shared__ float tile[8][33];
-    const int col = blockIdx.x * 32 + threadIdx.x;
-    const int chunk = blockIdx.y;
-    const int row_begin = chunk * LINEAR_ROWS_PER_CHUNK;
-    const int row_end = min(rows, row_begin + LINEAR_ROWS_PER_CHUNK);
-    float sum = 0.0f;
-    if (col < cols) {
-        for (int row = row_begin + threadIdx.y; row < row_end; row += blockDim.y) {
-            sum += dy[(size_t)row * cols + col];
-        }
-    }
-    tile[threadIdx.y][threadIdx.x] = sum;
-    __syncthreads();
-    if (threadIdx.y == 0 && col < cols) {
-        float total = 0.0f;
-        for (int lane = 0; lane < (int)blockDim.y; ++lane) total += tile[lane][threadIdx.x];
-        partial[(size_t)chunk * cols + col] = total;
-    }
+    asif_column_partial(tile, partial, rows, cols, [dy](size_t at, int) { return dy[at]; });
 }
 
 extern "C" __global__ void linear_bias_grad_finish(const float* __restrict__ partial,
                                                    float* __restrict__ dbias, int chunks, int cols) {
-    const int col = blockIdx.x * blockDim.x + threadIdx.x;
-    if (col >= cols) return;
-    float total = 0.0f;
-    for (int chunk = 0; chunk < chunks; ++chunk) total += partial[(size_t)chunk * cols + col];
-    dbias[col] = total;
+    asif_column_finish(partial, dbias, chunks, cols);
 }

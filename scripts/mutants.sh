@@ -133,6 +133,18 @@ edit kernels/contrastive.cu 'k_rows[(8 * k + 2 * in_group + i) * stride' 'k_rows
 mutant contrastive_v2_staged_column_offset_dropped full "contrastive"
 edit kernels/contrastive.cu '* stride + c1 + 8 * j + group_id];' '* stride + 8 * j + group_id];'
 
+# The FFN's bias add fused with GELU (issue 20): the forward's bias column off by one, and the
+# backward's GELU' taken at y instead of y + b; each planted by hand first (tests/linear.rs).
+mutant bias_gelu_forward_bias_column_shifted full "linear"
+edit kernels/bias_gelu.cu 'return gelu_value(v + bias[(int)i % cols]);' 'return gelu_value(v + bias[((int)i + 1) % cols]);'
+
+mutant bias_gelu_backward_derivative_without_bias full "linear"
+edit kernels/bias_gelu.cu 'const float g = gelu_gradient(y[at] + bias[col], dh[at]);' 'const float g = gelu_gradient(y[at], dh[at]);'
+
+# The input lookups in one launch (issue 20): the pooling reads each row's tokens one slot late.
+mutant input_embedding_pooling_off_by_one full "embedding"
+edit kernels/input_embedding.cu 'tokens + (size_t)position * max_tokens, max_tokens' 'tokens + (size_t)position * max_tokens + 1, max_tokens'
+
 mutant attention_reference_backward_diagonal full "attention"
 edit src/ops/attention/cpu.rs '                for j in 0..=i {
                     let p = (problem.logits(&scores, s, j, scale) - lse).exp();' '                for j in 0..i {

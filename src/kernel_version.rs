@@ -13,6 +13,12 @@
 //!    `ASIF_KERNEL_ATTENTION=v2`), read on every call;
 //! 3. the family's default in [`DEFAULTS`] (v1 for every family until a GPU run decides).
 //!
+//! A fused kernel family (issue 20) uses the same switch for fused or not: at v1 its kernels are
+//! not launched and the model runs the unfused ops as before; at v2 it runs the fused kernel
+//! (`bias_gelu`: the FFN's bias add and GELU, `kernels/bias_gelu.cu`, read by
+//! `model::blocks`; `input_embedding`: the item and attribute lookups, `kernels/input_embedding.cu`,
+//! read by `model::Model`). The unfused v1 stays the default until a GPU run measures both.
+//!
 //! A family with only one version ignores all of this. A third version exists only for the
 //! families in [`THIRD_VERSION_FAMILIES`] (HIE's tensor-core products, issue 19); selecting v3
 //! for another family is an error from [`selected`], by override or environment alike.

@@ -5,6 +5,7 @@ mod common;
 use asif_kernels::autograd::gradcheck::check_gradient;
 use asif_kernels::autograd::Tape;
 use asif_kernels::ops::embedding::{self, Pooling};
+use asif_kernels::ops::input_embedding;
 use asif_kernels::{kernel_version, Device, Error, IndexTensor};
 use common::{
     all_devices, assert_close, for_each_version, gradcheck_options, random, rng, tensor, weighted,
@@ -359,4 +360,130 @@ fn heavy_duplicates_pads_and_lengths_zero_one_n_match_the_reference() {
             }
         }
     });
+}
+
+#[test]
+fn fused_input_lookups_equal_the_two_lookups_bit_for_bit_through_the_tape() {
+    // Issue 20: E_X[s] and one attribute type's pooling in one launch (`ops::input_embedding`)
+    // give the two lookups' values, and through the tape (both outputs used, as the model uses
+    // them) the same table gradients, with the deterministic scatter (embedding v2) bit for bit.
+    // Ids with pads, duplicates and out-of-table-free values; rows without tokens; odd widths.
+    let mut rng = rng(207);
+    for device in all_devices() {
+        kernel_version::with_version(FAMILY, kernel_version::KernelVersion::V2, || {
+            for &(lead, dim, item_vocab, attribute_vocab, max_tokens) in &[
+                (&[1usize][..], 1usize, 2usize, 2usize, 1usize),
+                (&[3, 7][..], 5, 9, 4, 3),
+                (&[2, 33][..], 33, 40, 7, 2),
+            ] {
+                let positions: usize = lead.iter().product();
+                let id_values = ids(&mut rng, positions, item_vocab);
+                let token_values = ids(&mut rng, positions * max_tokens, attribute_vocab);
+                let mut token_shape = lead.to_vec();
+                token_shape.push(max_tokens);
+                let mut out_shape = lead.to_vec();
+                out_shape.push(dim);
+                let ids_t = IndexTensor::from_vec(&device, lead, id_values).unwrap();
+                let tokens_t = IndexTensor::from_vec(&device, &token_shape, token_values).unwrap();
+                let item_table = tensor(
+                    &device,
+                    &[item_vocab, dim],
+                    &random(&mut rng, item_vocab * dim, 0.0, 1.0),
+                );
+                let attribute_table = tensor(
+                    &device,
+                    &[attribute_vocab, dim],
+                    &random(&mut rng, attribute_vocab * dim, 0.0, 1.0),
+                );
+                let dx = tensor(
+                    &device,
+                    &out_shape,
+                    &random(&mut rng, positions * dim, 0.0, 1.0),
+                );
+                let da = tensor(
+                    &device,
+                    &out_shape,
+                    &random(&mut rng, positions * dim, 0.0, 1.0),
+                );
+                for pooling in [Pooling::Sum, Pooling::Mean] {
+                    let run = |fused: bool| {
+                        let tape = Tape::new();
+                        let (e, t) = (
+                            tape.leaf(item_table.clone()),
+                            tape.leaf(attribute_table.clone()),
+                        );
+                        let (x, a) = if fused {
+                            input_embedding::input_embedding(
+                                &tape, &e, &t, &ids_t, &tokens_t, pooling,
+                            )
+                            .unwrap()
+                        } else {
+                            (
+                                embedding::embedding(&tape, &e, &ids_t).unwrap(),
+                                embedding::pooled_embedding(&tape, &t, &tokens_t, pooling).unwrap(),
+                            )
+                        };
+                        let grads = tape
+                            .backward_from(vec![(&x, dx.clone()), (&a, da.clone())])
+                            .unwrap();
+                        [
+                            bits(x.value()),
+                            bits(a.value()),
+                            bits(grads.get(&e).unwrap()),
+                            bits(grads.get(&t).unwrap()),
+                        ]
+                    };
+                    assert_eq!(
+                        run(true),
+                        run(false),
+                        "{pooling:?} {lead:?} d {dim} on {}",
+                        device.name()
+                    );
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn fused_input_lookups_report_bad_input_as_typed_errors() {
+    let device = Device::cpu();
+    let item_table = tensor(&device, &[5, 3], &[0.5; 15]);
+    let attribute_table = tensor(&device, &[4, 3], &[0.5; 12]);
+    let narrow = tensor(&device, &[4, 2], &[0.5; 8]);
+    let ids = IndexTensor::from_vec(&device, &[2], vec![1, 4]).unwrap();
+    let tokens = IndexTensor::from_vec(&device, &[2, 2], vec![1, 0, 3, 2]).unwrap();
+    let forward = |t: &asif_kernels::Tensor, i: &IndexTensor, k: &IndexTensor| {
+        input_embedding::input_embedding_forward(&item_table, t, i, k, Pooling::Sum)
+    };
+    assert!(forward(&attribute_table, &ids, &tokens).is_ok());
+    let error = forward(&narrow, &ids, &tokens).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Shape {
+                op: "input_embedding",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let short_tokens = IndexTensor::from_vec(&device, &[1, 2], vec![1, 0]).unwrap();
+    let error = forward(&attribute_table, &ids, &short_tokens).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Shape {
+                op: "input_embedding",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let bad_ids = IndexTensor::from_vec(&device, &[2], vec![1, 5]).unwrap();
+    let error = forward(&attribute_table, &bad_ids, &tokens).unwrap_err();
+    assert!(matches!(error, Error::Argument { .. }), "{error}");
+    let bad_tokens = IndexTensor::from_vec(&device, &[2, 2], vec![1, 0, 4, 2]).unwrap();
+    let error = forward(&attribute_table, &ids, &bad_tokens).unwrap_err();
+    assert!(matches!(error, Error::Argument { .. }), "{error}");
 }

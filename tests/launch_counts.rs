@@ -17,6 +17,7 @@ use asif_kernels::ops::attention::{
     self, attention_backward, attention_forward, AttentionConfig, AttentionInputs, OutputGradients,
     ScorePair,
 };
+use asif_kernels::ops::bias_gelu::{bias_gelu_backward, bias_gelu_forward};
 use asif_kernels::ops::contrastive::{
     self, contrastive_loss_forward_backward, ContrastiveReduction,
 };
@@ -32,6 +33,7 @@ use asif_kernels::ops::embedding::{
 use asif_kernels::ops::gather::{gather_backward, gather_forward, GatherIndex};
 use asif_kernels::ops::gelu::{gelu_backward, gelu_forward};
 use asif_kernels::ops::hie::{self, hie_backward, hie_forward, HieBackward, HieOptions};
+use asif_kernels::ops::input_embedding::input_embedding_forward;
 use asif_kernels::ops::layer_norm::{layer_norm_backward, layer_norm_forward};
 use asif_kernels::ops::linear::{
     linear_backward, linear_forward, matmul_transposed_backward, matmul_transposed_forward,
@@ -309,6 +311,61 @@ fn layer_norm_and_the_fused_residual_sublayer() {
             assert!(finite(&grads.dx));
         }
     });
+}
+
+#[test]
+fn fused_bias_gelu_costs_one_launch_forward_and_two_backward() {
+    // Issue 20: the FFN's bias add and GELU in one pass (the unfused path: linear's bias add and
+    // GELU's forward, 2 launches; GELU's backward and the bias gradient's two passes, 3).
+    let (rows, cols) = (70, 5);
+    for device in kernel_devices() {
+        let y = values(&device, &[rows, cols], 1);
+        let bias = values(&device, &[cols], 2);
+        let dh = values(&device, &[rows, cols], 3);
+        let (h, counts) = counted(&device, || bias_gelu_forward(&y, &bias).unwrap());
+        assert_cost(
+            "bias_gelu_forward",
+            &device,
+            counts,
+            cost(1, 0, 0, &[rows * cols]),
+        );
+        assert!(finite(&h));
+        let ((dy, db), counts) = counted(&device, || bias_gelu_backward(&y, &bias, &dh).unwrap());
+        assert_cost(
+            "bias_gelu_backward",
+            &device,
+            counts,
+            cost(2, 0, 0, &[rows * cols, 2 * cols, cols]),
+        );
+        assert!(finite(&dy) && finite(&db));
+    }
+}
+
+#[test]
+fn fused_input_lookups_cost_one_launch() {
+    // Issue 20: E_X[s] and one attribute type's pooling in one launch (unfused: one each).
+    let (positions, dim, max_tokens) = (7, 5, 2);
+    for device in kernel_devices() {
+        let item_table = values(&device, &[9, dim], 1);
+        let attribute_table = values(&device, &[4, dim], 2);
+        let ids = indices(&device, &[positions], vec![1, 0, 8, 3, 3, 2, 5]);
+        let tokens = indices(
+            &device,
+            &[positions, max_tokens],
+            vec![1, 2, 0, 0, 3, 0, 1, 1, 2, 3, 0, 1, 3, 2],
+        );
+        let ((x, a), counts) = counted(&device, || {
+            input_embedding_forward(&item_table, &attribute_table, &ids, &tokens, Pooling::Mean)
+                .unwrap()
+        });
+        assert_cost(
+            "input_embedding_forward",
+            &device,
+            counts,
+            cost(1, 0, 0, &[positions * dim, positions * dim]),
+        );
+        assert!(finite(&x) && finite(&a));
+    }
 }
 
 #[test]

@@ -1,12 +1,17 @@
 //! Linear layer and the prediction layer's `u E_Xᵀ`: tier 1 (f64 finite differences of the
 //! reference), tiers 2 and 4 (every device against the f64 triple loop on odd sizes), the tape.
+//! Also the FFN's bias add fused with GELU (`ops::bias_gelu`, issue 20): its f64 backward by
+//! finite differences, and on every device and GELU version the same bits as the unfused linear
+//! bias add and GELU, forward, backward and through the tape.
 mod common;
 
 use asif_kernels::autograd::gradcheck::check_gradient;
 use asif_kernels::autograd::Tape;
-use asif_kernels::ops::linear;
+use asif_kernels::ops::{bias_gelu, gelu, linear};
 use asif_kernels::{Device, Error, Tensor};
-use common::{all_devices, assert_close, gradcheck_options, random, rng, tensor, weighted};
+use common::{
+    all_devices, assert_close, for_each_version, gradcheck_options, random, rng, tensor, weighted,
+};
 
 /// fp32 GEMM against the f64 triple loop: sums of up to a few hundred products.
 const TOLERANCE: f64 = 1e-5;
@@ -273,4 +278,185 @@ fn an_empty_batch_gives_empty_outputs_and_zero_weight_gradients() {
         assert_eq!(grads.dweight.to_vec().unwrap(), vec![0.0; 6]);
         assert_eq!(grads.dbias.unwrap().to_vec().unwrap(), vec![0.0; 2]);
     }
+}
+
+/// The bits of a tensor's values.
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.to_vec()
+        .expect("download")
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
+#[test]
+fn bias_gelu_backward_matches_finite_differences() {
+    let mut rng = rng(110);
+    for &(rows, cols) in &[(1usize, 1usize), (3, 5), (9, 4)] {
+        // y + b spread over GELU's curved middle and its tails.
+        let y = random(&mut rng, rows * cols, 0.0, 3.0);
+        let b = random(&mut rng, cols, 0.0, 1.0);
+        let w = random(&mut rng, rows * cols, 0.0, 1.0);
+        let (dy, db) = bias_gelu::backward_reference(&y, &b, &w, cols);
+        let fy = |p: &[f64]| weighted(&bias_gelu::forward_reference(p, &b, cols), &w);
+        let fb = |p: &[f64]| weighted(&bias_gelu::forward_reference(&y, p, cols), &w);
+        check_gradient(fy, &y, &dy, gradcheck_options()).expect("dy");
+        check_gradient(fb, &b, &db, gradcheck_options()).expect("db");
+    }
+}
+
+#[test]
+fn bias_gelu_equals_the_unfused_bias_add_and_gelu_bit_for_bit() {
+    // The fused pass against what the FFN ran before it: linear's bias add after the GEMM, then
+    // GELU (both GELU versions); backward GELU's, then the linear layer's bias gradient. Sizes:
+    // a partial float4 (15 elements), chunk boundaries of the column sums (64 and 65 rows, 130 =
+    // three chunks), a partial 32-column block (33) and the paper's width (256).
+    let mut rng = rng(111);
+    for device in all_devices() {
+        for_each_version(&["gelu"], |version| {
+            for &(rows, d_in, cols) in &[
+                (1usize, 1usize, 1usize),
+                (3, 4, 5),
+                (64, 3, 33),
+                (65, 2, 7),
+                (130, 5, 33),
+                (2, 3, 256),
+            ] {
+                let x = tensor(
+                    &device,
+                    &[rows, d_in],
+                    &random(&mut rng, rows * d_in, 0.0, 1.0),
+                );
+                let w = tensor(
+                    &device,
+                    &[d_in, cols],
+                    &random(&mut rng, d_in * cols, 0.0, 1.0),
+                );
+                let b = tensor(&device, &[cols], &random(&mut rng, cols, 0.0, 1.0));
+                let dh = tensor(
+                    &device,
+                    &[rows, cols],
+                    &random(&mut rng, rows * cols, 0.0, 1.0),
+                );
+                let what = |n: &str| {
+                    format!(
+                        "bias_gelu {n} on {} (gelu {}) [{rows}, {cols}]",
+                        device.name(),
+                        version.name()
+                    )
+                };
+
+                let z = linear::linear_forward(&x, &w, Some(&b)).expect("unfused linear");
+                let h_unfused = gelu::gelu_forward(&z).expect("unfused gelu");
+                let y = linear::linear_forward(&x, &w, None).expect("linear without bias");
+                let h = bias_gelu::bias_gelu_forward(&y, &b).expect("fused forward");
+                assert_eq!(h.shape(), [rows, cols]);
+                assert_eq!(bits(&h), bits(&h_unfused), "{}", what("h"));
+
+                let dz = gelu::gelu_backward(&z, &dh).expect("unfused gelu backward");
+                let db_unfused = linear::linear_backward(&x, &w, &dz, true)
+                    .expect("unfused linear backward")
+                    .dbias
+                    .expect("db");
+                let (dy, db) = bias_gelu::bias_gelu_backward(&y, &b, &dh).expect("fused backward");
+                assert_eq!(bits(&dy), bits(&dz), "{}", what("dy"));
+                assert_eq!(bits(&db), bits(&db_unfused), "{}", what("db"));
+
+                // And against the f64 reference, so both cannot be wrong alike.
+                let y_host: Vec<f64> = y.to_vec().unwrap().iter().map(|&v| v as f64).collect();
+                let b_host: Vec<f64> = b.to_vec().unwrap().iter().map(|&v| v as f64).collect();
+                let dh_host: Vec<f64> = dh.to_vec().unwrap().iter().map(|&v| v as f64).collect();
+                let (dy_want, db_want) =
+                    bias_gelu::backward_reference(&y_host, &b_host, &dh_host, cols);
+                let h_want = bias_gelu::forward_reference(&y_host, &b_host, cols);
+                assert_close(&what("h"), &device, &h, &h_want, TOLERANCE);
+                assert_close(&what("dy"), &device, &dy, &dy_want, TOLERANCE);
+                assert_close(&what("db"), &device, &db, &db_want, TOLERANCE);
+            }
+        });
+    }
+}
+
+#[test]
+fn the_ffn_first_layer_through_the_tape_is_the_same_fused_or_not() {
+    // GELU(x W + b) on the tape, as the FFN records it either way (`model::blocks`): the
+    // gradients of x, W and b are the same bits.
+    let mut rng = rng(112);
+    let (lead, d_in, cols) = ([3usize, 7usize], 6usize, 9usize);
+    for device in all_devices() {
+        let x = tensor(
+            &device,
+            &[3, 7, d_in],
+            &random(&mut rng, 21 * d_in, 0.0, 1.0),
+        );
+        let w = tensor(
+            &device,
+            &[d_in, cols],
+            &random(&mut rng, d_in * cols, 0.0, 1.0),
+        );
+        let b = tensor(&device, &[cols], &random(&mut rng, cols, 0.0, 1.0));
+        let seed = tensor(
+            &device,
+            &[lead[0], lead[1], cols],
+            &random(&mut rng, 21 * cols, 0.0, 1.0),
+        );
+        let run = |fused: bool| {
+            let tape = Tape::new();
+            let (xv, wv, bv) = (
+                tape.leaf(x.clone()),
+                tape.leaf(w.clone()),
+                tape.leaf(b.clone()),
+            );
+            let h = if fused {
+                let y = linear::linear(&tape, &xv, &wv, None).unwrap();
+                bias_gelu::bias_gelu(&tape, &y, &bv).unwrap()
+            } else {
+                gelu::gelu(&tape, &linear::linear(&tape, &xv, &wv, Some(&bv)).unwrap()).unwrap()
+            };
+            let grads = tape.backward(&h, seed.clone()).unwrap();
+            [
+                bits(h.value()),
+                bits(grads.get(&xv).unwrap()),
+                bits(grads.get(&wv).unwrap()),
+                bits(grads.get(&bv).unwrap()),
+            ]
+        };
+        assert_eq!(run(true), run(false), "on {}", device.name());
+    }
+}
+
+#[test]
+fn bias_gelu_bad_shapes_are_typed_errors() {
+    let device = Device::cpu();
+    let y = Tensor::zeros(&device, &[2, 3]).unwrap();
+    let b = Tensor::zeros(&device, &[4]).unwrap();
+    let error = bias_gelu::bias_gelu_forward(&y, &b).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Shape {
+                op: "bias_gelu",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let b = Tensor::zeros(&device, &[3]).unwrap();
+    let dh = Tensor::zeros(&device, &[3, 3]).unwrap();
+    let error = bias_gelu::bias_gelu_backward(&y, &b, &dh).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Shape {
+                op: "bias_gelu",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let b_emulated = Tensor::zeros(&common::emulated(), &[3]).unwrap();
+    assert!(matches!(
+        bias_gelu::bias_gelu_forward(&y, &b_emulated),
+        Err(Error::DeviceMismatch { .. })
+    ));
 }

@@ -11,7 +11,9 @@ mod common;
 use asif_kernels::autograd::Tape;
 use asif_kernels::device::CounterSnapshot;
 use asif_kernels::kernel_version::{with_version, KernelVersion};
-use asif_kernels::model::{DropoutSeeds, Mode, Model, ModelConfig, ModelKind};
+use asif_kernels::model::{
+    DataShape, DropoutSeeds, Mode, Model, ModelConfig, ModelInputs, ModelKind,
+};
 use asif_kernels::ops::adam::{Adam, AdamConfig};
 use asif_kernels::train::StepCounts;
 use asif_kernels::Device;
@@ -19,6 +21,10 @@ use common::tiny_model::{self, bits};
 
 /// The embedding kernel family (`kernels/embedding.cu`): v2 is its deterministic backward.
 const EMBEDDING: &str = "embedding";
+/// The FFN's bias add fused with GELU (`kernels/bias_gelu.cu`): v2 runs it, v1 the unfused ops.
+const BIAS_GELU: &str = "bias_gelu";
+/// The input lookups in one launch (`kernels/input_embedding.cu`): v2 runs it, v1 two lookups.
+const INPUT_EMBEDDING: &str = "input_embedding";
 
 /// A tiny model with dropout on (the dropout masks are counter-based, so they are part of the
 /// state a step starts from): d 8, 2 heads, 1 layer, n 8, r 4, RSA on for ASIF.
@@ -52,8 +58,31 @@ struct StepBits {
 /// backward, Adam) and returns its bits and what the device did during the step (the loss is
 /// read after the count: its download is not part of the step).
 fn one_step(device: &Device, kind: ModelKind) -> (StepBits, CounterSnapshot) {
-    let mut model = Model::new(&tiny(kind), &tiny_model::shape(), device).expect("model");
-    let inputs = tiny_model::inputs(device, 8);
+    one_step_on(
+        device,
+        kind,
+        &tiny_model::shape(),
+        tiny_model::inputs(device, 8),
+    )
+}
+
+/// [`one_step`] on the tiny problem with its first attribute type alone (the fused input
+/// lookups take one type, as the paper's Beauty has).
+fn one_attribute_step(device: &Device, kind: ModelKind) -> (StepBits, CounterSnapshot) {
+    let mut shape = tiny_model::shape();
+    shape.attribute_vocab.truncate(1);
+    let mut inputs = tiny_model::inputs(device, 8);
+    inputs.attributes.truncate(1);
+    one_step_on(device, kind, &shape, inputs)
+}
+
+fn one_step_on(
+    device: &Device,
+    kind: ModelKind,
+    shape: &DataShape,
+    inputs: ModelInputs,
+) -> (StepBits, CounterSnapshot) {
+    let mut model = Model::new(&tiny(kind), shape, device).expect("model");
     let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
     let before = device.counters().snapshot();
     let tape = Tape::new();
@@ -197,6 +226,91 @@ fn launches_per_training_step_are_pinned() {
             assert_eq!(
                 counts.bytes_device_to_host, 0,
                 "{kind}: a download in the step"
+            );
+        }
+    });
+}
+
+/// With the FFN's bias add fused into GELU, one step (tiny: one FFN, the X stream's) costs two
+/// launches fewer: the bias add in the forward, the bias gradient's first pass in the backward.
+fn pinned_fused(kind: ModelKind) -> (u64, u64, u64) {
+    let (launches, blas, memsets) = pinned(kind);
+    (launches - 2, blas, memsets)
+}
+
+#[test]
+fn a_step_with_the_fused_bias_gelu_gives_the_unfused_bits_in_two_launches_fewer() {
+    // Issue 20: the FFN's bias add and GELU in one pass (`ops::bias_gelu`) compute what the
+    // linear op's bias add and GELU compute; a whole step (forward, backward, Adam) gives the
+    // same loss, gradients and parameters, bit for bit.
+    let Some(device) = common::emulated_unless_skipped() else {
+        return;
+    };
+    with_version(EMBEDDING, KernelVersion::V2, || {
+        for kind in [ModelKind::Asif, ModelKind::SasRec] {
+            let (unfused, _) = one_step(&device, kind);
+            let (fused, counts) =
+                with_version(BIAS_GELU, KernelVersion::V2, || one_step(&device, kind));
+            eprintln!(
+                "{kind} step with bias_gelu v2: {} launches, {} cuBLAS calls, {} memsets",
+                counts.launches, counts.blas_calls, counts.memsets
+            );
+            for (i, (a, b)) in unfused.gradients.iter().zip(&fused.gradients).enumerate() {
+                assert_eq!(a, b, "{kind}: gradient {i} differs fused and unfused");
+            }
+            assert_eq!(unfused, fused, "{kind}: the steps differ");
+            assert_eq!(
+                (counts.launches, counts.blas_calls, counts.memsets),
+                pinned_fused(kind),
+                "{kind}: (launches, cuBLAS calls, memsets) per fused step (left) differ from pinned"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_step_with_the_fused_input_lookups_gives_the_unfused_bits_in_one_launch_fewer() {
+    // Issue 20: E_X[s] and the pooled attribute embedding in one launch (`ops::input_embedding`,
+    // one attribute type); with the FFN's fused bias + GELU as well, three launches fewer. The
+    // same loss, gradients and parameters bit for bit. SASRec reads no attributes: unchanged.
+    let Some(device) = common::emulated_unless_skipped() else {
+        return;
+    };
+    with_version(EMBEDDING, KernelVersion::V2, || {
+        for kind in [ModelKind::Asif, ModelKind::SasRec] {
+            let (unfused, unfused_counts) = one_attribute_step(&device, kind);
+            let (fused, counts) = with_version(INPUT_EMBEDDING, KernelVersion::V2, || {
+                one_attribute_step(&device, kind)
+            });
+            let (both, both_counts) = with_version(INPUT_EMBEDDING, KernelVersion::V2, || {
+                with_version(BIAS_GELU, KernelVersion::V2, || {
+                    one_attribute_step(&device, kind)
+                })
+            });
+            eprintln!(
+                "{kind} step, one attribute type: {} launches unfused, {} with input_embedding v2, \
+                 {} with bias_gelu v2 too",
+                unfused_counts.launches, counts.launches, both_counts.launches
+            );
+            assert_eq!(unfused, fused, "{kind}: fused input lookups");
+            assert_eq!(unfused, both, "{kind}: both fusions");
+            let fewer = match kind {
+                ModelKind::Asif => 1,
+                _ => 0,
+            };
+            assert_eq!(
+                (counts.launches, counts.blas_calls, counts.memsets),
+                (
+                    unfused_counts.launches - fewer,
+                    unfused_counts.blas_calls,
+                    unfused_counts.memsets
+                ),
+                "{kind}: input_embedding v2"
+            );
+            assert_eq!(
+                both_counts.launches,
+                unfused_counts.launches - fewer - 2,
+                "{kind}: both fusions"
             );
         }
     });

@@ -1,6 +1,8 @@
 //! The basic parameter blocks: a linear map, a layer norm and the position-wise feed-forward
 //! network, each created with its checkpoint names and run through its own forward.
 use crate::autograd::Var;
+use crate::kernel_version::{self, KernelVersion};
+use crate::ops::bias_gelu::{self, bias_gelu};
 use crate::ops::gelu::gelu;
 use crate::ops::layer_norm::layer_norm;
 use crate::ops::linear::linear;
@@ -46,6 +48,19 @@ impl Linear {
             pass.parameter(self.weight),
             self.bias.map(|b| pass.parameter(b)),
         )
+    }
+
+    /// GELU(x W + b). Where the kernel family `bias_gelu` is at v2 (issue 20), the bias add is
+    /// fused into GELU (`ops::bias_gelu`: the GEMM without its bias, then one pass; the same
+    /// bits); at v1, the default, the linear op adds the bias and GELU follows.
+    pub fn forward_gelu(&self, pass: &Forward, x: &Var) -> Result<Var> {
+        match self.bias {
+            Some(bias) if kernel_version::selected(bias_gelu::FAMILY)? == KernelVersion::V2 => {
+                let y = linear(pass.tape, x, pass.parameter(self.weight), None)?;
+                bias_gelu(pass.tape, &y, pass.parameter(bias))
+            }
+            _ => gelu(pass.tape, &self.forward(pass, x)?),
+        }
     }
 }
 
@@ -131,7 +146,7 @@ impl FeedForward {
     }
 
     pub fn forward(&self, pass: &Forward, x: &Var) -> Result<Var> {
-        let h = gelu(pass.tape, &self.dense1.forward(pass, x)?)?;
+        let h = self.dense1.forward_gelu(pass, x)?;
         let y = self.dense2.forward(pass, &h)?;
         self.norm.residual(pass, &y, x)
     }

@@ -37,11 +37,13 @@ pub use parameters::Parameter;
 use std::path::Path;
 
 use crate::autograd::{Gradients, Tape, Var};
+use crate::kernel_version::{self, KernelVersion};
 use crate::ops::add::add;
 use crate::ops::contrastive::{contrastive_loss, initial_logit_scale, ContrastiveReduction};
 use crate::ops::cross_entropy::cross_entropy_over_items;
 use crate::ops::embedding::{embedding, pooled_embedding};
 use crate::ops::gather::gather_last;
+use crate::ops::input_embedding::{self, input_embedding};
 use crate::ops::linear::matmul_transposed_forward;
 use crate::{Device, Error, IndexTensor, Result, Tensor};
 
@@ -508,21 +510,45 @@ impl Model {
         let position_table = pass.parameter(blocks.position_embedding);
         let broadcast = || broadcast_positions(tape, position_table, batch);
 
-        let item_embeddings =
-            embedding(tape, pass.parameter(blocks.item_embedding), &inputs.items)?;
-        let attributes = blocks
-            .attribute_embeddings
-            .iter()
-            .zip(&inputs.attributes)
-            .map(|(&table, tokens)| {
-                pooled_embedding(
+        // E_X[s] and the pooled A_j: with one attribute type and the `input_embedding` family at
+        // v2, one launch (`ops::input_embedding`, the same bits); else one lookup each.
+        let fused_lookups = match (&blocks.attribute_embeddings[..], &inputs.attributes[..]) {
+            // (DIF-SR's attribute table is narrower than E_X: it keeps its own lookups.)
+            ([table], [tokens])
+                if pass.parameter(*table).value().shape()[1..]
+                    == pass.parameter(blocks.item_embedding).value().shape()[1..]
+                    && kernel_version::selected(input_embedding::FAMILY)? == KernelVersion::V2 =>
+            {
+                Some(input_embedding(
                     tape,
-                    pass.parameter(table),
+                    pass.parameter(blocks.item_embedding),
+                    pass.parameter(*table),
+                    &inputs.items,
                     tokens,
                     self.config.pooling.into(),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+                )?)
+            }
+            _ => None,
+        };
+        let (item_embeddings, attributes) = match fused_lookups {
+            Some((x, a)) => (x, vec![a]),
+            None => (
+                embedding(tape, pass.parameter(blocks.item_embedding), &inputs.items)?,
+                blocks
+                    .attribute_embeddings
+                    .iter()
+                    .zip(&inputs.attributes)
+                    .map(|(&table, tokens)| {
+                        pooled_embedding(
+                            tape,
+                            pass.parameter(table),
+                            tokens,
+                            self.config.pooling.into(),
+                        )
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+        };
         let attribute_sum = match attributes.split_first() {
             None => None,
             Some((first, rest)) => {

@@ -12,6 +12,7 @@
 pub mod adam;
 pub mod add;
 pub mod attention;
+pub mod bias_gelu;
 pub mod contrastive;
 pub mod cross_entropy;
 pub mod dropout;
@@ -19,6 +20,7 @@ pub mod embedding;
 pub mod gather;
 pub mod gelu;
 pub mod hie;
+pub mod input_embedding;
 pub mod layer_norm;
 pub mod linear;
 pub mod relu;
