@@ -103,7 +103,8 @@ pub struct RunOptions {
 /// How [`TrainStep`] ran its steps so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StepCounts {
-    /// Steps run eagerly: graphs off, or new input shapes.
+    /// Steps run eagerly: graphs off, new input shapes, or (graphs on) a parameter shared with a
+    /// kept clone, so that Adam's update copies it (copy on write).
     pub eager: u64,
     /// Steps captured (or, on the emulated device, run under the capture's checks) and launched
     /// as one graph: a graph instantiated.
@@ -176,7 +177,12 @@ impl TrainStep {
         let counter = adam.use_step_counter()?;
         self.last_shapes = Some(shapes);
         let seeds = DropoutSeeds::stepped(model.config().seed, counter);
-        if !repeated {
+        // A parameter another tensor shares (the trainer's best-epoch weights, kept just now)
+        // gets a new buffer in Adam's update (copy on write), which the memory cache may not
+        // hold: a fresh allocation, which a capture refuses. That step runs eagerly; the next
+        // ones write in place again.
+        let shared = model.parameters().iter().any(|p| p.value.shares_buffer());
+        if !repeated || shared {
             self.counts.eager += 1;
             return step_device_work(model, adam, inputs, &seeds)?.loss();
         }
@@ -218,11 +224,14 @@ fn step_device_work(
     seeds: &DropoutSeeds,
 ) -> Result<crate::model::ForwardPass> {
     let tape = Tape::new();
-    let pass = model.forward_with_seeds(&tape, inputs, seeds)?;
+    let mut pass = model.forward_with_seeds(&tape, inputs, seeds)?;
     let grads = pass.backward(&tape)?;
-    let mut params = model.tensors();
-    adam.step(&mut params, &grads)?;
-    model.set_tensors(params)?;
+    // The tape (its backward consumed its nodes) and the pass's parameter variables hold clones
+    // of the parameters: dropped, so that Adam writes every parameter in place (same address
+    // from step to step, no copy) unless a clone is kept elsewhere (the best-epoch weights).
+    drop(tape);
+    pass.parameters.clear();
+    adam.step_in_place(&mut model.tensors_mut(), &grads)?;
     Ok(pass)
 }
 

@@ -13,7 +13,7 @@ use asif_kernels::device::CounterSnapshot;
 use asif_kernels::kernel_version::{with_version, KernelVersion};
 use asif_kernels::model::{DropoutSeeds, Mode, Model, ModelConfig, ModelKind};
 use asif_kernels::ops::adam::{Adam, AdamConfig};
-use asif_kernels::train::StepCounts;
+use asif_kernels::train::{StepCounts, TrainStep};
 use asif_kernels::Device;
 use common::tiny_model::{self, bits};
 
@@ -310,6 +310,95 @@ fn the_graph_option_runs_eagerly_here_under_the_capture_checks_with_the_same_bit
             );
             assert_eq!(eager.0, checked.0, "{kind}: losses");
             assert_eq!(eager.1, checked.1, "{kind}: parameters");
+        }
+    });
+}
+
+/// Where every parameter's memory starts (`Buffer::address`), in the model's order.
+fn parameter_addresses(model: &Model) -> Vec<u64> {
+    model
+        .parameters()
+        .iter()
+        .map(|p| p.value.buffer().address())
+        .collect()
+}
+
+#[test]
+fn adam_updates_unshared_parameters_in_place_and_a_kept_clone_keeps_its_values() {
+    // Issue 20 (parameters at fixed addresses): in `TrainStep` the model holds the only
+    // reference to each parameter when Adam runs, so the update writes the same memory step
+    // after step. A clone kept before a step (as `train()` keeps the best epoch's weights) is
+    // not touched: that step copies on write, runs eagerly with graphs on (its new buffers may
+    // not come from the cache), and gives the same bits as the in-place steps.
+    let Some(device) = common::emulated_unless_skipped() else {
+        return;
+    };
+    let steps = 3u64;
+    with_version(EMBEDDING, KernelVersion::V2, || {
+        for kind in [ModelKind::SasRec, ModelKind::Asif] {
+            let run = |keep_clones: bool| {
+                let mut model =
+                    Model::new(&tiny(kind), &tiny_model::shape(), &device).expect("model");
+                let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
+                let mut train_step = TrainStep::new(true);
+                let first = parameter_addresses(&model);
+                let mut losses = Vec::new();
+                for step in 0..steps {
+                    let kept = keep_clones.then(|| model.tensors());
+                    let kept_bits: Vec<Vec<u32>> =
+                        kept.iter().flatten().map(bits).collect::<Vec<_>>();
+                    let inputs = tiny_model::inputs(&device, 8);
+                    let loss = train_step
+                        .run(&mut model, &mut adam, &inputs, step)
+                        .expect("step");
+                    losses.push(loss.to_bits());
+                    let now = parameter_addresses(&model);
+                    match &kept {
+                        None => assert_eq!(
+                            now, first,
+                            "{kind}: step {step} moved a parameter that nothing else shares"
+                        ),
+                        Some(kept) => {
+                            let after: Vec<Vec<u32>> = kept.iter().map(bits).collect();
+                            assert!(
+                                after == kept_bits,
+                                "{kind}: step {step} changed the values of a clone kept before it"
+                            );
+                            for (p, k) in model.parameters().iter().zip(kept) {
+                                assert_ne!(
+                                    p.value.buffer().address(),
+                                    k.buffer().address(),
+                                    "{kind}: step {step}: {} still shares the kept clone's memory",
+                                    p.name
+                                );
+                            }
+                        }
+                    }
+                }
+                let parameters: Vec<Vec<u32>> = model.tensors().iter().map(bits).collect();
+                (losses, parameters, train_step.counts())
+            };
+            let in_place = run(false);
+            let copied = run(true);
+            assert_eq!(in_place.0, copied.0, "{kind}: losses");
+            assert_eq!(in_place.1, copied.1, "{kind}: parameters");
+            assert_eq!(
+                in_place.2,
+                StepCounts {
+                    eager: 1,
+                    graph_checked_eagerly: steps - 1,
+                    ..StepCounts::default()
+                },
+                "{kind}: in place, the steps at repeated shapes run under the capture checks"
+            );
+            assert_eq!(
+                copied.2,
+                StepCounts {
+                    eager: steps,
+                    ..StepCounts::default()
+                },
+                "{kind}: a step that copies on write runs eagerly"
+            );
         }
     });
 }
