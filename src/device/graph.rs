@@ -11,12 +11,13 @@
 //! `attention.cu`) come from Adam's device step counter, which `adam_advance_step` advances at
 //! the end of the step; so two captures at the same shapes differ only in buffer addresses, and
 //! the bits are the by-value step's (`tests/train_step.rs`, emulated). What still stands between
-//! this and a replay without capture is the addresses: the batch is uploaded into new buffers
-//! each step, and the cache blocks of the step's intermediates are not pinned to the graph. The
-//! parameters and Adam's moments stay put: Adam writes every parameter that nothing else shares
+//! this and a replay without capture is the addresses: the cache blocks of the step's
+//! intermediates are not pinned to the graph. The batch is staged into buffers `TrainStep`
+//! keeps (`TrainStep::run_staged`, `Device::write`), and the parameters and Adam's moments stay
+//! put: Adam writes every parameter that nothing else shares
 //! in place (`Adam::step_in_place`), and a step where a kept clone shares one (copy on write)
-//! runs eagerly. Not done: a pure replay (no capture, no update), its `graph_replayed` count,
-//! and the staging copies.
+//! runs eagerly. Not done: a pure replay (no capture, no update) and its `graph_replayed`
+//! count.
 //!
 //! **What capture requires**, checked here and in the device's allocation and copy paths while
 //! `Device::capturing` is set:
