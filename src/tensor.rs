@@ -191,6 +191,28 @@ impl<T: Scalar> Tensor<T> {
         })
     }
 
+    /// Whether another tensor (a clone, a reshape, what a tape saved) shares this one's buffer,
+    /// so that a write to it copies first.
+    pub fn shares_buffer(&self) -> bool {
+        Arc::strong_count(&self.storage) > 1
+    }
+
+    /// The buffer for a write that overwrites every value: the tensor's own buffer, in place
+    /// (its address stays), when no other tensor shares it; when one does (a clone kept, such as
+    /// the trainer's best-epoch weights), a new buffer of the same length, uninitialised and not
+    /// copied, so the sharers keep the old values (copy on write, without the copy).
+    pub(crate) fn buffer_for_overwrite(&mut self) -> Result<&mut Buffer<T>> {
+        if Arc::get_mut(&mut self.storage).is_none() {
+            self.storage = Arc::new(self.device.uninitialized(self.storage.len())?);
+        }
+        Arc::get_mut(&mut self.storage).ok_or_else(|| {
+            Error::argument(
+                "Tensor::buffer_for_overwrite",
+                "a buffer allocated just now is still shared",
+            )
+        })
+    }
+
     /// The values, copied to the host.
     pub fn to_vec(&self) -> Result<Vec<T>> {
         self.device.download(&self.storage)

@@ -23,7 +23,7 @@ use crate::model::{
     data_shape, token_attributes, DropoutSeeds, Mode, Model, ModelConfig, ModelInputs,
 };
 use crate::ops::adam::{Adam, AdamConfig};
-use crate::{Device, Error, Result, Tensor};
+use crate::{Device, Error, IndexTensor, Result, Tensor};
 
 /// The trainer's hyper-parameters. `Default` is spec §6 (lr 1e-4, batch 2048, 200 epochs,
 /// patience 10).
@@ -103,7 +103,8 @@ pub struct RunOptions {
 /// How [`TrainStep`] ran its steps so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StepCounts {
-    /// Steps run eagerly: graphs off, or new input shapes.
+    /// Steps run eagerly: graphs off, new input shapes, or (graphs on) a parameter shared with a
+    /// kept clone, so that Adam's update copies it (copy on write).
     pub eager: u64,
     /// Steps captured (or, on the emulated device, run under the capture's checks) and launched
     /// as one graph: a graph instantiated.
@@ -126,6 +127,8 @@ pub struct TrainStep {
     graph: Option<crate::device::StepGraph>,
     last_shapes: Option<Vec<Vec<usize>>>,
     counts: StepCounts,
+    /// The batch's device buffers of [`TrainStep::run_staged`], kept between steps.
+    staged: Option<ModelInputs>,
 }
 
 impl TrainStep {
@@ -176,7 +179,12 @@ impl TrainStep {
         let counter = adam.use_step_counter()?;
         self.last_shapes = Some(shapes);
         let seeds = DropoutSeeds::stepped(model.config().seed, counter);
-        if !repeated {
+        // A parameter another tensor shares (the trainer's best-epoch weights, kept just now)
+        // gets a new buffer in Adam's update (copy on write), which the memory cache may not
+        // hold: a fresh allocation, which a capture refuses. That step runs eagerly; the next
+        // ones write in place again.
+        let shared = model.parameters().iter().any(|p| p.value.shares_buffer());
+        if !repeated || shared {
             self.counts.eager += 1;
             return step_device_work(model, adam, inputs, &seeds)?.loss();
         }
@@ -194,19 +202,115 @@ impl TrainStep {
     }
 }
 
+impl TrainStep {
+    /// [`TrainStep::run`] on a batch built on the host (`ModelInputs::from_batch` on
+    /// `Device::Cpu`). With graphs on, the batch is copied into device buffers this `TrainStep`
+    /// keeps (`Device::write`): a batch of the previous one's layout and shapes goes into the
+    /// same buffers, so a captured step's inputs are at fixed addresses; other shapes get new
+    /// buffers, kept from then on. With graphs off, the batch is uploaded into new buffers.
+    /// Inputs not on the CPU device are an [`Error::DeviceMismatch`].
+    pub fn run_staged(
+        &mut self,
+        model: &mut Model,
+        adam: &mut Adam,
+        host_inputs: &ModelInputs,
+        step: u64,
+    ) -> Result<f32> {
+        for t in input_tensors(host_inputs) {
+            if t.device() != &Device::Cpu {
+                return Err(Error::DeviceMismatch {
+                    op: "train step staging",
+                    expected: Device::Cpu.name(),
+                    found: t.device().name(),
+                });
+            }
+        }
+        let device = model.device().clone();
+        if !self.cuda_graph {
+            return self.run(model, adam, &upload_inputs(&device, host_inputs)?, step);
+        }
+        let staged = match self.staged.take() {
+            Some(mut staged) if same_layout(&staged, host_inputs) => {
+                write_inputs(&device, host_inputs, &mut staged)?;
+                staged
+            }
+            _ => upload_inputs(&device, host_inputs)?,
+        };
+        let loss = self.run(model, adam, &staged, step);
+        self.staged = Some(staged);
+        loss
+    }
+
+    /// The device buffers [`TrainStep::run_staged`] keeps for the batch (graphs on), once a step
+    /// made them.
+    pub fn staged_inputs(&self) -> Option<&ModelInputs> {
+        self.staged.as_ref()
+    }
+}
+
 fn input_shapes(inputs: &ModelInputs) -> Vec<Vec<usize>> {
-    let mut shapes = vec![
-        inputs.items.shape().to_vec(),
-        inputs.lengths.shape().to_vec(),
-        inputs.targets.shape().to_vec(),
-    ];
-    for t in inputs.attributes.iter().chain(&inputs.target_attributes) {
-        shapes.push(t.shape().to_vec());
+    input_tensors(inputs)
+        .iter()
+        .map(|t| t.shape().to_vec())
+        .collect()
+}
+
+/// Every tensor of `inputs`, in a fixed order.
+fn input_tensors(inputs: &ModelInputs) -> Vec<&IndexTensor> {
+    let mut tensors = vec![&inputs.items, &inputs.lengths, &inputs.targets];
+    tensors.extend(inputs.attributes.iter().chain(&inputs.target_attributes));
+    tensors.extend(&inputs.attribute_groups);
+    tensors
+}
+
+/// Whether `a` and `b` have the same tensors (which fields, how many attributes) of the same
+/// shapes.
+fn same_layout(a: &ModelInputs, b: &ModelInputs) -> bool {
+    a.attributes.len() == b.attributes.len()
+        && a.target_attributes.len() == b.target_attributes.len()
+        && a.attribute_groups.is_some() == b.attribute_groups.is_some()
+        && input_shapes(a) == input_shapes(b)
+}
+
+/// A copy of host inputs on `device`, in new buffers.
+fn upload_inputs(device: &Device, host: &ModelInputs) -> Result<ModelInputs> {
+    let up = |t: &IndexTensor| t.to_device(device);
+    Ok(ModelInputs {
+        items: up(&host.items)?,
+        lengths: up(&host.lengths)?,
+        targets: up(&host.targets)?,
+        attributes: host.attributes.iter().map(up).collect::<Result<_>>()?,
+        target_attributes: host
+            .target_attributes
+            .iter()
+            .map(up)
+            .collect::<Result<_>>()?,
+        attribute_groups: host.attribute_groups.as_ref().map(up).transpose()?,
+    })
+}
+
+/// Writes host inputs into `staged`'s own buffers (same layout; `Device::write`: the addresses
+/// stay).
+fn write_inputs(device: &Device, host: &ModelInputs, staged: &mut ModelInputs) -> Result<()> {
+    let mut targets: Vec<&mut IndexTensor> =
+        vec![&mut staged.items, &mut staged.lengths, &mut staged.targets];
+    targets.extend(
+        staged
+            .attributes
+            .iter_mut()
+            .chain(staged.target_attributes.iter_mut()),
+    );
+    targets.extend(staged.attribute_groups.as_mut());
+    for (into, from) in targets.into_iter().zip(input_tensors(host)) {
+        if into.shares_buffer() {
+            return Err(Error::argument(
+                "train step staging",
+                "a staged input buffer is still shared after its step (a clone was kept)",
+            ));
+        }
+        device.write(from.host(), into.buffer_mut()?)?;
     }
-    if let Some(groups) = &inputs.attribute_groups {
-        shapes.push(groups.shape().to_vec());
-    }
-    shapes
+    Ok(())
 }
 
 /// A step's device work, with no host synchronisation: forward, backward, Adam. The pass it
@@ -218,11 +322,14 @@ fn step_device_work(
     seeds: &DropoutSeeds,
 ) -> Result<crate::model::ForwardPass> {
     let tape = Tape::new();
-    let pass = model.forward_with_seeds(&tape, inputs, seeds)?;
+    let mut pass = model.forward_with_seeds(&tape, inputs, seeds)?;
     let grads = pass.backward(&tape)?;
-    let mut params = model.tensors();
-    adam.step(&mut params, &grads)?;
-    model.set_tensors(params)?;
+    // The tape (its backward consumed its nodes) and the pass's parameter variables hold clones
+    // of the parameters: dropped, so that Adam writes every parameter in place (same address
+    // from step to step, no copy) unless a clone is kept elsewhere (the best-epoch weights).
+    drop(tape);
+    pass.parameters.clear();
+    adam.step_in_place(&mut model.tensors_mut(), &grads)?;
     Ok(pass)
 }
 
@@ -404,8 +511,10 @@ pub fn train(
             .epoch(order)
             .take(options.max_batches_per_epoch.unwrap_or(usize::MAX))
         {
-            let inputs = ModelInputs::from_batch(device, &batch, &tables, width)?;
-            let loss = steps.run(&mut model, &mut adam, &inputs, state.adam_steps)?;
+            // Built on the host; `run_staged` copies it into the step's device buffers (kept
+            // between steps with graphs on, new ones with graphs off).
+            let inputs = ModelInputs::from_batch(&Device::Cpu, &batch, &tables, width)?;
+            let loss = steps.run_staged(&mut model, &mut adam, &inputs, state.adam_steps)?;
             if !loss.is_finite() {
                 return Err(Error::Config(format!(
                     "the training loss became {loss} at epoch {epoch}, step {} (lower the \

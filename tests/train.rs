@@ -156,6 +156,103 @@ fn tensors_of(path: &Path, model: &Model) -> Vec<Vec<u32>> {
 }
 
 #[test]
+fn the_graph_option_changes_no_number_of_a_run() {
+    // Issue 20: with the option on, `train()` stages each batch into kept buffers
+    // (`TrainStep::run_staged`), runs every step on Adam's step counter, updates the parameters
+    // in place and copies on write after an epoch that kept the best weights. On the CPU device
+    // the steps run eagerly: every loss, metric and checkpointed tensor (the best weights
+    // included) equals the run with the option off.
+    let data_dir = tempfile::tempdir().unwrap();
+    let dataset = synthetic(data_dir.path());
+    let config = tiny(ModelKind::Asif);
+    let cfg = train_config(4);
+    let device = Device::cpu();
+    let model = Model::new(&config, &data_shape(&dataset), &device).unwrap();
+    let mut runs = Vec::new();
+    for cuda_graph in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let results = finished(
+            train(
+                &dataset,
+                &config,
+                &cfg,
+                &device,
+                &RunOptions {
+                    cuda_graph,
+                    ..options(dir.path())
+                },
+            )
+            .unwrap(),
+        );
+        let losses: Vec<u64> = results
+            .epochs
+            .iter()
+            .map(|e| e.train_loss.to_bits())
+            .collect();
+        let valid: Vec<_> = results.epochs.iter().map(|e| e.valid).collect();
+        let tensors = tensors_of(&dir.path().join("last.safetensors"), &model);
+        runs.push((losses, valid, results.best_epoch, results.test, tensors));
+    }
+    let (off, on) = (&runs[0], &runs[1]);
+    assert_eq!(off.0, on.0, "training losses");
+    assert_eq!(off.1, on.1, "validation metrics");
+    assert_eq!((off.2, off.3), (on.2, on.3), "best epoch and test metrics");
+    assert!(
+        off.4 == on.4,
+        "checkpointed parameters, best weights or Adam state differ"
+    );
+}
+
+#[test]
+fn the_best_weights_survive_the_epochs_after_them() {
+    // `train()` keeps the best epoch's weights as clones of the parameters; Adam then updates the
+    // parameters in place, so those clones must be copied on write, not overwritten. After a run
+    // whose best epoch is not its last, `last.safetensors`' `best.*` tensors (the clones, written
+    // at the end) equal `best.safetensors` (written when the epoch was best), and the test
+    // metrics are those of those weights.
+    let data_dir = tempfile::tempdir().unwrap();
+    let dataset = synthetic(data_dir.path());
+    let config = tiny(ModelKind::SasRec);
+    let cfg = TrainConfig {
+        learning_rate: 3e-2,
+        ..train_config(6)
+    };
+    let device = Device::cpu();
+    let dir = tempfile::tempdir().unwrap();
+    let results = finished(train(&dataset, &config, &cfg, &device, &options(dir.path())).unwrap());
+    eprintln!(
+        "best epoch {} of {}",
+        results.best_epoch,
+        results.epochs.len()
+    );
+    assert!(
+        results.best_epoch < results.epochs.len(),
+        "the run should have epochs after its best one (best {} of {})",
+        results.best_epoch,
+        results.epochs.len()
+    );
+    let mut best = Model::new(&config, &data_shape(&dataset), &device).unwrap();
+    best.load_weights(&dir.path().join("best.safetensors"))
+        .unwrap();
+    let last = SafetensorsFile::read(&dir.path().join("last.safetensors")).unwrap();
+    for p in best.parameters() {
+        let kept = last
+            .tensor(&format!("best.{}", p.name), p.value.shape())
+            .unwrap();
+        assert!(
+            kept == p.value.to_vec().unwrap(),
+            "{}: the kept best weights changed after their epoch",
+            p.name
+        );
+    }
+    let split = dataset.leave_one_out();
+    assert_eq!(
+        evaluate(&best, &dataset, &split.test, 32).unwrap(),
+        results.test
+    );
+}
+
+#[test]
 fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     let data_dir = tempfile::tempdir().unwrap();
     let dataset = synthetic(data_dir.path());

@@ -15,8 +15,8 @@ use asif_kernels::model::{
     DataShape, DropoutSeeds, Mode, Model, ModelConfig, ModelInputs, ModelKind,
 };
 use asif_kernels::ops::adam::{Adam, AdamConfig};
-use asif_kernels::train::StepCounts;
-use asif_kernels::Device;
+use asif_kernels::train::{StepCounts, TrainStep};
+use asif_kernels::{Device, IndexTensor};
 use common::tiny_model::{self, bits};
 
 /// The embedding kernel family (`kernels/embedding.cu`): v2 is its deterministic backward.
@@ -426,4 +426,185 @@ fn the_graph_option_runs_eagerly_here_under_the_capture_checks_with_the_same_bit
             assert_eq!(eager.1, checked.1, "{kind}: parameters");
         }
     });
+}
+
+/// Where every parameter's memory starts (`Buffer::address`), in the model's order.
+fn parameter_addresses(model: &Model) -> Vec<u64> {
+    model
+        .parameters()
+        .iter()
+        .map(|p| p.value.buffer().address())
+        .collect()
+}
+
+#[test]
+fn adam_updates_unshared_parameters_in_place_and_a_kept_clone_keeps_its_values() {
+    // Issue 20 (parameters at fixed addresses): in `TrainStep` the model holds the only
+    // reference to each parameter when Adam runs, so the update writes the same memory step
+    // after step. A clone kept before a step (as `train()` keeps the best epoch's weights) is
+    // not touched: that step copies on write, runs eagerly with graphs on (its new buffers may
+    // not come from the cache), and gives the same bits as the in-place steps.
+    let Some(device) = common::emulated_unless_skipped() else {
+        return;
+    };
+    let steps = 3u64;
+    with_version(EMBEDDING, KernelVersion::V2, || {
+        for kind in [ModelKind::SasRec, ModelKind::Asif] {
+            let run = |keep_clones: bool| {
+                let mut model =
+                    Model::new(&tiny(kind), &tiny_model::shape(), &device).expect("model");
+                let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
+                let mut train_step = TrainStep::new(true);
+                let first = parameter_addresses(&model);
+                let mut losses = Vec::new();
+                for step in 0..steps {
+                    let kept = keep_clones.then(|| model.tensors());
+                    let kept_bits: Vec<Vec<u32>> =
+                        kept.iter().flatten().map(bits).collect::<Vec<_>>();
+                    let inputs = tiny_model::inputs(&device, 8);
+                    let loss = train_step
+                        .run(&mut model, &mut adam, &inputs, step)
+                        .expect("step");
+                    losses.push(loss.to_bits());
+                    let now = parameter_addresses(&model);
+                    match &kept {
+                        None => assert_eq!(
+                            now, first,
+                            "{kind}: step {step} moved a parameter that nothing else shares"
+                        ),
+                        Some(kept) => {
+                            let after: Vec<Vec<u32>> = kept.iter().map(bits).collect();
+                            assert!(
+                                after == kept_bits,
+                                "{kind}: step {step} changed the values of a clone kept before it"
+                            );
+                            for (p, k) in model.parameters().iter().zip(kept) {
+                                assert_ne!(
+                                    p.value.buffer().address(),
+                                    k.buffer().address(),
+                                    "{kind}: step {step}: {} still shares the kept clone's memory",
+                                    p.name
+                                );
+                            }
+                        }
+                    }
+                }
+                let parameters: Vec<Vec<u32>> = model.tensors().iter().map(bits).collect();
+                (losses, parameters, train_step.counts())
+            };
+            let in_place = run(false);
+            let copied = run(true);
+            assert_eq!(in_place.0, copied.0, "{kind}: losses");
+            assert_eq!(in_place.1, copied.1, "{kind}: parameters");
+            assert_eq!(
+                in_place.2,
+                StepCounts {
+                    eager: 1,
+                    graph_checked_eagerly: steps - 1,
+                    ..StepCounts::default()
+                },
+                "{kind}: in place, the steps at repeated shapes run under the capture checks"
+            );
+            assert_eq!(
+                copied.2,
+                StepCounts {
+                    eager: steps,
+                    ..StepCounts::default()
+                },
+                "{kind}: a step that copies on write runs eagerly"
+            );
+        }
+    });
+}
+
+/// Where every staged input tensor's memory starts, in a fixed order.
+fn input_addresses(inputs: &ModelInputs) -> Vec<u64> {
+    let mut tensors = vec![&inputs.items, &inputs.lengths, &inputs.targets];
+    tensors.extend(inputs.attributes.iter().chain(&inputs.target_attributes));
+    tensors.extend(&inputs.attribute_groups);
+    tensors.iter().map(|t| t.buffer().address()).collect()
+}
+
+/// Step `step`'s batch: the first `rows` tiny sequences with the targets rotated by the step, so
+/// that consecutive batches of the same shapes differ in their values.
+fn varied_batch(device: &Device, step: usize, rows: usize) -> ModelInputs {
+    let mut batch = tiny_model::first_rows(device, &tiny_model::inputs(device, 8), rows);
+    let targets: Vec<i32> = (0..rows)
+        .map(|row| [3, 11, 17, 5, 9][(row + step) % 5])
+        .collect();
+    batch.targets = IndexTensor::from_vec(device, &[rows], targets).expect("targets");
+    batch
+}
+
+#[test]
+fn staged_batches_of_repeated_shapes_reuse_the_same_device_buffers_with_the_same_bits() {
+    // Issue 20 (batch staging): with graphs on, `TrainStep::run_staged` copies each host batch
+    // into device buffers it keeps (`Device::write`), so the steps at repeated shapes read their
+    // inputs at the same addresses; a batch of other shapes (the shorter B 2) gets new ones. The
+    // bits are those of the same steps on freshly uploaded batches (`TrainStep::run`); the
+    // batches differ step to step (their targets), so a stale staged batch is seen.
+    let Some(device) = common::emulated_unless_skipped() else {
+        return;
+    };
+    let batches = [3, 3, 3, 2, 3];
+    let host = Device::cpu();
+    with_version(EMBEDDING, KernelVersion::V2, || {
+        for kind in [ModelKind::SasRec, ModelKind::Asif] {
+            let run = |staged: bool| {
+                let mut model =
+                    Model::new(&tiny(kind), &tiny_model::shape(), &device).expect("model");
+                let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
+                let mut train_step = TrainStep::new(true);
+                let (mut losses, mut addresses) = (Vec::new(), Vec::new());
+                for (step, &rows) in batches.iter().enumerate() {
+                    let loss = if staged {
+                        let batch = varied_batch(&host, step, rows);
+                        let loss =
+                            train_step.run_staged(&mut model, &mut adam, &batch, step as u64);
+                        let inputs = train_step.staged_inputs().expect("staged after a step");
+                        assert_eq!(
+                            inputs.items.device(),
+                            &device,
+                            "{kind}: staged on the device"
+                        );
+                        addresses.push(input_addresses(inputs));
+                        loss
+                    } else {
+                        let batch = varied_batch(&device, step, rows);
+                        train_step.run(&mut model, &mut adam, &batch, step as u64)
+                    };
+                    losses.push(loss.expect("step").to_bits());
+                }
+                let parameters: Vec<Vec<u32>> = model.tensors().iter().map(bits).collect();
+                (losses, parameters, train_step.counts(), addresses)
+            };
+            let uploaded = run(false);
+            let staged = run(true);
+            let addresses = &staged.3;
+            assert_eq!(addresses[1], addresses[0], "{kind}: step 1 moved the batch");
+            assert_eq!(addresses[2], addresses[0], "{kind}: step 2 moved the batch");
+            assert_eq!(uploaded.0, staged.0, "{kind}: losses");
+            assert_eq!(uploaded.1, staged.1, "{kind}: parameters");
+            assert_eq!(uploaded.2, staged.2, "{kind}: step counts");
+        }
+    });
+}
+
+#[test]
+fn staging_refuses_a_batch_that_is_not_on_the_host() {
+    let device = Device::cpu();
+    let Some(emulated) = common::emulated_unless_skipped() else {
+        return;
+    };
+    let mut model =
+        Model::new(&tiny(ModelKind::SasRec), &tiny_model::shape(), &device).expect("model");
+    let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
+    let batch = tiny_model::inputs(&emulated, 8);
+    let error = TrainStep::new(true)
+        .run_staged(&mut model, &mut adam, &batch, 0)
+        .expect_err("a device batch");
+    assert!(
+        error.to_string().contains("train step staging"),
+        "unexpected error: {error}"
+    );
 }

@@ -1,5 +1,5 @@
 //! Device memory: a host `Vec` on the CPU and emulated devices, a `CudaSlice` on CUDA.
-use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{CudaSlice, DevicePtr, DeviceRepr, ValidAsZeroBits};
 
 /// Element types that can live on every device.
 pub trait Scalar:
@@ -59,6 +59,22 @@ impl<T: Scalar> Buffer<T> {
         match self {
             Buffer::Host(_) => "host",
             Buffer::Cuda(_) => "cuda",
+        }
+    }
+
+    /// Where the buffer's memory starts: the device pointer of a CUDA buffer, the host pointer of
+    /// a host one; 0 for an empty buffer (empty vectors share one dangling address). A stable
+    /// identity of the memory: a kernel argument, and so a captured CUDA graph, refers to it.
+    pub fn address(&self) -> u64 {
+        if self.is_empty() {
+            return 0;
+        }
+        match self {
+            Buffer::Host(v) => v.as_ptr() as u64,
+            Buffer::Cuda(s) => {
+                let (ptr, _record) = s.device_ptr(s.stream());
+                ptr
+            }
         }
     }
 

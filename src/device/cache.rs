@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
-use cudarc::driver::{CudaStream, DevicePtr};
+use cudarc::driver::CudaStream;
 
 use super::buffer::Memory;
 use super::{Buffer, Scalar};
@@ -86,13 +86,7 @@ fn address<T: Scalar>(buffer: &Buffer<T>) -> Option<Address> {
     if buffer.is_empty() {
         return None;
     }
-    match buffer {
-        Buffer::Host(v) => Some((false, v.as_ptr() as u64)),
-        Buffer::Cuda(s) => {
-            let (ptr, _record) = s.device_ptr(s.stream());
-            Some((true, ptr))
-        }
-    }
+    Some((matches!(buffer, Buffer::Cuda(_)), buffer.address()))
 }
 
 impl MemoryCache {

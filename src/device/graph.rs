@@ -11,11 +11,41 @@
 //! `attention.cu`) come from Adam's device step counter, which `adam_advance_step` advances at
 //! the end of the step; so two captures at the same shapes differ only in buffer addresses, and
 //! the bits are the by-value step's (`tests/train_step.rs`, emulated). What still stands between
-//! this and a replay without capture is the addresses: the batch is uploaded into new buffers
-//! each step, and the parameters move every step (`Adam::step` writes them through
-//! `Tensor::buffer_mut`, which copies a storage that the model and the tape still share), and
-//! the cache blocks of the step's intermediates are not pinned to the graph. Not done: a pure
-//! replay (no capture, no update), its `graph_replayed` count, and the staging copies.
+//! this and a replay without capture is the addresses: the cache blocks of the step's
+//! intermediates are not pinned to the graph. The batch is staged into buffers `TrainStep`
+//! keeps (`TrainStep::run_staged`, `Device::write`), and the parameters and Adam's moments stay
+//! put: Adam writes every parameter that nothing else shares
+//! in place (`Adam::step_in_place`), and a step where a kept clone shares one (copy on write)
+//! runs eagerly. Not done: a pure replay (no capture, no update) and its `graph_replayed`
+//! count.
+//!
+//! **What still stands between this and a replay**, precisely. A replay relaunches the last
+//! executable graph with no host code, so every address baked into it must, at the replay, be
+//! the same memory in the same role, and whatever the host does per step must be done without
+//! the step's code:
+//! 1. The step's intermediates (activations, the tape's saved tensors, gradients, Adam's
+//!    inputs, dropout masks) come from the memory cache (`cache.rs`) and go back to its free
+//!    lists when they drop, mostly during the step itself. The free lists are last-in first-out
+//!    per size, and nothing keeps those blocks for the graph: between two steps anything may take
+//!    them (`evaluate()` between epochs, the staged buffers of a new batch shape, a
+//!    copy-on-write parameter after the best weights are kept), and a replay would then write
+//!    into live tensors; `Device::empty_cache` would free them under the graph. Needed: the cache
+//!    records every block it hands out or takes back during a capture, and after the capture
+//!    moves those blocks into a reservation that the `StepGraph` owns (returned to the cache
+//!    when the graph is dropped or recaptured), so no allocation outside the step can take them.
+//! 2. The step's outputs that outlive it: the pass's losses (L_ce, L_co, L_attr), read after the
+//!    launch. At a replay no `ForwardPass` is made: `TrainStep` keeps the captured pass's loss
+//!    tensors and reads them after each replay.
+//! 3. Host state the step's code advances: `Adam`'s host step count (`Adam::steps`, the
+//!    checkpoint's `adam_steps`; the device counter advances in the graph), the step counts and
+//!    the device counters (launches, allocations), which a replay must account for by hand
+//!    (`graph_replayed`).
+//! 4. The condition to replay rather than capture: the same input shapes, the same staged input
+//!    addresses, the same parameter addresses (a copy-on-write step moves them: capture again),
+//!    and no eager step in between that changed the reservation.
+//! 5. A test here without a GPU: the emulated launch knows every kernel argument's address
+//!    (`emulated.rs`); a trace of (kernel, argument addresses) per step, equal for two
+//!    consecutive steps at the same shapes, is what makes a replay correct, and pins 1–4.
 //!
 //! **What capture requires**, checked here and in the device's allocation and copy paths while
 //! `Device::capturing` is set:

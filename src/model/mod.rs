@@ -359,6 +359,13 @@ impl Model {
         self.parameters.iter().map(|p| p.value.clone()).collect()
     }
 
+    /// The parameter tensors themselves, for an optimiser that updates them in place (same order
+    /// as [`Model::parameters`]): where the model holds the only reference, the update writes
+    /// the same memory (`Adam::step_in_place`).
+    pub fn tensors_mut(&mut self) -> Vec<&mut Tensor> {
+        self.parameters.iter_mut().map(|p| &mut p.value).collect()
+    }
+
     /// Replaces every parameter (same order, shapes and device).
     pub fn set_tensors(&mut self, tensors: Vec<Tensor>) -> Result<()> {
         if tensors.len() != self.parameters.len() {

@@ -4,7 +4,8 @@
 //! One kernel launch updates every parameter: [`Adam`] keeps the first and second moments of all
 //! parameters in two flat buffers; [`Adam::step`] copies the parameters and their gradients into
 //! flat buffers (device-to-device copies, no kernels), launches once, and copies the updated
-//! parameters back into each tensor. Per element, at step t:
+//! parameters back into each tensor: into its own buffer when nothing else shares it (its
+//! address stays), into a new one when a clone does ([`Adam::step_in_place`]). Per element, at step t:
 //! `g = ∇ + λθ; m = β1 m + (1−β1) g; v = β2 v + (1−β2) g²;
 //!  θ −= lr/(1−β1^t) · m / (√v / √(1−β2^t) + ε)`.
 //! With a device step counter ([`Adam::use_step_counter`], issue 20) the launch is
@@ -239,8 +240,9 @@ impl Adam {
                 ),
             ));
         }
-        self.first_moment = self.device.upload(first)?;
-        self.second_moment = self.device.upload(second)?;
+        // Into the moments' own buffers: their addresses stay (a captured step refers to them).
+        self.device.write(first, &mut self.first_moment)?;
+        self.device.write(second, &mut self.second_moment)?;
         self.step = steps;
         if let Some(counter) = &self.counter {
             counter.set(steps)?;
@@ -248,9 +250,19 @@ impl Adam {
         Ok(())
     }
 
-    /// One step: updates every tensor of `params` in place from `grads` (same order and shapes
-    /// as at [`Adam::new`]).
+    /// One step: updates every tensor of `params` from `grads` (same order and shapes as at
+    /// [`Adam::new`]); [`Adam::step_in_place`] over these tensors.
     pub fn step(&mut self, params: &mut [Tensor], grads: &[Tensor]) -> Result<()> {
+        let mut params: Vec<&mut Tensor> = params.iter_mut().collect();
+        self.step_in_place(&mut params, grads)
+    }
+
+    /// One step over the parameter tensors themselves (`Model::tensors_mut`). A parameter whose
+    /// buffer no other tensor shares is written in place: its memory, and so its address in a
+    /// captured CUDA graph, stays from step to step, and nothing is copied for it. One that is
+    /// shared (a clone kept elsewhere: the trainer's best-epoch weights) gets a new buffer, and
+    /// the clone keeps the values it had (copy on write).
+    pub fn step_in_place(&mut self, params: &mut [&mut Tensor], grads: &[Tensor]) -> Result<()> {
         if params.len() != self.shapes.len() || grads.len() != self.shapes.len() {
             return Err(Error::shape(
                 OP,
@@ -286,6 +298,7 @@ impl Adam {
         let device = &self.device;
         let mut offset = 0;
         for (p, g) in params.iter().zip(grads) {
+            let p: &Tensor = p;
             copy_range(
                 OP,
                 device,
@@ -332,7 +345,7 @@ impl Adam {
                 device,
                 &self.flat_params,
                 offset,
-                p.buffer_mut()?,
+                p.buffer_for_overwrite()?,
                 0,
                 len,
             )?;
