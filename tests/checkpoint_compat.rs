@@ -199,3 +199,19 @@ fn write_fixtures() {
     )
     .unwrap();
 }
+
+/// A config written before DIF-SR existed (no d_a, no λ_aap) reads with the spec's DIF-SR values,
+/// d_a = 64 and λ_aap = 10, the same as `ModelConfig::default()` (cargo-mutants: both serde
+/// defaults could return 0, 1 or −1 unnoticed).
+#[test]
+fn configs_without_the_difsr_fields_read_the_spec_defaults() {
+    let mut old = serde_json::to_value(ModelConfig::default()).unwrap();
+    let fields = old.as_object_mut().unwrap();
+    assert!(fields.remove("attribute_hidden_size").is_some());
+    assert!(fields.remove("attribute_prediction_lambda").is_some());
+    let read: ModelConfig = serde_json::from_value(old).unwrap();
+    assert_eq!(read.attribute_hidden_size, 64);
+    assert_eq!(read.attribute_prediction_lambda, 10.0);
+    assert_eq!(ModelConfig::default().attribute_hidden_size, 64);
+    assert_eq!(ModelConfig::default().attribute_prediction_lambda, 10.0);
+}
