@@ -119,6 +119,26 @@ pub(crate) fn gemm(
     device.count_blas_call();
     match device {
         Device::Cpu | Device::Emulated(_) => {
+            if let Device::Emulated(emulator) = device {
+                emulator.record(|| crate::device::LaunchRecord {
+                    kernel: "cublas_sgemm",
+                    grid: [0; 3],
+                    block: [0; 3],
+                    shared_bytes: 0,
+                    arguments: vec![
+                        g.transpose_a as u64,
+                        g.transpose_b as u64,
+                        g.m as u64,
+                        g.n as u64,
+                        g.k as u64,
+                        g.alpha.to_bits() as u64,
+                        g.beta.to_bits() as u64,
+                        a.address(),
+                        b.address(),
+                        c.address(),
+                    ],
+                });
+            }
             host_gemm(g, a.host_slice(), b.host_slice(), c.host_slice_mut(), None);
             Ok(())
         }

@@ -93,7 +93,8 @@ pub struct RunOptions {
     /// none: the whole epoch. A cap changes the numbers, as an interruption does.
     pub max_batches_per_epoch: Option<usize>,
     /// On a CUDA device, run every step whose input shapes repeat the previous step's as one
-    /// CUDA graph launch ([`TrainStep`], `Device::run_step_graph`); a step at new shapes (the
+    /// CUDA graph launch ([`TrainStep`], `Device::run_step_graph`; replayed without capture
+    /// while the inputs and parameters stay put, `Device::replay_step_graph`); a step at new shapes (the
     /// first, the last shorter batch of an epoch) runs eagerly. Same bits as eager (the GPU
     /// tier's `tests/cuda_graph.rs`). Off by default until a GPU run measures it; the emulated
     /// and CPU devices run eagerly.
@@ -114,6 +115,9 @@ pub struct StepCounts {
     /// Steps of repeated shapes with graphs on, run eagerly because the device has no graphs:
     /// under a capture's refusals on the emulated device, plainly on the CPU.
     pub graph_checked_eagerly: u64,
+    /// Steps run by launching the last captured graph again, with no capture and no update:
+    /// the same input shapes, staged input addresses and parameter addresses as that capture.
+    pub graph_replayed: u64,
 }
 
 /// One training step as the trainer runs it: forward, backward and Adam's update, then the loss
@@ -125,6 +129,12 @@ pub struct StepCounts {
 pub struct TrainStep {
     cuda_graph: bool,
     graph: Option<crate::device::StepGraph>,
+    /// The captured step a replay repeats: its inputs' shapes and addresses and its parameters'
+    /// addresses, and its pass, whose loss tensors each replay fills again.
+    captured: Option<(StepKey, CapturedPass)>,
+    /// The emulated device's captured step (its inputs and parameters), which the next steps
+    /// are checked against (`Device::check_replay_eagerly`).
+    emulated_key: Option<StepKey>,
     last_shapes: Option<Vec<Vec<usize>>>,
     counts: StepCounts,
     /// The batch's device buffers of [`TrainStep::run_staged`], kept between steps.
@@ -189,6 +199,36 @@ impl TrainStep {
             return step_device_work(model, adam, inputs, &seeds)?.loss();
         }
         let device = model.device().clone();
+        let key = StepKey::of(model, inputs);
+        if let Some(graph) = self.graph.as_mut() {
+            if graph.checkable() && self.emulated_key.as_ref() == Some(&key) {
+                // The emulated device has no graphs: the step runs eagerly, checked to launch
+                // exactly what the captured step launched, at the same addresses (what a replay
+                // would run), under the capture's refusals.
+                let pass = device.check_replay_eagerly(graph, || {
+                    step_device_work(model, adam, inputs, &seeds)
+                })?;
+                self.counts.graph_checked_eagerly += 1;
+                return pass.loss();
+            }
+        }
+        if let (Some(graph), Some((captured, CapturedPass(pass)))) =
+            (self.graph.as_mut(), &self.captured)
+        {
+            if graph.replayable() && *captured == key {
+                // The captured step again, at its own addresses: one launch, no host code. What
+                // that code would have advanced on the host is advanced here.
+                device.replay_step_graph(graph)?;
+                adam.count_replayed_step()?;
+                self.counts.graph_replayed += 1;
+                // After the launch: the download waits for the graph.
+                return pass.loss();
+            }
+        }
+        // A new capture: the kept pass's blocks go back to the cache first (reserved until the
+        // capture releases the reservation), so the capture can reuse them.
+        self.captured = None;
+        self.emulated_key = None;
         let (pass, run) = device.run_step_graph(&mut self.graph, || {
             step_device_work(model, adam, inputs, &seeds)
         })?;
@@ -198,7 +238,54 @@ impl TrainStep {
             crate::device::GraphRun::Updated => self.counts.graph_updated += 1,
         }
         // After the launch: the download waits for the graph.
-        pass.loss()
+        let loss = pass.loss();
+        if run == crate::device::GraphRun::Eager {
+            // The emulated device keeps no pass (its check reruns the step's code).
+            self.emulated_key = Some(key);
+        } else {
+            self.captured = Some((key, CapturedPass(pass)));
+        }
+        loss
+    }
+
+    /// The last captured step graph, if any (on the emulated device: only its reserved memory).
+    pub fn step_graph(&self) -> Option<&crate::device::StepGraph> {
+        self.graph.as_ref()
+    }
+}
+
+/// The captured step's pass, kept for its loss tensors.
+struct CapturedPass(crate::model::ForwardPass);
+
+impl std::fmt::Debug for CapturedPass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CapturedPass")
+    }
+}
+
+/// What a replay of a captured step needs unchanged: the input shapes, the addresses of the
+/// staged inputs and of the parameters (a copy-on-write step moves a parameter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StepKey {
+    shapes: Vec<Vec<usize>>,
+    input_addresses: Vec<u64>,
+    parameter_addresses: Vec<u64>,
+}
+
+impl StepKey {
+    fn of(model: &Model, inputs: &ModelInputs) -> StepKey {
+        StepKey {
+            shapes: input_shapes(inputs),
+            input_addresses: input_tensors(inputs)
+                .iter()
+                .map(|t| t.buffer().address())
+                .collect(),
+            parameter_addresses: model
+                .parameters()
+                .iter()
+                .map(|p| p.value.buffer().address())
+                .collect(),
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! does not come back. The GPU tier runs the same bodies on CUDA (`common::kernel_devices`).
 mod common;
 
-use asif_kernels::device::{Buffer, CounterSnapshot};
+use asif_kernels::device::{Buffer, CounterSnapshot, GraphRun};
 use asif_kernels::{Device, Tensor};
 
 fn counted<R>(device: &Device, f: impl FnOnce() -> R) -> (R, CounterSnapshot) {
@@ -127,4 +127,85 @@ fn memory_that_leaves_the_crate_does_not_come_back_and_types_do_not_mix() {
     assert_eq!(cache.cached_bytes(), 8 * 1031, "both blocks are cached");
     // The CPU reference device does not cache.
     assert!(Device::cpu().memory_cache().is_none());
+}
+
+#[test]
+fn a_captured_steps_blocks_stay_reserved_for_its_graph_until_it_drops() {
+    // Issue 20 (graph replay): the blocks a captured step took from the cache (here the emulated
+    // device's `run_step_graph`, which runs the step eagerly under the capture's refusals and
+    // reserves as a capture does) are kept for its graph: not handed to a later allocation of
+    // their size (an evaluation between epochs), not freed by `empty_cache`, whether they came
+    // back during the step (scratch) or after it (the step's outputs, dropped later); dropping
+    // the graph gives them back.
+    let Some(device) = common::emulated_unless_skipped() else {
+        return;
+    };
+    let cache = device.memory_cache().expect("emulated caches").clone();
+    // The step's sizes, cached by an eager run (a capture may not allocate fresh memory).
+    drop(device.uninitialized::<f32>(1033).unwrap());
+    drop(device.uninitialized::<f32>(1039).unwrap());
+    // Not the step's: stays free.
+    drop(device.uninitialized::<f32>(1049).unwrap());
+    let mut graph = None;
+    let ((scratch_address, output), run) = device
+        .run_step_graph(&mut graph, || {
+            let scratch = device.uninitialized::<f32>(1033)?;
+            let address = scratch.address();
+            drop(scratch);
+            Ok((address, device.uninitialized::<f32>(1039)?))
+        })
+        .unwrap();
+    assert_eq!(run, GraphRun::Eager, "the emulated device has no graphs");
+    assert!(graph.is_some(), "the reservation's holder");
+    assert_eq!(cache.reserved_bytes(), 4 * 1033, "the scratch block");
+    assert_eq!(
+        cache.cached_bytes(),
+        4 * 1049,
+        "only the block the step did not take"
+    );
+    let output_address = output.address();
+    drop(output);
+    assert_eq!(cache.reserved_bytes(), 4 * (1033 + 1039), "the output too");
+    device.empty_cache();
+    assert_eq!(
+        cache.reserved_bytes(),
+        4 * (1033 + 1039),
+        "not freed under the graph"
+    );
+    for (len, reserved) in [(1033, scratch_address), (1039, output_address)] {
+        let (other, counts) = counted(&device, || device.uninitialized::<f32>(len).unwrap());
+        assert_eq!(
+            counts.fresh_allocations, 1,
+            "{len}: the reserved block is not handed out"
+        );
+        assert_ne!(other.address(), reserved);
+    }
+    drop(graph);
+    assert_eq!(cache.reserved_bytes(), 0);
+    device.empty_cache();
+    // A new "capture" of a step cached once more.
+    let mut graph = None;
+    drop(device.uninitialized::<f32>(1033).unwrap());
+    let (address, _) = device
+        .run_step_graph(&mut graph, || {
+            Ok(device.uninitialized::<f32>(1033)?.address())
+        })
+        .unwrap();
+    assert_eq!(cache.reserved_bytes(), 4 * 1033);
+    // A recapture releases the previous reservation first and reserves what it takes again.
+    let (again, _) = device
+        .run_step_graph(&mut graph, || {
+            Ok(device.uninitialized::<f32>(1033)?.address())
+        })
+        .unwrap();
+    assert_eq!(
+        again, address,
+        "the recapture took the released block, nothing fresh"
+    );
+    assert_eq!(cache.reserved_bytes(), 4 * 1033);
+    drop(graph);
+    assert_eq!(
+        (cache.reserved_bytes(), cache.cached_bytes()),
+        (0, 4 * 1033)
+    );
 }

@@ -608,3 +608,81 @@ fn staging_refuses_a_batch_that_is_not_on_the_host() {
         "unexpected error: {error}"
     );
 }
+
+#[test]
+fn a_replay_here_reruns_the_captured_steps_launches_with_the_same_arguments() {
+    // Issue 20 (graph replay): the emulator has no graphs, so where a GPU replays the captured
+    // step (same shapes, same staged input and parameter addresses), the emulated device runs the
+    // step's code again, handing it the blocks the capture took (its graph's reservation, in the
+    // capture's order), and checks that every launch and GEMM has the captured arguments, buffer
+    // addresses and scalars alike: a replay would run this very step. A by-value scalar that
+    // changes from step to step (a step number, a seed) or an address that moves fails the step.
+    let Some(device) = common::emulated_unless_skipped() else {
+        return;
+    };
+    let host = Device::cpu();
+    let batches = [3, 3, 3, 3];
+    with_version(EMBEDDING, KernelVersion::V2, || {
+        let kind = ModelKind::Asif;
+        let run = |cuda_graph: bool| {
+            let mut model = Model::new(&tiny(kind), &tiny_model::shape(), &device).expect("model");
+            let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
+            let mut train_step = TrainStep::new(cuda_graph);
+            let mut losses = Vec::new();
+            for (step, &rows) in batches.iter().enumerate() {
+                let batch = varied_batch(&host, step, rows);
+                let loss = train_step
+                    .run_staged(&mut model, &mut adam, &batch, step as u64)
+                    .expect("step");
+                losses.push(loss.to_bits());
+            }
+            let replays = train_step.step_graph().map(|g| g.replays());
+            let reserved = device.memory_cache().expect("caches").reserved_bytes();
+            let parameters: Vec<Vec<u32>> = model.tensors().iter().map(bits).collect();
+            (losses, parameters, train_step.counts(), replays, reserved)
+        };
+        let eager = run(false);
+        let checked = run(true);
+        assert_eq!(
+            checked.2,
+            StepCounts {
+                eager: 1,
+                graph_checked_eagerly: 3,
+                ..StepCounts::default()
+            },
+            "{kind}"
+        );
+        assert_eq!(
+            checked.3,
+            Some(2),
+            "{kind}: steps 2 and 3 checked as replays"
+        );
+        assert!(
+            checked.4 > 0,
+            "{kind}: the captured step's blocks are reserved"
+        );
+        assert_eq!(eager.0, checked.0, "{kind}: losses");
+        assert_eq!(eager.1, checked.1, "{kind}: parameters");
+    });
+}
+
+#[test]
+fn adam_counts_a_replayed_step_only_with_a_device_step_counter() {
+    let Some(device) = common::emulated_unless_skipped() else {
+        return;
+    };
+    let model = Model::new(&tiny(ModelKind::SasRec), &tiny_model::shape(), &device).expect("model");
+    let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
+    assert!(
+        adam.count_replayed_step().is_err(),
+        "a by-value step cannot have been replayed"
+    );
+    assert_eq!(adam.steps(), 0);
+    adam.use_step_counter().expect("counter");
+    adam.count_replayed_step().expect("counted");
+    assert_eq!(
+        adam.steps(),
+        1,
+        "a replay advances the host count as a step does"
+    );
+}

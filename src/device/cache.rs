@@ -22,10 +22,17 @@
 //! adds its own sizes once. [`MemoryCache::release_all`] (`Device::empty_cache`) gives every
 //! cached block back.
 //!
+//! A captured CUDA graph step (`graph.rs`) keeps its blocks: while it is captured the cache
+//! records every block it hands out ([`MemoryCache::begin_recording`]), and afterwards those
+//! blocks are reserved for the graph ([`Reservation`]): out of the free lists, not freed by
+//! [`MemoryCache::release_all`], until the reservation drops (the graph's drop or a new capture).
+//! The emulated device checks a replay by handing the step's code exactly those blocks again, in
+//! the capture's order ([`MemoryCache::begin_replay_check`]).
+//!
 //! The poison mode (`Device::uninitialized`) fills a reused buffer with `Scalar::POISON` just as
 //! a fresh one, so a kernel that skips a slot still reads NaN, not last step's value.
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
@@ -50,10 +57,24 @@ pub struct MemoryCache {
 
 #[derive(Default)]
 struct FreeLists {
-    /// Bytes → blocks of exactly that size, last freed on top.
-    by_bytes: HashMap<usize, Vec<Block>>,
+    /// Bytes → blocks of exactly that size (with their addresses), last freed on top.
+    by_bytes: HashMap<usize, Vec<(u64, Block)>>,
     /// Bytes held in `by_bytes`.
     bytes: usize,
+    /// While a step is captured (`MemoryCache::begin_recording`): every block handed out from
+    /// the free lists, (bytes, address) in order.
+    recording: Option<Vec<(usize, u64)>>,
+    /// While a replay is checked on the emulated device (`MemoryCache::begin_replay_check`):
+    /// the addresses the captured step took, per size, still to hand out.
+    script: Option<HashMap<usize, std::collections::VecDeque<u64>>>,
+    /// The blocks of a captured step's graph (`Reservation`): the addresses, and those of them
+    /// back from their buffers (bytes → blocks), which no allocation can take.
+    reserved_addresses: HashSet<u64>,
+    reserved: HashMap<usize, Vec<(u64, Block)>>,
+    /// Bytes held in `reserved`.
+    reserved_bytes: usize,
+    /// Reservations made so far: a `Reservation` releases only its own (the latest).
+    generation: u64,
 }
 
 impl std::fmt::Debug for MemoryCache {
@@ -124,16 +145,38 @@ impl MemoryCache {
         }
         let block = {
             let mut lists = self.lists();
-            let list = lists.by_bytes.get_mut(&bytes)?;
+            let lists = &mut *lists;
             // A host block must hold `T`s (its allocation's layout); any CUDA block fits.
-            let position = list.iter().rposition(|b| match b {
+            let fits = |b: &Block| match b {
                 Block::Host(v) => v.is::<Vec<T>>(),
                 Block::Cuda(_) => true,
-            })?;
-            let block = list.remove(position);
+            };
+            if let Some(script) = lists.script.as_mut() {
+                // A replay checked on the emulated device: the captured step's block, in the
+                // capture's order, from the reservation; anything else is not the captured step.
+                let expected = script.get_mut(&bytes)?.pop_front()?;
+                let list = lists.reserved.get_mut(&bytes)?;
+                let position = list
+                    .iter()
+                    .position(|(address, b)| *address == expected && fits(b))?;
+                let (_, block) = list.remove(position);
+                lists.reserved_bytes -= bytes;
+                return self.unwrap_block::<T>(block, len);
+            }
+            let list = lists.by_bytes.get_mut(&bytes)?;
+            let position = list.iter().rposition(|(_, b)| fits(b))?;
+            let (address, block) = list.remove(position);
             lists.bytes -= bytes;
+            if let Some(recorded) = lists.recording.as_mut() {
+                recorded.push((bytes, address));
+            }
             block
         };
+        self.unwrap_block::<T>(block, len)
+    }
+
+    /// A block taken out of the lists as a buffer of `len` elements of `T`.
+    fn unwrap_block<T: Scalar>(&self, block: Block, len: usize) -> Option<Buffer<T>> {
         match block {
             Block::Host(v) => match v.downcast::<Vec<T>>() {
                 Ok(v) => Some(Buffer::Host(*v)),
@@ -164,19 +207,117 @@ impl MemoryCache {
         }
     }
 
-    /// Puts a dropped buffer's memory on its free list.
+    /// Puts a dropped buffer's memory on its free list, or, when it is one of a captured step's
+    /// graph's blocks (outside the capture), into the reservation.
     fn put<T: Scalar>(&self, buffer: Buffer<T>) {
         let bytes = buffer.len() * size_of::<T>();
-        let block = match buffer.into_memory() {
-            Memory::Host(v) => Block::Host(Box::new(v)),
-            Memory::Cuda(s) => Block::Cuda(s.leak()),
+        // The address without `Buffer::address` (whose CUDA form records an event).
+        let (address, block) = match buffer.into_memory() {
+            Memory::Host(v) => (v.as_ptr() as u64, Block::Host(Box::new(v))),
+            Memory::Cuda(s) => {
+                let ptr = s.leak();
+                (ptr, Block::Cuda(ptr))
+            }
         };
         let mut lists = self.lists();
-        lists.by_bytes.entry(bytes).or_default().push(block);
+        if lists.recording.is_none() && lists.reserved_addresses.contains(&address) {
+            lists
+                .reserved
+                .entry(bytes)
+                .or_default()
+                .push((address, block));
+            lists.reserved_bytes += bytes;
+            return;
+        }
+        lists
+            .by_bytes
+            .entry(bytes)
+            .or_default()
+            .push((address, block));
         lists.bytes += bytes;
     }
 
-    /// Frees every cached block (lent buffers are not affected; they come back when they drop).
+    /// Bytes held for a captured step's graph (`Reservation`) now: blocks back from their
+    /// buffers that no allocation may take.
+    pub fn reserved_bytes(&self) -> usize {
+        self.lists().reserved_bytes
+    }
+
+    /// From now on (until [`MemoryCache::end_recording`]) records every block handed out: the
+    /// memory of a step being captured. Releases a reservation still held (a recapture: the
+    /// step being captured reuses the previous graph's blocks, queued after its last launch).
+    pub(crate) fn begin_recording(&self) {
+        self.release_reservation();
+        self.lists().recording = Some(Vec::new());
+    }
+
+    /// Until [`MemoryCache::end_replay_check`], every block handed out is the one the captured
+    /// step of `reservation` took at that point (per size, in order), from the reservation, and
+    /// nothing else is: the step's code run again on the emulated device allocates as a replay
+    /// of its graph addresses memory.
+    pub(crate) fn begin_replay_check(&self, reservation: &Reservation) {
+        let mut script: HashMap<usize, std::collections::VecDeque<u64>> = HashMap::new();
+        for &(bytes, address) in &reservation.taken {
+            script.entry(bytes).or_default().push_back(address);
+        }
+        self.lists().script = Some(script);
+    }
+
+    /// Ends the check; the number of the captured step's blocks it did not hand out.
+    pub(crate) fn end_replay_check(&self) -> usize {
+        let script = self.lists().script.take().unwrap_or_default();
+        script.values().map(|q| q.len()).sum()
+    }
+
+    /// Ends the recording and reserves its blocks for the captured graph: those already back in
+    /// the free lists leave them, those still lent go to the reservation when they drop. The
+    /// reservation lasts until the returned handle drops. One reservation per cache: a device
+    /// runs one step graph at a time.
+    pub(crate) fn end_recording(self: &Arc<Self>) -> Reservation {
+        let mut lists = self.lists();
+        let taken = lists.recording.take().unwrap_or_default();
+        let recorded: HashSet<u64> = taken.iter().map(|&(_, address)| address).collect();
+        let mut moved = 0;
+        let mut reserved: Vec<(usize, (u64, Block))> = Vec::new();
+        for (bytes, list) in lists.by_bytes.iter_mut() {
+            let mut i = 0;
+            while i < list.len() {
+                if recorded.contains(&list[i].0) {
+                    reserved.push((*bytes, list.remove(i)));
+                    moved += *bytes;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        lists.bytes -= moved;
+        lists.reserved_bytes += moved;
+        for (bytes, entry) in reserved {
+            lists.reserved.entry(bytes).or_default().push(entry);
+        }
+        lists.reserved_addresses.extend(recorded);
+        lists.generation += 1;
+        Reservation {
+            cache: Arc::clone(self),
+            generation: lists.generation,
+            taken,
+        }
+    }
+
+    /// Returns every reserved block to the free lists and forgets the reserved addresses.
+    fn release_reservation(&self) {
+        let mut lists = self.lists();
+        let lists = &mut *lists;
+        lists.reserved_addresses.clear();
+        for (bytes, blocks) in lists.reserved.drain() {
+            lists.bytes += bytes * blocks.len();
+            lists.by_bytes.entry(bytes).or_default().extend(blocks);
+        }
+        lists.reserved_bytes = 0;
+    }
+
+    /// Frees every cached block (lent buffers are not affected; they come back when they drop;
+    /// nor are a captured graph's reserved blocks: a replay writes into them).
     pub fn release_all(&self) {
         let blocks: Vec<(usize, Block)> = {
             let mut lists = self.lists();
@@ -184,7 +325,7 @@ impl MemoryCache {
             lists
                 .by_bytes
                 .drain()
-                .flat_map(|(bytes, list)| list.into_iter().map(move |b| (bytes, b)))
+                .flat_map(|(bytes, list)| list.into_iter().map(move |(_, b)| (bytes, b)))
                 .collect()
         };
         for (bytes, block) in blocks {
@@ -198,7 +339,35 @@ impl MemoryCache {
 
 impl Drop for MemoryCache {
     fn drop(&mut self) {
+        // No reservation outlives the cache (it holds an `Arc` of it): give back what is left.
+        self.release_reservation();
         self.release_all();
+    }
+}
+
+/// The memory cache's blocks of a captured step (`MemoryCache::end_recording`), held for its
+/// graph (`StepGraph`): no allocation outside the step takes them and `Device::empty_cache` does
+/// not free them, so a replay writes only into memory that is its own. Dropping it returns them
+/// to the free lists.
+pub struct Reservation {
+    cache: Arc<MemoryCache>,
+    generation: u64,
+    /// The blocks the captured step took, (bytes, address) in order.
+    taken: Vec<(usize, u64)>,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Reservation({} bytes back)", self.cache.reserved_bytes())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // A later capture's reservation replaced this one already: not ours to release.
+        if self.cache.lists().generation == self.generation {
+            self.cache.release_reservation();
+        }
     }
 }
 

@@ -22,6 +22,21 @@ pub struct Emulator {
     /// eagerly, but refuses what a CUDA capture would (`graph.rs`), so the emulated tests check
     /// that a step can be captured.
     pub(crate) capturing: Arc<std::sync::atomic::AtomicBool>,
+    /// While `Device::run_step_graph` runs a step, and while `TrainStep` checks a replay here:
+    /// every launch and GEMM with its arguments, the launches a CUDA graph of the step would hold.
+    pub(crate) trace: Arc<std::sync::Mutex<Option<Vec<LaunchRecord>>>>,
+}
+
+/// One kernel launch (or host GEMM standing in for a cuBLAS call) as a CUDA graph would hold it:
+/// the kernel, its launch shape and every argument's value (buffer addresses and scalars, each in
+/// a 64-bit slot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchRecord {
+    pub kernel: &'static str,
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared_bytes: u32,
+    pub arguments: Vec<u64>,
 }
 
 impl Emulator {
@@ -31,6 +46,28 @@ impl Emulator {
             counters: Arc::new(Counters::default()),
             cache: MemoryCache::host(),
             capturing: Arc::default(),
+            trace: Arc::default(),
+        }
+    }
+
+    /// Starts recording launches (`LaunchRecord`), dropping any recorded before.
+    pub(crate) fn start_trace(&self) {
+        *self.traced() = Some(Vec::new());
+    }
+
+    /// Stops recording and returns what was recorded since `start_trace`.
+    pub(crate) fn take_trace(&self) -> Vec<LaunchRecord> {
+        self.traced().take().unwrap_or_default()
+    }
+
+    fn traced(&self) -> std::sync::MutexGuard<'_, Option<Vec<LaunchRecord>>> {
+        self.trace.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records one launch while a trace is on.
+    pub(crate) fn record(&self, record: impl FnOnce() -> LaunchRecord) {
+        if let Some(trace) = self.traced().as_mut() {
+            trace.push(record());
         }
     }
 
@@ -66,6 +103,13 @@ impl Emulator {
                 KernelArg::F32(v) => v.to_bits() as u64,
             })
             .collect();
+        self.record(|| LaunchRecord {
+            kernel: kernel.name,
+            grid: config.grid,
+            block: config.block,
+            shared_bytes: config.shared_bytes,
+            arguments: slots.clone(),
+        });
         let pointers: Vec<*mut c_void> = slots
             .iter_mut()
             .map(|slot| slot as *mut u64 as *mut c_void)

@@ -22,7 +22,7 @@ pub use buffer::{Buffer, Scalar};
 pub use cache::MemoryCache;
 pub use counters::{CounterSnapshot, Counters};
 pub use cuda::{CudaBackend, POISON_UNINITIALIZED_ENV};
-pub use emulated::{Emulator, EmulatorLaunchFn};
+pub use emulated::{Emulator, EmulatorLaunchFn, LaunchRecord};
 pub use graph::{GraphRun, StepGraph};
 pub(crate) use in_place::copy_range;
 pub use in_place::{run_in_place, DeviceInPlaceOp};

@@ -123,3 +123,33 @@ pub fn train_steps(
     let parameters = model.tensors().iter().map(bits).collect();
     (losses, parameters, steps.counts())
 }
+
+/// [`train_steps`] through [`TrainStep::run_staged`]: each step's batch is built on the host
+/// (the first `rows` sequences, the targets rotated by the step, so consecutive batches of one
+/// shape differ) and copied into the device buffers the `TrainStep` keeps.
+pub fn train_steps_staged(
+    device: &Device,
+    config: &ModelConfig,
+    cuda_graph: bool,
+    batches: &[usize],
+) -> (Vec<u32>, Vec<Vec<u32>>, StepCounts) {
+    let host = Device::cpu();
+    let mut model = Model::new(config, &shape(), device).expect("model");
+    let mut adam = Adam::new(AdamConfig::default(), &model.tensors()).expect("adam");
+    let mut steps = TrainStep::new(cuda_graph);
+    let mut losses = Vec::new();
+    for (step, &rows) in batches.iter().enumerate() {
+        let mut batch = first_rows(&host, &inputs(&host, 8), rows);
+        let targets: Vec<i32> = (0..rows)
+            .map(|row| [3, 11, 17, 5, 9][(row + step) % 5])
+            .collect();
+        batch.targets = IndexTensor::from_vec(&host, &[rows], targets).expect("targets");
+        let loss = steps
+            .run_staged(&mut model, &mut adam, &batch, step as u64)
+            .expect("step");
+        losses.push(loss.to_bits());
+    }
+    assert_eq!(adam.steps(), batches.len() as u64, "Adam's host step count");
+    let parameters = model.tensors().iter().map(bits).collect();
+    (losses, parameters, steps.counts())
+}

@@ -209,6 +209,20 @@ impl Adam {
         Ok(counter)
     }
 
+    /// Counts one step that ran without this code: a replayed CUDA graph of a step
+    /// (`TrainStep`), whose captured update advanced the device step counter on its own. An
+    /// error without a device step counter (a by-value step cannot be replayed).
+    pub fn count_replayed_step(&mut self) -> Result<()> {
+        if self.counter.is_none() {
+            return Err(Error::argument(
+                OP,
+                "a replayed step without a device step counter (Adam::use_step_counter)",
+            ));
+        }
+        self.step += 1;
+        Ok(())
+    }
+
     /// The device step counter, when [`Adam::use_step_counter`] made one.
     pub fn step_counter(&self) -> Option<&StepCounter> {
         self.counter.as_ref()
