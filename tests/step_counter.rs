@@ -266,7 +266,8 @@ fn stepped_residual_layer_norm_draws_the_by_value_mask() {
 #[test]
 fn stepped_attention_draws_the_by_value_masks_forward_and_backward() {
     for_each_version(&["attention"], |version| {
-        let (batch, n, heads, head_dim) = (2, 7, 2, 8);
+        // Lengths n, 1, 0 (all padding) and an odd one.
+        let (batch, n, heads, head_dim) = (4, 7, 2, 8);
         let d = heads * head_dim;
         let len = batch * n * d;
         let mut r = rng(13);
@@ -286,7 +287,7 @@ fn stepped_attention_draws_the_by_value_masks_forward_and_backward() {
                 fused_values: None,
                 position_values: None,
             };
-            let lengths = IndexTensor::from_vec(&device, &[batch], vec![7, 5]).unwrap();
+            let lengths = IndexTensor::from_vec(&device, &[batch], vec![7, 1, 0, 5]).unwrap();
             let counter = StepCounter::new(&device, 0).unwrap();
             for step in [0u64, 9] {
                 counter.set(step).unwrap();
