@@ -344,6 +344,8 @@ fn batches_are_padded_and_shuffles_reproducible() {
     let n = 4;
     let batcher = Batcher::new(&ds, &split.train, 5, n).unwrap();
     assert_eq!(batcher.n_batches(), split.train.len().div_ceil(5));
+    assert_eq!(batcher.n_samples(), split.train.len());
+    assert!(split.train.len() > 1, "n_samples must tell 0 and 1 apart");
     let collect = |order| {
         batcher
             .epoch(order)
@@ -407,6 +409,22 @@ fn batch_attribute_tokens_are_ready_for_pooling() {
     assert_eq!(
         batch.attribute_tokens(class, 3),
         vec![1, 2, 3, 2, 0, 0, 0, 0, 0]
+    );
+
+    // A table with fewer rows than the batch's item ids (here another data set's, of one item):
+    // items past its end have no tokens and pool to zero, as items without an `.item` row do;
+    // they are not read past the table's end.
+    let small = load_str(
+        "user_id:token\titem_id:token\ttimestamp:float\nu\ta\t1\nu\ta\t2\nu\ta\t3\n",
+        Some("item_id:token\tclass:token_seq\na\tA B\n"),
+        &LoadConfig::default().with_attributes(&["class"]),
+    )
+    .unwrap();
+    let small_class = small.attribute("class").unwrap().tokens().unwrap();
+    assert_eq!(small_class.n_rows(), 2); // the padding item and a
+    assert_eq!(
+        batch.attribute_tokens(small_class, 2),
+        vec![1, 2, 0, 0, 0, 0]
     );
 }
 
