@@ -346,6 +346,15 @@ fn batches_are_padded_and_shuffles_reproducible() {
     assert_eq!(batcher.n_batches(), split.train.len().div_ceil(5));
     assert_eq!(batcher.n_samples(), split.train.len());
     assert!(split.train.len() > 1, "n_samples must tell 0 and 1 apart");
+    // An epoch is an ExactSizeIterator: its length counts down from n_batches (more than 1 here).
+    let mut epoch = batcher.epoch(Order::Sequential);
+    let n_batches = batcher.n_batches();
+    assert!(n_batches > 2);
+    assert_eq!(epoch.size_hint(), (n_batches, Some(n_batches)));
+    epoch.next();
+    assert_eq!(epoch.len(), n_batches - 1);
+    assert_eq!(epoch.by_ref().count(), n_batches - 1);
+    assert_eq!(epoch.len(), 0);
     let collect = |order| {
         batcher
             .epoch(order)
