@@ -413,6 +413,11 @@ fn batch_attribute_tokens_are_ready_for_pooling() {
     assert_eq!(batch.row(0), &[1, 2, 0]); // a b pad
     let class = ds.attribute("class").unwrap().tokens().unwrap();
     assert_eq!(class.max_tokens(), 3);
+    // The CSR form (what the model uploads): vocabulary ids by first appearance (A 1, B 2, C 3),
+    // the padding item's row empty, then a: A B C, b: B, c: C A.
+    assert_eq!(class.offsets(), &[0, 0, 3, 4, 6]);
+    assert_eq!(class.ids(), &[1, 2, 3, 2, 3, 1]);
+    assert_eq!(ds.name(), "t");
     // width 2: a -> A B (cut), b -> B, pad -> nothing
     assert_eq!(batch.attribute_tokens(class, 2), vec![1, 2, 2, 0, 0, 0]);
     assert_eq!(
