@@ -285,6 +285,11 @@ fn augmentation_and_leave_one_out() {
     // Users with 1, 2, 3, 4 and 6 interactions -> 0, 1, 2, 3, 5 samples.
     let ds = seq_dataset(&[1, 2, 3, 4, 6]);
     assert_eq!(ds.n_samples(), 11);
+    // Lengths sorted 1 2 3 4 6: the median is the middle one, the mean 16 / 5.
+    assert_eq!(
+        ds.summary(),
+        "t: 5 users, 16 items, 16 interactions; length min 1, median 3, mean 3.2, max 6"
+    );
     let split = ds.leave_one_out();
     let by_user = |v: &[Sample], u: u32| {
         v.iter()
@@ -418,6 +423,8 @@ fn batch_attribute_tokens_are_ready_for_pooling() {
     assert_eq!(class.offsets(), &[0, 0, 3, 4, 6]);
     assert_eq!(class.ids(), &[1, 2, 3, 2, 3, 1]);
     assert_eq!(ds.name(), "t");
+    let names: Vec<&str> = ds.attributes().iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["class"]);
     // width 2: a -> A B (cut), b -> B, pad -> nothing
     assert_eq!(batch.attribute_tokens(class, 2), vec![1, 2, 2, 0, 0, 0]);
     assert_eq!(
@@ -528,6 +535,17 @@ fn bad_files_give_typed_errors_with_file_line_and_expectation() {
         ),
         "{m}"
     );
+
+    // A long cell is quoted cut short at a char boundary: 'x' then 40 two-byte 'é', so byte 60
+    // (the cut) falls inside the 30th 'é' and the quote keeps 'x' and 29 of them.
+    let long = format!("x{}", "é".repeat(40));
+    let (e, m) = err(&format!("{head}a\tx\t{long}\n"), None, &cfg);
+    let quoted = format!("`x{}...`", "é".repeat(29));
+    assert!(
+        matches!(&e, DataError::Parse { value, .. } if *value == quoted[1..quoted.len() - 1]),
+        "{m}"
+    );
+    assert!(m.contains(&quoted), "{m}");
 
     let (e, m) = err(&format!("{head}a\tx\t1\n\nb\ty\tyesterday\n"), None, &cfg);
     assert!(

@@ -97,3 +97,28 @@ impl Interner {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::hash::BuildHasher;
+
+    /// The interner is correct with any hash; this pins the spread its speed relies on: distinct
+    /// tokens get distinct 64-bit hashes, short ones (inline keys, hashed in whole words) and
+    /// long ones whose differing bytes fall in the tail after the last whole word.
+    #[test]
+    fn distinct_tokens_hash_apart() {
+        let build = FxBuild::default();
+        let n = 20_000;
+        let short: HashSet<u64> = (0..n)
+            .map(|i| build.hash_one(inline_key(&format!("i{i}")).unwrap()))
+            .collect();
+        assert_eq!(short.len(), n, "short tokens collide");
+        let prefix = "x".repeat(INLINE + 1);
+        let long: HashSet<u64> = (0..n)
+            .map(|i| build.hash_one(format!("{prefix}{i:05}").as_str()))
+            .collect();
+        assert_eq!(long.len(), n, "long tokens collide");
+    }
+}
