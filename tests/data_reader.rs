@@ -98,6 +98,62 @@ u\t7\ttie2\n";
 }
 
 #[test]
+fn normalized_keys_that_overflow_sort_last() {
+    // Timestamps ±1e308: max - min overflows to inf, so 1e308's key is inf / inf = NaN (a NaN
+    // with its sign bit set, on x86) while -1e308's and 0's are 0. The NaN key sorts after every
+    // number, as numpy sorts NaN, whatever its sign; the two 0 keys keep file order.
+    let inter = "user_id:token\titem_id:token\ttimestamp:float\n\
+u\tlow\t-1e308\n\
+u\thigh\t1e308\n\
+u\tzero\t0\n";
+    let ds = load_str(inter, None, &LoadConfig::default()).unwrap();
+    assert_eq!(tokens(&ds, "u"), ["low", "zero", "high"]);
+}
+
+#[test]
+fn load_config_checks_separators_and_attribute_fields() {
+    let inter = "user_id:token\titem_id:token\ttimestamp:float\nu\ta\t1\n";
+    let item = "item_id:token\tclass:token\na\tA\n";
+    for sep in ['\n', '\r'] {
+        let cfg = LoadConfig {
+            field_separator: sep,
+            ..LoadConfig::default()
+        };
+        let (e, m) = err(inter, Some(item), &cfg);
+        assert!(
+            matches!(e, DataError::InvalidArgument(_)) && m.contains("line break"),
+            "{sep:?}: {m}"
+        );
+    }
+    // The item field as an attribute of itself, and an attribute listed twice.
+    for fields in [&["item_id"][..], &["class", "class"][..]] {
+        let (e, m) = err(
+            inter,
+            Some(item),
+            &LoadConfig::default().with_attributes(fields),
+        );
+        assert!(
+            matches!(e, DataError::InvalidArgument(_)) && m.contains("listed twice"),
+            "{fields:?}: {m}"
+        );
+    }
+    assert!(load_str(
+        inter,
+        Some(item),
+        &LoadConfig::default().with_attributes(&["class"])
+    )
+    .is_ok());
+    // k = 0 turns k-core off: no bound at all, not a bound of 0.
+    let off = LoadConfig::default().with_kcore(0);
+    assert_eq!(off.user_min_interactions, None);
+    assert_eq!(off.item_min_interactions, None);
+    assert_eq!(
+        LoadConfig::default().with_kcore(1).user_min_interactions,
+        Some(1)
+    );
+}
+
+#[test]
 fn default_order_is_recboles_normalized_f32() {
     // RecBole's ml-100k configuration min-max normalises timestamps (in f64) and then rounds
     // them to f32. Here min = 0 (user v's) and max = 2^30 + 1030: 2^30 + 1000 and 2^30 + 1010
