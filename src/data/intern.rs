@@ -121,4 +121,50 @@ mod tests {
             .collect();
         assert_eq!(long.len(), n, "long tokens collide");
     }
+
+    /// A hash map picks a bucket from the hash's low bits, which the word loop alone leaves
+    /// nearly constant for short tokens (their last word is mostly zero padding); the finish
+    /// must spread them. 20,000 keys in 65,536 buckets fill about 17,200 when the low 16 bits
+    /// are uniform (standard deviation about 50).
+    #[test]
+    fn low_bits_spread_over_buckets() {
+        let build = FxBuild::default();
+        let n = 20_000;
+        let prefix = "x".repeat(INLINE + 1);
+        let short: HashSet<u64> = (0..n)
+            .map(|i| build.hash_one(inline_key(&format!("i{i}")).unwrap()) & 0xffff)
+            .collect();
+        let long: HashSet<u64> = (0..n)
+            .map(|i| build.hash_one(format!("{prefix}{i:05}").as_str()) & 0xffff)
+            .collect();
+        assert!(
+            short.len() > 16_500,
+            "short tokens fill {} buckets",
+            short.len()
+        );
+        assert!(
+            long.len() > 16_500,
+            "long tokens fill {} buckets",
+            long.len()
+        );
+    }
+
+    /// Tokens of up to INLINE bytes are stored inline, longer ones boxed, and ids count both.
+    #[test]
+    fn short_tokens_live_inline_and_ids_count_both_maps() {
+        let mut interner = Interner::default();
+        let short = "s".repeat(INLINE);
+        let long = "l".repeat(INLINE + 1);
+        assert_eq!(interner.intern(&short), 0);
+        assert_eq!(interner.intern(&long), 1);
+        assert_eq!(interner.intern("a"), 2);
+        assert_eq!(interner.intern(&long), 1);
+        assert_eq!((interner.short.len(), interner.long.len()), (2, 1));
+        assert_eq!(interner.len(), 3);
+        assert_eq!(interner.get(&long), Some(1));
+        assert_eq!(interner.get("b"), None);
+        let tokens = interner.into_tokens();
+        let tokens: Vec<&str> = tokens.iter().map(|t| &**t).collect();
+        assert_eq!(tokens, [short.as_str(), long.as_str(), "a"]);
+    }
 }
