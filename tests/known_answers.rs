@@ -160,3 +160,58 @@ fn the_logit_scale_is_clamped_at_one_hundred_on_every_device(
         );
     }
 }
+
+/// The shuffle generator (`data::rng::SplitMix64`): the same seed must give the same batches on
+/// every platform and every version, so its outputs are written here as numbers, computed in
+/// Python from the SplitMix64 constants and the algorithms the doc comments name (Lemire's
+/// bounded draw with rejection, Fisher–Yates), not from this crate:
+/// `scripts/oracle/splitmix64_known_answers.py` prints every value below.
+#[test]
+fn shuffle_generator_is_known() {
+    use asif_kernels::data::rng::SplitMix64;
+    let mut g = SplitMix64::new(0);
+    let first: Vec<u64> = (0..3).map(|_| g.next_u64()).collect();
+    // SplitMix64's published stream from state 0.
+    assert_eq!(
+        first,
+        [
+            0xE220_A839_7B1D_CDAF,
+            0x6E78_9E6A_A1B9_65F4,
+            0x06C4_5D18_8009_454F
+        ]
+    );
+    let mut g = SplitMix64::stream(42, 3);
+    assert_eq!(
+        [g.next_u64(), g.next_u64()],
+        [0x85B8_BB51_0964_7D2C, 0x12C7_B919_34BD_FF8A]
+    );
+    assert_eq!(SplitMix64::stream(42, 0).next_u64(), 0x6FDD_427B_0F14_0D54);
+    let mut g = SplitMix64::new(7);
+    let below: Vec<u64> = (0..8).map(|_| g.below(10)).collect();
+    assert_eq!(below, [3, 0, 9, 5, 4, 2, 4, 3]);
+    // n just over 2^63: the rejection threshold is large, so a draw is rejected now and then.
+    let mut g = SplitMix64::new(5);
+    let big: Vec<u64> = (0..3).map(|_| g.below((1 << 63) + 1)).collect();
+    assert_eq!(
+        big,
+        [
+            6_938_807_493_011_938_172,
+            2_146_363_211_429_306_531,
+            916_244_348_587_400_354
+        ]
+    );
+    let mut g = SplitMix64::new(9);
+    let range: Vec<u64> = (0..8).map(|_| g.range_inclusive(5, 7)).collect();
+    assert_eq!(range, [7, 7, 5, 7, 5, 5, 6, 7]);
+    let mut v: Vec<u32> = (0..10).collect();
+    SplitMix64::new(7).shuffle(&mut v);
+    assert_eq!(v, [9, 5, 8, 6, 1, 2, 4, 7, 0, 3]);
+    let mut g = SplitMix64::new(1);
+    assert_eq!(
+        [g.next_f64(), g.next_f64()],
+        [0.5665615751722809, 0.7457817572627011]
+    );
+    let mut g = SplitMix64::new(3);
+    let picks: Vec<usize> = (0..12).map(|_| g.weighted(&[0.0, 1.0, 3.0, 0.0])).collect();
+    assert_eq!(picks, [1, 2, 2, 1, 1, 2, 1, 2, 2, 2, 2, 2]);
+}
