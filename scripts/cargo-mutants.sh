@@ -9,7 +9,8 @@
 # AREA and the test binaries that run against each mutant (with the library's unit tests):
 #   metrics  src/metrics.rs                      metrics, known_answers
 #   data     src/data/**                         data_reader, data_fuzz, data_s3rec,
-#                                                data_synthetic, data_ml100k
+#                                                data_synthetic, data_ml100k, known_answers
+#                                                (a mutant is cut after 120 s: they take 2 s)
 #   model    src/model/**                        model, model_oracle, gradients,
 #                                                checkpoint_compat, train (CPU device only)
 #   ops      src/ops/mod.rs, src/ops/*/mod.rs    every op's binary, op_oracle, devices, tape,
@@ -17,8 +18,8 @@
 #                                                files hold the kernel-device dispatch)
 #
 # Cost on the 2-core machine: every mutant rebuilds the crate in the test profile and relinks the
-# area's test binaries, about 1 to 3 minutes of CPU each; `--list` counts them (on 2026-12-01:
-# metrics 90, data 776, model 253, ops 634). `--shard K/N` runs one slice, so a long area can
+# area's test binaries: 5 to 15 s each for data on an idle machine (2026-12-02), minutes for the
+# emulated areas; `--list` counts them (on 2026-12-01: metrics 90, data 776, model 253, ops 634). `--shard K/N` runs one slice, so a long area can
 # be spread over several sittings; results of every sitting stay under
 # results/cargo-mutants/AREA[-shard-K-of-N]/ (caught, missed, timeout, unviable; cargo-mutants'
 # own lists). docs/testing.md lists the surviving mutants with a reason each.
