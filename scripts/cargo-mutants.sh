@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # cargo-mutants over the Rust side (issue 16): a documented longer job, not part of CI.
 #
-#   scripts/cargo-mutants.sh AREA [--shard K/N] [--exclude GLOB]... [--list]
+#   scripts/cargo-mutants.sh AREA [--shard K/N] [--exclude GLOB]... [--again FILE] [--list]
 #
+# --again FILE runs only the mutants named in FILE (one cargo-mutants name a line, as in a
+# missed.txt), to check that new tests kill the survivors of an earlier run; its results go to
+# results/cargo-mutants/AREA-again/. (cargo-mutants 27.1.0 lists its struct-field deletions
+# whatever --re and --exclude-re say: the data area's one, in SyntheticConfig::with_seed, runs too.)
 # --exclude leaves out files already done (cargo-mutants' own --exclude), to go on with an area
 # that an earlier sitting stopped part way (docs/testing.md says how far each got).
 #
@@ -33,12 +37,13 @@ root="$PWD"
 
 area=${1:-}
 shift || true
-shard="" list=0 excludes=()
+shard="" list=0 excludes=() again=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --shard) shard=$2; shift 2 ;;
         --list) list=1; shift ;;
         --exclude) excludes+=("$2"); shift 2 ;;
+        --again) again=$(realpath "$2"); shift 2 ;;
         *) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
     esac
 done
@@ -78,6 +83,12 @@ for e in "${excludes[@]}"; do args+=(-e "$e"); done
 args+=("-C=--lib")
 for t in "${tests[@]}"; do args+=("-C=--test=$t"); done
 [ -n "$shard" ] && args+=(--shard "$shard")
+if [ -n "$again" ]; then
+    # Each name as an anchored regex, its metacharacters escaped.
+    while IFS= read -r name; do
+        [ -n "$name" ] && args+=(--re "^$(printf '%s' "$name" | sed 's/[][\\.^$*+?(){}|-]/\\&/g')\$")
+    done <"$again"
+fi
 
 scratch="$root/target/cargo-mutants/src"
 rm -rf "$scratch"
@@ -99,7 +110,7 @@ if [ "$list" = 1 ]; then
     cargo mutants --list "${args[@]}"
     exit 0
 fi
-out="$root/results/cargo-mutants/$area${shard:+-shard-${shard//\//-of-}}"
+out="$root/results/cargo-mutants/$area${shard:+-shard-${shard//\//-of-}}${again:+-again}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 [ -n "$env_skip" ] && export ASIF_SKIP_EMULATED=1
 status=0
