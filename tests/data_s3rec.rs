@@ -149,6 +149,9 @@ fn small_file_converts_in_order_with_an_order_column() {
         (2, 3, 5)
     );
     assert_eq!(data.n_attributes(), 2);
+    assert_eq!(data.name(), "t");
+    assert_eq!(data.users(), ["1", "2"]);
+    assert_eq!(data.items(), ["10", "11", "12"]);
     let out = data.write_recbole(dir.path().join("recbole")).unwrap();
     let inter = std::fs::read_to_string(&out.inter).unwrap();
     assert_eq!(
@@ -212,6 +215,16 @@ fn malformed_inputs_give_typed_located_errors() {
     // The JSON: an item not in the .txt, a second entry for an item, syntax and type errors,
     // each on the line it is on.
     let txt = "1 10 11\n2 12\n";
+    // An empty object parses (and then lacks the .txt's items); invalid UTF-8 names its line.
+    expect_error("1 10\n", "{}", "txt", 1, "item `10` has no entry");
+    let (_dir, files) = synthetic(
+        txt.as_bytes(),
+        b"{\"10\": [1],\n\"11\": [2],\n\"12\": [\xff]}",
+    );
+    let err = S3Rec::read(&files).unwrap_err();
+    assert_eq!(err.path(), Some(files.attributes.as_path()), "{err}");
+    assert_eq!(err.line(), Some(3), "{err}");
+    assert!(err.to_string().contains("invalid UTF-8"), "{err}");
     expect_error(
         txt,
         "{\"10\": [1],\n \"11\": [2],\n \"99\": [3],\n \"12\": []}",
