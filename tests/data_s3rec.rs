@@ -346,3 +346,18 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn json_string_escapes_decode() {
+    // Every JSON escape in an attribute id: the ones a token may hold decode to their
+    // characters; the white-space ones decode and are then refused (a token_seq cannot hold
+    // them), which names white space rather than a bad escape.
+    let json = r#"{"10": ["q\"b\\s\/x\by\u00e9"], "11": [], "12": []}"#;
+    let (_dir, files) = synthetic(b"1 10 11\n2 12\n", json.as_bytes());
+    let data = S3Rec::read(&files).unwrap();
+    assert_eq!(data.item_attributes(0), ["q\"b\\s/x\u{8}yé"]);
+    for escape in [r"\f", r"\n", r"\r", r"\t"] {
+        let json = format!(r#"{{"10": ["a{escape}b"], "11": [], "12": []}}"#);
+        expect_error("1 10 11\n2 12\n", &json, "json", 1, "holds white space");
+    }
+}
