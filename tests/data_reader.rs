@@ -341,6 +341,13 @@ fn augmentation_and_leave_one_out() {
     // Users with 1, 2, 3, 4 and 6 interactions -> 0, 1, 2, 3, 5 samples.
     let ds = seq_dataset(&[1, 2, 3, 4, 6]);
     assert_eq!(ds.n_samples(), 11);
+    let samples: Vec<Sample> = ds.samples().collect();
+    assert_eq!(samples.len(), 11);
+    assert_eq!(samples[0], Sample { user: 2, pos: 1 });
+    assert_eq!(samples[10], Sample { user: 5, pos: 5 });
+    // seq_dataset's timestamps are 0, 1, … per user: the target's is its position.
+    assert_eq!(ds.target_time(samples[10]), 5.0);
+    assert_eq!(ds.target_time(samples[0]), 1.0);
     // Lengths sorted 1 2 3 4 6: the median is the middle one, the mean 16 / 5.
     assert_eq!(
         ds.summary(),

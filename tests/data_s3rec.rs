@@ -356,6 +356,32 @@ fn json_string_escapes_decode() {
     let (_dir, files) = synthetic(b"1 10 11\n2 12\n", json.as_bytes());
     let data = S3Rec::read(&files).unwrap();
     assert_eq!(data.item_attributes(0), ["q\"b\\s/x\u{8}yé"]);
+    // A UTF-16 surrogate pair decodes to one char; a lone half is refused; 0 is an integer
+    // id, 01 is not.
+    let json = r#"{"10": ["\ud83d\ude00", 0], "11": [], "12": []}"#;
+    let (_dir, files) = synthetic(b"1 10 11\n2 12\n", json.as_bytes());
+    assert_eq!(S3Rec::read(&files).unwrap().item_attributes(0), ["😀", "0"]);
+    for lone in [
+        r#""\ud83d""#,
+        r#""\ud83dx""#,
+        r#""\ud83d\u0041""#,
+        r#""\ude00""#,
+    ] {
+        let json = format!(r#"{{"10": [{lone}], "11": [], "12": []}}"#);
+        let (_dir, files) = synthetic(b"1 10 11\n2 12\n", json.as_bytes());
+        let err = S3Rec::read(&files).unwrap_err().to_string();
+        assert!(
+            err.contains("surrogate") || err.contains("not a valid"),
+            "{lone}: {err}"
+        );
+    }
+    expect_error(
+        "1 10 11\n2 12\n",
+        r#"{"10": [01], "11": [], "12": []}"#,
+        "json",
+        1,
+        "`01`",
+    );
     for escape in [r"\f", r"\n", r"\r", r"\t"] {
         let json = format!(r#"{{"10": ["a{escape}b"], "11": [], "12": []}}"#);
         expect_error("1 10 11\n2 12\n", &json, "json", 1, "holds white space");

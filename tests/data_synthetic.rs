@@ -278,3 +278,117 @@ fn concurrent_generation_never_shows_a_partial_file() {
         });
     });
 }
+
+#[test]
+fn synthetic_configs_are_checked() {
+    let ok = SyntheticConfig::default();
+    // 20 categories × (24 active + 4 churned in each of 29 later periods).
+    assert_eq!(ok.n_catalogue_items(), 20 * (24 + 4 * 29));
+    let dir = tempfile::tempdir().unwrap();
+    let bad: [(&str, SyntheticConfig); 12] = [
+        (
+            "n_users 0",
+            SyntheticConfig {
+                n_users: 0,
+                ..ok.clone()
+            },
+        ),
+        (
+            "n_categories 0",
+            SyntheticConfig {
+                n_categories: 0,
+                ..ok.clone()
+            },
+        ),
+        (
+            "active 0",
+            SyntheticConfig {
+                active_per_category: 0,
+                churn_per_period: 0,
+                ..ok.clone()
+            },
+        ),
+        (
+            "n_periods 0",
+            SyntheticConfig {
+                n_periods: 0,
+                ..ok.clone()
+            },
+        ),
+        (
+            "churn > active",
+            SyntheticConfig {
+                churn_per_period: 25,
+                ..ok.clone()
+            },
+        ),
+        (
+            "min_len 0",
+            SyntheticConfig {
+                min_len: 0,
+                ..ok.clone()
+            },
+        ),
+        (
+            "min_len > max_len",
+            SyntheticConfig {
+                min_len: 61,
+                ..ok.clone()
+            },
+        ),
+        (
+            "period_len 0",
+            SyntheticConfig {
+                period_len: 0,
+                ..ok.clone()
+            },
+        ),
+        (
+            "gap inf",
+            SyntheticConfig {
+                mean_gap_periods: f64::INFINITY,
+                ..ok.clone()
+            },
+        ),
+        (
+            "stay_prob 1.5",
+            SyntheticConfig {
+                stay_prob: 1.5,
+                ..ok.clone()
+            },
+        ),
+        (
+            "sigma NaN",
+            SyntheticConfig {
+                popularity_sigma: f64::NAN,
+                ..ok.clone()
+            },
+        ),
+        (
+            "successors 0",
+            SyntheticConfig {
+                successors: 0,
+                ..ok.clone()
+            },
+        ),
+    ];
+    for (what, cfg) in bad {
+        let e = synthetic::generate(&cfg, dir.path()).unwrap_err();
+        assert!(
+            matches!(e, asif_kernels::data::DataError::InvalidArgument(_)),
+            "{what}: {e}"
+        );
+    }
+    // The boundaries that are allowed: churn = active, min_len = max_len, stay_prob 1 with
+    // no successors.
+    let edge = SyntheticConfig {
+        n_users: 3,
+        churn_per_period: 24,
+        min_len: 5,
+        max_len: 5,
+        stay_prob: 1.0,
+        successors: 0,
+        ..ok.clone()
+    };
+    synthetic::generate(&edge, dir.path()).unwrap();
+}
