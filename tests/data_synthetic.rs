@@ -378,6 +378,11 @@ fn synthetic_configs_are_checked() {
             matches!(e, asif_kernels::data::DataError::InvalidArgument(_)),
             "{what}: {e}"
         );
+        // The first four are refused by the positivity check itself, not later as an empty
+        // catalogue.
+        if what.starts_with("n_") || what.starts_with("active") {
+            assert!(e.to_string().contains("must be positive"), "{what}: {e}");
+        }
     }
     // The boundaries that are allowed: churn = active, min_len = max_len, stay_prob 1 with
     // no successors.
