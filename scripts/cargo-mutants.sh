@@ -23,10 +23,11 @@
 #
 # Cost on the 2-core machine: every mutant rebuilds the crate in the test profile and relinks the
 # area's test binaries: 5 to 15 s each for data on an idle machine (2026-12-02), minutes for the
-# emulated areas; `--list` counts them (on 2026-12-01: metrics 90, data 776, model 253, ops 634). `--shard K/N` runs one slice, so a long area can
-# be spread over several sittings; results of every sitting stay under
-# results/cargo-mutants/AREA[-shard-K-of-N]/ (caught, missed, timeout, unviable; cargo-mutants'
-# own lists). docs/testing.md lists the surviving mutants with a reason each.
+# emulated areas; `--list` counts them (metrics 90, data 776, model 614, ops 634 on
+# 2026-12-02). `--shard K/N` runs one slice, so a long area can be spread over several
+# sittings; results of every sitting stay under results/cargo-mutants/AREA[-shard-K-of-N]/
+# (caught, missed, timeout, unviable; cargo-mutants' own lists). docs/testing.md lists the
+# surviving mutants with a reason each.
 #
 # The working tree is never touched: the tracked files are copied to target/cargo-mutants/src
 # and mutated there in place, sharing the crate's target folder for the dependencies.
