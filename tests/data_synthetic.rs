@@ -285,102 +285,35 @@ fn synthetic_configs_are_checked() {
     // 20 categories × (24 active + 4 churned in each of 29 later periods).
     assert_eq!(ok.n_catalogue_items(), 20 * (24 + 4 * 29));
     let dir = tempfile::tempdir().unwrap();
-    let bad: [(&str, SyntheticConfig); 12] = [
-        (
-            "n_users 0",
-            SyntheticConfig {
-                n_users: 0,
-                ..ok.clone()
-            },
-        ),
-        (
-            "n_categories 0",
-            SyntheticConfig {
-                n_categories: 0,
-                ..ok.clone()
-            },
-        ),
-        (
-            "active 0",
-            SyntheticConfig {
-                active_per_category: 0,
-                churn_per_period: 0,
-                ..ok.clone()
-            },
-        ),
-        (
-            "n_periods 0",
-            SyntheticConfig {
-                n_periods: 0,
-                ..ok.clone()
-            },
-        ),
-        (
-            "churn > active",
-            SyntheticConfig {
-                churn_per_period: 25,
-                ..ok.clone()
-            },
-        ),
-        (
-            "min_len 0",
-            SyntheticConfig {
-                min_len: 0,
-                ..ok.clone()
-            },
-        ),
-        (
-            "min_len > max_len",
-            SyntheticConfig {
-                min_len: 61,
-                ..ok.clone()
-            },
-        ),
-        (
-            "period_len 0",
-            SyntheticConfig {
-                period_len: 0,
-                ..ok.clone()
-            },
-        ),
-        (
-            "gap inf",
-            SyntheticConfig {
-                mean_gap_periods: f64::INFINITY,
-                ..ok.clone()
-            },
-        ),
-        (
-            "stay_prob 1.5",
-            SyntheticConfig {
-                stay_prob: 1.5,
-                ..ok.clone()
-            },
-        ),
-        (
-            "sigma NaN",
-            SyntheticConfig {
-                popularity_sigma: f64::NAN,
-                ..ok.clone()
-            },
-        ),
-        (
-            "successors 0",
-            SyntheticConfig {
-                successors: 0,
-                ..ok.clone()
-            },
-        ),
+    // Each bad configuration: what it breaks, whether the positivity check itself must refuse
+    // it (not a later check, e.g. as an empty catalogue), and the edit that breaks it.
+    type Edit = fn(&mut SyntheticConfig);
+    let bad: [(&str, bool, Edit); 12] = [
+        ("n_users 0", true, |c| c.n_users = 0),
+        ("n_categories 0", true, |c| c.n_categories = 0),
+        ("active 0", true, |c| {
+            c.active_per_category = 0;
+            c.churn_per_period = 0;
+        }),
+        ("n_periods 0", true, |c| c.n_periods = 0),
+        ("churn > active", false, |c| c.churn_per_period = 25),
+        ("min_len 0", false, |c| c.min_len = 0),
+        ("min_len > max_len", false, |c| c.min_len = 61),
+        ("period_len 0", false, |c| c.period_len = 0),
+        ("gap inf", false, |c| c.mean_gap_periods = f64::INFINITY),
+        ("stay_prob 1.5", false, |c| c.stay_prob = 1.5),
+        ("sigma NaN", false, |c| c.popularity_sigma = f64::NAN),
+        ("successors 0", false, |c| c.successors = 0),
     ];
-    for (what, cfg) in bad {
+    for (what, positivity, edit) in bad {
+        let mut cfg = ok.clone();
+        edit(&mut cfg);
         let e = synthetic::generate(&cfg, dir.path()).unwrap_err();
         assert!(
             matches!(e, asif_kernels::data::DataError::InvalidArgument(_)),
             "{what}: {e}"
         );
-        // The first four are refused by the positivity check itself, not later as an empty
-        // catalogue.
-        if what.starts_with("n_") || what.starts_with("active") {
+        if positivity {
             assert!(e.to_string().contains("must be positive"), "{what}: {e}");
         }
     }

@@ -104,22 +104,28 @@ mod tests {
     use std::collections::HashSet;
     use std::hash::BuildHasher;
 
-    /// The interner is correct with any hash; this pins the spread its speed relies on: distinct
-    /// tokens get distinct 64-bit hashes, short ones (inline keys, hashed in whole words) and
-    /// long ones whose differing bytes fall in the tail after the last whole word.
+    /// 20,000 short tokens (inline keys, hashed in whole words) and 20,000 long ones whose
+    /// differing bytes fall in the tail after the last whole word: their hashes, each masked.
+    fn hashes(mask: u64) -> (HashSet<u64>, HashSet<u64>) {
+        let build = FxBuild::default();
+        let prefix = "x".repeat(INLINE + 1);
+        let short = (0..N)
+            .map(|i| build.hash_one(inline_key(&format!("i{i}")).unwrap()) & mask)
+            .collect();
+        let long = (0..N)
+            .map(|i| build.hash_one(format!("{prefix}{i:05}").as_str()) & mask)
+            .collect();
+        (short, long)
+    }
+    const N: usize = 20_000;
+
+    /// The interner is correct with any hash; this pins the spread its speed relies on:
+    /// distinct tokens get distinct 64-bit hashes.
     #[test]
     fn distinct_tokens_hash_apart() {
-        let build = FxBuild::default();
-        let n = 20_000;
-        let short: HashSet<u64> = (0..n)
-            .map(|i| build.hash_one(inline_key(&format!("i{i}")).unwrap()))
-            .collect();
-        assert_eq!(short.len(), n, "short tokens collide");
-        let prefix = "x".repeat(INLINE + 1);
-        let long: HashSet<u64> = (0..n)
-            .map(|i| build.hash_one(format!("{prefix}{i:05}").as_str()))
-            .collect();
-        assert_eq!(long.len(), n, "long tokens collide");
+        let (short, long) = hashes(u64::MAX);
+        assert_eq!(short.len(), N, "short tokens collide");
+        assert_eq!(long.len(), N, "long tokens collide");
     }
 
     /// A hash map picks a bucket from the hash's low bits, which the word loop alone leaves
@@ -128,15 +134,7 @@ mod tests {
     /// are uniform (standard deviation about 50).
     #[test]
     fn low_bits_spread_over_buckets() {
-        let build = FxBuild::default();
-        let n = 20_000;
-        let prefix = "x".repeat(INLINE + 1);
-        let short: HashSet<u64> = (0..n)
-            .map(|i| build.hash_one(inline_key(&format!("i{i}")).unwrap()) & 0xffff)
-            .collect();
-        let long: HashSet<u64> = (0..n)
-            .map(|i| build.hash_one(format!("{prefix}{i:05}").as_str()) & 0xffff)
-            .collect();
+        let (short, long) = hashes(0xffff);
         assert!(
             short.len() > 16_500,
             "short tokens fill {} buckets",
