@@ -330,3 +330,75 @@ fn synthetic_configs_are_checked() {
     };
     synthetic::generate(&edge, dir.path()).unwrap();
 }
+
+/// FNV-1a (64-bit) of a file's bytes: a short, dependency-free fingerprint of the default world's
+/// 700 KB of files, the same function as `scripts/oracle/synthetic_known_answers.py`'s.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The generator's output as known answers (issue 16): `scripts/oracle/synthetic_known_answers.py`
+/// states the world of the module doc again in Python, drawn in the crate's order, and wrote
+/// `tests/fixtures/synthetic/tiny.{inter,item}` and the numbers about the default world below.
+/// The same seed must give the same files on every version: the README's default run and
+/// docs/data.md's tables are made from them.
+#[test]
+fn synthetic_files_are_known() {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic");
+    let dir = tempfile::tempdir().unwrap();
+    // The script's TINY world.
+    let tiny = SyntheticConfig {
+        name: "tiny".into(),
+        seed: 77,
+        n_users: 9,
+        n_categories: 4,
+        active_per_category: 3,
+        churn_per_period: 2,
+        n_periods: 5,
+        period_len: 7200,
+        min_len: 3,
+        max_len: 7,
+        mean_gap_periods: 0.7,
+        stay_prob: 0.25,
+        successors: 2,
+        popularity_sigma: 1.3,
+    };
+    let files = synthetic::generate(&tiny, dir.path()).unwrap();
+    for (ours, name) in [
+        (&files.inter, "tiny.inter"),
+        (files.item.as_ref().unwrap(), "tiny.item"),
+    ] {
+        let ours = std::fs::read_to_string(ours).unwrap();
+        let known = std::fs::read_to_string(fixtures.join(name)).unwrap();
+        assert_eq!(ours, known, "{name} differs from the fixture");
+    }
+
+    let files = synthetic::generate(&SyntheticConfig::default(), dir.path()).unwrap();
+    let inter = std::fs::read(&files.inter).unwrap();
+    let item = std::fs::read(files.item.as_ref().unwrap()).unwrap();
+    let text = std::str::from_utf8(&inter).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len() - 1, 35_552, "interactions");
+    assert_eq!(
+        lines[1..4],
+        ["u984\ti212\t192", "u751\ti155\t275", "u24\ti179\t340"]
+    );
+    assert_eq!(
+        lines[lines.len() - 3..],
+        [
+            "u976\ti2370\t2591999",
+            "u976\ti2795\t2591999",
+            "u981\ti2701\t2591999"
+        ]
+    );
+    assert_eq!(
+        item.iter().filter(|&&b| b == b'\n').count() - 1,
+        2800,
+        "items"
+    );
+    assert_eq!(fnv1a64(&inter), 0x0a13_fb51_ff67_e6cc, "inter fingerprint");
+    assert_eq!(fnv1a64(&item), 0xd34e_2bf6_cd1c_a7ef, "item fingerprint");
+}
