@@ -286,9 +286,9 @@ fn synthetic_configs_are_checked() {
     assert_eq!(ok.n_catalogue_items(), 20 * (24 + 4 * 29));
     let dir = tempfile::tempdir().unwrap();
     // Each bad configuration: what it breaks, whether the positivity check itself must refuse
-    // it (not a later check, e.g. as an empty catalogue), and the edit that breaks it.
+    // it (not a later check), and the edit that breaks it.
     type Edit = fn(&mut SyntheticConfig);
-    let bad: [(&str, bool, Edit); 12] = [
+    let bad: [(&str, bool, Edit); 13] = [
         ("n_users 0", true, |c| c.n_users = 0),
         ("n_categories 0", true, |c| c.n_categories = 0),
         ("active 0", true, |c| {
@@ -301,6 +301,7 @@ fn synthetic_configs_are_checked() {
         ("min_len > max_len", false, |c| c.min_len = 61),
         ("period_len 0", false, |c| c.period_len = 0),
         ("gap inf", false, |c| c.mean_gap_periods = f64::INFINITY),
+        ("gap 0", false, |c| c.mean_gap_periods = 0.0),
         ("stay_prob 1.5", false, |c| c.stay_prob = 1.5),
         ("sigma NaN", false, |c| c.popularity_sigma = f64::NAN),
         ("successors 0", false, |c| c.successors = 0),
@@ -318,17 +319,41 @@ fn synthetic_configs_are_checked() {
         }
     }
     // The boundaries that are allowed: churn = active, min_len = max_len, stay_prob 1 with
-    // no successors.
-    let edge = SyntheticConfig {
-        n_users: 3,
-        churn_per_period: 24,
-        min_len: 5,
-        max_len: 5,
-        stay_prob: 1.0,
-        successors: 0,
-        ..ok.clone()
-    };
-    synthetic::generate(&edge, dir.path()).unwrap();
+    // no successors; min_len 1; one category with no successors (it can only stay); periods so
+    // long that f64 time cannot tell the horizon's last unit from the horizon.
+    let edges = [
+        SyntheticConfig {
+            n_users: 3,
+            churn_per_period: 24,
+            min_len: 5,
+            max_len: 5,
+            stay_prob: 1.0,
+            successors: 0,
+            ..ok.clone()
+        },
+        SyntheticConfig {
+            n_users: 3,
+            min_len: 1,
+            ..ok.clone()
+        },
+        SyntheticConfig {
+            n_users: 3,
+            n_categories: 1,
+            successors: 0,
+            ..ok.clone()
+        },
+        // Periods of 2⁶² time units: the timeline's last instant, horizon − 1, rounds to the
+        // horizon itself, so a late interaction's period index must be clamped to the last one.
+        SyntheticConfig {
+            n_users: 3,
+            n_periods: 3,
+            period_len: 1 << 62,
+            ..ok.clone()
+        },
+    ];
+    for edge in &edges {
+        synthetic::generate(edge, dir.path()).unwrap();
+    }
 }
 
 /// FNV-1a (64-bit) of a file's bytes: a short, dependency-free fingerprint of the default world's

@@ -117,9 +117,6 @@ impl SyntheticConfig {
         if self.successors == 0 && self.stay_prob < 1.0 && self.n_categories > 1 {
             return bad("successors must be positive unless stay_prob is 1");
         }
-        if self.n_catalogue_items() as u128 * self.n_users as u128 == 0 {
-            return bad("empty catalogue");
-        }
         Ok(())
     }
 }
