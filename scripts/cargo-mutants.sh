@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # cargo-mutants over the Rust side (issue 16): a documented longer job, not part of CI.
 #
-#   scripts/cargo-mutants.sh AREA [--shard K/N] [--exclude GLOB]... [--again FILE] [--list]
+#   scripts/cargo-mutants.sh AREA [--shard K/N] [--exclude GLOB]... [--again FILE] [--cpu-only]
+#                                 [--out NAME] [--list]
 #
 # --again FILE runs only the mutants named in FILE (one cargo-mutants name a line, as in a
-# missed.txt), to check that new tests kill the survivors of an earlier run; its results go to
-# results/cargo-mutants/AREA-again/. (cargo-mutants 27.1.0 lists its struct-field deletions
-# whatever --re and --exclude-re say: the data area's one, in SyntheticConfig::with_seed, runs too.)
+# missed.txt), to check that new tests kill the survivors of an earlier run. (cargo-mutants
+# 27.1.0 lists its struct-field deletions whatever --re and --exclude-re say: the data area's
+# one, in SyntheticConfig::with_seed, runs too.)
 # --exclude leaves out files already done (cargo-mutants' own --exclude), to go on with an area
 # that an earlier sitting stopped part way (docs/testing.md says how far each got).
+# --cpu-only skips the emulated tier (ASIF_SKIP_EMULATED=1): a quick first pass, since a mutant
+# it catches is caught by the whole suite too; its survivors then go to --again without it.
+# Results go to results/cargo-mutants/NAME, by default AREA[-shard-K-of-N][-again][-cpu-only].
 #
 # AREA and the test binaries that run against each mutant (with the library's unit tests):
 #   metrics  src/metrics.rs                      metrics, known_answers
@@ -20,14 +24,18 @@
 #   ops      src/ops/mod.rs, src/ops/*/mod.rs    every op's binary, op_oracle, devices, tape,
 #                                                launch_counts (the emulated tier on: the mod.rs
 #                                                files hold the kernel-device dispatch)
+#   ops/OP   src/ops/OP/mod.rs                   OP's own binary, op_oracle, devices, tape,
+#                                                launch_counts: a first pass over one op with
+#                                                fewer binaries to relink; its survivors go to
+#                                                `ops --again`, which runs all of them
 #
-# Cost on the 2-core machine: every mutant rebuilds the crate in the test profile and relinks the
-# area's test binaries: 5 to 15 s each for data on an idle machine (2026-12-02), minutes for the
-# emulated areas; `--list` counts them (metrics 90, data 776, model 614, ops 634 on
-# 2026-12-02). `--shard K/N` runs one slice, so a long area can be spread over several
-# sittings; results of every sitting stay under results/cargo-mutants/AREA[-shard-K-of-N]/
-# (caught, missed, timeout, unviable; cargo-mutants' own lists). docs/testing.md lists the
-# surviving mutants with a reason each.
+# Cost on the 2-core machine: every mutant rebuilds the crate in the test profile (incremental:
+# about 6 s) and relinks the area's test binaries, then runs them: 5 to 15 s each for data on
+# an idle machine, about 25 s for model (model_oracle's CPU cases take 15 s), minutes for ops
+# with the emulated tier. `--list` counts them (2026-12-02: metrics 90, data 773, model 614,
+# ops 1326). `--shard K/N` runs one contiguous slice of the list, K counted from 0 (0/8 to 7/8:
+# cargo-mutants' numbering), so a long area can be spread over several sittings (the slices hold
+# only while the area's list is unchanged).
 #
 # The working tree is never touched: the tracked files are copied to target/cargo-mutants/src
 # and mutated there in place, sharing the crate's target folder for the dependencies.
@@ -38,13 +46,15 @@ root="$PWD"
 
 area=${1:-}
 shift || true
-shard="" list=0 excludes=() again=""
+shard="" list=0 excludes=() again="" cpu_only=0 out_name=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --shard) shard=$2; shift 2 ;;
         --list) list=1; shift ;;
         --exclude) excludes+=("$2"); shift 2 ;;
         --again) again=$(realpath "$2"); shift 2 ;;
+        --cpu-only) cpu_only=1; shift ;;
+        --out) out_name=$2; shift 2 ;;
         *) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
     esac
 done
@@ -69,7 +79,15 @@ case "$area" in
             name=$(basename "$op")
             [ -f "tests/$name.rs" ] && tests+=("$name")
         done ;;
-    *) echo "usage: $0 metrics|data|model|ops [--shard K/N] [--list]" >&2; exit 2 ;;
+    ops/*)
+        # One op's mod.rs with its own binary and the cross-op ones only: a quicker first pass
+        # (fewer binaries to relink and run); its survivors go to `ops --again`, the whole set.
+        name=${area#ops/}
+        [ -f "src/ops/$name/mod.rs" ] || { echo "no src/ops/$name/mod.rs" >&2; exit 2; }
+        files=("src/ops/$name/mod.rs")
+        tests=(op_oracle devices tape launch_counts)
+        [ -f "tests/$name.rs" ] && tests+=("$name") ;;
+    *) echo "usage: $0 metrics|data|model|ops|ops/OP [--shard K/N] [--list]" >&2; exit 2 ;;
 esac
 command -v cargo-mutants >/dev/null || {
     echo "needs cargo-mutants: cargo install cargo-mutants --locked" >&2
@@ -111,9 +129,18 @@ if [ "$list" = 1 ]; then
     cargo mutants --list "${args[@]}"
     exit 0
 fi
-out="$root/results/cargo-mutants/$area${shard:+-shard-${shard//\//-of-}}${again:+-again}"
+suffix=""
+[ -n "$shard" ] && suffix+="-shard-${shard//\//-of-}"
+[ -n "$again" ] && suffix+="-again"
+[ "$cpu_only" = 1 ] && suffix+="-cpu-only"
+out="$root/results/cargo-mutants/${out_name:-$area$suffix}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
-[ -n "$env_skip" ] && export ASIF_SKIP_EMULATED=1
+# The model area always skips the emulated tier; --cpu-only skips it for any area (a mutant
+# that a CPU-only pass catches is caught by the whole suite too; its survivors want --again
+# without it).
+if [ -n "$env_skip" ] || [ "$cpu_only" = 1 ]; then
+    export ASIF_SKIP_EMULATED=1
+fi
 status=0
 cargo mutants --in-place --baseline skip --timeout "$timeout" "${args[@]}" || status=$?
 rm -rf "$out"
@@ -122,7 +149,8 @@ for f in caught missed timeout unviable; do
     cp "mutants.out/$f.txt" "$out/$f.txt"
 done
 {
-    echo "cargo-mutants $(cargo mutants --version | awk '{print $2}') on $area${shard:+ shard $shard}, commit $(git -C "$root" rev-parse --short HEAD), $(date -u +%FT%TZ)"
+    echo "cargo-mutants $(cargo mutants --version | awk '{print $2}') on $area${shard:+ shard $shard}${again:+, again over $(realpath --relative-to="$root" "$again")}, commit $(git -C "$root" rev-parse --short HEAD), $(date -u +%FT%TZ)"
+    echo "emulated tier: $([ -n "${ASIF_SKIP_EMULATED:-}" ] && echo skipped || echo run)"
     echo "tests: ${tests[*]}"
     for f in caught missed timeout unviable; do
         echo "$f: $(wc -l <"$out/$f.txt")"
