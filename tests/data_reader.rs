@@ -518,6 +518,25 @@ fn err(inter: &str, item: Option<&str>, cfg: &LoadConfig) -> (DataError, String)
     (e, msg)
 }
 
+/// The four RecBole field types: their header spellings, and which are remapped to ids and which
+/// hold a list in one cell.
+#[test]
+fn field_types_spell_and_classify() {
+    use asif_kernels::data::FieldType;
+    let all = [
+        ("token", true, false),
+        ("token_seq", true, true),
+        ("float", false, false),
+        ("float_seq", false, true),
+    ];
+    for (name, token, seq) in all {
+        let kind = FieldType::parse(name).unwrap();
+        assert_eq!((kind.as_str(), kind.to_string()), (name, name.to_string()));
+        assert_eq!((kind.is_token(), kind.is_seq()), (token, seq), "{name}");
+    }
+    assert_eq!(FieldType::parse("int"), None);
+}
+
 #[test]
 fn bad_files_give_typed_errors_with_file_line_and_expectation() {
     let cfg = LoadConfig::default();
@@ -536,6 +555,7 @@ fn bad_files_give_typed_errors_with_file_line_and_expectation() {
     let (e, m) = err("user_id:token\titem_id:int\ttimestamp:float\n", None, &cfg);
     assert!(
         matches!(e, DataError::Header { .. })
+            && m.contains("column 2:")
             && m.contains("token, token_seq, float or float_seq")
             && m.contains("`int`"),
         "{m}"
