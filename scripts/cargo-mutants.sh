@@ -20,7 +20,8 @@
 #                                                data_synthetic, data_ml100k, known_answers
 #                                                (a mutant is cut after 120 s: they take 2 s)
 #   model    src/model/**                        model, model_oracle, gradients,
-#                                                checkpoint_compat, train (CPU device only)
+#                                                checkpoint_compat, train (CPU device only;
+#                                                a mutant is cut after 300 s: they take 18 s)
 #   ops      src/ops/mod.rs, src/ops/*/mod.rs    every op's binary, op_oracle, devices, tape,
 #                                                launch_counts (the emulated tier on: the mod.rs
 #                                                files hold the kernel-device dispatch)
@@ -71,6 +72,8 @@ case "$area" in
     model)
         files=('src/model/**')
         tests=(model model_oracle gradients checkpoint_compat train)
+        # About 18 s of tests on an idle machine: a mutant is cut after 5 minutes, not 15.
+        timeout=300
         env_skip=1 ;;
     ops)
         files=(src/ops/mod.rs 'src/ops/*/mod.rs')
