@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use asif_kernels::data::{
-    load, Batcher, DataError, Dataset, DatasetFiles, LoadConfig, Order, Sample, TimeOrder,
+    load, Batch, Batcher, DataError, Dataset, DatasetFiles, LoadConfig, Order, Sample, TimeOrder,
 };
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
@@ -249,6 +249,62 @@ fn unicode_tokens_custom_separators_crlf_bom_and_blank_lines() {
         ds.attribute("vec").unwrap().floats().unwrap().values(film),
         &[1.0, 2.5]
     );
+}
+
+/// A field separator of more than one byte ('│' is three) is searched as a string: each cell
+/// starts after the whole separator.
+#[test]
+fn a_multi_byte_field_separator_splits_cells() {
+    let inter = "user_id:token│item_id:token│timestamp:float\nu1│i1│1\nu1│i2│2\nu2│i1│3\n";
+    let cfg = LoadConfig {
+        field_separator: '│',
+        ..LoadConfig::default()
+    };
+    let ds = load_str(inter, None, &cfg).unwrap();
+    assert_eq!(ds.n_users(), 2);
+    assert_eq!(tokens(&ds, "u1"), ["i1", "i2"]);
+    assert_eq!(tokens(&ds, "u2"), ["i1"]);
+}
+
+/// A float_seq cell must hold finite numbers only: `inf` and `NaN` parse as f64 but are refused.
+#[test]
+fn float_seq_cells_refuse_non_finite_numbers() {
+    let inter = "user_id:token\titem_id:token\ttimestamp:float\nu1\ti1\t1\nu1\ti2\t2\n";
+    let cfg = LoadConfig::default().with_attributes(&["vec"]);
+    for bad in ["inf", "NaN", "-inf"] {
+        let item = format!("item_id:token\tvec:float_seq\ni1\t1 2\ni2\t3 {bad}\n");
+        let (e, m) = err(inter, Some(&item), &cfg);
+        assert!(
+            matches!(e, DataError::Parse { line: 3, .. })
+                && m.contains("a list of finite numbers")
+                && m.contains(bad),
+            "{bad}: {m}"
+        );
+    }
+    let item = "item_id:token\tvec:float_seq\ni1\t1 2\ni2\t3 -4.5\n";
+    let ds = load_str(inter, Some(item), &cfg).unwrap();
+    let vec = ds.attribute("vec").unwrap().floats().unwrap();
+    assert_eq!(vec.values(ds.item_id("i2").unwrap()), &[3.0, -4.5]);
+}
+
+/// A batch's row count: B rows, and none for a batch built empty by hand.
+#[test]
+fn batch_len_counts_rows() {
+    let ds = seq_dataset(&[4, 5]);
+    let train = ds.leave_one_out().train;
+    let batcher = Batcher::new(&ds, &train, 64, 6).unwrap();
+    let batch = batcher.epoch(Order::Sequential).next().unwrap();
+    assert_eq!(batch.len(), train.len());
+    assert!(!batch.is_empty());
+    let empty = Batch {
+        samples: vec![],
+        users: vec![],
+        items: vec![],
+        lengths: vec![],
+        targets: vec![],
+        ..batch
+    };
+    assert_eq!((empty.len(), empty.is_empty()), (0, true));
 }
 
 #[test]
