@@ -1049,3 +1049,123 @@ fn the_public_asif_layer_rejects_what_it_cannot_run() {
         );
     }
 }
+
+/// `ModelConfig::validate`, one condition at a time (cargo-mutants: `||` ↔ `&&` between a check's
+/// clauses and `>` ↔ `>=` at its bounds survived while one bad value per check was tried and any
+/// refusal counted): each bad configuration is refused by its own check, named by its message,
+/// and each allowed boundary passes.
+#[test]
+fn model_configurations_are_checked_one_by_one() {
+    use asif_kernels::ops::attention::{MAX_HEAD_DIM, MAX_SEQ_LEN};
+    use asif_kernels::ops::hie::MAX_RANK;
+    use asif_kernels::ops::source_attention::MAX_SOURCES;
+    use ModelKind::{Asif, DifSr, Nova, SasRecF};
+    let shape = tiny_model::shape();
+    type Edit = fn(&mut ModelConfig, &mut DataShape);
+    // (the message's words, the kind, the edit); the tiny config has d 16, h 2, n 8, r 4.
+    let refused: [(&str, ModelKind, Edit); 30] = [
+        ("hidden size d = 0", Asif, |c, _| c.hidden_size = 0),
+        ("heads = 0", Asif, |c, _| c.heads = 0),
+        ("heads = 3", Asif, |c, _| c.heads = 3),
+        ("head width d/h = 65", Asif, |c, _| {
+            c.heads = 1;
+            c.hidden_size = MAX_HEAD_DIM + 1;
+        }),
+        ("max length n = 0", Asif, |c, _| c.max_len = 0),
+        ("max length n = 65", Asif, |c, _| {
+            c.max_len = MAX_SEQ_LEN + 1
+        }),
+        ("layers and inner size", Asif, |c, _| c.layers = 0),
+        ("layers and inner size", Asif, |c, _| c.inner_size = 0),
+        ("hidden dropout", Asif, |c, _| c.hidden_dropout = 1.0),
+        ("hidden dropout", Asif, |c, _| c.hidden_dropout = -0.1),
+        ("attention dropout", Asif, |c, _| c.attention_dropout = 1.0),
+        ("λ must be", Asif, |c, _| c.rsa_lambda = -1.0),
+        ("λ must be", Asif, |c, _| c.rsa_lambda = f32::INFINITY),
+        ("λ must be", Asif, |c, _| c.rsa_lambda = f32::NAN),
+        ("layer-norm eps", Asif, |c, _| c.layer_norm_eps = 0.0),
+        ("layer-norm eps", Asif, |c, _| c.init_std = 0.0),
+        ("d_a = 0", DifSr, |c, _| c.attribute_hidden_size = 0),
+        ("d_a = 5", DifSr, |c, _| c.attribute_hidden_size = 5),
+        ("λ_aap", DifSr, |c, _| c.attribute_prediction_lambda = -1.0),
+        ("λ_aap", DifSr, |c, _| {
+            c.attribute_prediction_lambda = f32::NAN
+        }),
+        ("HIE rank r = 0", Asif, |c, _| c.hie_rank = 0),
+        ("HIE rank r = 9", Asif, |c, _| c.hie_rank = 9),
+        ("HIE rank r = 33", Asif, |c, _| {
+            c.max_len = 64;
+            c.hidden_size = 64;
+            c.hie_rank = MAX_RANK + 1;
+        }),
+        ("exceeds d = 4", Asif, |c, _| {
+            c.hidden_size = 4;
+            c.hie_rank = 6;
+        }),
+        ("1 item ids", Asif, |_, d| d.n_item_ids = 1),
+        ("needs side information", SasRecF, |_, d| {
+            d.attribute_vocab.clear()
+        }),
+        ("attribute width", Asif, |c, _| c.attribute_width = 0),
+        ("with 1 token ids", Asif, |_, d| d.attribute_vocab[1] = 1),
+        ("over 33 sources", Asif, |c, d| {
+            c.fusion = Fusion::Gate;
+            d.attribute_vocab = vec![3; MAX_SOURCES];
+        }),
+        ("over 33 sources", Nova, |c, d| {
+            c.fusion = Fusion::Gate;
+            d.attribute_vocab = vec![3; MAX_SOURCES - 1];
+        }),
+    ];
+    for (words, kind, edit) in refused {
+        let (mut config, mut data) = (tiny(kind), shape.clone());
+        edit(&mut config, &mut data);
+        match config.validate(&data) {
+            Err(Error::Config(m)) => assert!(m.contains(words), "{words}: refused with `{m}`"),
+            other => panic!("{words}: {other:?}"),
+        }
+    }
+    // The boundaries that are allowed.
+    let allowed: [(&str, ModelKind, Edit); 12] = [
+        ("head width 64", Asif, |c, _| {
+            c.heads = 1;
+            c.hidden_size = MAX_HEAD_DIM;
+        }),
+        ("n = 64", Asif, |c, _| c.max_len = MAX_SEQ_LEN),
+        ("n = 1 without HIE", SasRecF, |c, _| c.max_len = 1),
+        ("no dropout", Asif, |c, _| {
+            c.hidden_dropout = 0.0;
+            c.attention_dropout = 0.0;
+        }),
+        ("λ = 0", Asif, |c, _| c.rsa_lambda = 0.0),
+        ("λ_aap = 0, d_a = h", DifSr, |c, _| {
+            c.attribute_prediction_lambda = 0.0;
+            c.attribute_hidden_size = 2;
+        }),
+        ("r = n", Asif, |c, _| c.hie_rank = 8),
+        ("r = d = 32", Asif, |c, _| {
+            c.max_len = 64;
+            c.hidden_size = MAX_RANK;
+            c.hie_rank = MAX_RANK;
+        }),
+        ("two item ids", Asif, |_, d| d.n_item_ids = 2),
+        ("a vocabulary of 2", Asif, |_, d| {
+            d.attribute_vocab = vec![2]
+        }),
+        ("32 sources", Asif, |c, d| {
+            c.fusion = Fusion::Gate;
+            d.attribute_vocab = vec![3; MAX_SOURCES - 1];
+        }),
+        ("32 sources with positions", DifSr, |c, d| {
+            c.fusion = Fusion::Gate;
+            d.attribute_vocab = vec![3; MAX_SOURCES - 2];
+        }),
+    ];
+    for (what, kind, edit) in allowed {
+        let (mut config, mut data) = (tiny(kind), shape.clone());
+        edit(&mut config, &mut data);
+        if let Err(e) = config.validate(&data) {
+            panic!("{what}: {e}");
+        }
+    }
+}
