@@ -478,3 +478,142 @@ pub(super) fn attribute_prediction_loss(
         )])
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Device;
+
+    fn leaf(tape: &Tape, shape: &[usize]) -> Var {
+        let n = shape.iter().product();
+        let data = (0..n).map(|i| (i % 7) as f32 * 0.25 - 0.5).collect();
+        tape.leaf(Tensor::from_vec(&Device::cpu(), shape, data).unwrap())
+    }
+
+    fn index(shape: &[usize], data: Vec<i32>) -> IndexTensor {
+        IndexTensor::from_vec(&Device::cpu(), shape, data).unwrap()
+    }
+
+    fn is_shape_error<T: std::fmt::Debug>(r: Result<T>) -> bool {
+        matches!(r, Err(Error::Shape { .. }))
+    }
+
+    /// The host ops' argument checks, one at a time (cargo-mutants: `||` → `&&` between the
+    /// clauses of a check survived; the model never passes these ops bad arguments, since
+    /// `ModelConfig::validate` runs first, so only a direct call sees the checks).
+    #[test]
+    fn decoupled_scores_checks_its_arguments() {
+        let tape = Tape::new();
+        let q = leaf(&tape, &[2, 3, 4]);
+        let scores = decoupled_scores(&tape, &q, &leaf(&tape, &[2, 3, 4]), 2).unwrap();
+        assert_eq!(scores.value().shape(), [2, 2, 3, 3]);
+        assert!(is_shape_error(decoupled_scores(
+            &tape,
+            &q,
+            &leaf(&tape, &[2, 3, 5]),
+            2
+        )));
+        let flat = leaf(&tape, &[2, 3]);
+        assert!(is_shape_error(decoupled_scores(&tape, &flat, &flat, 1)));
+        assert!(is_shape_error(decoupled_scores(&tape, &q, &q, 0)));
+        assert!(is_shape_error(decoupled_scores(&tape, &q, &q, 3)));
+    }
+
+    #[test]
+    fn attend_scores_checks_its_arguments() {
+        let tape = Tape::new();
+        let (b, h, n, d) = (2, 2, 3, 4);
+        let scores = leaf(&tape, &[b, h, n, n]);
+        let values = leaf(&tape, &[b, n, d]);
+        let lengths = index(&[b], vec![3, 1]);
+        let attend =
+            |s: &Var, v: &Var, l: &IndexTensor, p: f32| attend_scores(&tape, s, v, l, 0.5, p, 9);
+        let out = attend(&scores, &values, &lengths, 0.0).unwrap();
+        assert_eq!(out.value().shape(), [b, n, d]);
+        attend(&scores, &values, &lengths, 0.5).unwrap();
+        for (what, s, v) in [
+            ("scores 3-d", leaf(&tape, &[b, h, n]), values.clone()),
+            ("values 2-d", scores.clone(), leaf(&tape, &[b, n])),
+            (
+                "scores not square",
+                leaf(&tape, &[b, h, n, n + 1]),
+                values.clone(),
+            ),
+            (
+                "values of another batch",
+                scores.clone(),
+                leaf(&tape, &[b + 1, n, d]),
+            ),
+            (
+                "values of another length",
+                scores.clone(),
+                leaf(&tape, &[b, n + 1, d]),
+            ),
+            ("no heads", leaf(&tape, &[b, 0, n, n]), values.clone()),
+            (
+                "d not a multiple of h",
+                scores.clone(),
+                leaf(&tape, &[b, n, 5]),
+            ),
+        ] {
+            assert!(is_shape_error(attend(&s, &v, &lengths, 0.0)), "{what}");
+        }
+        assert!(is_shape_error(attend(
+            &scores,
+            &values,
+            &index(&[b + 1], vec![1; b + 1]),
+            0.0
+        )));
+        for p in [-0.1, 1.0, f32::NAN] {
+            let r = attend(&scores, &values, &lengths, p);
+            assert!(matches!(r, Err(Error::Argument { .. })), "dropout {p}");
+        }
+    }
+
+    #[test]
+    fn attribute_prediction_loss_checks_its_arguments_and_knows_one_answer() {
+        let tape = Tape::new();
+        // One row, classes {0 (pad), 1}, logit 0 for class 1 and its token once: BCE = ln 2.
+        let logits = tape.leaf(Tensor::from_vec(&Device::cpu(), &[1, 2], vec![5.0, 0.0]).unwrap());
+        let loss = attribute_prediction_loss(&tape, &logits, &index(&[1, 1], vec![1])).unwrap();
+        let value = loss.value().to_vec().unwrap()[0];
+        assert!((value - std::f32::consts::LN_2).abs() < 1e-6, "{value}");
+        let logits = leaf(&tape, &[2, 3]);
+        let targets = index(&[2, 2], vec![1, 2, 0, 2]);
+        attribute_prediction_loss(&tape, &logits, &targets).unwrap();
+        assert!(is_shape_error(attribute_prediction_loss(
+            &tape,
+            &leaf(&tape, &[6]),
+            &targets
+        )));
+        assert!(is_shape_error(attribute_prediction_loss(
+            &tape,
+            &leaf(&tape, &[2, 1]),
+            &targets
+        )));
+        assert!(is_shape_error(attribute_prediction_loss(
+            &tape,
+            &logits,
+            &index(&[4], vec![1; 4])
+        )));
+        assert!(is_shape_error(attribute_prediction_loss(
+            &tape,
+            &logits,
+            &index(&[3, 2], vec![1; 6])
+        )));
+        for (token, row) in [(-1, 1), (3, 0)] {
+            let mut data = vec![1, 2, 0, 2];
+            data[row * 2 + 1] = token;
+            let r = attribute_prediction_loss(&tape, &logits, &index(&[2, 2], data));
+            match r {
+                Err(Error::Argument { message, .. }) => {
+                    assert!(
+                        message.contains(&format!("token {token} (row {row})")),
+                        "{message}"
+                    )
+                }
+                other => panic!("token {token}: {other:?}"),
+            }
+        }
+    }
+}
