@@ -570,6 +570,101 @@ mod tests {
         }
     }
 
+    /// With dropout on, the host path (`decoupled_scores`, then `attend_scores` at 1/√d_h) gives
+    /// the attention op's O_X on every valid query row, forward and backward: both draw their
+    /// masks from the same counters ((b·h + head)·n + i)·n + j and scale the kept by 1/(1 − p).
+    /// The whole-model oracle runs with p = 0, so only this sees the host path's dropout
+    /// (cargo-mutants: the counter's arithmetic and the scale survived it).
+    #[test]
+    fn attend_scores_with_dropout_matches_the_attention_op() {
+        use crate::ops::attention::{attention, AttentionConfig};
+        let (b, h, n, d) = (2, 2, 5, 8);
+        let seed = 11;
+        let length = [5usize, 3];
+        let data = |salt: usize| -> Vec<f32> {
+            (0..b * n * d)
+                .map(|i| ((i * 37 + salt * 11) % 17) as f32 / 8.5 - 1.0)
+                .collect()
+        };
+        // Upstream gradient: 0 on padding query rows (the two paths differ there by design).
+        let upstream: Vec<f32> = (0..b * n * d)
+            .map(|i| {
+                let (bi, i_row) = (i / (n * d), (i / d) % n);
+                if i_row < length[bi] {
+                    ((i * 13) % 7) as f32 - 3.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let lengths = index(&[b], length.iter().map(|&l| l as i32).collect());
+        let run = |host: bool, p: f32| -> (Vec<f32>, Vec<Vec<f32>>) {
+            let tape = Tape::new();
+            let leaf =
+                |salt| tape.leaf(Tensor::from_vec(&Device::cpu(), &[b, n, d], data(salt)).unwrap());
+            let (q, k, v) = (leaf(1), leaf(2), leaf(3));
+            let out = if host {
+                let scores = decoupled_scores(&tape, &q, &k, h).unwrap();
+                let scale = 1.0 / ((d / h) as f32).sqrt();
+                attend_scores(&tape, &scores, &v, &lengths, scale, p, seed).unwrap()
+            } else {
+                let config = AttentionConfig {
+                    heads: h,
+                    dropout: p,
+                    seed,
+                    precision: crate::Precision::Fp32,
+                };
+                attention(&tape, &[(&q, &k)], &v, None, None, &lengths, &config)
+                    .unwrap()
+                    .id
+            };
+            let g = Tensor::from_vec(&Device::cpu(), &[b, n, d], upstream.clone()).unwrap();
+            let grads = tape.backward(&out, g).unwrap();
+            let grad = |x: &Var| grads.get(x).unwrap().to_vec().unwrap();
+            (
+                out.value().to_vec().unwrap(),
+                vec![grad(&q), grad(&k), grad(&v)],
+            )
+        };
+        let ((host, host_grads), (op, op_grads)) = (run(true, 0.3), run(false, 0.3));
+        // The masks drop something: the outputs differ from those without dropout.
+        assert_ne!(host, run(true, 0.0).0);
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
+        for (i, (x, y)) in host.iter().zip(&op).enumerate() {
+            let (bi, row) = (i / (n * d), (i / d) % n);
+            if row < length[bi] {
+                assert!(close(*x, *y), "O[{i}]: host {x}, attention op {y}");
+            }
+        }
+        for (name, (gx, gy)) in ["dQ", "dK", "dV"]
+            .iter()
+            .zip(host_grads.iter().zip(&op_grads))
+        {
+            for (i, (x, y)) in gx.iter().zip(gy).enumerate() {
+                assert!(close(*x, *y), "{name}[{i}]: host {x}, attention op {y}");
+            }
+        }
+    }
+
+    /// Large logits: the softmax subtracts the row's maximum, so scores of 50 and 60 (e^60
+    /// overflows f32 after the shift the other way) still give the exact weights.
+    #[test]
+    fn attend_scores_is_stable_for_large_logits() {
+        let tape = Tape::new();
+        let scores = Tensor::from_vec(&Device::cpu(), &[1, 1, 2, 2], vec![50.0, 0.0, 50.0, 60.0]);
+        let scores = tape.leaf(scores.unwrap());
+        let values =
+            tape.leaf(Tensor::from_vec(&Device::cpu(), &[1, 2, 1], vec![1.0, 2.0]).unwrap());
+        let out =
+            attend_scores(&tape, &scores, &values, &index(&[1], vec![2]), 1.0, 0.0, 0).unwrap();
+        let e = (-10f64).exp();
+        let want = [1.0, (e + 2.0) / (1.0 + e)];
+        let got = out.value().to_vec().unwrap();
+        for (g, w) in got.iter().zip(want) {
+            assert!((*g as f64 - w).abs() < 1e-6, "{got:?} against {want:?}");
+        }
+    }
+
     #[test]
     fn attribute_prediction_loss_checks_its_arguments_and_knows_one_answer() {
         let tape = Tape::new();
