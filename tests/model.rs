@@ -1169,3 +1169,90 @@ fn model_configurations_are_checked_one_by_one() {
         }
     }
 }
+
+/// `ModelInputs::from_batch` gives each row its target item's attribute tokens (DIF-SR's
+/// attribute-prediction targets) at `[row, 0..width]`, zeros for a target past the table's end;
+/// and the model refuses attribute blocks of the wrong shape with a shape error (cargo-mutants:
+/// the row layout, the skip of missing targets and `||` → `&&` in the shape checks survived).
+#[test]
+fn from_batch_gives_each_target_its_tokens_and_the_model_checks_their_shapes() {
+    use asif_kernels::data::{load, DatasetFiles, LoadConfig};
+    let device = Device::cpu();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let load_with = |inter: &str, item: &str| {
+        let files = DatasetFiles {
+            name: "t".into(),
+            inter: write("t.inter", inter),
+            item: Some(write("t.item", item)),
+        };
+        load(&files, &LoadConfig::default().with_attributes(&["class"])).unwrap()
+    };
+    let head = "user_id:token\titem_id:token\ttimestamp:float\n";
+    let dataset = load_with(
+        &format!(
+            "{head}u1\ta\t1\nu1\tb\t2\nu1\tc\t3\nu1\td\t4\nu1\ta\t5\nu1\tb\t6\n\
+             u2\td\t1\nu2\tc\t2\nu2\ta\t3\nu2\tb\t4\nu2\td\t5\n"
+        ),
+        "item_id:token\tclass:token_seq\na\tA B\nb\tC\nc\t\nd\tB D E\n",
+    );
+    let split = dataset.leave_one_out();
+    let batch = Batcher::new(&dataset, &split.train, 8, 4)
+        .unwrap()
+        .epoch(Order::Sequential)
+        .next()
+        .unwrap();
+    let class = dataset.attribute("class").unwrap().tokens().unwrap();
+    // One table of one item (ids 0 and 1): targets past its end get no tokens.
+    let small = load_with(
+        &format!("{head}u\ta\t1\nu\ta\t2\n"),
+        "item_id:token\tclass:token_seq\na\tX Y\n",
+    );
+    let small = small.attribute("class").unwrap().tokens().unwrap();
+    let width = 2;
+    let inputs = ModelInputs::from_batch(&device, &batch, &[class, small], width).unwrap();
+    assert!(batch.len() >= 3 && batch.targets.iter().any(|&t| t >= 2));
+    for (table, got) in [class, small].iter().zip(&inputs.target_attributes) {
+        assert_eq!(got.shape(), [batch.len(), width]);
+        let mut want = vec![0i32; batch.len() * width];
+        for (row, &target) in batch.targets.iter().enumerate() {
+            if (target as usize) < table.n_rows() {
+                for (slot, &token) in table.tokens(target).iter().take(width).enumerate() {
+                    want[row * width + slot] = token as i32;
+                }
+            }
+        }
+        assert!(want.iter().any(|&t| t != 0));
+        assert_eq!(got.to_vec().unwrap(), want, "targets {:?}", batch.targets);
+    }
+
+    // Blocks of the wrong shape are shape errors naming the block (DIF-SR: λ_aap > 0, so the
+    // target blocks are checked too).
+    let model = Model::new(&tiny(ModelKind::DifSr), &tiny_model::shape(), &device).unwrap();
+    let good = tiny_model::inputs(&device, 8);
+    model.scores(&good).unwrap();
+    // (the message's words, whether the target block is replaced, the replacement's shape)
+    let cases: [(&str, bool, &[usize]); 4] = [
+        ("attribute tokens must be", false, &[3, 9, 2]),
+        ("attribute tokens must be", false, &[3, 8]),
+        ("target attribute tokens must be", true, &[4, 2]),
+        ("target attribute tokens must be", true, &[3]),
+    ];
+    for (words, target, shape) in cases {
+        let mut inputs = good.clone();
+        let block = IndexTensor::zeros(&device, shape).unwrap();
+        if target {
+            inputs.target_attributes[0] = block;
+        } else {
+            inputs.attributes[0] = block;
+        }
+        match model.scores(&inputs) {
+            Err(e @ Error::Shape { .. }) => assert!(e.to_string().contains(words), "{e}"),
+            other => panic!("{words}: {:?}", other.map(|_| ())),
+        }
+    }
+}
