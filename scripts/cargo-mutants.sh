@@ -22,13 +22,15 @@
 #   model    src/model/**                        model, model_oracle, gradients,
 #                                                checkpoint_compat, train (CPU device only;
 #                                                a mutant is cut after 300 s: they take 18 s)
-#   ops      src/ops/mod.rs, src/ops/*/mod.rs    every op's binary, op_oracle, devices, tape,
-#                                                launch_counts (the emulated tier on: the mod.rs
-#                                                files hold the kernel-device dispatch)
-#   ops/OP   src/ops/OP/mod.rs                   OP's own binary, op_oracle, devices, tape,
-#                                                launch_counts: a first pass over one op with
-#                                                fewer binaries to relink; its survivors go to
-#                                                `ops --again`, which runs all of them
+#   ops      src/ops/mod.rs, src/ops/*/mod.rs    op_oracle, devices, tape, launch_counts and
+#                                                every binary that names an op (the emulated
+#                                                tier on: the mod.rs files hold the
+#                                                kernel-device dispatch)
+#   ops/OP   src/ops/OP/mod.rs                   op_oracle, devices, tape, launch_counts and the
+#                                                binaries that name OP (`ops::OP`, or OP in a
+#                                                `use ...::ops::{...}` list): a first pass over
+#                                                one op with fewer binaries to relink; its
+#                                                survivors go to `ops --again`
 #
 # Cost on the 2-core machine: every mutant rebuilds the crate in the test profile (incremental:
 # about 6 s) and relinks the area's test binaries, then runs them: 5 to 15 s each for data on
@@ -60,6 +62,13 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+# The test binaries that name an op: `ops::NAME` or NAME inside a `use ...::ops::{...}` list
+# (kernels.rs checks add, gelu, layer_norm and relu; residual.rs residual_norm; train_step.rs
+# adam, bias_gelu and input_embedding; none of those has a test file of its own name).
+tests_using() {
+    grep -lE "ops::(\{[^}]*\b$1\b[^}]*\}|$1\b)" tests/*.rs | xargs -n1 basename | sed 's/\.rs$//'
+}
+
 files=() tests=() env_skip="" timeout=900
 case "$area" in
     metrics) files=(src/metrics.rs); tests=(metrics known_answers) ;;
@@ -79,8 +88,7 @@ case "$area" in
         files=(src/ops/mod.rs 'src/ops/*/mod.rs')
         tests=(op_oracle devices tape launch_counts)
         for op in src/ops/*/; do
-            name=$(basename "$op")
-            [ -f "tests/$name.rs" ] && tests+=("$name")
+            tests+=($(tests_using "$(basename "$op")"))
         done ;;
     ops/*)
         # One op's mod.rs with its own binary and the cross-op ones only: a quicker first pass
@@ -88,10 +96,11 @@ case "$area" in
         name=${area#ops/}
         [ -f "src/ops/$name/mod.rs" ] || { echo "no src/ops/$name/mod.rs" >&2; exit 2; }
         files=("src/ops/$name/mod.rs")
-        tests=(op_oracle devices tape launch_counts)
-        [ -f "tests/$name.rs" ] && tests+=("$name") ;;
+        tests=(op_oracle devices tape launch_counts $(tests_using "$name")) ;;
     *) echo "usage: $0 metrics|data|model|ops|ops/OP [--shard K/N] [--list]" >&2; exit 2 ;;
 esac
+# Each binary once (several ops name the same ones).
+mapfile -t tests < <(printf '%s\n' "${tests[@]}" | awk '!seen[$0]++')
 command -v cargo-mutants >/dev/null || {
     echo "needs cargo-mutants: cargo install cargo-mutants --locked" >&2
     exit 1
