@@ -1004,8 +1004,12 @@ fn lengths_outside_zero_to_n_are_clamped() {
     });
 }
 
+/// Every check of the op refuses its own bad argument with its own message (a refusal by an
+/// earlier check would hide a check that lets everything through), and the limits themselves
+/// are allowed: n = 64, d_h = 64, dropout 0, one and three score pairs, inputs shared by the
+/// batch.
 #[test]
-fn bad_arguments_are_typed_errors() {
+fn bad_arguments_are_refused_one_by_one() {
     let device = Device::cpu();
     let ok = Case {
         lengths: vec![3, 2],
@@ -1021,99 +1025,134 @@ fn bad_arguments_are_typed_errors() {
     let data = ok.data(12);
     let lengths = ok.lengths(&device);
     let inputs = ok.tensors(&device, &data.inputs);
-    assert!(attention::attention_forward(&inputs, &lengths, &ok.config()).is_ok());
-    let expect_err = |inputs: &AttentionInputs,
-                      lengths: &IndexTensor,
-                      config: AttentionConfig,
-                      what: &str| {
-        match attention::attention_forward(inputs, lengths, &config) {
-            Err(Error::Shape { .. } | Error::Argument { .. } | Error::DeviceMismatch { .. }) => {}
-            other => panic!("{what}: expected a typed error, got {other:?}"),
-        }
-    };
     let config = ok.config();
-    expect_err(
-        &AttentionInputs {
-            score_pairs: vec![],
-            ..inputs.clone()
-        },
+    assert!(attention::attention_forward(&inputs, &lengths, &config).is_ok());
+    let refused = |inputs: &AttentionInputs,
+                   lengths: &IndexTensor,
+                   config: AttentionConfig,
+                   kind: &str,
+                   message: &str| {
+        let error = match attention::attention_forward(inputs, lengths, &config) {
+            Err(e) => e,
+            Ok(_) => panic!("{message}: accepted"),
+        };
+        let text = error.to_string();
+        let variant = match error {
+            Error::Shape { .. } => "shape",
+            Error::Argument { .. } => "argument",
+            Error::DeviceMismatch { .. } => "device",
+            _ => "other",
+        };
+        assert_eq!(variant, kind, "{message}: {text}");
+        assert!(text.contains(message), "expected {message:?}, got {text:?}");
+    };
+    let with_pairs = |pairs: Vec<ScorePair>| AttentionInputs {
+        score_pairs: pairs,
+        ..inputs.clone()
+    };
+    refused(
+        &with_pairs(vec![]),
         &lengths,
         config,
-        "no pairs",
+        "argument",
+        "score pairs (SASRec 1, ASIF 2, w/o FA 3), got 0",
     );
     let four = vec![inputs.score_pairs[0].clone(); 4];
-    expect_err(
-        &AttentionInputs {
-            score_pairs: four,
-            ..inputs.clone()
-        },
+    refused(&with_pairs(four), &lengths, config, "argument", "got 4");
+    let one = with_pairs(vec![inputs.score_pairs[0].clone()]);
+    refused(
+        &one,
         &lengths,
         config,
-        "four pairs",
+        "argument",
+        "needs the position score pair",
     );
-    expect_err(
-        &AttentionInputs {
-            score_pairs: vec![inputs.score_pairs[0].clone()],
-            ..inputs.clone()
-        },
-        &lengths,
+    for (dropout, shown) in [(1.0, "got 1"), (f32::NAN, "got NaN"), (-0.25, "got -0.25")] {
+        let config = AttentionConfig { dropout, ..config };
+        refused(
+            &inputs,
+            &lengths,
+            config,
+            "argument",
+            &format!("dropout must be in [0, 1), {shown}"),
+        );
+    }
+    let square = IndexTensor::from_vec(&device, &[1, 2], vec![3, 2]).unwrap();
+    refused(
+        &inputs,
+        &square,
         config,
-        "O_P without the position pair",
+        "shape",
+        "lengths must be [B], got [1, 2]",
     );
-    expect_err(
+    // Every input [2, 3, 8] and L_b of three sequences: V1 is the first input checked for B.
+    let three = IndexTensor::from_vec(&device, &[3], vec![1, 1, 1]).unwrap();
+    refused(
         &inputs,
-        &lengths,
-        AttentionConfig {
-            dropout: 1.0,
-            ..config
-        },
-        "dropout 1",
-    );
-    expect_err(
-        &inputs,
-        &lengths,
-        AttentionConfig {
-            dropout: f32::NAN,
-            ..config
-        },
-        "dropout NaN",
-    );
-    expect_err(
-        &inputs,
-        &lengths,
-        AttentionConfig { heads: 3, ..config },
-        "d not a multiple of h",
-    );
-    expect_err(
-        &inputs,
-        &IndexTensor::from_vec(&device, &[3], vec![1, 1, 1]).unwrap(),
+        &three,
         config,
-        "B from lengths differs",
+        "shape",
+        "V1 must be [B = 3, n, d], got [2, 3, 8]",
     );
+    for heads in [0, 3] {
+        let config = AttentionConfig { heads, ..config };
+        refused(
+            &inputs,
+            &lengths,
+            config,
+            "argument",
+            &format!("is not a multiple of heads = {heads}"),
+        );
+    }
     let wrong = Tensor::zeros(&device, &[2, 3, 7]).unwrap();
-    expect_err(
-        &AttentionInputs {
-            fused_values: Some(wrong),
-            ..inputs.clone()
-        },
+    let v2 = AttentionInputs {
+        fused_values: Some(wrong.clone()),
+        ..inputs.clone()
+    };
+    refused(
+        &v2,
         &lengths,
         config,
-        "V2 of another width",
+        "shape",
+        "V2 must be [2, 3, 8] or [3, 8] (shared by the batch), got [2, 3, 7]",
     );
-    let other_device = inputs.id_values.to_device(&common::emulated()).unwrap();
-    expect_err(
-        &AttentionInputs {
-            id_values: other_device,
-            ..inputs.clone()
-        },
+    let mut q1 = inputs.clone();
+    q1.score_pairs[0].query = Tensor::zeros(&device, &[3, 3, 8]).unwrap();
+    refused(
+        &q1,
         &lengths,
         config,
-        "device mismatch",
+        "shape",
+        "Q1 must be [2, 3, 8] or [3, 8]",
     );
-    // Beyond the kernel's limits: n = 65, d_h = 65.
-    for (n, d, heads) in [(65usize, 8usize, 1usize), (4, 130, 2)] {
+    let mut k2 = inputs.clone();
+    k2.score_pairs[1].key = Tensor::zeros(&device, &[4, 8]).unwrap();
+    refused(
+        &k2,
+        &lengths,
+        config,
+        "shape",
+        "K2 must be [2, 3, 8] or [3, 8]",
+    );
+    let elsewhere = inputs.id_values.to_device(&common::emulated()).unwrap();
+    let v1 = AttentionInputs {
+        id_values: elsewhere,
+        ..inputs.clone()
+    };
+    refused(&v1, &lengths, config, "device", "expected emulated");
+    let lengths_elsewhere = lengths.to_device(&common::emulated()).unwrap();
+    refused(
+        &inputs,
+        &lengths_elsewhere,
+        config,
+        "device",
+        "expected cpu, found emulated",
+    );
+
+    // The kernel's limits, n and d_h, each side of them; d = 0 has d_h = 0.
+    let lone = |n: usize, d: usize| {
         let x = Tensor::zeros(&device, &[1, n, d]).unwrap();
-        let big = AttentionInputs {
+        AttentionInputs {
             score_pairs: vec![ScorePair {
                 query: x.clone(),
                 key: x.clone(),
@@ -1121,13 +1160,71 @@ fn bad_arguments_are_typed_errors() {
             id_values: x,
             fused_values: None,
             position_values: None,
-        };
-        let one = IndexTensor::from_vec(&device, &[1], vec![1]).unwrap();
-        expect_err(
-            &big,
-            &one,
-            AttentionConfig { heads, ..config },
-            "beyond the kernel's limits",
-        );
+        }
+    };
+    let first = IndexTensor::from_vec(&device, &[1], vec![1]).unwrap();
+    let heads = |heads| AttentionConfig { heads, ..config };
+    refused(
+        &lone(65, 8),
+        &first,
+        heads(1),
+        "shape",
+        "sequence length n = 65 outside 1..=64",
+    );
+    refused(
+        &lone(0, 8),
+        &first,
+        heads(1),
+        "shape",
+        "sequence length n = 0 outside 1..=64",
+    );
+    refused(
+        &lone(4, 130),
+        &first,
+        heads(2),
+        "shape",
+        "head width d_h = 65 outside 1..=64",
+    );
+    refused(
+        &lone(4, 0),
+        &first,
+        heads(1),
+        "shape",
+        "head width d_h = 0 outside 1..=64",
+    );
+    for (n, d, h) in [(64, 8, 1), (4, 128, 2), (1, 1, 1)] {
+        let result = attention::attention_forward(&lone(n, d), &first, &heads(h));
+        assert!(result.is_ok(), "n = {n}, d = {d}, h = {h}: {result:?}");
     }
+
+    // Three pairs (w/o FA), and Q2, K2 and V3 shared by the batch, are allowed.
+    let mut three_pairs = inputs.clone();
+    three_pairs.score_pairs.push(inputs.score_pairs[0].clone());
+    assert!(attention::attention_forward(&three_pairs, &lengths, &config).is_ok());
+    let shared_case = Case {
+        shared_positions: true,
+        ..ok.clone()
+    };
+    let shared = shared_case.tensors(&device, &shared_case.data(13).inputs);
+    assert_eq!(shared.position_values.as_ref().unwrap().shape(), &[3, 8]);
+    assert!(attention::attention_forward(&shared, &lengths, &config).is_ok());
+}
+
+/// The dropout counter of entry (i, j) of sequence b, head `head` is ((b·h + head)·n + i)·n + j,
+/// the kernel's `(counter_base + i)·n + j` with `counter_base = (b·h + head)·n`: every mask
+/// (and every reproduced result) depends on this layout, so it is pinned in numbers.
+#[test]
+fn dropout_counters_are_known() {
+    let g = Geometry {
+        batch: 2,
+        seq_len: 5,
+        heads: 3,
+        head_dim: 4,
+    };
+    assert_eq!(g.dropout_counter(0, 0, 0, 0), 0);
+    assert_eq!(g.dropout_counter(0, 0, 0, 4), 4);
+    assert_eq!(g.dropout_counter(0, 0, 1, 2), 7);
+    assert_eq!(g.dropout_counter(0, 1, 0, 0), 25);
+    assert_eq!(g.dropout_counter(1, 2, 3, 4), 144);
+    assert_eq!(g.dropout_counter(1, 2, 4, 4), 149);
 }
