@@ -1214,7 +1214,7 @@ fn bad_arguments_are_refused_one_by_one() {
 /// the kernel's `(counter_base + i)·n + j` with `counter_base = (b·h + head)·n`: every mask
 /// (and every reproduced result) depends on this layout, so it is pinned in numbers.
 #[test]
-fn dropout_counters_are_known() {
+fn dropout_counters_and_sizes_are_known() {
     let g = Geometry {
         batch: 2,
         seq_len: 5,
@@ -1227,4 +1227,14 @@ fn dropout_counters_are_known() {
     assert_eq!(g.dropout_counter(0, 1, 0, 0), 25);
     assert_eq!(g.dropout_counter(1, 2, 3, 4), 144);
     assert_eq!(g.dropout_counter(1, 2, 4, 4), 149);
+    // B·n·d, which the 32-bit indexing check bounds (`ops::check_kernel_len` refuses past
+    // i32::MAX; inputs that large take 8 GiB, so the sum is checked here in numbers).
+    assert_eq!(g.elements(), 120);
+    let large = Geometry {
+        batch: 524_289,
+        seq_len: 64,
+        heads: 2,
+        head_dim: 32,
+    };
+    assert_eq!(large.elements(), 2_147_487_744);
 }

@@ -438,3 +438,23 @@ pub(crate) fn check_indices(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_lengths_stop_at_i32_max() {
+        assert_eq!(check_kernel_len("op", 0).unwrap(), 0);
+        assert_eq!(
+            check_kernel_len("op", 2_147_483_647).unwrap(),
+            2_147_483_647
+        );
+        let error = check_kernel_len("op", 2_147_483_648).unwrap_err();
+        assert!(matches!(error, Error::Shape { op: "op", .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            "op: bad shape: 2147483648 elements exceed the kernel's 32-bit indexing"
+        );
+    }
+}

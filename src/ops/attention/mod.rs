@@ -33,7 +33,7 @@ pub use cpu::{
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device, StepCounter};
 use crate::ops::dropout::MaskSeed;
-use crate::ops::{record, run, DeviceOp};
+use crate::ops::{check_kernel_len, record, run, DeviceOp};
 use crate::rng;
 use crate::{Error, IndexTensor, Precision, Result, Tensor};
 
@@ -137,6 +137,10 @@ pub struct Geometry {
 impl Geometry {
     pub fn width(&self) -> usize {
         self.heads * self.head_dim
+    }
+    /// Elements of one `[B, n, d]` input or output: B·n·d.
+    pub fn elements(&self) -> usize {
+        self.batch * self.seq_len * self.width()
     }
     /// The dropout counter of entry (query `i`, key `j`) of sequence `b`, head `head`.
     pub fn dropout_counter(&self, b: usize, head: usize, i: usize, j: usize) -> u64 {
@@ -331,12 +335,14 @@ fn check<'a>(
             format!("head width d_h = {head_dim} outside 1..={MAX_HEAD_DIM} (the kernel's limit)"),
         ));
     }
-    if batch * seq_len * width > i32::MAX as usize || batch * config.heads > i32::MAX as usize {
-        return Err(Error::shape(
-            OP,
-            format!("{batch}×{seq_len}×{width} exceeds the kernel's 32-bit indexing"),
-        ));
-    }
+    let geometry = Geometry {
+        batch,
+        seq_len,
+        heads: config.heads,
+        head_dim,
+    };
+    // The grid's B·h blocks fit whenever the elements do: h ≤ d (d_h ≥ 1) and n ≥ 1.
+    check_kernel_len(OP, geometry.elements())?;
     let mut all: [Option<&Tensor>; 9] = [None; 9];
     for (k, pair) in inputs.score_pairs.iter().enumerate() {
         all[2 * k] = Some(&pair.query);
@@ -379,12 +385,7 @@ fn check<'a>(
         outputs_mask |= OUT_POSITION;
     }
     let problem = AttentionProblem {
-        geometry: Geometry {
-            batch,
-            seq_len,
-            heads: config.heads,
-            head_dim,
-        },
+        geometry,
         present_mask,
         shared_mask,
         outputs_mask,
