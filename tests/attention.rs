@@ -1094,19 +1094,19 @@ fn bad_arguments_are_refused_one_by_one() {
         "shape",
         "V1 must be [B = 3, n, d], got [2, 3, 8]",
     );
-    for heads in [0, 3] {
-        let config = AttentionConfig { heads, ..config };
+    let heads = |heads| AttentionConfig { heads, ..config };
+    for h in [0, 3] {
         refused(
             &inputs,
             &lengths,
-            config,
+            heads(h),
             "argument",
-            &format!("is not a multiple of heads = {heads}"),
+            &format!("is not a multiple of heads = {h}"),
         );
     }
     let wrong = Tensor::zeros(&device, &[2, 3, 7]).unwrap();
     let v2 = AttentionInputs {
-        fused_values: Some(wrong.clone()),
+        fused_values: Some(wrong),
         ..inputs.clone()
     };
     refused(
@@ -1163,7 +1163,6 @@ fn bad_arguments_are_refused_one_by_one() {
         }
     };
     let first = IndexTensor::from_vec(&device, &[1], vec![1]).unwrap();
-    let heads = |heads| AttentionConfig { heads, ..config };
     refused(
         &lone(65, 8),
         &first,
