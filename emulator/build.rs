@@ -115,6 +115,11 @@ extern "C" void asif_emu_kernel_names(void (*visit)(const char*, void*), void* c
     println!("cargo:rerun-if-changed={}", custom_kernel.display());
     build.file(custom_kernel.join("emulated.cpp"));
 
+    // The emulator's own test kernels (tests/emulator.rs), exported as `asif_emu_selftest`.
+    let selftest = manifest_dir.join("selftest");
+    println!("cargo:rerun-if-changed={}", selftest.display());
+    build.file(selftest.join("selftest.cpp"));
+
     let registry_path = out_dir.join("emu_registry.cpp");
     std::fs::write(&registry_path, registry).expect("write generated emulator registry");
     build.file(&registry_path);

@@ -480,7 +480,7 @@ fn kernel_matches_reference_over_sizes(version: &str) {
         {
             seed += 1;
             // Mixed lengths: full, partial, empty, one. The large emulated cases get fewer
-            // sequences (each block is 256 OS threads in the emulator): v2 the full one only (its
+            // sequences (each block is 256 emulated threads): v2 the full one only (its
             // partial tiles are checked at the smaller and odd sizes).
             let mut lengths = vec![n as i32, (n as i32 + 1) / 2, 0, 1];
             if n * d >= 50 * 256 {

@@ -284,7 +284,8 @@ fn bits(t: &asif_kernels::Tensor) -> Vec<u32> {
 fn v2_backwards_are_bit_identical_run_to_run_and_to_the_cpu_reference() {
     // Issue 20: a training step must be bit-reproducible. One id repeated at 60% of 96 positions
     // with dout of widely different magnitudes makes the sum order visible in the last bits: v1's
-    // atomics give different bits from run to run on the emulator (one OS thread per CUDA thread),
+    // atomics give different bits from run to run on the emulator (each pass over a block's
+    // threads runs them in a freshly shuffled order),
     // v2 sums each row in ascending position order, the CPU reference's order.
     let mut rng = rng(205);
     let (positions, vocab, dim, max_tokens) = (96usize, 7usize, 5usize, 3usize);

@@ -5,7 +5,7 @@
 //! is seen. From the second step of one model on, a step allocates nothing fresh: every buffer
 //! (the uploaded batch included) comes from the device's memory cache (`src/device/cache.rs`),
 //! and the steps give the same bits as steps on fresh memory. Tiny sizes (d 8, one layer, B 3,
-//! n 8): the emulator runs one OS thread per CUDA thread.
+//! n 8).
 mod common;
 
 use asif_kernels::autograd::Tape;

@@ -1,12 +1,21 @@
 // cuda_emulator.h: lets one .cu kernel file compile with g++ (C++20) and run on the host.
 //
 // Test-only (never built for users of the crate). The model:
-//   - one OS thread per CUDA thread; the blocks of a launch run one after another, so
-//     `__shared__` variables can be plain `static` ones;
-//   - threadIdx/blockIdx/blockDim/gridDim are thread_local;
-//   - __syncthreads() is a std::barrier over the block, warp operations (__shfl_*_sync,
+//   - each CUDA thread of a block is a fiber (its own stack) on the launching OS thread,
+//     resumed in an order shuffled anew at every pass over the block; a barrier switches to the next fiber (asif_emu_switch: a few
+//     register moves, no system call), so a block of 256 threads costs no OS threads, no futex
+//     and no kernel context switch. Under a sanitizer (-fsanitize=thread or address), with
+//     ASIF_EMULATOR_THREADS defined, or off x86-64 Linux, each CUDA thread is an OS thread
+//     instead, so ThreadSanitizer sees a missing __syncthreads() as a race. The
+//     blocks of a launch run one after another in both, so `__shared__` variables can be plain
+//     `static` ones;
+//   - threadIdx/blockIdx/blockDim/gridDim are thread_local (with fibers, the scheduler sets
+//     them before it resumes a fiber);
+//   - __syncthreads() is a barrier over the block, warp operations (__shfl_*_sync,
 //     __ballot_sync, __syncwarp) go through a per-warp exchange buffer and a per-warp barrier;
 //   - a thread that returns early drops out of both barriers (arrive_and_drop), as on the GPU;
+//     with fibers, a block whose threads all wait at barriers that the others never reach
+//     fails the launch with a message (on the GPU it hangs or is undefined);
 //   - atomics through std::atomic_ref; dynamic shared memory through ASIF_DYNAMIC_SHARED,
 //     filled with 0xFF bytes (NaN as float) at each block so reads before writes show up;
 //   - one launch at a time in the process (a mutex), so parallel tests are safe;
@@ -16,6 +25,9 @@
 //     misuse (a partial warp, a misaligned address) fails the launch with a message.
 // What it cannot see: races between blocks, warp-synchronous code that relies on lockstep
 // without __syncwarp, timing, and memory-model subtleties of the real GPU. Those need the GPU.
+// With fibers each thread runs to its next barrier without interruption, in a shuffled order,
+// so a race inside a block shows only where that order changes the result; the
+// ThreadSanitizer build is what reports races.
 //
 // A ThreadSanitizer build (scripts/emulator-sanitize.sh) turns a missing __syncthreads() into
 // a reported data race.
@@ -36,6 +48,16 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+// Fibers need the stack switch below (x86-64 System V); anywhere else, and under a sanitizer,
+// each CUDA thread is an OS thread.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__) || defined(ASIF_EMULATOR_THREADS) || \
+    !defined(__x86_64__) || !defined(__linux__)
+#define ASIF_EMULATOR_FIBERS 0
+#else
+#define ASIF_EMULATOR_FIBERS 1
+#include <sys/mman.h>
+#endif
 
 #define ASIF_EMULATOR 1
 #define __global__
@@ -65,8 +87,24 @@ static constexpr int warpSize = 32;
 
 namespace emu {
 
+#if ASIF_EMULATOR_FIBERS
+// A barrier among the fibers of one block: arriving fibers yield to the scheduler until the
+// last expected one arrives (defined below the scheduler). The same interface as std::barrier.
+struct FiberBarrier {
+    explicit FiberBarrier(std::ptrdiff_t count) : expected(count) {}
+    void arrive_and_wait();
+    void arrive_and_drop();
+    std::ptrdiff_t expected;
+    std::ptrdiff_t arrived = 0;
+    std::uint64_t phase = 0;
+};
+using Barrier = FiberBarrier;
+#else
+using Barrier = std::barrier<>;
+#endif
+
 struct Warp {
-    std::unique_ptr<std::barrier<>> barrier;
+    std::unique_ptr<Barrier> barrier;
     unsigned size = 0;
     std::uint64_t exchange[32] = {};
     // Warp collectives of kernels/mma.cuh (mma, ldmatrix): each lane's operand registers or row
@@ -78,7 +116,7 @@ struct Warp {
 };
 
 struct Block {
-    std::unique_ptr<std::barrier<>> barrier;
+    std::unique_ptr<Barrier> barrier;
     std::vector<Warp> warps;
     std::vector<unsigned char> shared;
     // The first misuse a kernel made of an emulated instruction (a partial warp in an mma, a
@@ -405,8 +443,172 @@ inline std::mutex& launch_mutex() {
     return mutex;
 }
 
-// Runs grid × block threads: blockDim threads live for the whole launch and run the blocks in
-// order. Returns 0, or writes a reason into `error` and returns 1.
+#if ASIF_EMULATOR_FIBERS
+// The fibers of one block and the scheduler that resumes them (one launch at a time, under
+// launch_mutex, on the launching thread).
+// Switches stacks (x86-64 System V): pushes the callee-saved registers and the SSE and x87
+// control words on the current stack, stores the stack pointer in *from, loads `to` and pops
+// the same from there. One copy per link (a COMDAT group), however many units include this.
+extern "C" void asif_emu_switch(void** from, void* to);
+asm(R"(
+    .pushsection .text.asif_emu_switch,"axG",@progbits,asif_emu_switch,comdat
+    .globl asif_emu_switch
+    .hidden asif_emu_switch
+    .type asif_emu_switch, @function
+asif_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size asif_emu_switch, .-asif_emu_switch
+    .popsection
+)");
+
+struct Fiber {
+    void* stack_pointer = nullptr;  // where asif_emu_switch left it
+    uint3 thread_index;
+    unsigned lane = 0, warp = 0;
+    std::vector<PendingCopy> uncommitted;                // this thread's cp.async state, swapped
+    std::vector<std::vector<PendingCopy>> committed;     // into the thread_locals while it runs
+    bool done = false;
+};
+
+struct Scheduler {
+    void* main_stack_pointer = nullptr;
+    Fiber* running = nullptr;
+    std::uint64_t progress = 0;  // arrivals and exits: a pass without any is a deadlock
+    Thunk kernel = nullptr;
+    void** args = nullptr;
+};
+inline Scheduler* scheduler = nullptr;
+
+// Fiber stacks, kept from launch to launch (launches are serialised): 512 KiB each, mapped
+// lazily, with an inaccessible guard page below so an overflow faults instead of corrupting.
+struct FiberStack {
+    static constexpr std::size_t guard = 4096, size = 512 * 1024;
+    unsigned char* base = nullptr;
+    FiberStack() {
+        void* mapping = mmap(nullptr, guard + size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (mapping == MAP_FAILED) {
+            std::fprintf(stderr, "cuda_emulator: cannot map a fiber stack\n");
+            std::abort();
+        }
+        base = static_cast<unsigned char*>(mapping);
+        mprotect(base, guard, PROT_NONE);
+    }
+    FiberStack(const FiberStack&) = delete;
+    FiberStack& operator=(const FiberStack&) = delete;
+    ~FiberStack() { munmap(base, guard + size); }
+};
+inline std::vector<std::unique_ptr<FiberStack>>& fiber_stacks() {
+    static std::vector<std::unique_ptr<FiberStack>> stacks;
+    return stacks;
+}
+
+inline void yield_to_scheduler() { asif_emu_switch(&scheduler->running->stack_pointer, scheduler->main_stack_pointer); }
+
+inline void FiberBarrier::arrive_and_wait() {
+    ++scheduler->progress;
+    const std::uint64_t mine = phase;
+    if (++arrived == expected) {
+        arrived = 0;
+        ++phase;
+        return;
+    }
+    while (phase == mine) yield_to_scheduler();
+}
+
+inline void FiberBarrier::arrive_and_drop() {
+    ++scheduler->progress;
+    --expected;
+    if (expected > 0 && arrived == expected) {
+        arrived = 0;
+        ++phase;
+    }
+}
+
+// A fiber's body: the kernel for one thread of the current block, then out of both barriers,
+// then back to the scheduler, which never resumes a finished fiber.
+[[noreturn]] inline void fiber_main() {
+    cp_async_reset();
+    scheduler->kernel(scheduler->args);
+    current_block->barrier->arrive_and_drop();
+    my_warp().barrier->arrive_and_drop();
+    scheduler->running->done = true;
+    ++scheduler->progress;
+    yield_to_scheduler();
+    std::abort();
+}
+
+// Lays out a fresh frame at the top of `stack` for asif_emu_switch to pop: the control words
+// as they are now, zeroed callee-saved registers, and fiber_main as the return address, placed
+// so that fiber_main starts with the stack aligned as after a call.
+inline void prepare_fiber(Fiber& fiber, FiberStack& stack) {
+    auto* top = reinterpret_cast<std::uint64_t*>(stack.base + FiberStack::guard + FiberStack::size);
+    std::uint64_t* frame = top - 9;  // control words, r15 r14 r13 r12 rbx rbp, return address, 0
+    std::uint32_t mxcsr;
+    std::uint16_t x87;
+    asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(x87));
+    frame[0] = (std::uint64_t)mxcsr | ((std::uint64_t)x87 << 32);
+    for (int i = 1; i <= 6; ++i) frame[i] = 0;
+    frame[7] = reinterpret_cast<std::uint64_t>(&fiber_main);
+    frame[8] = 0;  // fiber_main's own return address slot: it never returns
+    fiber.stack_pointer = frame;
+}
+
+// A different seed for every fibered launch of the process (splitmix64 of a counter).
+inline std::uint64_t next_launch_seed() {
+    static std::atomic<std::uint64_t> launches{0};
+    std::uint64_t z = (launches.fetch_add(1) + 1) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return (z ^ (z >> 31)) | 1;
+}
+
+// Fisher-Yates over `order` with xorshift64 on `state`.
+inline void shuffle(std::vector<unsigned>& order, std::uint64_t& state) {
+    for (std::size_t i = order.size(); i > 1; --i) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        std::swap(order[i - 1], order[state % i]);
+    }
+}
+
+// Resumes `fiber` until it yields or ends, with its thread's identity and cp.async state.
+inline void resume(Fiber& fiber) {
+    threadIdx = fiber.thread_index;
+    lane_id = fiber.lane;
+    warp_id = fiber.warp;
+    copies_uncommitted.swap(fiber.uncommitted);
+    copies_committed.swap(fiber.committed);
+    scheduler->running = &fiber;
+    asif_emu_switch(&scheduler->main_stack_pointer, fiber.stack_pointer);
+    copies_uncommitted.swap(fiber.uncommitted);
+    copies_committed.swap(fiber.committed);
+}
+#endif
+
+// Runs grid × block threads, the blocks in order: with fibers, each block's threads are
+// started afresh on the kept stacks; with OS threads, blockDim threads live for the whole
+// launch. Returns 0, or writes a reason into `error` and returns 1.
 inline int launch(Thunk kernel, dim3 grid, dim3 block, unsigned shared_bytes, void** args, char* error, std::size_t error_len) {
     const unsigned threads = block.x * block.y * block.z;
     const unsigned long long blocks = (unsigned long long)grid.x * grid.y * grid.z;
@@ -426,6 +628,74 @@ inline int launch(Thunk kernel, dim3 grid, dim3 block, unsigned shared_bytes, vo
         state.warps[w].size = std::min(32u, threads - (unsigned)w * 32u);
     }
     current_block = &state;
+    auto block_index = [&](unsigned long long b) {
+        return uint3{(unsigned)(b % grid.x), (unsigned)((b / grid.x) % grid.y), (unsigned)(b / ((unsigned long long)grid.x * grid.y))};
+    };
+    auto thread_index = [&](unsigned t) { return uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)}; };
+    auto new_block = [&] {
+        state.barrier = std::make_unique<Barrier>(threads);
+        for (auto& warp : state.warps) warp.barrier = std::make_unique<Barrier>(warp.size);
+        std::memset(state.shared.data(), 0xFF, state.shared.size());
+    };
+
+#if ASIF_EMULATOR_FIBERS
+    Scheduler schedule;
+    schedule.kernel = kernel;
+    schedule.args = args;
+    scheduler = &schedule;
+    auto& stacks = fiber_stacks();
+    while (stacks.size() < threads) stacks.push_back(std::make_unique<FiberStack>());
+    std::vector<Fiber> fibers(threads);
+    std::vector<unsigned> order(threads);
+    for (unsigned t = 0; t < threads; ++t) order[t] = t;
+    // Each pass resumes the fibers in a fresh order, drawn from a stream that differs from
+    // launch to launch: as on the GPU, nothing fixes which thread of a block runs first, so
+    // code whose result depends on it (atomics summed in thread order, a race) does not give
+    // one answer by luck of a fixed order.
+    std::uint64_t random = next_launch_seed();
+    blockDim = block;
+    gridDim = grid;
+    bool deadlocked = false;
+    for (unsigned long long b = 0; b < blocks && !deadlocked; ++b) {
+        new_block();
+        blockIdx = block_index(b);
+        for (unsigned t = 0; t < threads; ++t) {
+            Fiber& fiber = fibers[t];
+            fiber.thread_index = thread_index(t);
+            fiber.lane = t % 32;
+            fiber.warp = t / 32;
+            fiber.uncommitted.clear();
+            fiber.committed.clear();
+            fiber.done = false;
+            prepare_fiber(fiber, *stacks[t]);
+        }
+        unsigned running = threads;
+        while (running > 0) {
+            const std::uint64_t before = schedule.progress;
+            shuffle(order, random);
+            for (unsigned t : order) {
+                Fiber& fiber = fibers[t];
+                if (fiber.done) continue;
+                resume(fiber);
+                if (fiber.done) --running;
+            }
+            if (running > 0 && schedule.progress == before) {
+                // Every thread left waits at a barrier that no other thread will reach. The
+                // fibers are abandoned where they wait (their stacks are reused next block).
+                const uint3 at = block_index(b);
+                char message[160];
+                std::snprintf(message, sizeof message,
+                              "deadlock in block (%u, %u, %u): %u threads wait at a barrier that the others never reach",
+                              at.x, at.y, at.z, running);
+                if (state.error.empty()) state.error = message;
+                deadlocked = true;
+                break;
+            }
+        }
+    }
+    scheduler = nullptr;
+    cp_async_reset();
+#else
     std::barrier<> start(threads + 1);
     std::barrier<> end(threads + 1);
 
@@ -433,14 +703,14 @@ inline int launch(Thunk kernel, dim3 grid, dim3 block, unsigned shared_bytes, vo
     workers.reserve(threads);
     for (unsigned t = 0; t < threads; ++t) {
         workers.emplace_back([&, t] {
-            threadIdx = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+            threadIdx = thread_index(t);
             blockDim = block;
             gridDim = grid;
             lane_id = t % 32;
             warp_id = t / 32;
             for (unsigned long long b = 0; b < blocks; ++b) {
                 start.arrive_and_wait();
-                blockIdx = uint3{(unsigned)(b % grid.x), (unsigned)((b / grid.x) % grid.y), (unsigned)(b / ((unsigned long long)grid.x * grid.y))};
+                blockIdx = block_index(b);
                 cp_async_reset();
                 kernel(args);
                 current_block->barrier->arrive_and_drop();
@@ -450,13 +720,12 @@ inline int launch(Thunk kernel, dim3 grid, dim3 block, unsigned shared_bytes, vo
         });
     }
     for (unsigned long long b = 0; b < blocks; ++b) {
-        state.barrier = std::make_unique<std::barrier<>>(threads);
-        for (auto& warp : state.warps) warp.barrier = std::make_unique<std::barrier<>>(warp.size);
-        std::memset(state.shared.data(), 0xFF, state.shared.size());
+        new_block();
         start.arrive_and_wait();
         end.arrive_and_wait();
     }
     for (auto& worker : workers) worker.join();
+#endif
     current_block = nullptr;
     if (!state.error.empty()) {
         std::snprintf(error, error_len, "%s", state.error.c_str());

@@ -15,6 +15,16 @@ extern "C" {
         error: *mut c_char,
         error_len: usize,
     ) -> i32;
+    fn asif_emu_selftest(
+        name: *const c_char,
+        grid: *const u32,
+        block: *const u32,
+        shared_bytes: u32,
+        args: *mut *mut c_void,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> i32;
+    fn asif_emu_fibers() -> i32;
     fn asif_emu_kernel_names(
         visit: extern "C" fn(*const c_char, *mut c_void),
         context: *mut c_void,
@@ -34,10 +44,53 @@ pub unsafe fn launch(
     shared_bytes: u32,
     args: &[*mut c_void],
 ) -> Result<(), String> {
+    launch_with(asif_emu_launch, name, grid, block, shared_bytes, args)
+}
+
+/// [`launch`] for the emulator's own test kernels (`selftest/selftest.cpp`:
+/// `selftest_identity`, `selftest_deadlock`), which the crate's kernel table does not list.
+///
+/// # Safety
+/// As for [`launch`].
+pub unsafe fn launch_selftest(
+    name: &str,
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared_bytes: u32,
+    args: &[*mut c_void],
+) -> Result<(), String> {
+    launch_with(asif_emu_selftest, name, grid, block, shared_bytes, args)
+}
+
+/// Whether the threads of a block run as fibers on the launching thread (true), or each as an
+/// OS thread (false: a sanitizer build, or off x86-64 Linux); see `include/cuda_emulator.h`.
+pub fn uses_fibers() -> bool {
+    // SAFETY: a constant function without arguments.
+    unsafe { asif_emu_fibers() != 0 }
+}
+
+type EntryPoint = unsafe extern "C" fn(
+    *const c_char,
+    *const u32,
+    *const u32,
+    u32,
+    *mut *mut c_void,
+    *mut c_char,
+    usize,
+) -> i32;
+
+unsafe fn launch_with(
+    entry: EntryPoint,
+    name: &str,
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared_bytes: u32,
+    args: &[*mut c_void],
+) -> Result<(), String> {
     let name = CString::new(name).map_err(|_| "kernel name contains a NUL byte".to_string())?;
     let mut error = [0 as c_char; 256];
     let mut args = args.to_vec();
-    let status = asif_emu_launch(
+    let status = entry(
         name.as_ptr(),
         grid.as_ptr(),
         block.as_ptr(),
