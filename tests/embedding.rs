@@ -14,6 +14,9 @@ use rand::Rng;
 
 /// The kernel family both versions of which every device test runs (`kernel_version`).
 const FAMILY: &str = "embedding";
+/// The ops' names in their errors.
+const OP: &str = "embedding";
+const POOLED: &str = "pooled_embedding";
 
 /// Sums of a handful of fp32 terms; v1's atomics may add them in any order.
 const TOLERANCE: f64 = 1e-6;
@@ -261,6 +264,139 @@ fn out_of_range_ids_are_typed_errors_on_host_devices() {
             ));
         }
     });
+}
+
+#[test]
+fn bad_shapes_are_refused_one_by_one() {
+    // Each refusal by its own message (cargo-mutants, issue 16: the table check's clauses and
+    // the backward's `vocab == 0` were each unseen). The CPU device: the checks run before any
+    // device dispatch.
+    let device = Device::cpu();
+    let refused = |result: asif_kernels::Result<asif_kernels::Tensor>, message: &str| {
+        let error = result.expect_err(message);
+        assert!(matches!(error, Error::Shape { op: OP, .. }), "{error:?}");
+        assert_eq!(error.to_string(), format!("{OP}: bad shape: {message}"));
+    };
+    let ids = IndexTensor::from_vec(&device, &[2], vec![0, 1]).unwrap();
+    for shape in [vec![0usize, 3], vec![3, 0], vec![3]] {
+        let table = tensor(&device, &shape, &vec![0.0; shape.iter().product()]);
+        refused(
+            embedding::embedding_forward(&table, &ids),
+            &format!("the table must be a non-empty [vocab, d], got {shape:?}"),
+        );
+    }
+    // [1, 1] is the smallest table.
+    let one = tensor(&device, &[1, 1], &[2.5]);
+    let zeros = IndexTensor::from_vec(&device, &[2], vec![0, 0]).unwrap();
+    assert_eq!(
+        embedding::embedding_forward(&one, &zeros)
+            .unwrap()
+            .to_vec()
+            .unwrap(),
+        [2.5, 2.5]
+    );
+    // 2048 ids of a 2^20-wide row: 2^31 outputs, one past the kernels' 32-bit indexing, from
+    // 4 MiB of table and 8 KiB of ids (the output is refused before it is made).
+    let wide = tensor(&device, &[1, 1 << 20], &vec![0.0; 1 << 20]);
+    let many = IndexTensor::from_vec(&device, &[2048], vec![0; 2048]).unwrap();
+    refused(
+        embedding::embedding_forward(&wide, &many),
+        "2147483648 elements exceed the kernel's 32-bit indexing",
+    );
+    // The backward: vocab 0 (with no ids, so the index check cannot refuse it first), d 0, and
+    // dout not shaped ids × d.
+    let none = IndexTensor::from_vec(&device, &[0], vec![]).unwrap();
+    refused(
+        embedding::embedding_backward(&none, &tensor(&device, &[0, 3], &[]), 0),
+        "dout [0, 3] must be ids [0] with a last axis d > 0",
+    );
+    refused(
+        embedding::embedding_backward(&ids, &tensor(&device, &[2, 0], &[]), 4),
+        "dout [2, 0] must be ids [2] with a last axis d > 0",
+    );
+    refused(
+        embedding::embedding_backward(&ids, &tensor(&device, &[3, 2], &[0.0; 6]), 4),
+        "dout [3, 2] must be ids [2] with a last axis d > 0",
+    );
+    assert_eq!(
+        embedding::embedding_backward(&none, &tensor(&device, &[0, 3], &[]), 1)
+            .unwrap()
+            .shape(),
+        [1, 3]
+    );
+    // dE of 2^11 rows of 2^20: 2^31 elements, refused before it is made.
+    let wide_dout = tensor(&device, &[0, 1 << 20], &[]);
+    refused(
+        embedding::embedding_backward(&none, &wide_dout, 1 << 11),
+        "2147483648 elements exceed the kernel's 32-bit indexing",
+    );
+
+    // The pooled lookups: max_tokens 0 is refused (not divided by).
+    let pooled = |table: &asif_kernels::Tensor, tokens: &IndexTensor| {
+        embedding::pooled_embedding_forward(table, tokens, Pooling::Sum)
+    };
+    let table = tensor(&device, &[4, 3], &[1.0; 12]);
+    let empty_rows = IndexTensor::from_vec(&device, &[2, 0], vec![]).unwrap();
+    let message = "tokens must be [.., max_tokens] with max_tokens > 0, got [2, 0]";
+    let error = pooled(&table, &empty_rows).expect_err(message);
+    assert_eq!(error.to_string(), format!("{POOLED}: bad shape: {message}"));
+    // 1024 rows of 2 tokens over 2^21 columns: 2^31 outputs, refused; one row of 2^16 tokens
+    // (id 1; 0 is the pad, which pooling skips) over one column is one output, allowed (the
+    // bound counts rows, not tokens or their square).
+    let wide = tensor(&device, &[1, 1 << 21], &vec![0.0; 1 << 21]);
+    let pairs = IndexTensor::from_vec(&device, &[1024, 2], vec![0; 2048]).unwrap();
+    let error = pooled(&wide, &pairs).expect_err("2^31 outputs");
+    assert_eq!(
+        error.to_string(),
+        format!("{POOLED}: bad shape: 2147483648 elements exceed the kernel's 32-bit indexing")
+    );
+    let long_row = IndexTensor::from_vec(&device, &[1, 1 << 16], vec![1; 1 << 16]).unwrap();
+    let sum = pooled(&tensor(&device, &[2, 1], &[0.0, 1.0]), &long_row).unwrap();
+    assert_eq!(sum.to_vec().unwrap(), [65536.0]);
+    // Its backward: vocab 0 (no tokens), d 0, dout not shaped rows × d, and a 2^31-element dE.
+    let no_tokens = IndexTensor::from_vec(&device, &[0, 2], vec![]).unwrap();
+    let tokens = IndexTensor::from_vec(&device, &[2, 2], vec![1, 0, 3, 2]).unwrap();
+    for (tokens, dout, vocab, message) in [
+        (
+            &no_tokens,
+            tensor(&device, &[0, 3], &[]),
+            0,
+            "dout [0, 3] does not match tokens [0, 2]",
+        ),
+        (
+            &tokens,
+            tensor(&device, &[2, 0], &[]),
+            4,
+            "dout [2, 0] does not match tokens [2, 2]",
+        ),
+        (
+            &tokens,
+            tensor(&device, &[3, 3], &[0.0; 9]),
+            4,
+            "dout [3, 3] does not match tokens [2, 2]",
+        ),
+        (
+            &no_tokens,
+            tensor(&device, &[0, 1 << 20], &[]),
+            1 << 11,
+            "2147483648 elements exceed the kernel's 32-bit indexing",
+        ),
+    ] {
+        let error = embedding::pooled_embedding_backward(tokens, &dout, vocab, Pooling::Mean)
+            .expect_err(message);
+        assert!(
+            matches!(error, Error::Shape { op: POOLED, .. }),
+            "{error:?}"
+        );
+        assert_eq!(error.to_string(), format!("{POOLED}: bad shape: {message}"));
+    }
+    let fine = embedding::pooled_embedding_backward(
+        &no_tokens,
+        &tensor(&device, &[0, 3], &[]),
+        1,
+        Pooling::Mean,
+    );
+    assert_eq!(fine.unwrap().shape(), [1, 3]);
 }
 
 /// Ids where a few items repeat many times (a popular item in a batch), plus pads.

@@ -135,7 +135,8 @@ impl DeviceOp for Backward {
 
 fn table_dims(op: &'static str, table: &Tensor) -> Result<(usize, usize)> {
     match table.shape() {
-        [vocab, dim] if *vocab > 0 && *dim > 0 && table.len() <= i32::MAX as usize => {
+        [vocab, dim] if *vocab > 0 && *dim > 0 => {
+            check_kernel_len(op, table.len())?;
             Ok((*vocab, *dim))
         }
         other => Err(Error::shape(
@@ -179,7 +180,7 @@ pub fn embedding_backward(ids: &IndexTensor, dout: &Tensor, vocab: usize) -> Res
         ));
     }
     check_indices(OP, dout.device(), ids, 0, vocab as i64)?;
-    check_kernel_len(OP, (vocab * dim).max(ids.len() * dim))?;
+    check_kernel_len(OP, (vocab * dim).max(dout.len()))?;
     let problem = LookupProblem {
         vocab,
         dim,
