@@ -261,6 +261,51 @@ fn bad_shapes_are_typed_errors() {
 }
 
 #[test]
+fn bad_shapes_are_refused_one_by_one() {
+    // Each refusal by its own message (cargo-mutants, issue 16: `dims`' `||` between the d_in
+    // clauses and the bias-gradient grid's bound were unseen, since the old test took any
+    // shape error, and a later check gave one). The CPU device: the checks run before any
+    // dispatch.
+    let device = Device::cpu();
+    let refused = |result: asif_kernels::Result<Tensor>, message: &str| {
+        let error = result.expect_err(message);
+        assert!(
+            matches!(error, Error::Shape { op: "linear", .. }),
+            "{error:?}"
+        );
+        assert_eq!(error.to_string(), format!("linear: bad shape: {message}"));
+    };
+    let zeros = |shape: &[usize]| Tensor::zeros(&device, shape).unwrap();
+    refused(
+        linear::linear_forward(&zeros(&[2, 3]), &zeros(&[3, 5, 1]), None),
+        "weight must be [d_in, d_out], got [3, 5, 1]",
+    );
+    // x not ending in d_in, with d_in > 0; then d_in = 0 with x ending in it (its rows would
+    // be 0 / 0).
+    refused(
+        linear::linear_forward(&zeros(&[2, 3]), &zeros(&[4, 5]), None),
+        "x [2, 3] does not end in d_in = 4 (weight [4, 5])",
+    );
+    refused(
+        linear::linear_forward(&zeros(&[2, 0]), &zeros(&[0, 5]), None),
+        "x [2, 0] does not end in d_in = 0 (weight [0, 5])",
+    );
+    refused(
+        linear::linear_forward(&zeros(&[2, 3]), &zeros(&[3, 5]), Some(&zeros(&[4]))),
+        "bias must be [5], got [4]",
+    );
+    // The bias gradient's grid holds 65535 blocks of 64 rows: 4194240 rows are allowed (d 1,
+    // 16 MiB), one more is refused.
+    let most = 64 * 65_535;
+    let y = linear::linear_forward(&zeros(&[most, 1]), &zeros(&[1, 1]), None).unwrap();
+    assert_eq!(y.shape(), [most, 1]);
+    refused(
+        linear::linear_forward(&zeros(&[most + 1, 1]), &zeros(&[1, 1]), None),
+        "4194241 rows exceed the bias gradient's grid (at most 4194240)",
+    );
+}
+
+#[test]
 fn tf32_switch_is_off_by_default() {
     assert!(!linear::allow_tf32());
 }
