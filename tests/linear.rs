@@ -303,6 +303,18 @@ fn bad_shapes_are_refused_one_by_one() {
         linear::linear_forward(&zeros(&[most + 1, 1]), &zeros(&[1, 1]), None),
         "4194241 rows exceed the bias gradient's grid (at most 4194240)",
     );
+    // The prediction layer's u Eᵀ: d must agree and be > 0 (each clause alone refuses).
+    for (u, table) in [([2, 3], [7, 4]), ([2, 0], [7, 0])] {
+        let message = format!("u must be [B, d] and the table [|V|, d]; got {u:?} and {table:?}");
+        let error =
+            linear::matmul_transposed_forward(&zeros(&u), &zeros(&table)).expect_err(&message);
+        assert_eq!(
+            error.to_string(),
+            format!("matmul_transposed: bad shape: {message}")
+        );
+    }
+    let logits = linear::matmul_transposed_forward(&zeros(&[2, 3]), &zeros(&[7, 3])).unwrap();
+    assert_eq!(logits.shape(), [2, 7]);
 }
 
 #[test]

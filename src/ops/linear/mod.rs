@@ -352,3 +352,39 @@ pub fn matmul_transposed(tape: &Tape, u: &Var, table: &Var) -> Result<Var> {
         Ok(vec![Some(du), Some(dtable)])
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPU device adds the bias inside its GEMM (`linear_forward`), so the in-place bias
+    /// add's reference is reached only through `run_in_place` on the CPU: called here directly
+    /// (cargo-mutants, issue 16: its body and its block length were unseen). 20000 rows of 3
+    /// span several parallel blocks, whose length a wrong block size would leave off a
+    /// multiple of 3.
+    #[test]
+    fn the_bias_add_reference_adds_the_bias_to_every_row() {
+        let device = Device::cpu();
+        let (rows, cols) = (20_000, 3);
+        let y0: Vec<f32> = (0..rows * cols).map(|i| (i % 7) as f32).collect();
+        let mut y = Tensor::from_vec(&device, &[rows, cols], y0.clone())
+            .unwrap()
+            .into_buffer()
+            .unwrap();
+        let bias = Tensor::from_vec(&device, &[cols], vec![10.0, 20.0, 40.0]).unwrap();
+        let outputs = run_in_place(
+            &BiasAdd,
+            &BiasRows { cols },
+            &device,
+            &mut [&mut y],
+            &[bias.buffer()],
+            &[],
+        )
+        .unwrap();
+        assert!(outputs.is_empty());
+        let y = y.into_host_vec().unwrap();
+        for (i, (&after, &before)) in y.iter().zip(&y0).enumerate() {
+            assert_eq!(after, before + [10.0, 20.0, 40.0][i % cols], "element {i}");
+        }
+    }
+}
