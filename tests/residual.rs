@@ -7,7 +7,7 @@ use asif_kernels::autograd::Tape;
 use asif_kernels::ops::dropout::{self, DropoutMode};
 use asif_kernels::ops::residual_norm::{self, DropoutSettings};
 use asif_kernels::ops::{add, layer_norm};
-use asif_kernels::{Device, Error};
+use asif_kernels::{Device, Error, Tensor};
 use common::{all_devices, assert_close, for_each_version, random, rng, tensor, to_f64, weighted};
 
 /// The kernel families of the sublayer, fused and unfused: both paths run the same version.
@@ -313,4 +313,69 @@ fn mismatched_shapes_are_typed_errors() {
             Err(Error::Shape { .. })
         ));
     }
+}
+
+#[test]
+fn bad_arguments_are_refused_one_by_one_on_the_kernel_devices() {
+    // Each refusal of the fused kernel path by its own message (cargo-mutants, issue 16: the
+    // beta clause's `||` and eps' `&&` were unseen, since the old test gave one bad shape and
+    // took any refusal). The CPU runs the unfused ops, which check for themselves.
+    let device = common::emulated();
+    let zeros = |shape: &[usize]| tensor(&device, shape, &vec![0.0; shape.iter().product()]);
+    let forward = |x: &Tensor, r: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32| {
+        let d = DropoutSettings {
+            p: 0.1,
+            seed: 0u64.into(),
+            mode: DropoutMode::Train,
+        };
+        residual_norm::residual_layer_norm_forward(x, r, gamma, beta, eps, d).map(|_| ())
+    };
+    let (x, g, flat, wrong) = (zeros(&[2, 3]), zeros(&[3]), zeros(&[2, 0]), zeros(&[2]));
+    let (transposed, empty) = (zeros(&[3, 2]), zeros(&[0]));
+    for (x, r, gamma, beta, message) in [
+        (
+            &flat,
+            &flat,
+            &empty,
+            &empty,
+            "x [2, 0], residual [2, 0], gamma [0], beta [0]",
+        ),
+        (
+            &x,
+            &transposed,
+            &g,
+            &g,
+            "x [2, 3], residual [3, 2], gamma [3], beta [3]",
+        ),
+        (
+            &x,
+            &x,
+            &wrong,
+            &g,
+            "x [2, 3], residual [2, 3], gamma [2], beta [3]",
+        ),
+        (
+            &x,
+            &x,
+            &g,
+            &wrong,
+            "x [2, 3], residual [2, 3], gamma [3], beta [2]",
+        ),
+    ] {
+        let error = forward(x, r, gamma, beta, 1e-12).expect_err(message);
+        assert_eq!(
+            error.to_string(),
+            format!("residual_layer_norm: bad shape: {message}: need equal [.., d] and [d]")
+        );
+    }
+    for eps in [-1.0, f32::INFINITY, f32::NAN] {
+        let error = forward(&x, &x, &g, &g, eps).expect_err("bad eps");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "residual_layer_norm: bad argument: eps must be finite and non-negative, got {eps}"
+            )
+        );
+    }
+    forward(&x, &x, &g, &g, 0.0).expect("eps 0 is allowed");
 }

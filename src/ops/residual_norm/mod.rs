@@ -19,7 +19,7 @@ use crate::ops::dropout::{
     dropout_backward_seeded, dropout_forward_seeded, keep_scale, DropoutMode, MaskSeed,
 };
 use crate::ops::layer_norm::{layer_norm_backward, layer_norm_forward, LayerNormSaved};
-use crate::ops::record_one;
+use crate::ops::{check_kernel_len, record_one};
 use crate::{Device, Error, Result, Tensor};
 
 const OP: &str = "residual_layer_norm";
@@ -96,12 +96,7 @@ pub fn residual_layer_norm_forward(
             ),
         ));
     }
-    if x.len() > i32::MAX as usize {
-        return Err(Error::shape(
-            OP,
-            format!("{} elements exceed the kernel's 32-bit indexing", x.len()),
-        ));
-    }
+    check_kernel_len(OP, x.len())?;
     if !(eps >= 0.0 && eps.is_finite()) {
         return Err(Error::argument(
             OP,
