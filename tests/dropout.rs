@@ -166,3 +166,30 @@ fn dropout_backward_matches_finite_differences() {
     };
     asif_kernels::autograd::gradcheck::check_gradient(f, &x, &analytic, options).expect("dx");
 }
+
+#[test]
+fn mask_seeds_are_equal_by_value_or_by_counter_stream_and_site() {
+    // cargo-mutants, issue 16: `MaskSeed`'s `==` was unseen (each arm, each clause). Values by
+    // value; step-counter seeds by the same counter (not an equal one), stream and site.
+    use asif_kernels::device::{StepCounter, StepSeed};
+    use dropout::MaskSeed;
+    let device = Device::cpu();
+    assert_eq!(MaskSeed::Value(7), MaskSeed::Value(7));
+    assert_ne!(MaskSeed::Value(7), MaskSeed::Value(8));
+    let counter = StepCounter::new(&device, 3).unwrap();
+    let other = StepCounter::new(&device, 3).unwrap();
+    let seed = |counter: &StepCounter, stream, site| {
+        MaskSeed::Stepped(StepSeed {
+            counter: counter.clone(),
+            stream,
+            site,
+        })
+    };
+    assert_eq!(seed(&counter, 1, 2), seed(&counter, 1, 2));
+    assert_ne!(seed(&counter, 1, 2), seed(&other, 1, 2));
+    assert_ne!(seed(&counter, 1, 2), seed(&counter, 9, 2));
+    assert_ne!(seed(&counter, 1, 2), seed(&counter, 1, 9));
+    let value = MaskSeed::Value(seed(&counter, 1, 2).value().unwrap());
+    assert_ne!(seed(&counter, 1, 2), value);
+    assert_ne!(value, seed(&counter, 1, 2));
+}
