@@ -624,3 +624,60 @@ fn fused_input_lookups_report_bad_input_as_typed_errors() {
     let error = forward(&attribute_table, &ids, &bad_tokens).unwrap_err();
     assert!(matches!(error, Error::Argument { .. }), "{error}");
 }
+
+#[test]
+fn fused_input_lookups_refuse_bad_shapes_one_by_one() {
+    // Each refusal by its own message (cargo-mutants, issue 16: `table_dims`' clauses and the
+    // tokens guard's were unseen, since the test above takes any shape error).
+    let device = Device::cpu();
+    let zeros = |shape: &[usize]| tensor(&device, shape, &vec![0.0; shape.iter().product()]);
+    let index = |shape: &[usize]| {
+        IndexTensor::from_vec(&device, shape, vec![0; shape.iter().product()]).unwrap()
+    };
+    let refused = |item: &asif_kernels::Tensor,
+                   attribute: &asif_kernels::Tensor,
+                   ids: &IndexTensor,
+                   tokens: &IndexTensor,
+                   message: &str| {
+        let error =
+            input_embedding::input_embedding_forward(item, attribute, ids, tokens, Pooling::Sum)
+                .expect_err(message);
+        assert_eq!(
+            error.to_string(),
+            format!("input_embedding: bad shape: {message}")
+        );
+    };
+    let (table, ids, tokens) = (zeros(&[4, 3]), index(&[2]), index(&[2, 2]));
+    for shape in [vec![0usize, 3], vec![3, 0], vec![3]] {
+        let bad = zeros(&shape);
+        refused(
+            &bad,
+            &table,
+            &ids,
+            &tokens,
+            &format!("the item table must be a non-empty [vocab, d], got {shape:?}"),
+        );
+        refused(
+            &table,
+            &bad,
+            &ids,
+            &tokens,
+            &format!("the attribute table must be a non-empty [vocab, d], got {shape:?}"),
+        );
+    }
+    for shape in [[2usize, 0], [1, 2]] {
+        refused(
+            &table,
+            &table,
+            &ids,
+            &index(&shape),
+            &format!("tokens {shape:?} must be the ids' shape [2] plus a non-empty token axis"),
+        );
+    }
+    // The smallest: [1, 1] tables, one token per position.
+    let one = zeros(&[1, 1]);
+    let (x, a) =
+        input_embedding::input_embedding_forward(&one, &one, &ids, &index(&[2, 1]), Pooling::Sum)
+            .unwrap();
+    assert_eq!((x.shape(), a.shape()), (&[2usize, 1][..], &[2usize, 1][..]));
+}

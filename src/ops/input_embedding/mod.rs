@@ -69,7 +69,8 @@ impl DeviceOp for Forward {
 /// `(vocab, d)` of a non-empty `[vocab, d]` table (`what` names it in the error).
 fn table_dims(what: &str, table: &Tensor) -> Result<(usize, usize)> {
     match table.shape() {
-        [vocab, dim] if *vocab > 0 && *dim > 0 && table.len() <= i32::MAX as usize => {
+        [vocab, dim] if *vocab > 0 && *dim > 0 => {
+            check_kernel_len(OP, table.len())?;
             Ok((*vocab, *dim))
         }
         other => Err(Error::shape(
