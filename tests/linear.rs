@@ -517,3 +517,25 @@ fn bias_gelu_bad_shapes_are_typed_errors() {
         Err(Error::DeviceMismatch { .. })
     ));
 }
+
+#[test]
+fn bias_gelu_refuses_an_empty_last_axis_and_rows_past_the_grid() {
+    // cargo-mutants, issue 16: `cols > 0` → `>=` and the grid bound's `>` → `==`, `>=` were
+    // unseen. d 0 is refused by its message; 4194240 rows (65535 chunks of 64) are allowed and
+    // one more is refused.
+    let device = Device::cpu();
+    let zeros = |shape: &[usize]| Tensor::zeros(&device, shape).unwrap();
+    let error = bias_gelu::bias_gelu_forward(&zeros(&[2, 0]), &zeros(&[0])).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "bias_gelu: bad shape: bias [0] must be [d] for y [2, 0] ending in d > 0 (last axis Some(0))"
+    );
+    let most = 64 * 65_535;
+    let h = bias_gelu::bias_gelu_forward(&zeros(&[most, 1]), &zeros(&[1])).unwrap();
+    assert_eq!(h.shape(), [most, 1]);
+    let error = bias_gelu::bias_gelu_forward(&zeros(&[most + 1, 1]), &zeros(&[1])).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "bias_gelu: bad shape: 4194241 rows exceed the bias gradient's grid (at most 4194240)"
+    );
+}
