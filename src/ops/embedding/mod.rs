@@ -133,7 +133,9 @@ impl DeviceOp for Backward {
     }
 }
 
-fn table_dims(op: &'static str, table: &Tensor) -> Result<(usize, usize)> {
+/// `(vocab, d)` of a non-empty `[vocab, d]` table that the kernels can index (`what` names
+/// it in the error: "table", or the fused lookups' "item table" and "attribute table").
+pub(crate) fn table_dims(op: &'static str, what: &str, table: &Tensor) -> Result<(usize, usize)> {
     match table.shape() {
         [vocab, dim] if *vocab > 0 && *dim > 0 => {
             check_kernel_len(op, table.len())?;
@@ -141,7 +143,7 @@ fn table_dims(op: &'static str, table: &Tensor) -> Result<(usize, usize)> {
         }
         other => Err(Error::shape(
             op,
-            format!("the table must be a non-empty [vocab, d], got {other:?}"),
+            format!("the {what} must be a non-empty [vocab, d], got {other:?}"),
         )),
     }
 }
@@ -154,7 +156,7 @@ fn with_last(shape: &[usize], last: usize) -> Vec<usize> {
 
 /// `out[..] = table[ids[..]]`.
 pub fn embedding_forward(table: &Tensor, ids: &IndexTensor) -> Result<Tensor> {
-    let (vocab, dim) = table_dims(OP, table)?;
+    let (vocab, dim) = table_dims(OP, "table", table)?;
     check_indices(OP, table.device(), ids, 0, vocab as i64)?;
     check_kernel_len(OP, ids.len() * dim)?;
     let problem = LookupProblem {
@@ -224,7 +226,7 @@ pub fn pooled_embedding_forward(
     tokens: &IndexTensor,
     pooling: Pooling,
 ) -> Result<Tensor> {
-    let (vocab, dim) = table_dims(POOLED, table)?;
+    let (vocab, dim) = table_dims(POOLED, "table", table)?;
     let max_tokens = max_tokens_of(tokens)?;
     check_indices(POOLED, table.device(), tokens, 0, vocab as i64)?;
     check_kernel_len(POOLED, (tokens.len() / max_tokens) * dim)?;

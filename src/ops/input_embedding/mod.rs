@@ -21,7 +21,7 @@ mod cuda;
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
-use crate::ops::embedding::{embedding_backward, pooled_embedding_backward, Pooling};
+use crate::ops::embedding::{embedding_backward, pooled_embedding_backward, table_dims, Pooling};
 use crate::ops::{check_indices, check_kernel_len, record, run, DeviceOp};
 use crate::{Error, IndexTensor, Result, Tensor};
 
@@ -66,20 +66,6 @@ impl DeviceOp for Forward {
     }
 }
 
-/// `(vocab, d)` of a non-empty `[vocab, d]` table (`what` names it in the error).
-fn table_dims(what: &str, table: &Tensor) -> Result<(usize, usize)> {
-    match table.shape() {
-        [vocab, dim] if *vocab > 0 && *dim > 0 => {
-            check_kernel_len(OP, table.len())?;
-            Ok((*vocab, *dim))
-        }
-        other => Err(Error::shape(
-            OP,
-            format!("the {what} table must be a non-empty [vocab, d], got {other:?}"),
-        )),
-    }
-}
-
 /// Checks the tables, the ids `[..]` and the tokens `[.., max_tokens]` (the ids' shape plus a
 /// token axis), their devices and their values (on the host devices).
 fn check(
@@ -90,8 +76,8 @@ fn check(
     pooling: Pooling,
 ) -> Result<Lookups> {
     item_table.same_device(OP, attribute_table)?;
-    let (item_vocab, dim) = table_dims("item", item_table)?;
-    let (attribute_vocab, attribute_dim) = table_dims("attribute", attribute_table)?;
+    let (item_vocab, dim) = table_dims(OP, "item table", item_table)?;
+    let (attribute_vocab, attribute_dim) = table_dims(OP, "attribute table", attribute_table)?;
     if attribute_dim != dim {
         return Err(Error::shape(
             OP,
