@@ -681,3 +681,25 @@ fn fused_input_lookups_refuse_bad_shapes_one_by_one() {
             .unwrap();
     assert_eq!((x.shape(), a.shape()), (&[2usize, 1][..], &[2usize, 1][..]));
 }
+
+#[test]
+fn fused_input_lookups_refuse_outputs_past_the_32_bit_indexing_on_the_kernel_devices() {
+    // 2048 positions of a 2^20-wide row: 2^31 outputs each, one past the kernel's 32-bit
+    // indexing, from two 4 MiB tables (refused before the outputs are made). On the kernel
+    // devices, where the check and the launch read the same `Sizes::outputs`: a wrong product
+    // there (cargo-mutants, issue 16: `*` → `+`, `/`) lets the check pass and the launch make
+    // outputs of the wrong length, which fails at once instead of filling 16 GiB on the CPU.
+    for device in common::kernel_devices() {
+        let wide = tensor(&device, &[1, 1 << 20], &vec![0.0; 1 << 20]);
+        let ids = IndexTensor::from_vec(&device, &[2048], vec![0; 2048]).unwrap();
+        let tokens = IndexTensor::from_vec(&device, &[2048, 1], vec![0; 2048]).unwrap();
+        let error =
+            input_embedding::input_embedding_forward(&wide, &wide, &ids, &tokens, Pooling::Sum)
+                .expect_err("2^31 outputs");
+        assert_eq!(
+            error.to_string(),
+            "input_embedding: bad shape: 2147483648 elements exceed the kernel's 32-bit indexing",
+            "{device:?}"
+        );
+    }
+}

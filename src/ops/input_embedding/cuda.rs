@@ -16,6 +16,14 @@ pub(super) struct Sizes {
     pub mean: bool,
 }
 
+impl Sizes {
+    /// The length of each output, `positions · d`: the launch's grid and the 32-bit check both
+    /// read it here.
+    pub fn outputs(&self) -> usize {
+        self.positions * self.dim
+    }
+}
+
 /// `(x, a)` in one launch.
 pub(super) fn forward(
     device: &Device,
@@ -25,7 +33,7 @@ pub(super) fn forward(
     tokens: &Buffer<i32>,
     s: &Sizes,
 ) -> Result<(Buffer<f32>, Buffer<f32>)> {
-    let len = s.positions * s.dim;
+    let len = s.outputs();
     // `input_embedding_forward` writes every element of both (0 for a pad or an id outside).
     let mut x = device.uninitialized::<f32>(len)?;
     let mut a = device.uninitialized::<f32>(len)?;

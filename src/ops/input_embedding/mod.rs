@@ -102,17 +102,18 @@ fn check(
     let device = item_table.device();
     check_indices(OP, device, ids, 0, item_vocab as i64)?;
     check_indices(OP, device, tokens, 0, attribute_vocab as i64)?;
-    check_kernel_len(OP, ids.len() * dim)?;
+    let sizes = cuda::Sizes {
+        positions: ids.len(),
+        dim,
+        item_vocab,
+        max_tokens,
+        attribute_vocab,
+        mean: pooling == Pooling::Mean,
+    };
+    check_kernel_len(OP, sizes.outputs())?;
     Ok(Lookups {
         ids_shape: ids.shape().to_vec(),
-        sizes: cuda::Sizes {
-            positions: ids.len(),
-            dim,
-            item_vocab,
-            max_tokens,
-            attribute_vocab,
-            mean: pooling == Pooling::Mean,
-        },
+        sizes,
     })
 }
 
