@@ -114,3 +114,57 @@ fn lengths_outside_one_to_n_are_typed_errors_on_host_devices() {
         ));
     }
 }
+
+#[test]
+fn bad_shapes_are_refused_one_by_one() {
+    // Each refusal by its own message (cargo-mutants, issue 16: the shape guard's clauses and
+    // the 32-bit bound were unseen, since the test above takes any shape error).
+    let device = Device::cpu();
+    let zeros = |shape: &[usize]| tensor(&device, shape, &vec![0.0; shape.iter().product()]);
+    let ones = |b: usize| IndexTensor::from_vec(&device, &[b], vec![1; b]).unwrap();
+    for shape in [vec![2usize, 0, 3], vec![2, 3, 0], vec![2, 3]] {
+        let error =
+            gather::gather_forward(&zeros(&shape), &GatherIndex::Last(ones(2))).expect_err("bad h");
+        assert_eq!(
+            error.to_string(),
+            format!("gather: bad shape: h must be [B, n, d] with n, d > 0, got {shape:?}")
+        );
+    }
+    // The backward's n makes h's shape: n = 0 is refused there too.
+    let error = gather::gather_backward(&GatherIndex::Last(ones(2)), &zeros(&[2, 3]), 0)
+        .expect_err("n = 0");
+    assert_eq!(
+        error.to_string(),
+        "gather: bad shape: h must be [B, n, d] with n, d > 0, got [2, 0, 3]"
+    );
+    // The smallest: n = d = 1, and no sequences at all.
+    let out = gather::gather_forward(
+        &tensor(&device, &[2, 1, 1], &[1.5, 2.5]),
+        &GatherIndex::Last(ones(2)),
+    );
+    assert_eq!(out.unwrap().to_vec().unwrap(), [1.5, 2.5]);
+    let none = IndexTensor::from_vec(&device, &[0], vec![]).unwrap();
+    let out = gather::gather_forward(&zeros(&[0, 3, 2]), &GatherIndex::Last(none)).unwrap();
+    assert_eq!(out.shape(), [0, 2]);
+}
+
+#[test]
+fn a_hidden_state_past_the_32_bit_indexing_is_refused_on_the_kernel_devices() {
+    // dh of 2048 sequences of n = 1024 rows of d = 1024: 2^31 elements, one past the kernels'
+    // 32-bit indexing, asked of the backward by an 8 MiB dout (refused before dh is made). On
+    // the kernel devices, where the check and the backward's allocation read the same
+    // `GatherProblem::hidden_len`: a wrong product there (cargo-mutants: `*` → `+`, `/`) lets
+    // the check pass and the launch make a dh of the wrong length, which fails at once instead
+    // of filling 8 GiB on the CPU.
+    for device in common::kernel_devices() {
+        let lengths = IndexTensor::from_vec(&device, &[2048], vec![1; 2048]).unwrap();
+        let dout = tensor(&device, &[2048, 1024], &vec![0.0; 1 << 21]);
+        let error = gather::gather_backward(&GatherIndex::Last(lengths), &dout, 1024)
+            .expect_err("2^31 elements");
+        assert_eq!(
+            error.to_string(),
+            "gather: bad shape: 2147483648 elements exceed the kernel's 32-bit indexing",
+            "{device:?}"
+        );
+    }
+}

@@ -35,17 +35,19 @@ pub(super) fn forward(
     Ok(out)
 }
 
+/// `hidden_len` is dh's length B·n·d (`GatherProblem::hidden_len`).
 pub(super) fn backward(
     device: &Device,
     index: &Buffer<i32>,
     dout: &Buffer<f32>,
+    hidden_len: usize,
     n: usize,
     dim: usize,
     offset: i32,
 ) -> Result<Buffer<f32>> {
     let batch = index.len();
     // Zeros: `gather_rows_backward` scatters into one row per sequence; the others stay zero.
-    let mut dh = device.zeros::<f32>(batch * n * dim)?;
+    let mut dh = device.zeros::<f32>(hidden_len)?;
     if batch * dim > 0 {
         device.launch(
             BACKWARD,

@@ -15,7 +15,7 @@ pub use cpu::{backward as backward_reference, forward as forward_reference};
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
-use crate::ops::{check_indices, record_one, run_one, DeviceOp};
+use crate::ops::{check_indices, check_kernel_len, record_one, run_one, DeviceOp};
 use crate::{Error, IndexTensor, Result, Tensor};
 
 const OP: &str = "gather";
@@ -38,7 +38,8 @@ impl GatherIndex {
     }
 }
 
-fn dims(h_shape: &[usize], index: &GatherIndex, device: &Device) -> Result<(usize, usize, usize)> {
+/// Checks `h`'s shape `[B, n, d]` against the index and its values; the problem to run.
+fn problem(h_shape: &[usize], index: &GatherIndex, device: &Device) -> Result<GatherProblem> {
     let (tensor, offset) = index.tensor_and_offset();
     let (batch, n, dim) = match h_shape {
         [batch, n, dim] if *n > 0 && *dim > 0 => (*batch, *n, *dim),
@@ -55,18 +56,16 @@ fn dims(h_shape: &[usize], index: &GatherIndex, device: &Device) -> Result<(usiz
             format!("the index must be [{batch}], got {:?}", tensor.shape()),
         ));
     }
-    if batch * n * dim > i32::MAX as usize {
-        return Err(Error::shape(
-            OP,
-            format!(
-                "{} elements exceed the kernel's 32-bit indexing",
-                batch * n * dim
-            ),
-        ));
-    }
+    let problem = GatherProblem {
+        batch,
+        n,
+        dim,
+        offset,
+    };
+    check_kernel_len(OP, problem.hidden_len())?;
     let lower = -offset as i64;
     check_indices(OP, device, tensor, lower, lower + n as i64)?;
-    Ok((batch, n, dim))
+    Ok(problem)
 }
 
 /// The problem descriptor: `batch` sequences of `n` rows of `dim`, and the offset added to each
@@ -77,6 +76,14 @@ struct GatherProblem {
     n: usize,
     dim: usize,
     offset: i32,
+}
+
+impl GatherProblem {
+    /// B·n·d, the length of h and dh: the 32-bit check and the backward's allocation both read
+    /// it here.
+    fn hidden_len(&self) -> usize {
+        self.batch * self.n * self.dim
+    }
 }
 
 /// The forward under the op contract: inputs h; the index. Output `[B, d]`.
@@ -143,23 +150,21 @@ impl DeviceOp for Backward {
         index: &[&Buffer<i32>],
     ) -> Result<Vec<Buffer<f32>>> {
         Ok(vec![cuda::backward(
-            device, index[0], dout[0], p.n, p.dim, p.offset,
+            device,
+            index[0],
+            dout[0],
+            p.hidden_len(),
+            p.n,
+            p.dim,
+            p.offset,
         )?])
     }
 }
 
 /// `out[b] = h[b, position_b]`.
 pub fn gather_forward(h: &Tensor, index: &GatherIndex) -> Result<Tensor> {
-    let device = h.device();
-    let (batch, n, dim) = dims(h.shape(), index, device)?;
-    let (tensor, offset) = index.tensor_and_offset();
-    let problem = GatherProblem {
-        batch,
-        n,
-        dim,
-        offset,
-    };
-    run_one(&Forward, &problem, &[h], &[tensor])
+    let problem = problem(h.shape(), index, h.device())?;
+    run_one(&Forward, &problem, &[h], &[index.tensor_and_offset().0])
 }
 
 /// `dh` `[B, n, d]` for the upstream `dout` `[B, d]`.
@@ -174,15 +179,8 @@ pub fn gather_backward(index: &GatherIndex, dout: &Tensor, n: usize) -> Result<T
             ))
         }
     };
-    dims(&[batch, n, dim], index, device)?;
-    let (tensor, offset) = index.tensor_and_offset();
-    let problem = GatherProblem {
-        batch,
-        n,
-        dim,
-        offset,
-    };
-    run_one(&Backward, &problem, &[dout], &[tensor])
+    let problem = problem(&[batch, n, dim], index, device)?;
+    run_one(&Backward, &problem, &[dout], &[index.tensor_and_offset().0])
 }
 
 /// Tape face: the gathered rows, with the scatter backward.
