@@ -63,7 +63,9 @@ fn gradient_matches_finite_differences() {
 fn matches_reference_on_every_device() {
     let mut rng = rng(501);
     for device in all_devices() {
-        for &(rows, items) in &[(1usize, 1usize), (3, 33), (7, 257), (5, 2001)] {
+        // (17, 4001): 68017 logits, three of the CPU's parallel blocks of 2^15 (each block
+        // of G is copied into place by its own offset).
+        for &(rows, items) in &[(1usize, 1usize), (3, 33), (7, 257), (5, 2001), (17, 4001)] {
             let logits = random(&mut rng, rows * items, 0.0, 4.0);
             let t = targets(&mut rng, rows, items);
             let (loss_ref, grad_ref) = cross_entropy::forward_reference(&logits, &t, items);
@@ -226,5 +228,88 @@ fn bad_targets_are_typed_errors_on_host_devices() {
             cross_entropy::softmax_cross_entropy_forward(&logits, &short),
             Err(Error::Shape { .. })
         ));
+    }
+}
+
+#[test]
+fn bad_arguments_are_refused_one_by_one() {
+    // Each refusal by its own message (cargo-mutants, issue 16: the targets guard's clauses, the
+    // grid and 32-bit bounds, the upstream scalar's check and the over-items shape guard were
+    // unseen, since the test above takes any shape error).
+    for device in [Device::cpu(), common::emulated()] {
+        let zeros = |shape: &[usize]| tensor(&device, shape, &vec![0.0; shape.iter().product()]);
+        let index = |n: usize| IndexTensor::from_vec(&device, &[n], vec![0; n]).unwrap();
+        let refused = |result: asif_kernels::Result<(Tensor, cross_entropy::CrossEntropySaved)>,
+                       message: &str| {
+            let error = result.map(|_| ()).expect_err(message);
+            assert_eq!(
+                error.to_string(),
+                format!("cross_entropy: bad shape: {message}"),
+                "{device:?}"
+            );
+        };
+        // No rows, or no items, each with targets of the right shape.
+        refused(
+            cross_entropy::softmax_cross_entropy_forward(&zeros(&[0, 3]), &index(0)),
+            "targets must be [B] for 0 rows of 3 items (both > 0), got [0]",
+        );
+        refused(
+            cross_entropy::softmax_cross_entropy_forward(&zeros(&[2, 0]), &index(2)),
+            "targets must be [B] for 2 rows of 0 items (both > 0), got [2]",
+        );
+        // The grid's bound: 65535 rows run (on the CPU: the emulator takes 45 s over 65535
+        // blocks, and the check is the same code), one more is refused.
+        if matches!(device, Device::Cpu) {
+            let (loss, _) =
+                cross_entropy::softmax_cross_entropy_forward(&zeros(&[65_535, 1]), &index(65_535))
+                    .unwrap();
+            assert_eq!(loss.to_vec().unwrap(), [0.0]);
+        }
+        refused(
+            cross_entropy::softmax_cross_entropy_forward(&zeros(&[65_536, 1]), &index(65_536)),
+            "65536 rows exceed the kernel's grid (B ≤ 65535)",
+        );
+        // 65535 × 32769 logits of u E_Xᵀ: past the 32-bit indexing, from a 256 KiB u and a
+        // 128 KiB E_X (refused before the logits are made; a wrong product in `Logits::len`
+        // makes them the wrong length, which the GEMM refuses).
+        refused(
+            cross_entropy::cross_entropy_over_items_forward(
+                &zeros(&[65_535, 1]),
+                &zeros(&[32_769, 1]),
+                &index(65_535),
+            ),
+            "2147516415 elements exceed the kernel's 32-bit indexing",
+        );
+        // u and E_X of different widths, and of width 0.
+        for (u, table) in [([2usize, 3usize], [4usize, 2usize]), ([2, 0], [4, 0])] {
+            refused(
+                cross_entropy::cross_entropy_over_items_forward(
+                    &zeros(&u),
+                    &zeros(&table),
+                    &index(2),
+                ),
+                &format!("u must be [B, d] and the table [|V|, d]; got {u:?} and {table:?}"),
+            );
+        }
+        // The upstream gradient: one value on the logits' device.
+        let (_, saved) =
+            cross_entropy::softmax_cross_entropy_forward(&zeros(&[2, 3]), &index(2)).unwrap();
+        let other = if matches!(device, Device::Cpu) {
+            common::emulated()
+        } else {
+            Device::cpu()
+        };
+        for (dloss, shape) in [(zeros(&[2]), "[2]"), (tensor(&other, &[], &[1.0]), "[]")] {
+            let error = cross_entropy::softmax_cross_entropy_backward(&saved, &dloss)
+                .expect_err("a bad upstream gradient");
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "cross_entropy: bad shape: the upstream gradient must be one value on {}, got {shape} on {}",
+                    device.name(),
+                    dloss.device().name()
+                )
+            );
+        }
     }
 }

@@ -22,7 +22,7 @@ pub use cpu::forward as forward_reference;
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
 use crate::gemm::{gemm, gemm_output, Gemm};
-use crate::ops::{check_indices, record_one, run_in_place, DeviceInPlaceOp};
+use crate::ops::{check_indices, check_kernel_len, record_one, run_in_place, DeviceInPlaceOp};
 use crate::{Error, IndexTensor, Result, Tensor};
 
 const OP: &str = "cross_entropy";
@@ -33,7 +33,14 @@ pub struct CrossEntropySaved {
     pub gradient: Tensor,
 }
 
-fn check_targets(device: &Device, targets: &IndexTensor, rows: usize, items: usize) -> Result<()> {
+/// Checks the targets `[B]` against `rows × items` logits (both > 0) and the kernel's bounds;
+/// the problem of the fused pass.
+fn check_targets(
+    device: &Device,
+    targets: &IndexTensor,
+    rows: usize,
+    items: usize,
+) -> Result<Logits> {
     if targets.shape() != [rows] || rows == 0 || items == 0 {
         return Err(Error::shape(
             OP,
@@ -43,15 +50,16 @@ fn check_targets(device: &Device, targets: &IndexTensor, rows: usize, items: usi
             ),
         ));
     }
-    if rows * items > i32::MAX as usize || rows > 65_535 {
+    if rows > 65_535 {
         return Err(Error::shape(
             OP,
-            format!(
-                "{rows} × {items} logits exceed the kernel's indexing (B ≤ 65535, B·|V| < 2^31)"
-            ),
+            format!("{rows} rows exceed the kernel's grid (B ≤ 65535)"),
         ));
     }
-    check_indices(OP, device, targets, 0, items as i64)
+    let logits = Logits { rows, items };
+    check_kernel_len(OP, logits.len())?;
+    check_indices(OP, device, targets, 0, items as i64)?;
+    Ok(logits)
 }
 
 /// The problem of the fused pass: the logits as `rows × items`.
@@ -59,6 +67,14 @@ fn check_targets(device: &Device, targets: &IndexTensor, rows: usize, items: usi
 struct Logits {
     rows: usize,
     items: usize,
+}
+
+impl Logits {
+    /// B·|V|: the 32-bit check and the allocation of the logits made from u E_Xᵀ both read it
+    /// here.
+    fn len(&self) -> usize {
+        self.rows * self.items
+    }
 }
 
 /// The fused loss-and-gradient pass under the op contract's in-place face: it overwrites the
@@ -106,12 +122,11 @@ fn loss_from_logits(
     device: &Device,
     mut logits: Buffer<f32>,
     targets: &IndexTensor,
-    rows: usize,
-    items: usize,
+    problem: Logits,
 ) -> Result<(Tensor, CrossEntropySaved)> {
     let loss = run_in_place(
         &LossAndGradient,
-        &Logits { rows, items },
+        &problem,
         device,
         &mut [&mut logits],
         &[],
@@ -121,7 +136,7 @@ fn loss_from_logits(
     Ok((
         Tensor::from_buffer(device, &[], loss),
         CrossEntropySaved {
-            gradient: Tensor::from_buffer(device, &[rows, items], logits),
+            gradient: Tensor::from_buffer(device, &[problem.rows, problem.items], logits),
         },
     ))
 }
@@ -142,14 +157,8 @@ pub fn softmax_cross_entropy_forward(
         }
     };
     let device = logits.device();
-    check_targets(device, targets, rows, items)?;
-    loss_from_logits(
-        device,
-        device.duplicate(logits.buffer())?,
-        targets,
-        rows,
-        items,
-    )
+    let problem = check_targets(device, targets, rows, items)?;
+    loss_from_logits(device, device.duplicate(logits.buffer())?, targets, problem)
 }
 
 fn check_scalar(device: &Device, dloss: &Tensor) -> Result<()> {
@@ -250,7 +259,7 @@ pub fn cross_entropy_over_items_forward(
         }
     };
     let device = u.device();
-    check_targets(device, targets, rows, items)?;
+    let problem = check_targets(device, targets, rows, items)?;
     let product = Gemm {
         transpose_a: false,
         transpose_b: true,
@@ -260,9 +269,11 @@ pub fn cross_entropy_over_items_forward(
         alpha: 1.0,
         beta: 0.0,
     };
-    let mut logits = gemm_output(device, product)?;
+    // The fresh C of a β = 0 product (`gemm_output` makes the same for k = d > 0), of the length
+    // the 32-bit check read: `gemm` refuses any other.
+    let mut logits = device.uninitialized::<f32>(problem.len())?;
     gemm(device, product, u.buffer(), table.buffer(), &mut logits)?;
-    loss_from_logits(device, logits, targets, rows, items)
+    loss_from_logits(device, logits, targets, problem)
 }
 
 /// `(du, dE_X) = (g · G E_X, g · Gᵀ u)` for the upstream scalar `dloss` = g.
