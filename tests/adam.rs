@@ -168,3 +168,110 @@ fn mismatches_and_bad_settings_are_typed_errors() {
         Err(Error::DeviceMismatch { .. })
     ));
 }
+
+#[test]
+fn the_state_a_checkpoint_keeps_is_read_and_restored() {
+    // cargo-mutants, issue 16: `config`, `step_counter` and `moments` were read by no test of
+    // this binary (the checkpoint's resume reads them), and `restore`'s two length clauses were
+    // tried together. The hand sequence above: after gradients 1, −2, 0.5 the moments are
+    // m = −0.049 and v = 0.005244001.
+    let config = AdamConfig {
+        lr: 0.1,
+        ..AdamConfig::default()
+    };
+    for device in all_devices() {
+        let one = |v: f32| Tensor::from_vec(&device, &[1], vec![v]).unwrap();
+        let mut params = vec![one(1.0)];
+        let mut adam = Adam::new(config, &params).unwrap();
+        assert_eq!(*adam.config(), config);
+        assert!(adam.step_counter().is_none());
+        let counter = adam.use_step_counter().unwrap();
+        assert!(adam.step_counter().unwrap().same_counter(&counter));
+        for g in [1.0, -2.0, 0.5] {
+            adam.step(&mut params, &[one(g)]).unwrap();
+        }
+        let (first, second) = adam.moments().unwrap();
+        assert_eq!((first.len(), second.len()), (1, 1), "{}", device.name());
+        // Within 1e-4 relative: β₂ = 0.999 and 1 − β₂ are rounded to f32 (v comes out 1.3e-5 low).
+        assert!(
+            (first[0] as f64 / -0.049 - 1.0).abs() < 1e-4,
+            "m = {}",
+            first[0]
+        );
+        assert!(
+            (second[0] as f64 / 0.005244001 - 1.0).abs() < 1e-4,
+            "v = {}",
+            second[0]
+        );
+        assert_eq!(counter.get().unwrap(), 3);
+        // A fresh state restored from these takes the next step to the same bits.
+        let mut resumed_params = vec![params[0].clone()];
+        let mut resumed = Adam::new(config, &resumed_params).unwrap();
+        let resumed_counter = resumed.use_step_counter().unwrap();
+        resumed.restore(3, &first, &second).unwrap();
+        assert_eq!(resumed.steps(), 3);
+        assert_eq!(resumed_counter.get().unwrap(), 3);
+        assert_eq!(resumed.moments().unwrap(), (first.clone(), second.clone()));
+        adam.step(&mut params, &[one(0.25)]).unwrap();
+        resumed.step(&mut resumed_params, &[one(0.25)]).unwrap();
+        assert_eq!(
+            params[0].to_vec().unwrap(),
+            resumed_params[0].to_vec().unwrap()
+        );
+        // Each moment's length on its own.
+        for (m, v, message) in [
+            (
+                &[][..],
+                &second[..],
+                "moments of 0 and 1 values for a state of 1",
+            ),
+            (
+                &first[..],
+                &[][..],
+                "moments of 1 and 0 values for a state of 1",
+            ),
+        ] {
+            let error = resumed.restore(3, m, v).expect_err(message);
+            assert_eq!(error.to_string(), format!("adam: bad shape: {message}"));
+        }
+    }
+}
+
+#[test]
+fn a_step_refuses_each_mismatch_on_its_own() {
+    // cargo-mutants, issue 16: the per-parameter shape check's `||` → `&&` was unseen (the test
+    // above gives a wrong gradient, which the copy into the flat buffer refuses too, with
+    // another message); the counts and each shape are tried on their own here.
+    let device = Device::cpu();
+    let mut params = vec![Tensor::zeros(&device, &[3]).unwrap()];
+    let grads = vec![Tensor::zeros(&device, &[3]).unwrap()];
+    let mut adam = Adam::new(AdamConfig::default(), &params).unwrap();
+    let error = adam
+        .step(&mut params, &[grads[0].clone(), grads[0].clone()])
+        .expect_err("two gradients");
+    assert_eq!(
+        error.to_string(),
+        "adam: bad shape: 1 parameters and 2 gradients for a state of 1"
+    );
+    let mut two = vec![params[0].clone(), params[0].clone()];
+    let error = adam.step(&mut two, &grads).expect_err("two parameters");
+    assert_eq!(
+        error.to_string(),
+        "adam: bad shape: 2 parameters and 1 gradients for a state of 1"
+    );
+    let error = adam
+        .step(&mut [Tensor::zeros(&device, &[4]).unwrap()], &grads)
+        .expect_err("a wrong parameter");
+    assert_eq!(
+        error.to_string(),
+        "adam: bad shape: parameter 0: [4] with gradient [3], expected [3]"
+    );
+    let error = adam
+        .step(&mut params, &[Tensor::zeros(&device, &[4]).unwrap()])
+        .expect_err("a wrong gradient");
+    assert_eq!(
+        error.to_string(),
+        "adam: bad shape: parameter 0: [3] with gradient [4], expected [3]"
+    );
+    assert_eq!(adam.steps(), 0);
+}
