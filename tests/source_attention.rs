@@ -239,3 +239,63 @@ fn bad_shapes_are_typed_errors() {
         Err(Error::Shape { .. })
     ));
 }
+
+#[test]
+fn stacked_shapes_are_refused_one_by_one() {
+    // Each refusal of a stacked tensor by its own message (cargo-mutants, issue 16: the axis
+    // count's `<` and the K and d clauses' `||` were unseen, since the test above takes any
+    // refusal and never unstacks a bad shape).
+    let device = Device::cpu();
+    let zeros = |shape: &[usize]| Tensor::zeros(&device, shape).unwrap();
+    for shape in [vec![], vec![3]] {
+        let error = gate::unstack_source(&zeros(&shape), 0).expect_err("too few axes");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "source_attention: bad shape: stacked sources must be [.., K, d], got {shape:?}"
+            )
+        );
+    }
+    for shape in [vec![2, 0, 3], vec![2, MAX_SOURCES + 1, 1], vec![2, 2, 0]] {
+        let error = gate::unstack_source(&zeros(&shape), 0).expect_err("bad K or d");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "source_attention: bad shape: stacked sources {shape:?}: need 1 ≤ K ≤ {MAX_SOURCES} and d ≥ 1"
+            )
+        );
+    }
+    // The smallest allowed: [K, d] with no leading axes, one source of width 1, and K = 32.
+    let stacked = tensor(&device, &[2, 1], &[1.5, 2.5]);
+    assert_eq!(
+        gate::unstack_source(&stacked, 1).unwrap().to_vec().unwrap(),
+        [2.5]
+    );
+    let wide = zeros(&[1, MAX_SOURCES, 1]);
+    assert_eq!(
+        gate::unstack_source(&wide, MAX_SOURCES - 1)
+            .unwrap()
+            .shape(),
+        [1, 1]
+    );
+}
+
+#[test]
+fn stacking_past_the_32_bit_indexing_is_refused_on_the_kernel_devices() {
+    // 32 sources of 2^21 rows of 32: 2^31 stacked elements, one past the kernels' 32-bit
+    // indexing, from one 256 MiB tensor given 32 times (refused before the stack is made). On the
+    // kernel devices, where the check and the stack's allocation read the same
+    // `SourceProblem::stacked_len`: a wrong product there (cargo-mutants: `*` → `+`, `/`) lets
+    // the check pass and the launch write past a short stack, which fails at once instead of
+    // filling 8 GiB on the CPU.
+    for device in common::kernel_devices() {
+        let source = Tensor::zeros(&device, &[1 << 21, 32]).unwrap();
+        let error =
+            gate::stack_sources_forward(&vec![&source; MAX_SOURCES]).expect_err("2^31 elements");
+        assert_eq!(
+            error.to_string(),
+            "source_attention: bad shape: 2147483648 elements exceed the kernel's 32-bit indexing",
+            "{device:?}"
+        );
+    }
+}

@@ -16,15 +16,17 @@ fn warp_per_row(rows: usize) -> LaunchConfig {
 }
 
 /// `[R, K, d]` from K sources of `R × d`.
+/// `stacked_len` is the output's length R·K·d (`SourceProblem::stacked_len`).
 pub(super) fn stack(
     device: &Device,
     sources: &[&Buffer<f32>],
+    stacked_len: usize,
     rows: usize,
     d: usize,
 ) -> Result<Buffer<f32>> {
     let k_sources = sources.len();
     // One `source_attention_stack` launch per slot; together they write every element.
-    let mut stacked = device.uninitialized::<f32>(rows * k_sources * d)?;
+    let mut stacked = device.uninitialized::<f32>(stacked_len)?;
     if rows * d == 0 {
         return Ok(stacked);
     }

@@ -45,6 +45,14 @@ struct SourceProblem {
     output_shapes: Vec<Vec<usize>>,
 }
 
+impl SourceProblem {
+    /// R·K·d, the stacked tensor's length: the 32-bit check of stacking and its allocation on
+    /// the kernel devices both read it here.
+    fn stacked_len(&self) -> usize {
+        self.rows * self.k_sources * self.d
+    }
+}
+
 /// The four passes under the op contract: stacking (inputs: the K sources), unstacking (input:
 /// the stacked tensor), the pooling forward (sources, energies → out, α) and backward (sources,
 /// α, dout → dsources, denergies).
@@ -86,7 +94,7 @@ impl DeviceOp for Pass {
     ) -> Result<Vec<Buffer<f32>>> {
         let (rows, k, d) = (p.rows, p.k_sources, p.d);
         Ok(match self {
-            Pass::Stack => vec![cuda::stack(device, v, rows, d)?],
+            Pass::Stack => vec![cuda::stack(device, v, p.stacked_len(), rows, d)?],
             Pass::Unstack => vec![cuda::unstack(device, v[0], rows, k, p.slot, d)?],
             Pass::Forward => {
                 let (out, weights) = cuda::forward(device, v[0], v[1], rows, k, d)?;
@@ -98,10 +106,6 @@ impl DeviceOp for Pass {
             }
         })
     }
-}
-
-fn check_len(len: usize) -> Result<()> {
-    check_kernel_len(OP, len).map(|_| ())
 }
 
 /// Stacks K tensors of one shape `[.., d]` into `[.., K, d]` (source k at index k of the new
@@ -132,7 +136,6 @@ pub fn stack_sources_forward(sources: &[&Tensor]) -> Result<Tensor> {
             ));
         }
     }
-    check_len(first.len() * sources.len())?;
     let rows = first.len().checked_div(d).unwrap_or(0);
     let mut out_shape = shape.to_vec();
     out_shape.insert(shape.len() - 1, sources.len());
@@ -143,6 +146,7 @@ pub fn stack_sources_forward(sources: &[&Tensor]) -> Result<Tensor> {
         slot: 0,
         output_shapes: vec![out_shape],
     };
+    check_kernel_len(OP, problem.stacked_len())?;
     run_one(&Pass::Stack, &problem, sources, &[])
 }
 
@@ -162,7 +166,7 @@ fn stacked_dims(stacked: &Tensor) -> Result<(usize, usize, usize)> {
             format!("stacked sources {shape:?}: need 1 ≤ K ≤ {MAX_SOURCES} and d ≥ 1"),
         ));
     }
-    check_len(stacked.len())?;
+    check_kernel_len(OP, stacked.len())?;
     Ok((stacked.len() / (k_sources * d), k_sources, d))
 }
 
