@@ -16,14 +16,6 @@ pub(super) struct Sizes {
     pub mean: bool,
 }
 
-impl Sizes {
-    /// The length of each output, `positions · d`: the launch's grid and the 32-bit check both
-    /// read it here.
-    pub fn outputs(&self) -> usize {
-        self.positions * self.dim
-    }
-}
-
 /// `(x, a)` in one launch.
 pub(super) fn forward(
     device: &Device,

@@ -36,6 +36,14 @@ struct Lookups {
     sizes: cuda::Sizes,
 }
 
+impl cuda::Sizes {
+    /// The length of each output, `positions · d`: the launch's grid and the 32-bit check both
+    /// read it here (in this file, where the ops' cargo-mutants pass reaches it).
+    fn outputs(&self) -> usize {
+        self.positions * self.dim
+    }
+}
+
 /// The forward under the op contract: inputs E_X, E_A; ids, tokens. Outputs x, a `[.., d]`.
 struct Forward;
 
