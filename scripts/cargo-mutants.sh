@@ -26,6 +26,10 @@
 #                                                every binary that names an op (the emulated
 #                                                tier on: the mod.rs files hold the
 #                                                kernel-device dispatch)
+#   ops/mod  src/ops/mod.rs                      op_oracle, devices, tape, launch_counts, kernels:
+#                                                the shared dispatch (run, record, the checks)
+#                                                that every op goes through, a first pass whose
+#                                                survivors go to `ops --again`
 #   ops/OP   src/ops/OP/mod.rs                   op_oracle, devices, tape, launch_counts and the
 #                                                binaries that name OP (`ops::OP`, or OP in a
 #                                                `use ...::ops::{...}` list): a first pass over
@@ -92,6 +96,11 @@ case "$area" in
         for op in src/ops/*/; do
             tests+=($(tests_using "$(basename "$op")"))
         done ;;
+    ops/mod)
+        # The shared dispatch alone, with the binaries that run every op through it (all of
+        # `ops` would relink and run some 35 binaries for each mutant).
+        files=(src/ops/mod.rs)
+        tests=(op_oracle devices tape launch_counts kernels) ;;
     ops/*)
         # One op's mod.rs with its own binary and the cross-op ones only: a quicker first pass
         # (fewer binaries to relink and run); its survivors go to `ops --again`, the whole set.
@@ -99,7 +108,7 @@ case "$area" in
         [ -f "src/ops/$name/mod.rs" ] || { echo "no src/ops/$name/mod.rs" >&2; exit 2; }
         files=("src/ops/$name/mod.rs")
         tests=(op_oracle devices tape launch_counts $(tests_using "$name")) ;;
-    *) echo "usage: $0 metrics|data|model|ops|ops/OP [--shard K/N] [--list]" >&2; exit 2 ;;
+    *) echo "usage: $0 metrics|data|model|ops|ops/mod|ops/OP [--shard K/N] [--list]" >&2; exit 2 ;;
 esac
 # Each binary once (several ops name the same ones).
 mapfile -t tests < <(printf '%s\n' "${tests[@]}" | awk '!seen[$0]++')
