@@ -972,3 +972,37 @@ fn tf32_and_bf16_are_not_implemented_by_kernel_v1() {
         }
     }
 }
+
+#[test]
+fn the_shared_memory_bound_and_the_tolerance_range_are_tried_at_their_edges() {
+    // cargo-mutants, issue 16: the shared-memory bound's `>` → `==` and the tolerance check's
+    // `&&` → `||` were unseen (no test reached the bound, and NaN fails either clause).
+    let device = Device::cpu();
+    let t = |shape: &[usize]| Tensor::zeros(&device, shape).unwrap();
+    let lengths = IndexTensor::from_vec(&device, &[1], vec![2]).unwrap();
+    let options = HieOptions::default();
+    // r = 32 columns of stride d | 1: 32 · 287 · 4 = 36736 bytes fit the 36 KiB, d = 289 needs
+    // 36992. (r · (d | 1) · 4 never equals 36864 = 2^12 · 9 for r ≤ 32, so `>` and `>=` agree.)
+    let w = t(&[2, 32]);
+    assert!(hie::hie_forward(&t(&[1, 2, 287]), &t(&[1, 2, 287]), &w, &lengths, options).is_ok());
+    let error = hie::hie_forward(&t(&[1, 2, 289]), &t(&[1, 2, 289]), &w, &lengths, options)
+        .expect_err("d = 289");
+    assert_eq!(
+        error.to_string(),
+        "hie: bad shape: d = 289, r = 32: the d×r matrix needs 36992 bytes of shared memory (at most 36864)"
+    );
+    // The tolerance: [0, 1). 0 is allowed; 1, a negative value, NaN and ∞ are not.
+    let (h, w) = (t(&[1, 2, 4]), t(&[2, 2]));
+    let with = |rank_tolerance: f32| HieOptions {
+        rank_tolerance,
+        ..options
+    };
+    assert!(hie::hie_forward(&h, &h, &w, &lengths, with(0.0)).is_ok());
+    for bad in [1.0, -1e-9, f32::NAN, f32::INFINITY] {
+        let error = hie::hie_forward(&h, &h, &w, &lengths, with(bad)).expect_err("tolerance");
+        assert_eq!(
+            error.to_string(),
+            format!("hie: bad argument: rank_tolerance must be in [0, 1), got {bad}")
+        );
+    }
+}

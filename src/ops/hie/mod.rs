@@ -167,19 +167,15 @@ fn dims(h_x: &Tensor, h_a: &Tensor, w_r: &Tensor, lengths: &IndexTensor) -> Resu
             format!("lengths must be [{batch}], got {:?}", lengths.shape()),
         ));
     }
-    if h_x.len() > i32::MAX as usize {
-        return Err(Error::shape(
-            OP,
-            format!("{} elements exceed the kernel's 32-bit indexing", h_x.len()),
-        ));
-    }
+    super::check_kernel_len(OP, h_x.len())?;
     Ok(Dims { batch, n, d, r })
 }
 
 fn check_options(options: &HieOptions) -> Result<()> {
     options.precision.require_fp32(OP)?;
     let tolerance = options.rank_tolerance;
-    if !(tolerance.is_finite() && (0.0..1.0).contains(&tolerance)) {
+    // NaN and ±∞ are outside the range too.
+    if !(0.0..1.0).contains(&tolerance) {
         return Err(Error::argument(
             OP,
             format!("rank_tolerance must be in [0, 1), got {tolerance}"),
