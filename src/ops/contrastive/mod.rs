@@ -121,12 +121,7 @@ fn check(
     if d == 0 {
         return Err(Error::shape(OP, "the embedding axis d is empty"));
     }
-    if x.len() > i32::MAX as usize {
-        return Err(Error::shape(
-            OP,
-            format!("{} elements exceed the kernel's 32-bit indexing", x.len()),
-        ));
-    }
+    super::check_kernel_len(OP, x.len())?;
     if lengths.shape() != [batch] {
         return Err(Error::shape(
             OP,

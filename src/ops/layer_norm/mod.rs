@@ -116,12 +116,7 @@ fn rows_cols(x: &Tensor, gamma: &Tensor) -> Result<(usize, usize)> {
             ),
         ));
     }
-    if x.len() > i32::MAX as usize {
-        return Err(Error::shape(
-            OP,
-            format!("{} elements exceed the kernel's 32-bit indexing", x.len()),
-        ));
-    }
+    super::check_kernel_len(OP, x.len())?;
     Ok((x.len() / cols, cols))
 }
 
