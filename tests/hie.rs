@@ -1006,3 +1006,49 @@ fn the_shared_memory_bound_and_the_tolerance_range_are_tried_at_their_edges() {
         );
     }
 }
+
+#[test]
+fn each_saved_tensor_of_the_wrong_shape_is_refused_on_its_own() {
+    // cargo-mutants, issue 16: the saved-state check's two `||` → `&&` were unseen (no test
+    // handed the backward a saved state of the wrong shape).
+    let device = Device::cpu();
+    let t = |shape: &[usize]| Tensor::zeros(&device, shape).unwrap();
+    let lengths = IndexTensor::from_vec(&device, &[2], vec![1, 2]).unwrap();
+    let options = HieOptions::default();
+    let (h, w) = (t(&[2, 4, 16]), t(&[4, 3]));
+    let (_, saved) = hie::hie_forward(&h, &h, &w, &lengths, options).unwrap();
+    let backward = |saved: &hie::HieSaved| {
+        hie::hie_backward(
+            &h,
+            &h,
+            &w,
+            &lengths,
+            saved,
+            &h,
+            options,
+            HieBackward::FullQr,
+        )
+    };
+    assert!(backward(&saved).is_ok());
+    let wrong = t(&[2, 3, 3, 1]);
+    for bad in [
+        hie::HieSaved {
+            q: wrong.clone(),
+            ..saved.clone()
+        },
+        hie::HieSaved {
+            r: wrong.clone(),
+            ..saved.clone()
+        },
+        hie::HieSaved {
+            mask: wrong.clone(),
+            ..saved.clone()
+        },
+    ] {
+        let error = backward(&bad).expect_err("a saved tensor of the wrong shape");
+        assert_eq!(
+            error.to_string(),
+            "hie: bad shape: saved state must be Q [2, 16, 3], R [2, 3, 3], mask [2, 4, 3]"
+        );
+    }
+}
