@@ -813,3 +813,11 @@ fn tf32_and_bf16_are_not_implemented_on_every_device(version: &str) {
         }
     }
 }
+
+#[test]
+fn the_initial_logit_scale_is_ln_of_one_over_0_07() {
+    // s₀ = ln(1/τ) with τ = 0.07 (spec A9), as a number (cargo-mutants, issue 16: every test
+    // took it from the function under test). ln(1/0.07) = 2.659260036932778.
+    let s = initial_logit_scale();
+    assert!((s as f64 - 2.659_260_036_932_778).abs() < 1e-6, "s₀ = {s}");
+}
