@@ -276,3 +276,35 @@ fn layer_norm_of_a_constant_row_has_rstd_one_over_sqrt_eps() {
         }
     });
 }
+
+#[test]
+fn layer_norm_backward_refuses_each_saved_statistic_of_the_wrong_shape() {
+    // cargo-mutants, issue 16: the saved-statistics check's `||` → `&&` was unseen (no test
+    // handed the backward a wrong saved state).
+    let device = asif_kernels::Device::cpu();
+    let (x, gamma, beta) = (
+        tensor(&device, &[2, 3], &[0.0, 1.0, 2.0, 3.0, 5.0, 4.0]),
+        tensor(&device, &[3], &[1.0; 3]),
+        tensor(&device, &[3], &[0.0; 3]),
+    );
+    let (_, saved) = layer_norm::layer_norm_forward(&x, &gamma, &beta, 1e-5).unwrap();
+    assert!(layer_norm::layer_norm_backward(&x, &gamma, &saved, &x).is_ok());
+    let wrong = tensor(&device, &[3], &[1.0; 3]);
+    for bad in [
+        layer_norm::LayerNormSaved {
+            mean: wrong.clone(),
+            ..saved.clone()
+        },
+        layer_norm::LayerNormSaved {
+            rstd: wrong.clone(),
+            ..saved.clone()
+        },
+    ] {
+        let error = layer_norm::layer_norm_backward(&x, &gamma, &bad, &x)
+            .expect_err("a saved statistic of the wrong shape");
+        assert_eq!(
+            error.to_string(),
+            "layer_norm: bad shape: saved statistics must have shape [2]"
+        );
+    }
+}
