@@ -820,3 +820,23 @@ fn attention_is_one_launch_forward_and_no_memset() {
         });
     }
 }
+
+#[test]
+fn elementwise_ops_on_empty_tensors_launch_nothing() {
+    // An empty grid is refused by the launch, so an empty tensor must skip it; the kernels'
+    // grid-stride loops would hide a launch of one block over nothing, which only the count
+    // sees (cargo-mutants, issue 16: `launch_elementwise`'s `len > 0` → `>=` was unseen).
+    for_each_version(&BLOCK_FAMILIES, |version| {
+        for device in kernel_devices() {
+            let x = values(&device, &[0, 7], 1);
+            let what = |op: &str| format!("{op} of [0, 7] {}", version.name());
+            let (_, counts) = counted(&device, || gelu_forward(&x).unwrap());
+            assert_eq!(counts.launches, 0, "{}", what("gelu"));
+            let (_, counts) = counted(&device, || relu_backward(&x, &x).unwrap());
+            assert_eq!(counts.launches, 0, "{}", what("relu backward"));
+            let (sum, counts) = counted(&device, || add_forward(&x, &x).unwrap());
+            assert_eq!(counts.launches, 0, "{}", what("add"));
+            assert_eq!(sum.shape(), [0, 7]);
+        }
+    });
+}

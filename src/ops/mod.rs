@@ -457,4 +457,31 @@ mod tests {
             "op: bad shape: 2147483648 elements exceed the kernel's 32-bit indexing"
         );
     }
+
+    #[test]
+    fn indices_are_checked_for_their_device_and_their_range() {
+        // cargo-mutants, issue 16 (`check_indices` → `Ok(())` was unseen by the dispatch's
+        // binaries; each op's own binary refuses a bad index through it).
+        let cpu = Device::cpu();
+        let emulated = Device::emulated(asif_emulator::launch);
+        let ids = |device: &Device, values: Vec<i32>| {
+            IndexTensor::from_vec(device, &[values.len()], values).unwrap()
+        };
+        // [−1, 3): both ends allowed, one past either refused, on each host device.
+        for device in [&cpu, &emulated] {
+            check_indices("op", device, &ids(device, vec![-1, 0, 2]), -1, 3).unwrap();
+            for (values, message) in [
+                (vec![0, -2], "index -2 at position 1 is outside [-1, 3)"),
+                (vec![3], "index 3 at position 0 is outside [-1, 3)"),
+            ] {
+                let error = check_indices("op", device, &ids(device, values), -1, 3).unwrap_err();
+                assert_eq!(error.to_string(), format!("op: bad argument: {message}"));
+            }
+        }
+        let error = check_indices("op", &cpu, &ids(&emulated, vec![0]), 0, 1).unwrap_err();
+        assert!(
+            matches!(error, Error::DeviceMismatch { op: "op", .. }),
+            "{error:?}"
+        );
+    }
 }
