@@ -20,7 +20,7 @@ pub use cpu::{forward_backward as forward_backward_reference, ContrastiveReferen
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
-use crate::ops::{record_one, run, run_one, DeviceOp};
+use crate::ops::{check_kernel_len, record_one, run, run_one, DeviceOp};
 use crate::{Error, IndexTensor, Precision, Result, Tensor};
 
 /// The kernel family of `kernels/contrastive.cu` in [`crate::kernel_version`]: v1 (CUDA-core
@@ -121,7 +121,7 @@ fn check(
     if d == 0 {
         return Err(Error::shape(OP, "the embedding axis d is empty"));
     }
-    super::check_kernel_len(OP, x.len())?;
+    check_kernel_len(OP, x.len())?;
     if lengths.shape() != [batch] {
         return Err(Error::shape(
             OP,

@@ -31,7 +31,7 @@ pub struct Dims {
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
-use crate::ops::{record_one, run, DeviceOp};
+use crate::ops::{check_indices, check_kernel_len, record_one, run, DeviceOp};
 use crate::{Error, IndexTensor, Precision, Result, Tensor};
 
 const OP: &str = "hie";
@@ -160,14 +160,14 @@ fn dims(h_x: &Tensor, h_a: &Tensor, w_r: &Tensor, lengths: &IndexTensor) -> Resu
         ));
     }
     // Values in [0, n] (host devices; on the GPU they are not read back and the kernels clamp).
-    super::check_indices(OP, h_x.device(), lengths, 0, n as i64 + 1)?;
+    check_indices(OP, h_x.device(), lengths, 0, n as i64 + 1)?;
     if lengths.shape() != [batch] {
         return Err(Error::shape(
             OP,
             format!("lengths must be [{batch}], got {:?}", lengths.shape()),
         ));
     }
-    super::check_kernel_len(OP, h_x.len())?;
+    check_kernel_len(OP, h_x.len())?;
     Ok(Dims { batch, n, d, r })
 }
 

@@ -14,7 +14,7 @@ pub use cpu::{backward as backward_reference, forward as forward_reference};
 
 use crate::autograd::{Tape, Var};
 use crate::device::{Buffer, Device};
-use crate::ops::{record_one, run, DeviceOp};
+use crate::ops::{check_kernel_len, record_one, run, DeviceOp};
 use crate::{Error, Result, Tensor};
 
 /// What the backward needs from the forward: per-row mean and 1/sqrt(var + eps).
@@ -116,7 +116,7 @@ fn rows_cols(x: &Tensor, gamma: &Tensor) -> Result<(usize, usize)> {
             ),
         ));
     }
-    super::check_kernel_len(OP, x.len())?;
+    check_kernel_len(OP, x.len())?;
     Ok((x.len() / cols, cols))
 }
 
